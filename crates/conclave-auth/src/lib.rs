@@ -1,0 +1,14 @@
+//! Credential primitives shared by every sign-in path: Argon2id password hashing, the password
+//! strength policy, and the opaque bearer credentials (API keys, access and refresh tokens).
+//!
+//! Nothing here knows about HTTP or storage; `conclave-core` decides when to call what.
+
+mod password;
+mod policy;
+mod token;
+
+pub use password::{PasswordError, PasswordHasher, PasswordHashingParams};
+pub use policy::{check_password_strength, PasswordRejection, MIN_PASSWORD_CHARS};
+pub use token::{
+    hash_secret, random_password, CredentialKind, IssuedCredential, ParsedCredential, SecretHash,
+};

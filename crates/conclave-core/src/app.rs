@@ -1,0 +1,179 @@
+//! [`Conclave`]: the domain services behind every route, wired to a store, a content codec and
+//! the model catalog. The binary builds one and hands it to the HTTP layer.
+
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use conclave_auth::{PasswordHasher, PasswordHashingParams};
+use tokio_util::task::TaskTracker;
+
+use crate::content::ContentCodec;
+use crate::error::{Error, Result};
+use crate::ids::TenantId;
+use crate::principal::{Caller, RequestMeta};
+use crate::provider::ModelCatalog;
+use crate::records::{NewAuditEvent, Outcome};
+use crate::store::Store;
+
+/// The domain's settings, taken from the binary's configuration.
+#[derive(Debug, Clone)]
+pub struct CoreConfig {
+    /// Later sign-ups are accepted (the first account of a fresh install always is, in `dev`).
+    pub signup_open: bool,
+    /// `dev`: the first sign-up becomes the tenant's admin. `production`: the first admin is
+    /// created with `conclave admin create`, so nobody races for it over the network.
+    pub first_signup_is_admin: bool,
+    pub access_token_ttl: Duration,
+    pub refresh_token_ttl: Duration,
+    pub password_hashing: PasswordHashingParams,
+    pub default_tenant_name: String,
+}
+
+impl Default for CoreConfig {
+    fn default() -> Self {
+        Self {
+            signup_open: true,
+            first_signup_is_admin: true,
+            access_token_ttl: Duration::from_secs(15 * 60),
+            refresh_token_ttl: Duration::from_secs(30 * 24 * 3600),
+            password_hashing: PasswordHashingParams::default(),
+            default_tenant_name: "Default".into(),
+        }
+    }
+}
+
+pub struct Conclave {
+    pub(crate) store: Arc<dyn Store>,
+    pub(crate) codec: Arc<dyn ContentCodec>,
+    pub(crate) catalog: RwLock<ModelCatalog>,
+    pub(crate) config: CoreConfig,
+    pub(crate) hasher: PasswordHasher,
+    /// Replies run as detached tasks; shutdown waits for them.
+    pub(crate) replies: TaskTracker,
+}
+
+impl Conclave {
+    pub fn new(
+        config: CoreConfig,
+        store: Arc<dyn Store>,
+        codec: Arc<dyn ContentCodec>,
+        catalog: ModelCatalog,
+    ) -> Result<Arc<Self>> {
+        let hasher = PasswordHasher::new(config.password_hashing).map_err(Error::internal)?;
+        Ok(Arc::new(Self {
+            store,
+            codec,
+            catalog: RwLock::new(catalog),
+            config,
+            hasher,
+            replies: TaskTracker::new(),
+        }))
+    }
+
+    pub fn config(&self) -> &CoreConfig {
+        &self.config
+    }
+
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.store
+    }
+
+    pub fn catalog(&self) -> ModelCatalog {
+        self.catalog.read().map(|c| c.clone()).unwrap_or_default()
+    }
+
+    /// Replaces the model catalog (after a provider's model list was fetched again).
+    pub fn set_catalog(&self, catalog: ModelCatalog) {
+        if let Ok(mut c) = self.catalog.write() {
+            *c = catalog;
+        }
+    }
+
+    /// Readiness: the database answers.
+    pub async fn ready(&self) -> Result<()> {
+        self.store.ping().await.map_err(Error::from)
+    }
+
+    /// Waits up to `grace` for running replies to finish. Returns how many were still running.
+    pub async fn drain(&self, grace: Duration) -> usize {
+        self.replies.close();
+        if tokio::time::timeout(grace, self.replies.wait()).await.is_err() {
+            return self.replies.len();
+        }
+        0
+    }
+
+    /// Runs `f` on the blocking pool (Argon2 and other CPU-heavy work never blocks the runtime).
+    pub(crate) async fn blocking<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&PasswordHasher) -> T + Send + 'static,
+    ) -> Result<T> {
+        let hasher = self.hasher.clone();
+        tokio::task::spawn_blocking(move || f(&hasher)).await.map_err(Error::internal)
+    }
+}
+
+/// What an audit event is about.
+pub(crate) struct AuditRecord<'a> {
+    pub action: &'static str,
+    pub resource_type: &'static str,
+    pub resource_id: Option<String>,
+    pub outcome: Outcome,
+    pub detail: Option<serde_json::Value>,
+    pub actor: Option<&'a Caller>,
+}
+
+impl<'a> AuditRecord<'a> {
+    pub fn new(action: &'static str, resource_type: &'static str, resource_id: impl ToString) -> Self {
+        Self {
+            action,
+            resource_type,
+            resource_id: Some(resource_id.to_string()),
+            outcome: Outcome::Success,
+            detail: None,
+            actor: None,
+        }
+    }
+
+    pub fn by(mut self, caller: &'a Caller) -> Self {
+        self.actor = Some(caller);
+        self
+    }
+
+    pub fn outcome(mut self, outcome: Outcome) -> Self {
+        self.outcome = outcome;
+        self
+    }
+
+    pub fn detail(mut self, detail: serde_json::Value) -> Self {
+        self.detail = Some(detail);
+        self
+    }
+}
+
+impl Conclave {
+    /// The one audit hook every state change, sign-in and denial goes through.
+    pub(crate) async fn audit(&self, tenant: TenantId, meta: &RequestMeta, record: AuditRecord<'_>) {
+        let event = NewAuditEvent {
+            tenant_id: tenant,
+            id: crate::ids::AuditEventId::new(),
+            at: time::OffsetDateTime::now_utc(),
+            actor_id: record.actor.map(|c| c.user()),
+            actor_kind: record.actor.map_or("anonymous", |c| c.principal.actor_kind()),
+            action: record.action,
+            resource_type: record.resource_type,
+            resource_id: record.resource_id,
+            outcome: record.outcome,
+            ip: meta.ip.map(|ip| ip.to_string()),
+            request_id: meta.request_id.clone(),
+            detail: record.detail,
+        };
+        if let Err(e) = self.store.append_audit(&event).await {
+            tracing::error!(action = event.action, error = %e, "audit event could not be stored");
+        }
+    }
+
+    pub(crate) async fn audit_by(&self, caller: &Caller, record: AuditRecord<'_>) {
+        self.audit(caller.tenant(), &caller.meta, record.by(caller)).await
+    }
+}

@@ -1,0 +1,275 @@
+//! Rows as the store keeps them. Content fields are [`Sealed`]; the services open them into the
+//! views the API returns (`views.rs`).
+
+use time::OffsetDateTime;
+
+use crate::content::Sealed;
+use crate::ids::*;
+use crate::principal::{Role, Scope};
+use crate::settings::TenantSettings;
+
+#[derive(Debug, Clone)]
+pub struct Tenant {
+    pub id: TenantId,
+    pub name: String,
+    pub settings: TenantSettings,
+    pub created_at: OffsetDateTime,
+    pub updated_at: OffsetDateTime,
+}
+
+#[derive(Debug, Clone)]
+pub struct User {
+    pub tenant_id: TenantId,
+    pub id: UserId,
+    /// Lower-cased.
+    pub email: String,
+    pub display_name: String,
+    pub role: Role,
+    pub disabled: bool,
+    pub must_change_password: bool,
+    pub created_at: OffsetDateTime,
+    pub updated_at: OffsetDateTime,
+}
+
+#[derive(Debug, Clone)]
+pub struct NewUser {
+    pub id: UserId,
+    pub email: String,
+    pub display_name: String,
+    /// The role asked for; the store makes the tenant's very first user an admin when
+    /// `first_user_becomes_admin` is set.
+    pub role: Role,
+    pub first_user_becomes_admin: bool,
+    pub password_hash: Option<String>,
+    pub must_change_password: bool,
+}
+
+/// A user with what sign-in needs.
+#[derive(Debug, Clone)]
+pub struct LoginRecord {
+    pub user: User,
+    pub password_hash: Option<String>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct UserPatch {
+    pub role: Option<Role>,
+    pub disabled: Option<bool>,
+    pub display_name: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct ApiKey {
+    pub tenant_id: TenantId,
+    pub id: ApiKeyId,
+    pub user_id: UserId,
+    pub name: String,
+    pub scopes: Vec<Scope>,
+    pub created_at: OffsetDateTime,
+    pub expires_at: Option<OffsetDateTime>,
+    pub last_used_at: Option<OffsetDateTime>,
+}
+
+#[derive(Debug, Clone)]
+pub struct ApiKeyRecord {
+    pub key: ApiKey,
+    pub secret_hash: Vec<u8>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TokenKind {
+    Access,
+    Refresh,
+}
+
+impl TokenKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TokenKind::Access => "access",
+            TokenKind::Refresh => "refresh",
+        }
+    }
+}
+
+/// An access or refresh token of a session, stored as a hash of its secret.
+#[derive(Debug, Clone)]
+pub struct TokenRecord {
+    pub tenant_id: TenantId,
+    pub id: TokenId,
+    pub session_id: SessionId,
+    pub user_id: UserId,
+    pub kind: TokenKind,
+    pub secret_hash: Vec<u8>,
+    pub expires_at: OffsetDateTime,
+    /// Refresh tokens: when it was exchanged. Presenting it again is reuse.
+    pub used_at: Option<OffsetDateTime>,
+    /// The session was revoked (logout, reuse detected, password change).
+    pub session_revoked: bool,
+}
+
+/// What an incoming credential id resolves to, from the global lookup table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CredentialRef {
+    ApiKey(TenantId),
+    Token(TenantId),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Visibility {
+    /// Only the owner sees it.
+    Private,
+    /// Everyone in the tenant sees and uses it; only the owner and admins change it.
+    Tenant,
+}
+
+impl Visibility {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Visibility::Private => "private",
+            Visibility::Tenant => "tenant",
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct AgentRecord {
+    pub tenant_id: TenantId,
+    pub id: AgentId,
+    pub owner_id: UserId,
+    pub name: Sealed,
+    pub description: Option<Sealed>,
+    pub instructions: Sealed,
+    pub model: String,
+    pub temperature: Option<f64>,
+    pub top_p: Option<f64>,
+    pub max_tokens: Option<u32>,
+    pub library_ids: Vec<LibraryId>,
+    pub visibility: Visibility,
+    pub created_at: OffsetDateTime,
+    pub updated_at: OffsetDateTime,
+}
+
+#[derive(Debug, Clone)]
+pub struct ConversationRecord {
+    pub tenant_id: TenantId,
+    pub id: ConversationId,
+    pub owner_id: UserId,
+    pub agent_id: AgentId,
+    pub title: Option<Sealed>,
+    pub created_at: OffsetDateTime,
+    pub updated_at: OffsetDateTime,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum MessageRole {
+    User,
+    Assistant,
+}
+
+impl MessageRole {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MessageRole::User => "user",
+            MessageRole::Assistant => "assistant",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum MessageStatus {
+    Streaming,
+    Complete,
+    Cancelled,
+    Failed,
+}
+
+impl MessageStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MessageStatus::Streaming => "streaming",
+            MessageStatus::Complete => "complete",
+            MessageStatus::Cancelled => "cancelled",
+            MessageStatus::Failed => "failed",
+        }
+    }
+}
+
+/// Token counts of one reply.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
+pub struct Usage {
+    pub prompt_tokens: u32,
+    pub completion_tokens: u32,
+}
+
+#[derive(Debug, Clone)]
+pub struct MessageRecord {
+    pub tenant_id: TenantId,
+    pub id: MessageId,
+    pub conversation_id: ConversationId,
+    pub role: MessageRole,
+    pub content: Sealed,
+    pub status: MessageStatus,
+    pub model: Option<String>,
+    pub usage: Option<Usage>,
+    pub finish_reason: Option<String>,
+    /// For a failed reply: why, in words for the user.
+    pub error: Option<String>,
+    /// For an assistant message: the user message it answers.
+    pub reply_to: Option<MessageId>,
+    pub created_at: OffsetDateTime,
+    pub updated_at: OffsetDateTime,
+}
+
+/// How a reply ended, as stored.
+#[derive(Debug, Clone)]
+pub struct ReplyOutcome {
+    pub content: Sealed,
+    pub status: MessageStatus,
+    pub usage: Option<Usage>,
+    pub finish_reason: Option<String>,
+    pub error: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    Success,
+    Denied,
+    Failure,
+}
+
+impl Outcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Success => "success",
+            Outcome::Denied => "denied",
+            Outcome::Failure => "failure",
+        }
+    }
+}
+
+/// An audit event before the store gives it its per-tenant sequence number.
+#[derive(Debug, Clone)]
+pub struct NewAuditEvent {
+    pub tenant_id: TenantId,
+    pub id: AuditEventId,
+    pub at: OffsetDateTime,
+    pub actor_id: Option<UserId>,
+    pub actor_kind: &'static str,
+    pub action: &'static str,
+    pub resource_type: &'static str,
+    pub resource_id: Option<String>,
+    pub outcome: Outcome,
+    pub ip: Option<String>,
+    pub request_id: Option<String>,
+    pub detail: Option<serde_json::Value>,
+}
+
+#[derive(Debug, Clone)]
+pub struct AuditEvent {
+    pub seq: i64,
+    pub event: NewAuditEvent,
+}

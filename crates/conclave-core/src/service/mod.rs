@@ -1,0 +1,10 @@
+//! The domain services, one file a concern, all as methods of [`crate::Conclave`].
+
+pub mod accounts;
+pub mod admin;
+pub mod agents;
+pub mod api_keys;
+pub mod conversations;
+pub mod export;
+pub mod models;
+pub mod replies;

@@ -1,0 +1,41 @@
+//! Black-box tests of the `conclave` binary: each test starts the real server on a free port with
+//! its own data folder and talks HTTP to it, on SQLite and on PostgreSQL (127.0.0.1:5432).
+
+/// Turns `async fn name(backend: Backend) -> anyhow::Result<()>` bodies of the calling module into
+/// `sqlite::name` and `postgres::name` tests.
+macro_rules! backend_tests {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() -> anyhow::Result<()> {
+                    super::$name(crate::app::Backend::Sqlite).await
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() -> anyhow::Result<()> {
+                    super::$name(crate::app::Backend::Postgres).await
+                }
+            )*
+        }
+    };
+}
+
+mod admin;
+mod agents;
+mod api_keys;
+mod app;
+mod auth;
+mod cli;
+mod conventions;
+mod conversations;
+mod demo;
+mod export;
+mod health;
+mod messages;
+mod provider_failures;
+mod shutdown;
+mod tenant;
