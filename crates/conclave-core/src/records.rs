@@ -268,8 +268,20 @@ pub struct NewAuditEvent {
     pub detail: Option<serde_json::Value>,
 }
 
+/// A stored audit event, as read back.
 #[derive(Debug, Clone)]
 pub struct AuditEvent {
+    pub tenant_id: TenantId,
     pub seq: i64,
-    pub event: NewAuditEvent,
+    pub id: AuditEventId,
+    pub at: OffsetDateTime,
+    pub actor_id: Option<UserId>,
+    pub actor_kind: String,
+    pub action: String,
+    pub resource_type: String,
+    pub resource_id: Option<String>,
+    pub outcome: Outcome,
+    pub ip: Option<String>,
+    pub request_id: Option<String>,
+    pub detail: Option<serde_json::Value>,
 }

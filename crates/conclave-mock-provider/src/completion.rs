@@ -8,9 +8,11 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use axum::body::{Body, Bytes};
 use axum::http::header::CONTENT_TYPE;
 use axum::response::{IntoResponse, Response};
+use futures::StreamExt;
 use serde_json::{json, Value};
 
 use crate::script::{Reply, Script, Usage};
+use crate::stream;
 
 /// Everything needed to answer one request, fixed when it arrives.
 pub(crate) struct Answer {
@@ -37,7 +39,12 @@ impl TokenCounts {
 }
 
 impl Answer {
-    pub(crate) fn new(id: String, model: String, script: Arc<Script>, messages: &[Value]) -> Answer {
+    pub(crate) fn new(
+        id: String,
+        model: String,
+        script: Arc<Script>,
+        messages: &[Value],
+    ) -> Answer {
         let echoed = match script.reply {
             Reply::Text(_) => None,
             Reply::Echo => Some(format!("echo: {}", last_user_text(messages))),
@@ -109,13 +116,11 @@ impl Answer {
     pub(crate) fn truncated(&self) -> Response {
         let mut half = self.body().to_string().into_bytes();
         half.truncate(half.len() / 2);
-        let frames: [io::Result<Bytes>; 2] = [
-            Ok(Bytes::from(half)),
-            Err(io::Error::other("mock provider dropped the connection")),
-        ];
+        let half = futures::stream::once(async { Ok::<_, io::Error>(Bytes::from(half)) });
+        let cut = futures::stream::once(async { Err(stream::dropped_connection().await) });
         (
             [(CONTENT_TYPE, "application/json")],
-            Body::from_stream(futures::stream::iter(frames)),
+            Body::from_stream(half.chain(cut)),
         )
             .into_response()
     }

@@ -1,6 +1,7 @@
 //! The mock provider as a process, for benchmarks: serves one fixed script until SIGTERM or
 //! Ctrl-C, and announces its address on stdout as one JSON line.
 
+use std::future::Future;
 use std::io::Write;
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -45,39 +46,53 @@ async fn main() -> anyhow::Result<()> {
     .with_response_delay(Duration::from_millis(args.response_delay_ms));
     script.api_key = args.api_key;
 
+    // Before announcing: a benchmark may signal as soon as it has read the address.
+    let shutdown = shutdown_signal()?;
+
     // A benchmark sends far more requests than anyone reads back, so none are kept.
     let provider = MockProvider::start_unrecorded(args.listen, script)
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;
 
-    let line = serde_json::json!({ "msg": "listening", "addr": provider.addr().to_string() });
+    // Written by hand to keep the field order; an address has nothing to escape.
     let mut stdout = std::io::stdout().lock();
-    writeln!(stdout, "{line}").context("cannot write to stdout")?;
-    stdout.flush().context("cannot write to stdout")?;
+    writeln!(
+        stdout,
+        r#"{{"msg":"listening","addr":"{}"}}"#,
+        provider.addr()
+    )
+    .and_then(|()| stdout.flush())
+    .context("cannot write to stdout")?;
     drop(stdout);
 
-    shutdown_signal().await?;
+    shutdown.await;
     provider.stop().await;
     Ok(())
 }
 
-async fn shutdown_signal() -> anyhow::Result<()> {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{signal, SignalKind};
-        let mut terminate =
-            signal(SignalKind::terminate()).context("cannot listen for SIGTERM")?;
+/// Resolves on SIGTERM or Ctrl-C. The handlers are in place when this returns, not when the
+/// future is first polled.
+#[cfg(unix)]
+fn shutdown_signal() -> anyhow::Result<impl Future<Output = ()>> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut terminate = signal(SignalKind::terminate()).context("cannot listen for SIGTERM")?;
+    let mut interrupt = signal(SignalKind::interrupt()).context("cannot listen for Ctrl-C")?;
+    Ok(async move {
         tokio::select! {
-            _ = terminate.recv() => Ok(()),
-            ctrl_c = tokio::signal::ctrl_c() => ctrl_c.context("cannot listen for Ctrl-C"),
+            _ = terminate.recv() => {}
+            _ = interrupt.recv() => {}
         }
-    }
-    #[cfg(not(unix))]
-    {
-        tokio::signal::ctrl_c()
-            .await
-            .context("cannot listen for Ctrl-C")
-    }
+    })
+}
+
+#[cfg(not(unix))]
+fn shutdown_signal() -> anyhow::Result<impl Future<Output = ()>> {
+    Ok(async {
+        if tokio::signal::ctrl_c().await.is_err() {
+            // Nothing can stop the process cleanly then; it serves until killed.
+            std::future::pending::<()>().await;
+        }
+    })
 }
 
 /// `len` bytes of space-separated ASCII words, so the reply splits anywhere and its computed

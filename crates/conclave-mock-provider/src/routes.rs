@@ -117,10 +117,13 @@ fn check_key(script: &Script, headers: &HeaderMap) -> Result<(), ApiError> {
     let Some(expected) = script.api_key.as_deref() else {
         return Ok(());
     };
+    // The scheme is case-insensitive (RFC 9110), the key is not.
     let bearer = headers
         .get(AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "));
+        .and_then(|v| v.split_once(' '))
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map(|(_, key)| key);
     let api_key = headers.get("api-key").and_then(|v| v.to_str().ok());
     if bearer == Some(expected) || api_key == Some(expected) {
         return Ok(());

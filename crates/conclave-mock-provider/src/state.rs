@@ -99,7 +99,10 @@ impl Shared {
     }
 
     pub(crate) fn request_count(&self) -> usize {
-        self.log.lock().unwrap_or_else(PoisonError::into_inner).count
+        self.log
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .count
     }
 
     /// A completion id unique within this provider.

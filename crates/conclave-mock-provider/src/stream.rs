@@ -2,8 +2,8 @@
 //! event produced (and flushed) at a time.
 //!
 //! Benchmarks hold thousands of these streams open on two cores, so an event is built straight
-//! into one exact-size buffer from a per-stream prefix, with no `serde_json::Value` in between,
-//! and nothing is produced before the client is ready for it.
+//! into one buffer, sized up front, from a per-stream prefix and the reply text, with no
+//! `serde_json::Value` in between; and an event is only built when the server asks for it.
 
 use std::io;
 use std::ops::Range;
@@ -18,15 +18,33 @@ use tokio_util::sync::CancellationToken;
 use crate::completion::{Answer, TokenCounts};
 use crate::script::Failure;
 
+// The pieces of an event: the stream's prefix (`data: {…,"choices":[`), one of these, `\n\n`.
 const ROLE_CHOICE: &[u8] =
-    b"{\"index\":0,\"delta\":{\"role\":\"assistant\",\"content\":\"\"},\"finish_reason\":null}]}\n\n";
-const CONTENT_OPEN: &[u8] = b"{\"index\":0,\"delta\":{\"content\":";
-const CONTENT_CLOSE: &[u8] = b"},\"finish_reason\":null}]}\n\n";
-const FINISH_OPEN: &[u8] = b"{\"index\":0,\"delta\":{},\"finish_reason\":";
-const FINISH_CLOSE: &[u8] = b"}]}\n\n";
+    br#"{"index":0,"delta":{"role":"assistant","content":""},"finish_reason":null}]}"#;
+const CONTENT_OPEN: &[u8] = br#"{"index":0,"delta":{"content":"#;
+const CONTENT_CLOSE: &[u8] = br#"},"finish_reason":null}]}"#;
+const FINISH_OPEN: &[u8] = br#"{"index":0,"delta":{},"finish_reason":"#;
+const FINISH_CLOSE: &[u8] = br#"}]}"#;
+const EVENT_END: &[u8] = b"\n\n";
+
+// Whole events, the same for every stream.
 const DONE: &[u8] = b"data: [DONE]\n\n";
-const MID_STREAM_ERROR: &[u8] = b"data: {\"error\":{\"message\":\"mock failure mid-stream\",\"type\":\"server_error\",\"code\":\"mock\"}}\n\n";
+const MID_STREAM_ERROR: &[u8] = concat!(
+    r#"data: {"error":{"message":"mock failure mid-stream","type":"server_error","code":"mock"}}"#,
+    "\n\n"
+)
+.as_bytes();
 const GARBAGE: &[u8] = b"data: this is not json\n\n";
+
+/// The error that makes the server close the connection in the middle of a body.
+///
+/// The server drops whatever it has not yet written when a body fails, so the body first
+/// yields once: the server flushes what is buffered (the status, headers and events so far) and
+/// the client sees the connection drop after them, not instead of them.
+pub(crate) async fn dropped_connection() -> io::Error {
+    tokio::task::yield_now().await;
+    io::Error::other("mock provider dropped the connection")
+}
 
 /// A scripted failure that cuts a stream short after some content chunks.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -77,7 +95,10 @@ pub(crate) fn garbage() -> Response {
 
 fn event_stream(body: Body) -> Response {
     (
-        [(CONTENT_TYPE, "text/event-stream"), (CACHE_CONTROL, "no-cache")],
+        [
+            (CONTENT_TYPE, "text/event-stream"),
+            (CACHE_CONTROL, "no-cache"),
+        ],
         body,
     )
         .into_response()
@@ -114,13 +135,13 @@ impl Events {
         stop: CancellationToken,
     ) -> Events {
         let mut prefix = BytesMut::with_capacity(96 + answer.id.len() + answer.model.len());
-        prefix.put_slice(b"data: {\"id\":");
+        prefix.put_slice(br#"data: {"id":"#);
         put_json_str(&mut prefix, &answer.id);
-        prefix.put_slice(b",\"object\":\"chat.completion.chunk\",\"created\":");
+        prefix.put_slice(br#","object":"chat.completion.chunk","created":"#);
         prefix.put_slice(answer.created.to_string().as_bytes());
-        prefix.put_slice(b",\"model\":");
+        prefix.put_slice(br#","model":"#);
         put_json_str(&mut prefix, &answer.model);
-        prefix.put_slice(b",\"choices\":[");
+        prefix.put_slice(br#","choices":["#);
         let parts = Parts::new(answer.reply(), answer.script().chunks);
         let delay = answer.script().chunk_delay;
         Events {
@@ -141,20 +162,22 @@ impl Events {
         match self.next {
             Next::Role => {
                 self.next = Next::Content;
-                Some(Ok(self.event(ROLE_CHOICE.len(), |buf| {
-                    buf.put_slice(ROLE_CHOICE)
-                })))
+                Some(Ok(
+                    self.event(ROLE_CHOICE.len(), |buf| buf.put_slice(ROLE_CHOICE))
+                ))
             }
             Next::Content => Some(self.content_or_close().await),
             Next::Usage(usage) => {
                 self.next = Next::Done;
                 let rest = format!(
-                    "],\"usage\":{{\"prompt_tokens\":{},\"completion_tokens\":{},\"total_tokens\":{}}}}}\n\n",
+                    r#"],"usage":{{"prompt_tokens":{},"completion_tokens":{},"total_tokens":{}}}}}"#,
                     usage.prompt,
                     usage.completion,
                     usage.total()
                 );
-                Some(Ok(self.event(rest.len(), |buf| buf.put_slice(rest.as_bytes()))))
+                Some(Ok(
+                    self.event(rest.len(), |buf| buf.put_slice(rest.as_bytes()))
+                ))
             }
             Next::Done => {
                 self.next = Next::End;
@@ -172,7 +195,7 @@ impl Events {
             self.parts.next(self.answer.reply())
         };
         let Some(range) = part else {
-            return self.close();
+            return self.close().await;
         };
         self.pause().await?;
         self.sent += 1;
@@ -187,11 +210,11 @@ impl Events {
     }
 
     /// What follows the content: the finish chunk, or the scripted cut.
-    fn close(&mut self) -> io::Result<Bytes> {
+    async fn close(&mut self) -> io::Result<Bytes> {
         match self.cutoff {
             Some(Cutoff::Drop(_)) => {
                 self.next = Next::End;
-                Err(io::Error::other("mock provider dropped the connection"))
+                Err(dropped_connection().await)
             }
             Some(Cutoff::Error(_)) => {
                 self.next = Next::End;
@@ -228,11 +251,12 @@ impl Events {
         }
     }
 
-    /// One event: the stream's prefix followed by what `rest` writes.
+    /// One event: the stream's prefix, what `rest` writes (`room` bytes or about), the end.
     fn event(&self, room: usize, rest: impl FnOnce(&mut BytesMut)) -> Bytes {
-        let mut buf = BytesMut::with_capacity(self.prefix.len() + room);
+        let mut buf = BytesMut::with_capacity(self.prefix.len() + room + EVENT_END.len());
         buf.put_slice(&self.prefix);
         rest(&mut buf);
+        buf.put_slice(EVENT_END);
         buf.freeze()
     }
 }
@@ -337,7 +361,12 @@ mod tests {
 
     #[test]
     fn escapes_like_serde_json() {
-        for text in ["plain", "quote \" back \\ slash", "new\nline\ttab\r", "\u{1}\u{1f}é日"] {
+        for text in [
+            "plain",
+            "quote \" back \\ slash",
+            "new\nline\ttab\r",
+            "\u{1}\u{1f}é日",
+        ] {
             let mut buf = BytesMut::new();
             put_json_str(&mut buf, text);
             let back: String = serde_json::from_slice(&buf).expect("valid JSON string");

@@ -1,1 +1,112 @@
-//! placeholder
+//! Conclave's persistence: one [`Store`](conclave_core::store::Store) implementation written once
+//! (`queries.rs`) and compiled for SQLite (the embedded default) and PostgreSQL, with the
+//! migrations of each.
+
+mod db_time;
+mod error;
+mod queries;
+
+use std::path::Path;
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use conclave_core::store::Store;
+use sqlx::postgres::PgPoolOptions;
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{PgPool, SqlitePool};
+
+pub use error::ConnectError;
+
+/// The SQLite store.
+#[derive(Clone)]
+pub struct SqliteStore {
+    pool: SqlitePool,
+}
+
+/// The PostgreSQL store.
+#[derive(Clone)]
+pub struct PgStore {
+    pool: PgPool,
+}
+
+/// A connected database of either kind.
+#[derive(Clone)]
+pub enum Database {
+    Sqlite(SqliteStore),
+    Postgres(PgStore),
+}
+
+impl Database {
+    /// Connects to `url` (`sqlite://path` or `postgres://…`). SQLite files are created with their
+    /// folder; PostgreSQL must answer within `timeout`.
+    pub async fn connect(url: &str, timeout: Duration) -> Result<Database, ConnectError> {
+        if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            let pool = PgPoolOptions::new()
+                .max_connections(16)
+                .min_connections(0)
+                .acquire_timeout(timeout)
+                .connect(url)
+                .await
+                .map_err(|e| ConnectError::Unreachable { backend: "PostgreSQL", detail: error::describe(&e) })?;
+            Ok(Database::Postgres(PgStore { pool }))
+        } else if let Some(path) = url.strip_prefix("sqlite://") {
+            let path = path.split('?').next().unwrap_or(path);
+            if let Some(parent) = Path::new(path).parent().filter(|p| !p.as_os_str().is_empty()) {
+                std::fs::create_dir_all(parent).map_err(|e| ConnectError::Unreachable {
+                    backend: "SQLite",
+                    detail: format!("cannot create {}: {e}", parent.display()),
+                })?;
+            }
+            let options = SqliteConnectOptions::from_str(url)
+                .map_err(|e| ConnectError::InvalidUrl(e.to_string()))?
+                .create_if_missing(true)
+                .journal_mode(SqliteJournalMode::Wal)
+                .synchronous(SqliteSynchronous::Normal)
+                .foreign_keys(true)
+                .busy_timeout(Duration::from_secs(10));
+            let pool = SqlitePoolOptions::new()
+                .max_connections(8)
+                .min_connections(1)
+                .acquire_timeout(timeout)
+                .connect_with(options)
+                .await
+                .map_err(|e| ConnectError::Unreachable { backend: "SQLite", detail: error::describe(&e) })?;
+            Ok(Database::Sqlite(SqliteStore { pool }))
+        } else {
+            Err(ConnectError::InvalidUrl(
+                "the database URL must start with sqlite:// or postgres://".into(),
+            ))
+        }
+    }
+
+    /// Applies the migrations this binary carries; safe to run again.
+    pub async fn migrate(&self) -> Result<(), ConnectError> {
+        let result = match self {
+            Database::Sqlite(s) => sqlx::migrate!("./migrations/sqlite").run(&s.pool).await,
+            Database::Postgres(s) => sqlx::migrate!("./migrations/postgres").run(&s.pool).await,
+        };
+        result.map_err(|e| ConnectError::Migration(e.to_string()))
+    }
+
+    pub fn backend(&self) -> &'static str {
+        match self {
+            Database::Sqlite(_) => "sqlite",
+            Database::Postgres(_) => "postgres",
+        }
+    }
+
+    pub fn into_store(self) -> Arc<dyn Store> {
+        match self {
+            Database::Sqlite(s) => Arc::new(s),
+            Database::Postgres(s) => Arc::new(s),
+        }
+    }
+
+    pub async fn close(&self) {
+        match self {
+            Database::Sqlite(s) => s.pool.close().await,
+            Database::Postgres(s) => s.pool.close().await,
+        }
+    }
+}

@@ -34,6 +34,7 @@ async fn a_wrong_key_is_refused() {
     for header in [
         ("authorization", "Bearer sk-wrong"),
         ("authorization", KEY),
+        ("authorization", "Bearer SK-MOCK-123"),
         ("api-key", "sk-wrong"),
     ] {
         let response = chat_with(&provider.base_url(), Some(header)).await;
@@ -42,14 +43,19 @@ async fn a_wrong_key_is_refused() {
         assert_eq!(error_of(&body)["code"], "invalid_api_key");
     }
     // Refused requests are still recorded, so a test can see what the client sent.
-    assert_eq!(provider.request_count(), 3);
+    assert_eq!(provider.request_count(), 4);
 }
 
 #[tokio::test]
 async fn bearer_and_api_key_headers_are_both_accepted() {
     let provider = provider(Script::default().with_api_key(KEY)).await;
     let bearer = format!("Bearer {KEY}");
-    for header in [("authorization", bearer.as_str()), ("api-key", KEY)] {
+    let lower_case_scheme = format!("bearer {KEY}");
+    for header in [
+        ("authorization", bearer.as_str()),
+        ("api-key", KEY),
+        ("authorization", lower_case_scheme.as_str()),
+    ] {
         let response = chat_with(&provider.base_url(), Some(header)).await;
         assert_eq!(response.status(), StatusCode::OK, "{header:?}");
     }

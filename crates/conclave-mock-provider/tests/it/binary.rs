@@ -13,7 +13,14 @@ use crate::support::{chunks, client, contents, events};
 #[tokio::test]
 async fn serves_until_sigterm_then_exits_cleanly() {
     let mut child = Command::new(env!("CARGO_BIN_EXE_conclave-mock-provider"))
-        .args(["--listen", "127.0.0.1:0", "--chunks", "4", "--chunk-delay-ms", "1"])
+        .args([
+            "--listen",
+            "127.0.0.1:0",
+            "--chunks",
+            "4",
+            "--chunk-delay-ms",
+            "1",
+        ])
         .args(["--reply-bytes", "100", "--api-key", "bench-key"])
         .stdout(Stdio::piped())
         .kill_on_drop(true)
@@ -26,10 +33,14 @@ async fn serves_until_sigterm_then_exits_cleanly() {
         .expect("announces in time")
         .expect("reads stdout")
         .expect("one line");
+    assert!(line.starts_with(r#"{"msg":"listening","addr":""#), "{line}");
     let announced: Value = serde_json::from_str(&line).expect("a JSON line");
     assert_eq!(announced["msg"], "listening");
     let addr = announced["addr"].as_str().expect("an address");
-    assert!(addr.starts_with("127.0.0.1:") && !addr.ends_with(":0"), "{addr}");
+    assert!(
+        addr.starts_with("127.0.0.1:") && !addr.ends_with(":0"),
+        "{addr}"
+    );
 
     let response = client()
         .post(format!("http://{addr}/v1/chat/completions"))

@@ -15,7 +15,9 @@ async fn answers_with_an_openai_chat_completion() {
     assert_eq!(response.status(), StatusCode::OK);
     assert_eq!(response.headers()["content-type"], "application/json");
     let body = json_body(response).await;
-    assert!(body["id"].as_str().is_some_and(|id| id.starts_with("chatcmpl-")));
+    assert!(body["id"]
+        .as_str()
+        .is_some_and(|id| id.starts_with("chatcmpl-")));
     assert_eq!(body["object"], "chat.completion");
     assert!(body["created"].as_u64().is_some_and(|t| t > 1_600_000_000));
     assert_eq!(body["model"], "mock-model");
@@ -167,12 +169,13 @@ async fn records_requests_in_order_with_their_headers() {
 
     let headers = provider.request_headers();
     assert_eq!(headers.len(), 3);
-    let has = |i: usize, name: &str, value: &str| {
-        headers[i]
-            .iter()
-            .any(|(n, v)| n == name && v == value)
-    };
-    assert!(has(1, "authorization", "Bearer sk-seen"), "{:?}", headers[1]);
+    let has =
+        |i: usize, name: &str, value: &str| headers[i].iter().any(|(n, v)| n == name && v == value);
+    assert!(
+        has(1, "authorization", "Bearer sk-seen"),
+        "{:?}",
+        headers[1]
+    );
     assert!(has(1, "x-custom", "Yes"), "{:?}", headers[1]);
     assert!(!headers[0].iter().any(|(n, _)| n == "authorization"));
 }

@@ -98,7 +98,11 @@ async fn stopping_ends_a_hang_with_a_503_and_returns_promptly() {
     }
     let started = Instant::now();
     provider.stop().await;
-    assert!(started.elapsed() < Duration::from_secs(1), "{:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "{:?}",
+        started.elapsed()
+    );
     let status = waiting.await.expect("joined").expect("answered");
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
 }
@@ -117,7 +121,9 @@ async fn drop_after_chunks_closes_the_stream_early() {
     assert!(!events.iter().any(|e| e == "[DONE]"), "{events:?}");
     let chunks = chunks(&events);
     assert_eq!(contents(&chunks), ["a", "b"]);
-    assert!(chunks.iter().all(|c| c["choices"][0]["finish_reason"].is_null()));
+    assert!(chunks
+        .iter()
+        .all(|c| c["choices"][0]["finish_reason"].is_null()));
 }
 
 #[tokio::test]

@@ -41,7 +41,10 @@ async fn streams_role_content_finish_then_done() {
     assert_eq!(parts.len(), 5);
     assert_eq!(parts.concat(), reply);
     let sizes: Vec<usize> = parts.iter().map(|p| p.chars().count()).collect();
-    assert!(sizes.iter().max().unwrap() - sizes.iter().min().unwrap() <= 1, "{sizes:?}");
+    assert!(
+        sizes.iter().max().unwrap() - sizes.iter().min().unwrap() <= 1,
+        "{sizes:?}"
+    );
     for chunk in &chunks[1..6] {
         assert_eq!(chunk["choices"][0]["finish_reason"], Value::Null);
     }
@@ -69,7 +72,10 @@ async fn sends_usage_only_when_asked() {
         last["usage"],
         json!({ "prompt_tokens": 5, "completion_tokens": 2, "total_tokens": 7 })
     );
-    assert_eq!(chunks[chunks.len() - 2]["choices"][0]["finish_reason"], "stop");
+    assert_eq!(
+        chunks[chunks.len() - 2]["choices"][0]["finish_reason"],
+        "stop"
+    );
     assert_eq!(events.last().map(String::as_str), Some("[DONE]"));
 
     request["stream_options"] = json!({ "include_usage": false });
@@ -98,7 +104,10 @@ async fn streams_echo_and_the_finish_reason() {
     let events = stream_events(script, &chat_request(true)).await;
     let chunks = chunks(&events);
     assert_eq!(contents(&chunks).concat(), "echo: say hello");
-    assert_eq!(chunks.last().unwrap()["choices"][0]["finish_reason"], "length");
+    assert_eq!(
+        chunks.last().unwrap()["choices"][0]["finish_reason"],
+        "length"
+    );
 }
 
 #[tokio::test]

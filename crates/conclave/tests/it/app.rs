@@ -63,7 +63,8 @@ pub struct TempDir(PathBuf);
 
 impl TempDir {
     pub fn new() -> Result<Self> {
-        let path = std::env::temp_dir().join(format!("conclave-it-{}", uuid::Uuid::new_v4().simple()));
+        let path =
+            std::env::temp_dir().join(format!("conclave-it-{}", uuid::Uuid::new_v4().simple()));
         std::fs::create_dir_all(&path).with_context(|| format!("creating {}", path.display()))?;
         Ok(Self(path))
     }
@@ -94,11 +95,13 @@ impl PgDatabase {
                  variant of this test and could not be used: {e}"
             )
         };
-        let mut conn =
-            tokio::time::timeout(Duration::from_secs(10), sqlx::PgConnection::connect(PG_ADMIN_URL))
-                .await
-                .map_err(|e| unreachable(&e))?
-                .map_err(|e| unreachable(&e))?;
+        let mut conn = tokio::time::timeout(
+            Duration::from_secs(10),
+            sqlx::PgConnection::connect(PG_ADMIN_URL),
+        )
+        .await
+        .map_err(|e| unreachable(&e))?
+        .map_err(|e| unreachable(&e))?;
         sqlx::raw_sql(&format!("CREATE DATABASE \"{name}\""))
             .execute(&mut conn)
             .await
@@ -117,13 +120,18 @@ impl Drop for PgDatabase {
         let name = self.name.clone();
         // Drop runs inside the test's runtime, which cannot be blocked on: use a thread of its own.
         let _ = std::thread::spawn(move || {
-            let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_all().build() else {
+            let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            else {
                 return;
             };
             rt.block_on(async move {
                 use sqlx::Connection;
                 let connect = sqlx::PgConnection::connect(PG_ADMIN_URL);
-                if let Ok(Ok(mut conn)) = tokio::time::timeout(Duration::from_secs(5), connect).await {
+                if let Ok(Ok(mut conn)) =
+                    tokio::time::timeout(Duration::from_secs(5), connect).await
+                {
                     let sql = format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)");
                     let _ = sqlx::raw_sql(&sql).execute(&mut conn).await;
                     let _ = conn.close().await;
@@ -137,7 +145,6 @@ impl Drop for PgDatabase {
 /// Where a server keeps its state: a data folder and, on PostgreSQL, a database. Outlives one
 /// server process so that CLI commands and restarts can share it.
 pub struct Site {
-    pub backend: Backend,
     dir: TempDir,
     pg: Option<PgDatabase>,
 }
@@ -149,11 +156,7 @@ impl Site {
             Backend::Sqlite => None,
             Backend::Postgres => Some(PgDatabase::create().await?),
         };
-        Ok(Self { backend, dir, pg })
-    }
-
-    pub fn data_dir(&self) -> &Path {
-        self.dir.path()
+        Ok(Self { dir, pg })
     }
 
     /// The variables that point a process at this site.
@@ -185,21 +188,37 @@ impl CliOutput {
 
 impl std::fmt::Display for CliOutput {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "exit {}\n--- stdout ---\n{}\n--- stderr ---\n{}", self.status, self.stdout, self.stderr)
+        write!(
+            f,
+            "exit {}\n--- stdout ---\n{}\n--- stderr ---\n{}",
+            self.status, self.stdout, self.stderr
+        )
     }
 }
 
 /// Runs `conclave <args>` with the base environment plus `env`; fails if it runs longer than
 /// `timeout` (the child is killed).
-pub async fn run_cli(args: &[&str], env: &[(String, String)], timeout: Duration) -> Result<CliOutput> {
+pub async fn run_cli(
+    args: &[&str],
+    env: &[(String, String)],
+    timeout: Duration,
+) -> Result<CliOutput> {
     let mut full = base_env();
     full.extend(env.iter().cloned());
     let mut cmd = tokio::process::Command::from(conclave_command(&full));
-    cmd.args(args).stdout(Stdio::piped()).stderr(Stdio::piped()).kill_on_drop(true);
+    cmd.args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
     let child = cmd.spawn().context("spawning conclave")?;
     let out = tokio::time::timeout(timeout, child.wait_with_output())
         .await
-        .map_err(|_| anyhow!("`conclave {}` still running after {timeout:?}", args.join(" ")))??;
+        .map_err(|_| {
+            anyhow!(
+                "`conclave {}` still running after {timeout:?}",
+                args.join(" ")
+            )
+        })??;
     Ok(CliOutput {
         status: out.status,
         stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -242,7 +261,9 @@ impl TestAppBuilder {
         env.extend(self.env);
 
         let mut cmd = conclave_command(&env);
-        cmd.arg("serve").stdout(Stdio::piped()).stderr(Stdio::piped());
+        cmd.arg("serve")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
         let mut child = cmd.spawn().context("spawning `conclave serve`")?;
         let logs = Arc::new(Mutex::new(Vec::new()));
         let (tx, rx) = mpsc::channel();
@@ -252,10 +273,15 @@ impl TestAppBuilder {
         pump(stderr, "[stderr] ", logs.clone(), None);
 
         // The reader thread sends the address, or hangs up when the process closes its stdout.
-        let waited = tokio::task::spawn_blocking(move || rx.recv_timeout(Duration::from_secs(60))).await?;
+        let waited =
+            tokio::task::spawn_blocking(move || rx.recv_timeout(Duration::from_secs(60))).await?;
         let addr = match waited {
             Ok(addr) => addr,
             Err(e) => {
+                let e = match e {
+                    mpsc::RecvTimeoutError::Timeout => "nothing within 60 s",
+                    mpsc::RecvTimeoutError::Disconnected => "its output ended first",
+                };
                 let _ = child.kill();
                 let status = child.wait().ok();
                 std::thread::sleep(Duration::from_millis(100));
@@ -332,7 +358,11 @@ pub struct TestApp {
 
 impl TestApp {
     pub fn builder(backend: Backend) -> TestAppBuilder {
-        TestAppBuilder { backend, site: None, env: Vec::new() }
+        TestAppBuilder {
+            backend,
+            site: None,
+            env: Vec::new(),
+        }
     }
 
     /// A server with no provider configured (the built-in demo model in dev).
@@ -442,15 +472,27 @@ impl TestApp {
 
     /// The first account of a fresh server: the tenant's admin.
     pub async fn admin(&self) -> Result<Session> {
-        let s = self.signup("admin@example.test", PASSWORD, "Ada Admin").await?;
-        assert_eq!(s.user["role"], "admin", "the first account should be the admin: {}", s.user);
+        let s = self
+            .signup("admin@example.test", PASSWORD, "Ada Admin")
+            .await?;
+        assert_eq!(
+            s.user["role"], "admin",
+            "the first account should be the admin: {}",
+            s.user
+        );
         Ok(s)
     }
 
     /// A further account (`<name>@example.test`), a member.
     pub async fn member(&self, name: &str) -> Result<Session> {
-        let s = self.signup(&format!("{name}@example.test"), PASSWORD, name).await?;
-        assert_eq!(s.user["role"], "member", "later accounts should be members: {}", s.user);
+        let s = self
+            .signup(&format!("{name}@example.test"), PASSWORD, name)
+            .await?;
+        assert_eq!(
+            s.user["role"], "member",
+            "later accounts should be members: {}",
+            s.user
+        );
         Ok(s)
     }
 
@@ -464,33 +506,61 @@ impl TestApp {
             "model": "mock-model",
         });
         merge(&mut body, fields);
-        let resp = self.post("/api/v1/agents").bearer_auth(token).json(&body).fetch().await?.expect(201);
+        let resp = self
+            .post("/api/v1/agents")
+            .bearer_auth(token)
+            .json(&body)
+            .fetch()
+            .await?
+            .expect(201);
         Ok(resp.body)
     }
 
-    pub async fn create_conversation(&self, token: &str, agent_id: &Value, title: Option<&str>) -> Result<Value> {
+    pub async fn create_conversation(
+        &self,
+        token: &str,
+        agent_id: &Value,
+        title: Option<&str>,
+    ) -> Result<Value> {
         let mut body = json!({"agent_id": agent_id});
         if let Some(t) = title {
             body["title"] = json!(t);
         }
-        let resp =
-            self.post("/api/v1/conversations").bearer_auth(token).json(&body).fetch().await?.expect(201);
+        let resp = self
+            .post("/api/v1/conversations")
+            .bearer_auth(token)
+            .json(&body)
+            .fetch()
+            .await?
+            .expect(201);
         Ok(resp.body)
     }
 
     /// Posts a message (non-streamed) and returns the raw answer.
-    pub async fn post_message(&self, token: &str, conversation_id: &Value, content: &str) -> Result<Resp> {
-        self.post(&format!("/api/v1/conversations/{}/messages", s(conversation_id)))
-            .bearer_auth(token)
-            .json(&json!({"content": content}))
-            .fetch()
-            .await
+    pub async fn post_message(
+        &self,
+        token: &str,
+        conversation_id: &Value,
+        content: &str,
+    ) -> Result<Resp> {
+        self.post(&format!(
+            "/api/v1/conversations/{}/messages",
+            s(conversation_id)
+        ))
+        .bearer_auth(token)
+        .json(&json!({"content": content}))
+        .fetch()
+        .await
     }
 
     /// Every message of a conversation, following cursors.
     pub async fn messages(&self, token: &str, conversation_id: &Value) -> Result<Vec<Value>> {
-        self.collect(&format!("/api/v1/conversations/{}/messages", s(conversation_id)), token, 50)
-            .await
+        self.collect(
+            &format!("/api/v1/conversations/{}/messages", s(conversation_id)),
+            token,
+            50,
+        )
+        .await
     }
 
     /// Walks a paginated list with `limit`, checking each page, and returns all items in order.
@@ -498,7 +568,10 @@ impl TestApp {
         let mut items = Vec::new();
         let mut cursor: Option<String> = None;
         for _ in 0..200 {
-            let mut req = self.get(path).bearer_auth(token).query(&[("limit", limit.to_string())]);
+            let mut req = self
+                .get(path)
+                .bearer_auth(token)
+                .query(&[("limit", limit.to_string())]);
             if let Some(c) = &cursor {
                 req = req.query(&[("cursor", c)]);
             }
@@ -506,12 +579,19 @@ impl TestApp {
             let batch = page.body["items"]
                 .as_array()
                 .with_context(|| format!("GET {path}: no items array in {}", page.body))?;
-            assert!(batch.len() <= limit as usize, "GET {path}: page larger than limit {limit}: {}", page.body);
+            assert!(
+                batch.len() <= limit as usize,
+                "GET {path}: page larger than limit {limit}: {}",
+                page.body
+            );
             items.extend(batch.iter().cloned());
             match &page.body["next_cursor"] {
                 Value::Null => return Ok(items),
                 Value::String(c) => {
-                    assert!(!batch.is_empty(), "GET {path}: empty page with a next_cursor");
+                    assert!(
+                        !batch.is_empty(),
+                        "GET {path}: empty page with a next_cursor"
+                    );
                     cursor = Some(c.clone());
                 }
                 other => bail!("GET {path}: next_cursor is neither null nor a string: {other}"),
@@ -560,11 +640,13 @@ impl Session {
         let cookie = resp
             .refresh_cookie()
             .with_context(|| format!("no conclave_refresh cookie set by {}", resp.what))?;
-        Ok(Self { token, cookie, user: resp.body["user"].clone(), email: email.to_owned(), password: password.to_owned() })
-    }
-
-    pub fn id(&self) -> &str {
-        self.user["id"].as_str().unwrap_or_default()
+        Ok(Self {
+            token,
+            cookie,
+            user: resp.body["user"].clone(),
+            email: email.to_owned(),
+            password: password.to_owned(),
+        })
     }
 
     /// The value for a `Cookie` header carrying this session's refresh token.
@@ -592,7 +674,10 @@ impl std::ops::Index<&str> for Resp {
 
 impl Resp {
     pub fn header(&self, name: &str) -> Option<String> {
-        self.headers.get(name).and_then(|v| v.to_str().ok()).map(str::to_owned)
+        self.headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
     }
 
     /// The whole `Set-Cookie` line for the refresh cookie.
@@ -608,13 +693,22 @@ impl Resp {
     /// The refresh cookie's value, when it sets a non-empty one.
     pub fn refresh_cookie(&self) -> Option<String> {
         let line = self.refresh_set_cookie()?;
-        let value = line.trim_start().trim_start_matches("conclave_refresh=").split(';').next()?.trim();
+        let value = line
+            .trim_start()
+            .trim_start_matches("conclave_refresh=")
+            .split(';')
+            .next()?
+            .trim();
         (!value.is_empty()).then(|| value.to_owned())
     }
 
     #[track_caller]
     pub fn expect(self, status: u16) -> Self {
-        assert_eq!(self.status, status, "{}: expected {status}, got {}: {}", self.what, self.status, self.text);
+        assert_eq!(
+            self.status, status,
+            "{}: expected {status}, got {}: {}",
+            self.what, self.status, self.text
+        );
         self
     }
 
@@ -650,9 +744,20 @@ impl Resp {
             self.text
         );
         for key in ["type", "title", "detail", "request_id"] {
-            assert!(self.body[key].is_string(), "{}: problem without string `{key}`: {}", self.what, self.text);
+            assert!(
+                self.body[key].is_string(),
+                "{}: problem without string `{key}`: {}",
+                self.what,
+                self.text
+            );
         }
-        assert_eq!(self.body["status"], json!(self.status), "{}: problem status field: {}", self.what, self.text);
+        assert_eq!(
+            self.body["status"],
+            json!(self.status),
+            "{}: problem status field: {}",
+            self.what,
+            self.text
+        );
         let header = self.header("x-request-id");
         assert_eq!(
             self.body["request_id"].as_str(),
@@ -662,7 +767,11 @@ impl Resp {
         );
         if self.status == 401 {
             let auth = self.header(WWW_AUTHENTICATE.as_str()).unwrap_or_default();
-            assert!(auth.starts_with("Bearer"), "{}: 401 without `WWW-Authenticate: Bearer` (got {auth:?})", self.what);
+            assert!(
+                auth.starts_with("Bearer"),
+                "{}: 401 without `WWW-Authenticate: Bearer` (got {auth:?})",
+                self.what
+            );
         }
     }
 
@@ -672,7 +781,9 @@ impl Resp {
         let this = self.problem(422);
         let fields = this.error_fields();
         assert!(
-            fields.iter().any(|f| f == field || f.starts_with(&format!("{field}[")) || f.starts_with(&format!("{field}."))),
+            fields.iter().any(|f| f == field
+                || f.starts_with(&format!("{field}["))
+                || f.starts_with(&format!("{field}."))),
             "{}: 422 does not name field {field:?} (fields: {fields:?}): {}",
             this.what,
             this.text
@@ -683,7 +794,11 @@ impl Resp {
     pub fn error_fields(&self) -> Vec<String> {
         self.body["errors"]
             .as_array()
-            .map(|errs| errs.iter().filter_map(|e| e["field"].as_str().map(str::to_owned)).collect())
+            .map(|errs| {
+                errs.iter()
+                    .filter_map(|e| e["field"].as_str().map(str::to_owned))
+                    .collect()
+            })
             .unwrap_or_default()
     }
 
@@ -707,14 +822,29 @@ impl Fetch for reqwest::RequestBuilder {
             "{} {}{}",
             req.method(),
             req.url().path(),
-            req.url().query().map(|q| format!("?{q}")).unwrap_or_default()
+            req.url()
+                .query()
+                .map(|q| format!("?{q}"))
+                .unwrap_or_default()
         );
-        let resp = client.execute(req).await.with_context(|| format!("sending {what}"))?;
+        let resp = client
+            .execute(req)
+            .await
+            .with_context(|| format!("sending {what}"))?;
         let status = resp.status().as_u16();
         let headers = resp.headers().clone();
-        let text = resp.text().await.with_context(|| format!("reading the body of {what}"))?;
+        let text = resp
+            .text()
+            .await
+            .with_context(|| format!("reading the body of {what}"))?;
         let body = serde_json::from_str(&text).unwrap_or(Value::Null);
-        Ok(Resp { what, status, headers, text, body })
+        Ok(Resp {
+            what,
+            status,
+            headers,
+            text,
+            body,
+        })
     }
 }
 

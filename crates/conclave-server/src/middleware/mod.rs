@@ -1,0 +1,3 @@
+//! Request-path layers, one a file.
+
+pub mod request_id;

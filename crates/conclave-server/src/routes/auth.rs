@@ -1,0 +1,165 @@
+//! Sign-in for local accounts: sign-up, login, refresh (rotating token in an HttpOnly cookie),
+//! logout, and how the web app should sign in.
+
+use axum::extract::State;
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use conclave_core::service::accounts::{SignedIn, SignupInput};
+use conclave_core::views::AuthView;
+use secrecy::ExposeSecret;
+use serde::{Deserialize, Serialize};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use crate::error::{ApiResult, Problem};
+use crate::extract::{ApiJson, MaybeAuthenticated, Meta};
+use crate::state::{AppState, HttpSettings};
+
+pub const REFRESH_COOKIE: &str = "conclave_refresh";
+const COOKIE_PATH: &str = "/api/v1/auth";
+
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(config))
+        .routes(routes!(signup))
+        .routes(routes!(login))
+        .routes(routes!(refresh))
+        .routes(routes!(logout))
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct AuthConfig {
+    /// `local` (email and password) or `oidc` (single sign-on).
+    mode: &'static str,
+    /// Whether `POST /api/v1/auth/signup` accepts new accounts.
+    signup_open: bool,
+}
+
+/// How the web app should sign in.
+#[utoipa::path(get, path = "/api/v1/auth/config", tag = "auth", responses((status = 200, body = AuthConfig)))]
+async fn config(State(state): State<AppState>) -> Json<AuthConfig> {
+    Json(AuthConfig { mode: "local", signup_open: state.core.config().signup_open })
+}
+
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SignupRequest {
+    email: String,
+    /// 12 characters or more, not guessable, not a known breached password.
+    password: String,
+    display_name: String,
+}
+
+/// Creates an account and signs it in. In `dev` the first account of a fresh install becomes
+/// the tenant's administrator.
+#[utoipa::path(post, path = "/api/v1/auth/signup", tag = "auth", request_body = SignupRequest, responses(
+    (status = 201, body = AuthView, description = "Signed in; the refresh token is set as an HttpOnly cookie"),
+    (status = 403, body = Problem, description = "Sign-up is closed"),
+    (status = 409, body = Problem, description = "The email address is taken"),
+    (status = 422, body = Problem),
+))]
+async fn signup(State(state): State<AppState>, Meta(meta): Meta, ApiJson(body): ApiJson<SignupRequest>) -> ApiResult<Response> {
+    let signed_in = state
+        .core
+        .signup(SignupInput { email: body.email, password: body.password, display_name: body.display_name }, &meta)
+        .await?;
+    Ok(with_cookie(&state.http, StatusCode::CREATED, signed_in))
+}
+
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LoginRequest {
+    email: String,
+    password: String,
+}
+
+/// Signs in with email and password.
+#[utoipa::path(post, path = "/api/v1/auth/login", tag = "auth", request_body = LoginRequest, responses(
+    (status = 200, body = AuthView, description = "Signed in; the refresh token is set as an HttpOnly cookie"),
+    (status = 401, body = Problem, description = "Unknown email, wrong password or disabled account (one answer for all)"),
+))]
+async fn login(State(state): State<AppState>, Meta(meta): Meta, ApiJson(body): ApiJson<LoginRequest>) -> ApiResult<Response> {
+    let signed_in = state.core.login(&body.email, &body.password, &meta).await?;
+    Ok(with_cookie(&state.http, StatusCode::OK, signed_in))
+}
+
+/// Exchanges the refresh cookie for a new access token and a new refresh cookie. Presenting a
+/// refresh token twice signs the whole session out.
+#[utoipa::path(post, path = "/api/v1/auth/refresh", tag = "auth", responses(
+    (status = 200, body = AuthView),
+    (status = 401, body = Problem, description = "No, expired, revoked or reused refresh cookie"),
+))]
+async fn refresh(State(state): State<AppState>, Meta(meta): Meta, headers: HeaderMap) -> ApiResult<Response> {
+    let token = refresh_cookie(&headers).ok_or(conclave_core::Error::Unauthenticated)?;
+    let signed_in = state.core.refresh(&token, &meta).await?;
+    Ok(with_cookie(&state.http, StatusCode::OK, signed_in))
+}
+
+/// Ends the session of the refresh cookie and of the bearer token, whichever are present.
+#[utoipa::path(post, path = "/api/v1/auth/logout", tag = "auth", responses((status = 204)))]
+async fn logout(
+    State(state): State<AppState>,
+    Meta(meta): Meta,
+    MaybeAuthenticated(caller): MaybeAuthenticated,
+    headers: HeaderMap,
+) -> ApiResult<Response> {
+    let token = refresh_cookie(&headers);
+    state.core.logout(token.as_deref(), caller.as_ref(), &meta).await?;
+    let mut response = StatusCode::NO_CONTENT.into_response();
+    if let Ok(v) = HeaderValue::from_str(&cookie(&state.http, "", 0)) {
+        response.headers_mut().insert(header::SET_COOKIE, v);
+    }
+    Ok(response)
+}
+
+fn with_cookie(http: &HttpSettings, status: StatusCode, signed_in: SignedIn) -> Response {
+    let value = cookie(http, signed_in.refresh_token.expose_secret(), signed_in.refresh_ttl.as_secs());
+    let mut response = (status, Json(signed_in.view)).into_response();
+    if let Ok(v) = HeaderValue::from_str(&value) {
+        response.headers_mut().insert(header::SET_COOKIE, v);
+    }
+    response.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response
+}
+
+fn cookie(http: &HttpSettings, value: &str, max_age: u64) -> String {
+    let secure = if http.secure_cookies { "; Secure" } else { "" };
+    format!("{REFRESH_COOKIE}={value}; HttpOnly; SameSite=Strict; Path={COOKIE_PATH}; Max-Age={max_age}{secure}")
+}
+
+fn refresh_cookie(headers: &HeaderMap) -> Option<String> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(name, _)| *name == REFRESH_COOKIE)
+        .map(|(_, value)| value.to_owned())
+        .filter(|v| !v.is_empty())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cookie_attributes() {
+        let dev = HttpSettings { secure_cookies: false, ..Default::default() };
+        let prod = HttpSettings { secure_cookies: true, ..Default::default() };
+        let c = cookie(&dev, "cr_x", 60);
+        assert!(c.contains("HttpOnly") && c.contains("SameSite=Strict") && c.contains("Path=/api/v1/auth"));
+        assert!(!c.contains("Secure"));
+        assert!(cookie(&prod, "cr_x", 60).ends_with("; Secure"));
+    }
+
+    #[test]
+    fn finds_the_refresh_cookie_among_others() {
+        let mut h = HeaderMap::new();
+        h.insert(header::COOKIE, HeaderValue::from_static("a=1; conclave_refresh=cr_abc; b=2"));
+        assert_eq!(refresh_cookie(&h).as_deref(), Some("cr_abc"));
+        h.insert(header::COOKIE, HeaderValue::from_static("conclave_refresh="));
+        assert_eq!(refresh_cookie(&h), None);
+    }
+}

@@ -1,0 +1,965 @@
+//! The store, written once. SQLite and PostgreSQL accept the same SQL here (`$n` parameters,
+//! `RETURNING`, row values, `ON CONFLICT`), and the types bound are encoded natively by each
+//! backend; the macro compiles this one body for both pools.
+//!
+//! Write transactions begin with a write, so SQLite takes its write lock at once and concurrent
+//! writers queue on the busy timeout instead of failing on a stale snapshot.
+
+use async_trait::async_trait;
+use conclave_core::content::Sealed;
+use conclave_core::ids::*;
+use conclave_core::page::{Page, PageRequest};
+use conclave_core::principal::{Role, Scope};
+use conclave_core::records::*;
+use conclave_core::settings::TenantSettings;
+use conclave_core::store::{constraints, Store, StoreResult};
+use conclave_core::StoreError;
+use sqlx::types::Json;
+use sqlx::Row;
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+use crate::db_time::DbTime;
+use crate::error::{is_unique_violation, store_error};
+use crate::{PgStore, SqliteStore};
+
+const USER_COLUMNS: &str =
+    "tenant_id, user_id, email, display_name, role, password_hash, must_change_password, disabled, created_at, updated_at";
+const AGENT_COLUMNS: &str = "tenant_id, agent_id, owner_id, name, description, instructions, model, temperature, top_p, max_tokens, library_ids, visibility, created_at, updated_at";
+const CONVERSATION_COLUMNS: &str = "tenant_id, conversation_id, owner_id, agent_id, title, created_at, updated_at";
+const MESSAGE_COLUMNS: &str = "tenant_id, message_id, conversation_id, role, content, status, model, prompt_tokens, completion_tokens, finish_reason, error, reply_to, created_at, updated_at";
+const API_KEY_COLUMNS: &str = "tenant_id, api_key_id, user_id, name, secret_hash, scopes, created_at, expires_at, last_used_at";
+
+fn now() -> DbTime {
+    DbTime(OffsetDateTime::now_utc())
+}
+
+fn bad_value(what: &str, value: &str) -> sqlx::Error {
+    sqlx::Error::Decode(format!("unexpected {what} '{value}' in the database").into())
+}
+
+fn role(s: &str) -> Result<Role, sqlx::Error> {
+    s.parse().map_err(|()| bad_value("role", s))
+}
+
+fn visibility(s: &str) -> Result<Visibility, sqlx::Error> {
+    match s {
+        "private" => Ok(Visibility::Private),
+        "tenant" => Ok(Visibility::Tenant),
+        _ => Err(bad_value("visibility", s)),
+    }
+}
+
+fn message_role(s: &str) -> Result<MessageRole, sqlx::Error> {
+    match s {
+        "user" => Ok(MessageRole::User),
+        "assistant" => Ok(MessageRole::Assistant),
+        _ => Err(bad_value("message role", s)),
+    }
+}
+
+fn message_status(s: &str) -> Result<MessageStatus, sqlx::Error> {
+    match s {
+        "streaming" => Ok(MessageStatus::Streaming),
+        "complete" => Ok(MessageStatus::Complete),
+        "cancelled" => Ok(MessageStatus::Cancelled),
+        "failed" => Ok(MessageStatus::Failed),
+        _ => Err(bad_value("message status", s)),
+    }
+}
+
+fn outcome(s: &str) -> Result<Outcome, sqlx::Error> {
+    match s {
+        "success" => Ok(Outcome::Success),
+        "denied" => Ok(Outcome::Denied),
+        "failure" => Ok(Outcome::Failure),
+        _ => Err(bad_value("outcome", s)),
+    }
+}
+
+fn token_kind(s: &str) -> Result<TokenKind, sqlx::Error> {
+    match s {
+        "access" => Ok(TokenKind::Access),
+        "refresh" => Ok(TokenKind::Refresh),
+        _ => Err(bad_value("token kind", s)),
+    }
+}
+
+fn to_u32(v: Option<i64>) -> Option<u32> {
+    v.and_then(|v| u32::try_from(v).ok())
+}
+
+/// Maps a row-returning update's "no row" to `NotFound`.
+fn expect_one(rows: u64) -> StoreResult<()> {
+    if rows == 0 {
+        Err(StoreError::NotFound)
+    } else {
+        Ok(())
+    }
+}
+
+macro_rules! store_impl {
+    ($store:ty, $db:ty) => {
+        impl $store {
+            fn user_row(r: &<$db as sqlx::Database>::Row) -> Result<User, sqlx::Error> {
+                Ok(User {
+                    tenant_id: TenantId(r.try_get("tenant_id")?),
+                    id: UserId(r.try_get("user_id")?),
+                    email: r.try_get("email")?,
+                    display_name: r.try_get("display_name")?,
+                    role: role(r.try_get::<&str, _>("role")?)?,
+                    disabled: r.try_get("disabled")?,
+                    must_change_password: r.try_get("must_change_password")?,
+                    created_at: r.try_get::<DbTime, _>("created_at")?.0,
+                    updated_at: r.try_get::<DbTime, _>("updated_at")?.0,
+                })
+            }
+
+            fn login_row(r: &<$db as sqlx::Database>::Row) -> Result<LoginRecord, sqlx::Error> {
+                Ok(LoginRecord { user: Self::user_row(r)?, password_hash: r.try_get("password_hash")? })
+            }
+
+            fn tenant_row(r: &<$db as sqlx::Database>::Row) -> Result<Tenant, sqlx::Error> {
+                Ok(Tenant {
+                    id: TenantId(r.try_get("tenant_id")?),
+                    name: r.try_get("name")?,
+                    settings: r.try_get::<Json<TenantSettings>, _>("settings")?.0,
+                    created_at: r.try_get::<DbTime, _>("created_at")?.0,
+                    updated_at: r.try_get::<DbTime, _>("updated_at")?.0,
+                })
+            }
+
+            fn api_key_row(r: &<$db as sqlx::Database>::Row) -> Result<ApiKeyRecord, sqlx::Error> {
+                Ok(ApiKeyRecord {
+                    key: ApiKey {
+                        tenant_id: TenantId(r.try_get("tenant_id")?),
+                        id: ApiKeyId(r.try_get("api_key_id")?),
+                        user_id: UserId(r.try_get("user_id")?),
+                        name: r.try_get("name")?,
+                        scopes: r.try_get::<Json<Vec<Scope>>, _>("scopes")?.0,
+                        created_at: r.try_get::<DbTime, _>("created_at")?.0,
+                        expires_at: r.try_get::<Option<DbTime>, _>("expires_at")?.map(|t| t.0),
+                        last_used_at: r.try_get::<Option<DbTime>, _>("last_used_at")?.map(|t| t.0),
+                    },
+                    secret_hash: r.try_get("secret_hash")?,
+                })
+            }
+
+            fn agent_row(r: &<$db as sqlx::Database>::Row) -> Result<AgentRecord, sqlx::Error> {
+                Ok(AgentRecord {
+                    tenant_id: TenantId(r.try_get("tenant_id")?),
+                    id: AgentId(r.try_get("agent_id")?),
+                    owner_id: UserId(r.try_get("owner_id")?),
+                    name: Sealed(r.try_get("name")?),
+                    description: r.try_get::<Option<Vec<u8>>, _>("description")?.map(Sealed),
+                    instructions: Sealed(r.try_get("instructions")?),
+                    model: r.try_get("model")?,
+                    temperature: r.try_get("temperature")?,
+                    top_p: r.try_get("top_p")?,
+                    max_tokens: to_u32(r.try_get("max_tokens")?),
+                    library_ids: r.try_get::<Json<Vec<LibraryId>>, _>("library_ids")?.0,
+                    visibility: visibility(r.try_get::<&str, _>("visibility")?)?,
+                    created_at: r.try_get::<DbTime, _>("created_at")?.0,
+                    updated_at: r.try_get::<DbTime, _>("updated_at")?.0,
+                })
+            }
+
+            fn conversation_row(r: &<$db as sqlx::Database>::Row) -> Result<ConversationRecord, sqlx::Error> {
+                Ok(ConversationRecord {
+                    tenant_id: TenantId(r.try_get("tenant_id")?),
+                    id: ConversationId(r.try_get("conversation_id")?),
+                    owner_id: UserId(r.try_get("owner_id")?),
+                    agent_id: AgentId(r.try_get("agent_id")?),
+                    title: r.try_get::<Option<Vec<u8>>, _>("title")?.map(Sealed),
+                    created_at: r.try_get::<DbTime, _>("created_at")?.0,
+                    updated_at: r.try_get::<DbTime, _>("updated_at")?.0,
+                })
+            }
+
+            fn message_row(r: &<$db as sqlx::Database>::Row) -> Result<MessageRecord, sqlx::Error> {
+                let prompt: Option<i64> = r.try_get("prompt_tokens")?;
+                let completion: Option<i64> = r.try_get("completion_tokens")?;
+                Ok(MessageRecord {
+                    tenant_id: TenantId(r.try_get("tenant_id")?),
+                    id: MessageId(r.try_get("message_id")?),
+                    conversation_id: ConversationId(r.try_get("conversation_id")?),
+                    role: message_role(r.try_get::<&str, _>("role")?)?,
+                    content: Sealed(r.try_get("content")?),
+                    status: message_status(r.try_get::<&str, _>("status")?)?,
+                    model: r.try_get("model")?,
+                    usage: match (to_u32(prompt), to_u32(completion)) {
+                        (Some(p), Some(c)) => Some(Usage { prompt_tokens: p, completion_tokens: c }),
+                        _ => None,
+                    },
+                    finish_reason: r.try_get("finish_reason")?,
+                    error: r.try_get("error")?,
+                    reply_to: r.try_get::<Option<Uuid>, _>("reply_to")?.map(MessageId),
+                    created_at: r.try_get::<DbTime, _>("created_at")?.0,
+                    updated_at: r.try_get::<DbTime, _>("updated_at")?.0,
+                })
+            }
+
+            fn token_row(r: &<$db as sqlx::Database>::Row) -> Result<TokenRecord, sqlx::Error> {
+                Ok(TokenRecord {
+                    tenant_id: TenantId(r.try_get("tenant_id")?),
+                    id: TokenId(r.try_get("token_id")?),
+                    session_id: SessionId(r.try_get("session_id")?),
+                    user_id: UserId(r.try_get("user_id")?),
+                    kind: token_kind(r.try_get::<&str, _>("kind")?)?,
+                    secret_hash: r.try_get("secret_hash")?,
+                    expires_at: r.try_get::<DbTime, _>("expires_at")?.0,
+                    used_at: r.try_get::<Option<DbTime>, _>("used_at")?.map(|t| t.0),
+                    session_revoked: r.try_get::<Option<DbTime>, _>("revoked_at")?.is_some(),
+                })
+            }
+
+            async fn insert_tokens(
+                tx: &mut sqlx::Transaction<'_, $db>,
+                tokens: &[TokenRecord],
+            ) -> Result<(), sqlx::Error> {
+                for t in tokens {
+                    sqlx::query("INSERT INTO credentials (credential_id, tenant_id, kind) VALUES ($1, $2, 'token')")
+                        .bind(t.id.0)
+                        .bind(t.tenant_id.0)
+                        .execute(&mut **tx)
+                        .await?;
+                    sqlx::query(
+                        "INSERT INTO session_tokens (tenant_id, token_id, session_id, user_id, kind, secret_hash, expires_at, used_at) \
+                         VALUES ($1, $2, $3, $4, $5, $6, $7, NULL)",
+                    )
+                    .bind(t.tenant_id.0)
+                    .bind(t.id.0)
+                    .bind(t.session_id.0)
+                    .bind(t.user_id.0)
+                    .bind(t.kind.as_str())
+                    .bind(&t.secret_hash)
+                    .bind(DbTime(t.expires_at))
+                    .execute(&mut **tx)
+                    .await?;
+                }
+                Ok(())
+            }
+
+            /// Removes the global lookup rows of a session set before its tokens cascade away.
+            async fn forget_session_tokens(
+                tx: &mut sqlx::Transaction<'_, $db>,
+                tenant: TenantId,
+                where_sessions: &str,
+                arg: Uuid,
+            ) -> Result<(), sqlx::Error> {
+                let sql = format!(
+                    "DELETE FROM credentials WHERE credential_id IN \
+                     (SELECT token_id FROM session_tokens WHERE tenant_id = $1 AND session_id IN \
+                      (SELECT session_id FROM sessions WHERE tenant_id = $1 AND {where_sessions}))"
+                );
+                sqlx::query(&sql).bind(tenant.0).bind(arg).execute(&mut **tx).await?;
+                Ok(())
+            }
+        }
+
+        #[async_trait]
+        impl Store for $store {
+            async fn ping(&self) -> StoreResult<()> {
+                sqlx::query("SELECT 1").execute(&self.pool).await.map_err(store_error)?;
+                Ok(())
+            }
+
+            async fn default_tenant(&self, name: &str) -> StoreResult<Tenant> {
+                let select = "SELECT tenant_id, name, settings, created_at, updated_at FROM tenants WHERE is_default = TRUE";
+                if let Some(row) = sqlx::query(select).fetch_optional(&self.pool).await.map_err(store_error)? {
+                    return Self::tenant_row(&row).map_err(store_error);
+                }
+                let t = now();
+                sqlx::query(
+                    "INSERT INTO tenants (tenant_id, name, is_default, settings, created_at, updated_at) \
+                     VALUES ($1, $2, TRUE, $3, $4, $4) ON CONFLICT DO NOTHING",
+                )
+                .bind(TenantId::new().0)
+                .bind(name)
+                .bind(Json(TenantSettings::default()))
+                .bind(t)
+                .execute(&self.pool)
+                .await
+                .map_err(store_error)?;
+                let row = sqlx::query(select).fetch_one(&self.pool).await.map_err(store_error)?;
+                Self::tenant_row(&row).map_err(store_error)
+            }
+
+            async fn get_tenant(&self, tenant: TenantId) -> StoreResult<Tenant> {
+                let row = sqlx::query("SELECT tenant_id, name, settings, created_at, updated_at FROM tenants WHERE tenant_id = $1")
+                    .bind(tenant.0)
+                    .fetch_one(&self.pool)
+                    .await
+                    .map_err(store_error)?;
+                Self::tenant_row(&row).map_err(store_error)
+            }
+
+            async fn update_tenant(&self, tenant: TenantId, name: &str, settings: &TenantSettings) -> StoreResult<Tenant> {
+                let row = sqlx::query(
+                    "UPDATE tenants SET name = $2, settings = $3, updated_at = $4 WHERE tenant_id = $1 \
+                     RETURNING tenant_id, name, settings, created_at, updated_at",
+                )
+                .bind(tenant.0)
+                .bind(name)
+                .bind(Json(settings))
+                .bind(now())
+                .fetch_one(&self.pool)
+                .await
+                .map_err(store_error)?;
+                Self::tenant_row(&row).map_err(store_error)
+            }
+
+            async fn create_user(&self, tenant: TenantId, user: NewUser) -> StoreResult<User> {
+                let mut tx = self.pool.begin().await.map_err(store_error)?;
+                // Counting through the tenant row serialises concurrent sign-ups: exactly one
+                // of them can be the first.
+                let created: i64 = sqlx::query_scalar(
+                    "UPDATE tenants SET users_created = users_created + 1 WHERE tenant_id = $1 RETURNING users_created",
+                )
+                .bind(tenant.0)
+                .fetch_one(&mut *tx)
+                .await
+                .map_err(store_error)?;
+                let role = if user.first_user_becomes_admin && created == 1 { Role::Admin } else { user.role };
+                let email_taken = |e: sqlx::Error| {
+                    if is_unique_violation(&e) {
+                        StoreError::Constraint(constraints::USER_EMAIL_UNIQUE.into())
+                    } else {
+                        store_error(e)
+                    }
+                };
+                sqlx::query("INSERT INTO user_emails (email, tenant_id, user_id) VALUES ($1, $2, $3)")
+                    .bind(&user.email)
+                    .bind(tenant.0)
+                    .bind(user.id.0)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(email_taken)?;
+                let t = now();
+                let sql = format!(
+                    "INSERT INTO users ({USER_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, FALSE, $8, $8) RETURNING {USER_COLUMNS}"
+                );
+                let row = sqlx::query(&sql)
+                    .bind(tenant.0)
+                    .bind(user.id.0)
+                    .bind(&user.email)
+                    .bind(&user.display_name)
+                    .bind(role.as_str())
+                    .bind(&user.password_hash)
+                    .bind(user.must_change_password)
+                    .bind(t)
+                    .fetch_one(&mut *tx)
+                    .await
+                    .map_err(email_taken)?;
+                let created = Self::user_row(&row).map_err(store_error)?;
+                tx.commit().await.map_err(store_error)?;
+                Ok(created)
+            }
+
+            async fn find_login(&self, email: &str) -> StoreResult<Option<(TenantId, LoginRecord)>> {
+                let sql = format!(
+                    "SELECT {} FROM users u JOIN user_emails e ON e.tenant_id = u.tenant_id AND e.user_id = u.user_id WHERE e.email = $1",
+                    USER_COLUMNS.split(", ").map(|c| format!("u.{c}")).collect::<Vec<_>>().join(", ")
+                );
+                let row = sqlx::query(&sql).bind(email).fetch_optional(&self.pool).await.map_err(store_error)?;
+                row.map(|r| Self::login_row(&r).map(|l| (l.user.tenant_id, l))).transpose().map_err(store_error)
+            }
+
+            async fn get_login(&self, tenant: TenantId, user: UserId) -> StoreResult<LoginRecord> {
+                let sql = format!("SELECT {USER_COLUMNS} FROM users WHERE tenant_id = $1 AND user_id = $2");
+                let row = sqlx::query(&sql).bind(tenant.0).bind(user.0).fetch_one(&self.pool).await.map_err(store_error)?;
+                Self::login_row(&row).map_err(store_error)
+            }
+
+            async fn get_user(&self, tenant: TenantId, user: UserId) -> StoreResult<User> {
+                Ok(self.get_login(tenant, user).await?.user)
+            }
+
+            async fn list_users(&self, tenant: TenantId, page: PageRequest) -> StoreResult<Page<User>> {
+                let sql = format!(
+                    "SELECT {USER_COLUMNS} FROM users WHERE tenant_id = $1 AND ($2 IS NULL OR user_id > $2) ORDER BY user_id LIMIT $3"
+                );
+                let rows = sqlx::query(&sql)
+                    .bind(tenant.0)
+                    .bind(page.after)
+                    .bind(page.fetch_limit())
+                    .fetch_all(&self.pool)
+                    .await
+                    .map_err(store_error)?;
+                let users = rows.iter().map(Self::user_row).collect::<Result<Vec<_>, _>>().map_err(store_error)?;
+                Ok(Page::from_rows(users, page, |u| u.id.0))
+            }
+
+            async fn update_user(&self, tenant: TenantId, user: UserId, patch: &UserPatch) -> StoreResult<User> {
+                let mut tx = self.pool.begin().await.map_err(store_error)?;
+                // Locks the tenant row so two admins demoting each other cannot both succeed.
+                sqlx::query("UPDATE tenants SET users_created = users_created WHERE tenant_id = $1")
+                    .bind(tenant.0)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(store_error)?;
+                let sql = format!(
+                    "UPDATE users SET role = COALESCE($3, role), disabled = COALESCE($4, disabled), \
+                     display_name = COALESCE($5, display_name), updated_at = $6 \
+                     WHERE tenant_id = $1 AND user_id = $2 RETURNING {USER_COLUMNS}"
+                );
+                let row = sqlx::query(&sql)
+                    .bind(tenant.0)
+                    .bind(user.0)
+                    .bind(patch.role.map(Role::as_str))
+                    .bind(patch.disabled)
+                    .bind(patch.display_name.as_deref())
+                    .bind(now())
+                    .fetch_one(&mut *tx)
+                    .await
+                    .map_err(store_error)?;
+                let admins: i64 = sqlx::query_scalar(
+                    "SELECT COUNT(*) FROM users WHERE tenant_id = $1 AND role = 'admin' AND disabled = FALSE",
+                )
+                .bind(tenant.0)
+                .fetch_one(&mut *tx)
+                .await
+                .map_err(store_error)?;
+                if admins == 0 {
+                    tx.rollback().await.map_err(store_error)?;
+                    return Err(StoreError::Constraint("last_admin".into()));
+                }
+                let updated = Self::user_row(&row).map_err(store_error)?;
+                tx.commit().await.map_err(store_error)?;
+                Ok(updated)
+            }
+
+            async fn set_password(&self, tenant: TenantId, user: UserId, hash: &str, must_change: bool) -> StoreResult<()> {
+                let r = sqlx::query(
+                    "UPDATE users SET password_hash = $3, must_change_password = $4, updated_at = $5 WHERE tenant_id = $1 AND user_id = $2",
+                )
+                .bind(tenant.0)
+                .bind(user.0)
+                .bind(hash)
+                .bind(must_change)
+                .bind(now())
+                .execute(&self.pool)
+                .await
+                .map_err(store_error)?;
+                expect_one(r.rows_affected())
+            }
+
+            async fn delete_user(&self, tenant: TenantId, user: UserId, heir: UserId) -> StoreResult<()> {
+                let mut tx = self.pool.begin().await.map_err(store_error)?;
+                let q = |sql: &'static str| sqlx::query(sql).bind(tenant.0).bind(user.0);
+                q("UPDATE agents SET owner_id = $3 WHERE tenant_id = $1 AND owner_id = $2 AND visibility = 'tenant'")
+                    .bind(heir.0)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(store_error)?;
+                q("DELETE FROM agents WHERE tenant_id = $1 AND owner_id = $2").execute(&mut *tx).await.map_err(store_error)?;
+                q("DELETE FROM credentials WHERE credential_id IN (SELECT api_key_id FROM api_keys WHERE tenant_id = $1 AND user_id = $2)")
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(store_error)?;
+                Self::forget_session_tokens(&mut tx, tenant, "user_id = $2", user.0).await.map_err(store_error)?;
+                q("DELETE FROM user_emails WHERE tenant_id = $1 AND user_id = $2").execute(&mut *tx).await.map_err(store_error)?;
+                // Conversations, messages, API keys, sessions and tokens follow by cascade.
+                let r = q("DELETE FROM users WHERE tenant_id = $1 AND user_id = $2").execute(&mut *tx).await.map_err(store_error)?;
+                expect_one(r.rows_affected())?;
+                tx.commit().await.map_err(store_error)
+            }
+
+            async fn find_credential(&self, id: Uuid) -> StoreResult<Option<CredentialRef>> {
+                let row = sqlx::query("SELECT tenant_id, kind FROM credentials WHERE credential_id = $1")
+                    .bind(id)
+                    .fetch_optional(&self.pool)
+                    .await
+                    .map_err(store_error)?;
+                let Some(row) = row else { return Ok(None) };
+                let tenant = TenantId(row.try_get("tenant_id").map_err(store_error)?);
+                let kind: &str = row.try_get("kind").map_err(store_error)?;
+                Ok(match kind {
+                    "api_key" => Some(CredentialRef::ApiKey(tenant)),
+                    "token" => Some(CredentialRef::Token(tenant)),
+                    _ => None,
+                })
+            }
+
+            async fn create_session(&self, tenant: TenantId, session: SessionId, user: UserId, tokens: &[TokenRecord]) -> StoreResult<()> {
+                let mut tx = self.pool.begin().await.map_err(store_error)?;
+                sqlx::query("INSERT INTO sessions (tenant_id, session_id, user_id, created_at) VALUES ($1, $2, $3, $4)")
+                    .bind(tenant.0)
+                    .bind(session.0)
+                    .bind(user.0)
+                    .bind(now())
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(store_error)?;
+                Self::insert_tokens(&mut tx, tokens).await.map_err(store_error)?;
+                tx.commit().await.map_err(store_error)
+            }
+
+            async fn get_token(&self, tenant: TenantId, id: TokenId) -> StoreResult<TokenRecord> {
+                let row = sqlx::query(
+                    "SELECT t.tenant_id, t.token_id, t.session_id, t.user_id, t.kind, t.secret_hash, t.expires_at, t.used_at, s.revoked_at \
+                     FROM session_tokens t JOIN sessions s ON s.tenant_id = t.tenant_id AND s.session_id = t.session_id \
+                     WHERE t.tenant_id = $1 AND t.token_id = $2",
+                )
+                .bind(tenant.0)
+                .bind(id.0)
+                .fetch_one(&self.pool)
+                .await
+                .map_err(store_error)?;
+                Self::token_row(&row).map_err(store_error)
+            }
+
+            async fn rotate_refresh(&self, tenant: TenantId, used: TokenId, at: OffsetDateTime, successors: &[TokenRecord]) -> StoreResult<bool> {
+                let mut tx = self.pool.begin().await.map_err(store_error)?;
+                let r = sqlx::query(
+                    "UPDATE session_tokens SET used_at = $3 WHERE tenant_id = $1 AND token_id = $2 AND kind = 'refresh' AND used_at IS NULL",
+                )
+                .bind(tenant.0)
+                .bind(used.0)
+                .bind(DbTime(at))
+                .execute(&mut *tx)
+                .await
+                .map_err(store_error)?;
+                if r.rows_affected() != 1 {
+                    tx.rollback().await.map_err(store_error)?;
+                    return Ok(false);
+                }
+                Self::insert_tokens(&mut tx, successors).await.map_err(store_error)?;
+                tx.commit().await.map_err(store_error)?;
+                Ok(true)
+            }
+
+            async fn revoke_session(&self, tenant: TenantId, session: SessionId) -> StoreResult<()> {
+                sqlx::query("UPDATE sessions SET revoked_at = $3 WHERE tenant_id = $1 AND session_id = $2 AND revoked_at IS NULL")
+                    .bind(tenant.0)
+                    .bind(session.0)
+                    .bind(now())
+                    .execute(&self.pool)
+                    .await
+                    .map_err(store_error)?;
+                Ok(())
+            }
+
+            async fn revoke_user_sessions(&self, tenant: TenantId, user: UserId, keep: Option<SessionId>) -> StoreResult<()> {
+                sqlx::query(
+                    "UPDATE sessions SET revoked_at = $3 WHERE tenant_id = $1 AND user_id = $2 AND revoked_at IS NULL \
+                     AND ($4 IS NULL OR session_id <> $4)",
+                )
+                .bind(tenant.0)
+                .bind(user.0)
+                .bind(now())
+                .bind(keep.map(|s| s.0))
+                .execute(&self.pool)
+                .await
+                .map_err(store_error)?;
+                Ok(())
+            }
+
+            async fn create_api_key(&self, record: &ApiKeyRecord) -> StoreResult<()> {
+                let k = &record.key;
+                let mut tx = self.pool.begin().await.map_err(store_error)?;
+                sqlx::query("INSERT INTO credentials (credential_id, tenant_id, kind) VALUES ($1, $2, 'api_key')")
+                    .bind(k.id.0)
+                    .bind(k.tenant_id.0)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(store_error)?;
+                let sql = format!("INSERT INTO api_keys ({API_KEY_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, NULL)");
+                sqlx::query(&sql)
+                    .bind(k.tenant_id.0)
+                    .bind(k.id.0)
+                    .bind(k.user_id.0)
+                    .bind(&k.name)
+                    .bind(&record.secret_hash)
+                    .bind(Json(&k.scopes))
+                    .bind(DbTime(k.created_at))
+                    .bind(k.expires_at.map(DbTime))
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(store_error)?;
+                tx.commit().await.map_err(store_error)
+            }
+
+            async fn get_api_key(&self, tenant: TenantId, id: ApiKeyId) -> StoreResult<ApiKeyRecord> {
+                let sql = format!("SELECT {API_KEY_COLUMNS} FROM api_keys WHERE tenant_id = $1 AND api_key_id = $2");
+                let row = sqlx::query(&sql).bind(tenant.0).bind(id.0).fetch_one(&self.pool).await.map_err(store_error)?;
+                Self::api_key_row(&row).map_err(store_error)
+            }
+
+            async fn list_api_keys(&self, tenant: TenantId, user: UserId, page: PageRequest) -> StoreResult<Page<ApiKey>> {
+                let sql = format!(
+                    "SELECT {API_KEY_COLUMNS} FROM api_keys WHERE tenant_id = $1 AND user_id = $2 AND ($3 IS NULL OR api_key_id < $3) \
+                     ORDER BY api_key_id DESC LIMIT $4"
+                );
+                let rows = sqlx::query(&sql)
+                    .bind(tenant.0)
+                    .bind(user.0)
+                    .bind(page.after)
+                    .bind(page.fetch_limit())
+                    .fetch_all(&self.pool)
+                    .await
+                    .map_err(store_error)?;
+                let keys = rows
+                    .iter()
+                    .map(|r| Self::api_key_row(r).map(|k| k.key))
+                    .collect::<Result<Vec<_>, _>>()
+                    .map_err(store_error)?;
+                Ok(Page::from_rows(keys, page, |k| k.id.0))
+            }
+
+            async fn delete_api_key(&self, tenant: TenantId, user: UserId, id: ApiKeyId) -> StoreResult<()> {
+                let mut tx = self.pool.begin().await.map_err(store_error)?;
+                let r = sqlx::query("DELETE FROM api_keys WHERE tenant_id = $1 AND user_id = $2 AND api_key_id = $3")
+                    .bind(tenant.0)
+                    .bind(user.0)
+                    .bind(id.0)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(store_error)?;
+                expect_one(r.rows_affected())?;
+                sqlx::query("DELETE FROM credentials WHERE credential_id = $1")
+                    .bind(id.0)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(store_error)?;
+                tx.commit().await.map_err(store_error)
+            }
+
+            async fn touch_api_key(&self, tenant: TenantId, id: ApiKeyId, at: OffsetDateTime) -> StoreResult<()> {
+                sqlx::query("UPDATE api_keys SET last_used_at = $3 WHERE tenant_id = $1 AND api_key_id = $2")
+                    .bind(tenant.0)
+                    .bind(id.0)
+                    .bind(DbTime(at))
+                    .execute(&self.pool)
+                    .await
+                    .map_err(store_error)?;
+                Ok(())
+            }
+
+            async fn create_agent(&self, a: &AgentRecord) -> StoreResult<()> {
+                let sql = format!(
+                    "INSERT INTO agents ({AGENT_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)"
+                );
+                sqlx::query(&sql)
+                    .bind(a.tenant_id.0)
+                    .bind(a.id.0)
+                    .bind(a.owner_id.0)
+                    .bind(&a.name.0)
+                    .bind(a.description.as_ref().map(|d| &d.0))
+                    .bind(&a.instructions.0)
+                    .bind(&a.model)
+                    .bind(a.temperature)
+                    .bind(a.top_p)
+                    .bind(a.max_tokens.map(i64::from))
+                    .bind(Json(&a.library_ids))
+                    .bind(a.visibility.as_str())
+                    .bind(DbTime(a.created_at))
+                    .bind(DbTime(a.updated_at))
+                    .execute(&self.pool)
+                    .await
+                    .map_err(store_error)?;
+                Ok(())
+            }
+
+            async fn get_agent(&self, tenant: TenantId, viewer: UserId, id: AgentId) -> StoreResult<AgentRecord> {
+                let sql = format!(
+                    "SELECT {AGENT_COLUMNS} FROM agents WHERE tenant_id = $1 AND agent_id = $2 AND (owner_id = $3 OR visibility = 'tenant')"
+                );
+                let row = sqlx::query(&sql).bind(tenant.0).bind(id.0).bind(viewer.0).fetch_one(&self.pool).await.map_err(store_error)?;
+                Self::agent_row(&row).map_err(store_error)
+            }
+
+            async fn list_agents(&self, tenant: TenantId, viewer: UserId, page: PageRequest) -> StoreResult<Page<AgentRecord>> {
+                let sql = format!(
+                    "SELECT {AGENT_COLUMNS} FROM agents WHERE tenant_id = $1 AND (owner_id = $2 OR visibility = 'tenant') \
+                     AND ($3 IS NULL OR agent_id < $3) ORDER BY agent_id DESC LIMIT $4"
+                );
+                let rows = sqlx::query(&sql)
+                    .bind(tenant.0)
+                    .bind(viewer.0)
+                    .bind(page.after)
+                    .bind(page.fetch_limit())
+                    .fetch_all(&self.pool)
+                    .await
+                    .map_err(store_error)?;
+                let agents = rows.iter().map(Self::agent_row).collect::<Result<Vec<_>, _>>().map_err(store_error)?;
+                Ok(Page::from_rows(agents, page, |a| a.id.0))
+            }
+
+            async fn list_owned_agents(&self, tenant: TenantId, owner: UserId, page: PageRequest) -> StoreResult<Page<AgentRecord>> {
+                let sql = format!(
+                    "SELECT {AGENT_COLUMNS} FROM agents WHERE tenant_id = $1 AND owner_id = $2 \
+                     AND ($3 IS NULL OR agent_id < $3) ORDER BY agent_id DESC LIMIT $4"
+                );
+                let rows = sqlx::query(&sql)
+                    .bind(tenant.0)
+                    .bind(owner.0)
+                    .bind(page.after)
+                    .bind(page.fetch_limit())
+                    .fetch_all(&self.pool)
+                    .await
+                    .map_err(store_error)?;
+                let agents = rows.iter().map(Self::agent_row).collect::<Result<Vec<_>, _>>().map_err(store_error)?;
+                Ok(Page::from_rows(agents, page, |a| a.id.0))
+            }
+
+            async fn update_agent(&self, a: &AgentRecord) -> StoreResult<()> {
+                let r = sqlx::query(
+                    "UPDATE agents SET name = $3, description = $4, instructions = $5, model = $6, temperature = $7, top_p = $8, \
+                     max_tokens = $9, library_ids = $10, visibility = $11, updated_at = $12 WHERE tenant_id = $1 AND agent_id = $2",
+                )
+                .bind(a.tenant_id.0)
+                .bind(a.id.0)
+                .bind(&a.name.0)
+                .bind(a.description.as_ref().map(|d| &d.0))
+                .bind(&a.instructions.0)
+                .bind(&a.model)
+                .bind(a.temperature)
+                .bind(a.top_p)
+                .bind(a.max_tokens.map(i64::from))
+                .bind(Json(&a.library_ids))
+                .bind(a.visibility.as_str())
+                .bind(DbTime(a.updated_at))
+                .execute(&self.pool)
+                .await
+                .map_err(store_error)?;
+                expect_one(r.rows_affected())
+            }
+
+            async fn delete_agent(&self, tenant: TenantId, id: AgentId) -> StoreResult<()> {
+                let r = sqlx::query("DELETE FROM agents WHERE tenant_id = $1 AND agent_id = $2")
+                    .bind(tenant.0)
+                    .bind(id.0)
+                    .execute(&self.pool)
+                    .await
+                    .map_err(store_error)?;
+                expect_one(r.rows_affected())
+            }
+
+            async fn create_conversation(&self, c: &ConversationRecord) -> StoreResult<()> {
+                let sql = format!("INSERT INTO conversations ({CONVERSATION_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7)");
+                sqlx::query(&sql)
+                    .bind(c.tenant_id.0)
+                    .bind(c.id.0)
+                    .bind(c.owner_id.0)
+                    .bind(c.agent_id.0)
+                    .bind(c.title.as_ref().map(|t| &t.0))
+                    .bind(DbTime(c.created_at))
+                    .bind(DbTime(c.updated_at))
+                    .execute(&self.pool)
+                    .await
+                    .map_err(store_error)?;
+                Ok(())
+            }
+
+            async fn get_conversation(&self, tenant: TenantId, owner: UserId, id: ConversationId) -> StoreResult<ConversationRecord> {
+                let sql = format!(
+                    "SELECT {CONVERSATION_COLUMNS} FROM conversations WHERE tenant_id = $1 AND conversation_id = $2 AND owner_id = $3"
+                );
+                let row = sqlx::query(&sql).bind(tenant.0).bind(id.0).bind(owner.0).fetch_one(&self.pool).await.map_err(store_error)?;
+                Self::conversation_row(&row).map_err(store_error)
+            }
+
+            async fn list_conversations(&self, tenant: TenantId, owner: UserId, page: PageRequest) -> StoreResult<Page<ConversationRecord>> {
+                // Most recently active first; the cursor row's (updated_at, id) is the position.
+                let sql = format!(
+                    "SELECT {CONVERSATION_COLUMNS} FROM conversations WHERE tenant_id = $1 AND owner_id = $2 \
+                     AND ($3 IS NULL OR (updated_at, conversation_id) < \
+                         (SELECT c.updated_at, c.conversation_id FROM conversations c WHERE c.tenant_id = $1 AND c.conversation_id = $3)) \
+                     ORDER BY updated_at DESC, conversation_id DESC LIMIT $4"
+                );
+                let rows = sqlx::query(&sql)
+                    .bind(tenant.0)
+                    .bind(owner.0)
+                    .bind(page.after)
+                    .bind(page.fetch_limit())
+                    .fetch_all(&self.pool)
+                    .await
+                    .map_err(store_error)?;
+                let items = rows.iter().map(Self::conversation_row).collect::<Result<Vec<_>, _>>().map_err(store_error)?;
+                Ok(Page::from_rows(items, page, |c| c.id.0))
+            }
+
+            async fn update_conversation_title(
+                &self,
+                tenant: TenantId,
+                owner: UserId,
+                id: ConversationId,
+                title: Option<&Sealed>,
+            ) -> StoreResult<()> {
+                let r = sqlx::query(
+                    "UPDATE conversations SET title = $4, updated_at = $5 WHERE tenant_id = $1 AND conversation_id = $2 AND owner_id = $3",
+                )
+                .bind(tenant.0)
+                .bind(id.0)
+                .bind(owner.0)
+                .bind(title.map(|t| &t.0))
+                .bind(now())
+                .execute(&self.pool)
+                .await
+                .map_err(store_error)?;
+                expect_one(r.rows_affected())
+            }
+
+            async fn delete_conversation(&self, tenant: TenantId, owner: UserId, id: ConversationId) -> StoreResult<()> {
+                let r = sqlx::query("DELETE FROM conversations WHERE tenant_id = $1 AND conversation_id = $2 AND owner_id = $3")
+                    .bind(tenant.0)
+                    .bind(id.0)
+                    .bind(owner.0)
+                    .execute(&self.pool)
+                    .await
+                    .map_err(store_error)?;
+                expect_one(r.rows_affected())
+            }
+
+            async fn insert_exchange(&self, user: &MessageRecord, reply: &MessageRecord) -> StoreResult<()> {
+                let mut tx = self.pool.begin().await.map_err(store_error)?;
+                let r = sqlx::query("UPDATE conversations SET updated_at = $3 WHERE tenant_id = $1 AND conversation_id = $2")
+                    .bind(user.tenant_id.0)
+                    .bind(user.conversation_id.0)
+                    .bind(DbTime(user.created_at))
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(store_error)?;
+                expect_one(r.rows_affected())?;
+                let sql = format!(
+                    "INSERT INTO messages ({MESSAGE_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)"
+                );
+                for m in [user, reply] {
+                    sqlx::query(&sql)
+                        .bind(m.tenant_id.0)
+                        .bind(m.id.0)
+                        .bind(m.conversation_id.0)
+                        .bind(m.role.as_str())
+                        .bind(&m.content.0)
+                        .bind(m.status.as_str())
+                        .bind(&m.model)
+                        .bind(m.usage.map(|u| i64::from(u.prompt_tokens)))
+                        .bind(m.usage.map(|u| i64::from(u.completion_tokens)))
+                        .bind(&m.finish_reason)
+                        .bind(&m.error)
+                        .bind(m.reply_to.map(|r| r.0))
+                        .bind(DbTime(m.created_at))
+                        .bind(DbTime(m.updated_at))
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(store_error)?;
+                }
+                tx.commit().await.map_err(store_error)
+            }
+
+            async fn list_messages(&self, tenant: TenantId, conversation: ConversationId, page: PageRequest) -> StoreResult<Page<MessageRecord>> {
+                let sql = format!(
+                    "SELECT {MESSAGE_COLUMNS} FROM messages WHERE tenant_id = $1 AND conversation_id = $2 \
+                     AND ($3 IS NULL OR message_id > $3) ORDER BY message_id LIMIT $4"
+                );
+                let rows = sqlx::query(&sql)
+                    .bind(tenant.0)
+                    .bind(conversation.0)
+                    .bind(page.after)
+                    .bind(page.fetch_limit())
+                    .fetch_all(&self.pool)
+                    .await
+                    .map_err(store_error)?;
+                let items = rows.iter().map(Self::message_row).collect::<Result<Vec<_>, _>>().map_err(store_error)?;
+                Ok(Page::from_rows(items, page, |m| m.id.0))
+            }
+
+            async fn get_message(&self, tenant: TenantId, conversation: ConversationId, id: MessageId) -> StoreResult<MessageRecord> {
+                let sql = format!(
+                    "SELECT {MESSAGE_COLUMNS} FROM messages WHERE tenant_id = $1 AND conversation_id = $2 AND message_id = $3"
+                );
+                let row = sqlx::query(&sql).bind(tenant.0).bind(conversation.0).bind(id.0).fetch_one(&self.pool).await.map_err(store_error)?;
+                Self::message_row(&row).map_err(store_error)
+            }
+
+            async fn finish_reply(&self, tenant: TenantId, id: MessageId, o: &ReplyOutcome) -> StoreResult<bool> {
+                let r = sqlx::query(
+                    "UPDATE messages SET content = $3, status = $4, prompt_tokens = $5, completion_tokens = $6, finish_reason = $7, \
+                     error = $8, updated_at = $9 WHERE tenant_id = $1 AND message_id = $2 AND status = 'streaming'",
+                )
+                .bind(tenant.0)
+                .bind(id.0)
+                .bind(&o.content.0)
+                .bind(o.status.as_str())
+                .bind(o.usage.map(|u| i64::from(u.prompt_tokens)))
+                .bind(o.usage.map(|u| i64::from(u.completion_tokens)))
+                .bind(&o.finish_reason)
+                .bind(&o.error)
+                .bind(now())
+                .execute(&self.pool)
+                .await
+                .map_err(store_error)?;
+                Ok(r.rows_affected() == 1)
+            }
+
+            async fn append_audit(&self, e: &NewAuditEvent) -> StoreResult<i64> {
+                let mut tx = self.pool.begin().await.map_err(store_error)?;
+                let seq: i64 = sqlx::query_scalar("UPDATE tenants SET audit_seq = audit_seq + 1 WHERE tenant_id = $1 RETURNING audit_seq")
+                    .bind(e.tenant_id.0)
+                    .fetch_one(&mut *tx)
+                    .await
+                    .map_err(store_error)?;
+                sqlx::query(
+                    "INSERT INTO audit_events (tenant_id, seq, event_id, at, actor_id, actor_kind, action, resource_type, resource_id, \
+                     outcome, ip, request_id, detail) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
+                )
+                .bind(e.tenant_id.0)
+                .bind(seq)
+                .bind(e.id.0)
+                .bind(DbTime(e.at))
+                .bind(e.actor_id.map(|a| a.0))
+                .bind(e.actor_kind)
+                .bind(e.action)
+                .bind(e.resource_type)
+                .bind(&e.resource_id)
+                .bind(e.outcome.as_str())
+                .bind(&e.ip)
+                .bind(&e.request_id)
+                .bind(e.detail.as_ref().map(Json))
+                .execute(&mut *tx)
+                .await
+                .map_err(store_error)?;
+                tx.commit().await.map_err(store_error)?;
+                Ok(seq)
+            }
+
+            async fn list_audit(&self, tenant: TenantId, after_seq: i64, limit: u32) -> StoreResult<Vec<AuditEvent>> {
+                let rows = sqlx::query(
+                    "SELECT tenant_id, seq, event_id, at, actor_id, actor_kind, action, resource_type, resource_id, outcome, ip, \
+                     request_id, detail FROM audit_events WHERE tenant_id = $1 AND seq > $2 ORDER BY seq LIMIT $3",
+                )
+                .bind(tenant.0)
+                .bind(after_seq)
+                .bind(i64::from(limit))
+                .fetch_all(&self.pool)
+                .await
+                .map_err(store_error)?;
+                rows.iter()
+                    .map(|r| -> Result<AuditEvent, sqlx::Error> {
+                        Ok(AuditEvent {
+                            tenant_id: TenantId(r.try_get("tenant_id")?),
+                            seq: r.try_get("seq")?,
+                            id: AuditEventId(r.try_get("event_id")?),
+                            at: r.try_get::<DbTime, _>("at")?.0,
+                            actor_id: r.try_get::<Option<Uuid>, _>("actor_id")?.map(UserId),
+                            actor_kind: r.try_get("actor_kind")?,
+                            action: r.try_get("action")?,
+                            resource_type: r.try_get("resource_type")?,
+                            resource_id: r.try_get("resource_id")?,
+                            outcome: outcome(r.try_get::<&str, _>("outcome")?)?,
+                            ip: r.try_get("ip")?,
+                            request_id: r.try_get("request_id")?,
+                            detail: r.try_get::<Option<Json<serde_json::Value>>, _>("detail")?.map(|j| j.0),
+                        })
+                    })
+                    .collect::<Result<Vec<_>, _>>()
+                    .map_err(store_error)
+            }
+        }
+    };
+}
+
+store_impl!(SqliteStore, sqlx::Sqlite);
+store_impl!(PgStore, sqlx::Postgres);
+
