@@ -30,7 +30,10 @@ fn common_passwords() -> &'static HashSet<&'static str> {
 }
 
 /// `user_inputs` are words the password must not lean on (email, display name).
-pub fn check_password_strength(password: &str, user_inputs: &[&str]) -> Result<(), PasswordRejection> {
+pub fn check_password_strength(
+    password: &str,
+    user_inputs: &[&str],
+) -> Result<(), PasswordRejection> {
     let chars = password.chars().count();
     if chars < MIN_PASSWORD_CHARS {
         return Err(PasswordRejection(format!(
@@ -38,7 +41,9 @@ pub fn check_password_strength(password: &str, user_inputs: &[&str]) -> Result<(
         )));
     }
     if chars > MAX_PASSWORD_CHARS {
-        return Err(PasswordRejection(format!("Use at most {MAX_PASSWORD_CHARS} characters.")));
+        return Err(PasswordRejection(format!(
+            "Use at most {MAX_PASSWORD_CHARS} characters."
+        )));
     }
     if common_passwords().contains(password.to_lowercase().as_str()) {
         return Err(PasswordRejection(
@@ -83,10 +88,16 @@ pub fn check_password_strength(password: &str, user_inputs: &[&str]) -> Result<(
 
 /// True when little of the password is left once the user's own words are taken out.
 fn leans_on_user_words(password: &str, words: &[&str]) -> bool {
-    let mut rest: String =
-        password.to_lowercase().chars().filter(|c| c.is_alphanumeric()).collect();
+    let mut rest: String = password
+        .to_lowercase()
+        .chars()
+        .filter(|c| c.is_alphanumeric())
+        .collect();
     let before = rest.chars().count();
-    for word in words.iter().filter(|w| w.chars().all(char::is_alphanumeric)) {
+    for word in words
+        .iter()
+        .filter(|w| w.chars().all(char::is_alphanumeric))
+    {
         rest = rest.replace(word, "");
     }
     let after = rest.chars().count();
@@ -100,8 +111,17 @@ mod tests {
     #[test]
     fn refuses_short_common_and_guessable() {
         assert!(check_password_strength("short", &[]).is_err());
-        for weak in ["passwordpassword", "123456789012", "qwertyuiopas", "Password1234", "iloveyou1234"] {
-            assert!(check_password_strength(weak, &[]).is_err(), "{weak} accepted");
+        for weak in [
+            "passwordpassword",
+            "123456789012",
+            "qwertyuiopas",
+            "Password1234",
+            "iloveyou1234",
+        ] {
+            assert!(
+                check_password_strength(weak, &[]).is_err(),
+                "{weak} accepted"
+            );
         }
     }
 

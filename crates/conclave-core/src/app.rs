@@ -97,7 +97,10 @@ impl Conclave {
     /// Waits up to `grace` for running replies to finish. Returns how many were still running.
     pub async fn drain(&self, grace: Duration) -> usize {
         self.replies.close();
-        if tokio::time::timeout(grace, self.replies.wait()).await.is_err() {
+        if tokio::time::timeout(grace, self.replies.wait())
+            .await
+            .is_err()
+        {
             return self.replies.len();
         }
         0
@@ -109,7 +112,9 @@ impl Conclave {
         f: impl FnOnce(&PasswordHasher) -> T + Send + 'static,
     ) -> Result<T> {
         let hasher = self.hasher.clone();
-        tokio::task::spawn_blocking(move || f(&hasher)).await.map_err(Error::internal)
+        tokio::task::spawn_blocking(move || f(&hasher))
+            .await
+            .map_err(Error::internal)
     }
 }
 
@@ -124,7 +129,11 @@ pub(crate) struct AuditRecord<'a> {
 }
 
 impl<'a> AuditRecord<'a> {
-    pub fn new(action: &'static str, resource_type: &'static str, resource_id: impl ToString) -> Self {
+    pub fn new(
+        action: &'static str,
+        resource_type: &'static str,
+        resource_id: impl ToString,
+    ) -> Self {
         Self {
             action,
             resource_type,
@@ -153,13 +162,20 @@ impl<'a> AuditRecord<'a> {
 
 impl Conclave {
     /// The one audit hook every state change, sign-in and denial goes through.
-    pub(crate) async fn audit(&self, tenant: TenantId, meta: &RequestMeta, record: AuditRecord<'_>) {
+    pub(crate) async fn audit(
+        &self,
+        tenant: TenantId,
+        meta: &RequestMeta,
+        record: AuditRecord<'_>,
+    ) {
         let event = NewAuditEvent {
             tenant_id: tenant,
             id: crate::ids::AuditEventId::new(),
-            at: time::OffsetDateTime::now_utc(),
+            at: crate::clock::now(),
             actor_id: record.actor.map(|c| c.user()),
-            actor_kind: record.actor.map_or("anonymous", |c| c.principal.actor_kind()),
+            actor_kind: record
+                .actor
+                .map_or("anonymous", |c| c.principal.actor_kind()),
             action: record.action,
             resource_type: record.resource_type,
             resource_id: record.resource_id,
@@ -174,6 +190,7 @@ impl Conclave {
     }
 
     pub(crate) async fn audit_by(&self, caller: &Caller, record: AuditRecord<'_>) {
-        self.audit(caller.tenant(), &caller.meta, record.by(caller)).await
+        self.audit(caller.tenant(), &caller.meta, record.by(caller))
+            .await
     }
 }

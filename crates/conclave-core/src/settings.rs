@@ -87,9 +87,16 @@ impl TenantSettings {
         if let Some(models) = patch.allowed_models {
             if let Some(list) = &models {
                 check_list(&mut errors, "settings.allowed_models", list, |m| {
-                    known_models.iter().any(|k| k == m).then_some(()).ok_or_else(|| {
-                        format!("Unknown model '{m}'; configured models: {}", known_models.join(", "))
-                    })
+                    known_models
+                        .iter()
+                        .any(|k| k == m)
+                        .then_some(())
+                        .ok_or_else(|| {
+                            format!(
+                                "Unknown model '{m}'; configured models: {}",
+                                known_models.join(", ")
+                            )
+                        })
                 });
             }
             next.allowed_models = models;
@@ -99,12 +106,16 @@ impl TenantSettings {
                 check_list(&mut errors, "settings.provider_regions", list, |r| {
                     let ok = !r.is_empty()
                         && r.len() <= 64
-                        && r.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
+                        && r.chars()
+                            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
                     if !ok {
                         return Err("A region is lower-case letters, digits and '-', e.g. 'eu' or 'francecentral'".into());
                     }
                     if !known_regions.is_empty() && !known_regions.iter().any(|k| k == r) {
-                        return Err(format!("No configured provider is in region '{r}'; configured regions: {}", known_regions.join(", ")));
+                        return Err(format!(
+                            "No configured provider is in region '{r}'; configured regions: {}",
+                            known_regions.join(", ")
+                        ));
                     }
                     Ok(())
                 });
@@ -118,7 +129,10 @@ impl TenantSettings {
             ] {
                 if let Some(v) = value {
                     if !v.is_finite() || v < 0.0 {
-                        errors.push(FieldError::new(format!("settings.budgets.{field}"), "Must be a number of dollars, 0 or more"));
+                        errors.push(FieldError::new(
+                            format!("settings.budgets.{field}"),
+                            "Must be a number of dollars, 0 or more",
+                        ));
                     }
                 }
             }
@@ -126,7 +140,10 @@ impl TenantSettings {
         }
         if let Some(list) = patch.ip_allowlist {
             if list.len() > MAX_LIST {
-                errors.push(FieldError::new("settings.ip_allowlist", format!("At most {MAX_LIST} entries")));
+                errors.push(FieldError::new(
+                    "settings.ip_allowlist",
+                    format!("At most {MAX_LIST} entries"),
+                ));
             }
             let mut nets = Vec::with_capacity(list.len());
             for (i, entry) in list.iter().enumerate() {
@@ -158,7 +175,10 @@ impl TenantSettings {
         }
         if let Some(features) = patch.features {
             if features.len() > 64 {
-                errors.push(FieldError::new("settings.features", "At most 64 feature flags"));
+                errors.push(FieldError::new(
+                    "settings.features",
+                    "At most 64 feature flags",
+                ));
             }
             for name in features.keys() {
                 if !is_flag_name(name) {
@@ -179,7 +199,9 @@ impl TenantSettings {
     }
 
     pub fn allows_model(&self, model: &str) -> bool {
-        self.allowed_models.as_ref().is_none_or(|list| list.iter().any(|m| m == model))
+        self.allowed_models
+            .as_ref()
+            .is_none_or(|list| list.iter().any(|m| m == model))
     }
 
     pub fn allows_region(&self, region: Option<&str>) -> bool {
@@ -198,7 +220,10 @@ fn check_list(
     check: impl Fn(&str) -> Result<(), String>,
 ) {
     if list.len() > MAX_LIST {
-        errors.push(FieldError::new(field, format!("At most {MAX_LIST} entries")));
+        errors.push(FieldError::new(
+            field,
+            format!("At most {MAX_LIST} entries"),
+        ));
     }
     for (i, item) in list.iter().enumerate() {
         if let Err(message) = check(item) {
@@ -241,7 +266,13 @@ mod tests {
         assert_eq!(s.allowed_models, Some(vec!["mock-model".to_string()]));
         assert_eq!(s.ip_allowlist[0].to_string(), "10.0.0.0/8");
         assert!(s.allows_model("mock-model") && !s.allows_model("mock-large"));
-        let cleared = s.apply(patch(serde_json::json!({"allowed_models": null})), &models(), &[]).unwrap();
+        let cleared = s
+            .apply(
+                patch(serde_json::json!({"allowed_models": null})),
+                &models(),
+                &[],
+            )
+            .unwrap();
         assert_eq!(cleared.allowed_models, None);
         assert_eq!(cleared.ip_allowlist.len(), 2, "absent fields are kept");
     }
@@ -279,10 +310,17 @@ mod tests {
     #[test]
     fn regions_pin_providers() {
         let s = TenantSettings::default()
-            .apply(patch(serde_json::json!({"provider_regions": ["eu"]})), &models(), &["eu".into(), "us".into()])
+            .apply(
+                patch(serde_json::json!({"provider_regions": ["eu"]})),
+                &models(),
+                &["eu".into(), "us".into()],
+            )
             .unwrap();
         assert!(s.allows_region(Some("eu")));
         assert!(!s.allows_region(Some("us")));
-        assert!(!s.allows_region(None), "a provider with no declared region is refused under a pin");
+        assert!(
+            !s.allows_region(None),
+            "a provider with no declared region is refused under a pin"
+        );
     }
 }

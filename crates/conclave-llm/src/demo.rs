@@ -52,7 +52,11 @@ impl ModelProvider for DemoProvider {
 
     async fn stream_chat(&self, request: ChatRequest) -> Result<ChatStream, ProviderError> {
         let reply = Self::reply_to(&request);
-        let prompt_chars: usize = request.messages.iter().map(|m| m.content.chars().count()).sum();
+        let prompt_chars: usize = request
+            .messages
+            .iter()
+            .map(|m| m.content.chars().count())
+            .sum();
         let usage = Usage {
             prompt_tokens: u32::try_from(prompt_chars.div_ceil(4)).unwrap_or(u32::MAX),
             completion_tokens: u32::try_from(reply.chars().count().div_ceil(4)).unwrap_or(u32::MAX),
@@ -66,7 +70,9 @@ impl ModelProvider for DemoProvider {
             Ok(ChatEvent::Delta(w))
         });
         let end = futures::stream::iter([
-            Ok(ChatEvent::Finish { reason: Some("stop".into()) }),
+            Ok(ChatEvent::Finish {
+                reason: Some("stop".into()),
+            }),
             Ok(ChatEvent::Usage(usage)),
         ]);
         Ok(Box::pin(deltas.chain(end)))
@@ -82,7 +88,10 @@ mod tests {
     async fn deterministic_and_says_what_it_is() {
         let request = ChatRequest {
             model: DEMO_MODEL.into(),
-            messages: vec![ChatMessage { role: "user", content: "What is privilege?".into() }],
+            messages: vec![ChatMessage {
+                role: "user",
+                content: "What is privilege?".into(),
+            }],
             ..Default::default()
         };
         let provider = DemoProvider::new(Duration::ZERO);

@@ -41,7 +41,9 @@ impl Modify for BearerAuth {
             SecurityScheme::Http(
                 HttpBuilder::new()
                     .scheme(HttpAuthScheme::Bearer)
-                    .description(Some("An access token from /api/v1/auth/login or an API key (ck_…)"))
+                    .description(Some(
+                        "An access token from /api/v1/auth/login or an API key (ck_…)",
+                    ))
                     .build(),
             ),
         );
@@ -63,11 +65,14 @@ pub fn app(state: AppState) -> Router {
     let (api, doc) = api();
     let doc = std::sync::Arc::new(doc);
     let max_json = state.http.max_json_bytes;
-    api.route("/api/v1/openapi.json", get(move || async move { Json(doc.as_ref().clone()) }))
-        .route("/", get(routes::root::index))
-        .fallback(|| async { ApiError::RouteNotFound })
-        .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
-        .layer(DefaultBodyLimit::max(max_json))
-        .layer(axum::middleware::from_fn(middleware::request_id::layer))
-        .with_state(state)
+    api.route(
+        "/api/v1/openapi.json",
+        get(move || async move { Json(doc.as_ref().clone()) }),
+    )
+    .route("/", get(routes::root::index))
+    .fallback(|| async { ApiError::RouteNotFound })
+    .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
+    .layer(DefaultBodyLimit::max(max_json))
+    .layer(axum::middleware::from_fn(middleware::request_id::layer))
+    .with_state(state)
 }

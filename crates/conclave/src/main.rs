@@ -1,1 +1,162 @@
-fn main(){}
+//! The `conclave` command: `serve`, `migrate`, `check-config` and `admin create`.
+
+mod config;
+mod log;
+mod serve;
+
+use std::collections::HashMap;
+use std::io::Read as _;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use crate::config::{Config, Severity};
+
+#[derive(Parser)]
+#[command(
+    name = "conclave",
+    version,
+    about = "Conclave: a secure, self-hostable workspace for AI agents"
+)]
+struct Cli {
+    /// A TOML configuration file; CONCLAVE_* environment variables override it.
+    #[arg(long, global = true, env = "CONCLAVE_CONFIG")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Start the server (applies migrations first).
+    Serve,
+    /// Apply database migrations and exit.
+    Migrate,
+    /// Print the configuration report; exits non-zero when a setting is unsafe for the profile.
+    CheckConfig,
+    /// Administration from the command line.
+    Admin {
+        #[command(subcommand)]
+        command: AdminCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum AdminCommand {
+    /// Create an administrator (the way to make the first one in production).
+    Create {
+        #[arg(long)]
+        email: String,
+        #[arg(long, default_value = "Administrator")]
+        display_name: String,
+        /// Read the password from standard input instead of generating a temporary one.
+        #[arg(long)]
+        password_stdin: bool,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let env: HashMap<String, String> = std::env::vars().collect();
+    let config = match Config::load(cli.config.as_deref(), &env) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("conclave: configuration error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    match cli.command {
+        Command::CheckConfig => check_config(&config),
+        command => {
+            let runtime = match tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(r) => r,
+                Err(e) => {
+                    eprintln!("conclave: cannot start the async runtime: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            let result = runtime.block_on(async move {
+                match command {
+                    Command::Serve => serve::serve(config).await,
+                    Command::Migrate => serve::migrate(config).await,
+                    Command::Admin {
+                        command:
+                            AdminCommand::Create {
+                                email,
+                                display_name,
+                                password_stdin,
+                            },
+                    } => {
+                        let password = if password_stdin {
+                            let mut p = String::new();
+                            std::io::stdin().read_to_string(&mut p)?;
+                            Some(p.trim_end_matches(['\n', '\r']).to_owned())
+                        } else {
+                            None
+                        };
+                        serve::admin_create(config, email, display_name, password).await
+                    }
+                    Command::CheckConfig => unreachable!("handled above"),
+                }
+            });
+            match result {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("conclave: {e:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+    }
+}
+
+fn check_config(config: &Config) -> ExitCode {
+    let findings = config.findings();
+    let profile = match config.profile {
+        config::Profile::Dev => "dev",
+        config::Profile::Production => "production",
+    };
+    println!("Conclave configuration report (profile {profile})");
+    println!(
+        "  listen: {}   database: {}",
+        config.http.listen,
+        redact(&config.database_url())
+    );
+    if findings.is_empty() {
+        println!("  no findings");
+    }
+    for f in &findings {
+        let mark = match f.severity {
+            Severity::Error => "UNSAFE ",
+            Severity::Warning => "warning",
+            Severity::Note => "note   ",
+        };
+        println!("  {mark} {}: {}", f.variable, f.message);
+    }
+    let errors = findings
+        .iter()
+        .filter(|f| f.severity == Severity::Error)
+        .count();
+    if errors > 0 {
+        println!("{errors} setting(s) must change before Conclave starts in this profile.");
+        ExitCode::FAILURE
+    } else {
+        println!("Conclave can start with this configuration.");
+        ExitCode::SUCCESS
+    }
+}
+
+/// A database URL without its password.
+pub(crate) fn redact(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut u) if u.password().is_some() => {
+            let _ = u.set_password(Some("***"));
+            u.to_string()
+        }
+        _ => url.to_owned(),
+    }
+}

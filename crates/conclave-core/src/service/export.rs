@@ -14,7 +14,17 @@ impl Conclave {
         let mut agents = Vec::new();
         let mut after = None;
         loop {
-            let page = self.store.list_owned_agents(tenant, me, PageRequest { limit: MAX_LIMIT, after }).await?;
+            let page = self
+                .store
+                .list_owned_agents(
+                    tenant,
+                    me,
+                    PageRequest {
+                        limit: MAX_LIMIT,
+                        after,
+                    },
+                )
+                .await?;
             for a in &page.items {
                 agents.push(self.agent_view(a).await?);
             }
@@ -27,12 +37,32 @@ impl Conclave {
         let mut conversations = Vec::new();
         let mut after = None;
         loop {
-            let page = self.store.list_conversations(tenant, me, PageRequest { limit: MAX_LIMIT, after }).await?;
+            let page = self
+                .store
+                .list_conversations(
+                    tenant,
+                    me,
+                    PageRequest {
+                        limit: MAX_LIMIT,
+                        after,
+                    },
+                )
+                .await?;
             for c in &page.items {
                 let mut messages = Vec::new();
                 let mut m_after = None;
                 loop {
-                    let mp = self.store.list_messages(tenant, c.id, PageRequest { limit: MAX_LIMIT, after: m_after }).await?;
+                    let mp = self
+                        .store
+                        .list_messages(
+                            tenant,
+                            c.id,
+                            PageRequest {
+                                limit: MAX_LIMIT,
+                                after: m_after,
+                            },
+                        )
+                        .await?;
                     for m in &mp.items {
                         messages.push(self.message_view(m).await?);
                     }
@@ -41,7 +71,10 @@ impl Conclave {
                         None => break,
                     }
                 }
-                conversations.push(ConversationExport { conversation: self.conversation_view(c).await?, messages });
+                conversations.push(ConversationExport {
+                    conversation: self.conversation_view(c).await?,
+                    messages,
+                });
             }
             match page.next {
                 Some(n) => after = Some(n),
@@ -52,7 +85,17 @@ impl Conclave {
         let mut api_keys = Vec::new();
         let mut after = None;
         loop {
-            let page = self.store.list_api_keys(tenant, me, PageRequest { limit: MAX_LIMIT, after }).await?;
+            let page = self
+                .store
+                .list_api_keys(
+                    tenant,
+                    me,
+                    PageRequest {
+                        limit: MAX_LIMIT,
+                        after,
+                    },
+                )
+                .await?;
             api_keys.extend(page.items.iter().map(crate::service::api_keys::view));
             match page.next {
                 Some(n) => after = Some(n),
@@ -60,6 +103,12 @@ impl Conclave {
             }
         }
 
-        Ok(ExportView { exported_at: time::OffsetDateTime::now_utc(), user: UserView::from(&user), agents, conversations, api_keys })
+        Ok(ExportView {
+            exported_at: crate::clock::now(),
+            user: UserView::from(&user),
+            agents,
+            conversations,
+            api_keys,
+        })
     }
 }

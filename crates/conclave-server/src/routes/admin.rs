@@ -36,7 +36,13 @@ async fn list_users(
     Authenticated(caller): Authenticated,
     ApiQuery(page): ApiQuery<PageParams>,
 ) -> ApiResult<Json<PageView<UserView>>> {
-    Ok(Json(state.core.admin_list_users(&caller, page.page()?).await?.into()))
+    Ok(Json(
+        state
+            .core
+            .admin_list_users(&caller, page.page()?)
+            .await?
+            .into(),
+    ))
 }
 
 #[derive(Deserialize, utoipa::ToSchema)]
@@ -64,7 +70,12 @@ async fn create_user(
         .core
         .admin_create_user(
             &caller,
-            AdminNewUser { email: body.email, password: body.password, display_name: body.display_name, role: body.role },
+            AdminNewUser {
+                email: body.email,
+                password: body.password,
+                display_name: body.display_name,
+                role: body.role,
+            },
         )
         .await?;
     Ok((StatusCode::CREATED, Json(created)))
@@ -92,8 +103,14 @@ async fn update_user(
     ApiPath(id): ApiPath<UserId>,
     ApiJson(body): ApiJson<UpdateUser>,
 ) -> ApiResult<Json<UserView>> {
-    let patch = UserPatch { role: body.role, disabled: body.disabled, display_name: body.display_name };
-    Ok(Json(state.core.admin_update_user(&caller, id, patch).await?))
+    let patch = UserPatch {
+        role: body.role,
+        disabled: body.disabled,
+        display_name: body.display_name,
+    };
+    Ok(Json(
+        state.core.admin_update_user(&caller, id, patch).await?,
+    ))
 }
 
 /// Deletes a user and their conversations; their tenant-visible agents pass to the caller.
@@ -132,7 +149,10 @@ async fn reset_password(
     ApiPath(id): ApiPath<UserId>,
     ApiJson(body): ApiJson<ResetPassword>,
 ) -> ApiResult<StatusCode> {
-    state.core.admin_reset_password(&caller, id, &body.new_password).await?;
+    state
+        .core
+        .admin_reset_password(&caller, id, &body.new_password)
+        .await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -141,7 +161,10 @@ async fn reset_password(
     (status = 200, body = TenantView),
     (status = 403, body = Problem),
 ))]
-async fn get_tenant(State(state): State<AppState>, Authenticated(caller): Authenticated) -> ApiResult<Json<TenantView>> {
+async fn get_tenant(
+    State(state): State<AppState>,
+    Authenticated(caller): Authenticated,
+) -> ApiResult<Json<TenantView>> {
     Ok(Json(state.core.tenant_settings(&caller).await?))
 }
 
@@ -163,5 +186,10 @@ async fn update_tenant(
     Authenticated(caller): Authenticated,
     ApiJson(body): ApiJson<UpdateTenant>,
 ) -> ApiResult<Json<TenantView>> {
-    Ok(Json(state.core.update_tenant_settings(&caller, body.name, body.settings).await?))
+    Ok(Json(
+        state
+            .core
+            .update_tenant_settings(&caller, body.name, body.settings)
+            .await?,
+    ))
 }

@@ -17,7 +17,9 @@ use crate::routes::PageView;
 use crate::state::AppState;
 
 pub fn router() -> OpenApiRouter<AppState> {
-    OpenApiRouter::new().routes(routes!(list, create)).routes(routes!(get, update, delete))
+    OpenApiRouter::new()
+        .routes(routes!(list, create))
+        .routes(routes!(get, update, delete))
 }
 
 /// The fields of an agent. On create, `name` and `model` are required; on update, fields
@@ -75,7 +77,9 @@ async fn list(
     Authenticated(caller): Authenticated,
     ApiQuery(page): ApiQuery<PageParams>,
 ) -> ApiResult<Json<PageView<AgentView>>> {
-    Ok(Json(state.core.list_agents(&caller, page.page()?).await?.into()))
+    Ok(Json(
+        state.core.list_agents(&caller, page.page()?).await?.into(),
+    ))
 }
 
 /// Creates an agent owned by the caller.
@@ -88,13 +92,20 @@ async fn create(
     Authenticated(caller): Authenticated,
     ApiJson(body): ApiJson<AgentBody>,
 ) -> ApiResult<(StatusCode, Json<AgentView>)> {
-    Ok((StatusCode::CREATED, Json(state.core.create_agent(&caller, body.into()).await?)))
+    Ok((
+        StatusCode::CREATED,
+        Json(state.core.create_agent(&caller, body.into()).await?),
+    ))
 }
 
 /// One agent the caller can see.
 #[utoipa::path(get, path = "/api/v1/agents/{id}", tag = "agents", security(("bearer" = [])),
     params(("id" = AgentId, Path)), responses((status = 200, body = AgentView), (status = 404, body = Problem)))]
-async fn get(State(state): State<AppState>, Authenticated(caller): Authenticated, ApiPath(id): ApiPath<AgentId>) -> ApiResult<Json<AgentView>> {
+async fn get(
+    State(state): State<AppState>,
+    Authenticated(caller): Authenticated,
+    ApiPath(id): ApiPath<AgentId>,
+) -> ApiResult<Json<AgentView>> {
     Ok(Json(state.core.get_agent(&caller, id).await?))
 }
 
@@ -112,13 +123,19 @@ async fn update(
     ApiPath(id): ApiPath<AgentId>,
     ApiJson(body): ApiJson<AgentBody>,
 ) -> ApiResult<Json<AgentView>> {
-    Ok(Json(state.core.update_agent(&caller, id, body.into()).await?))
+    Ok(Json(
+        state.core.update_agent(&caller, id, body.into()).await?,
+    ))
 }
 
 /// Deletes an agent (its owner or an administrator). Its conversations remain readable.
 #[utoipa::path(delete, path = "/api/v1/agents/{id}", tag = "agents", security(("bearer" = [])),
     params(("id" = AgentId, Path)), responses((status = 204), (status = 403, body = Problem), (status = 404, body = Problem)))]
-async fn delete(State(state): State<AppState>, Authenticated(caller): Authenticated, ApiPath(id): ApiPath<AgentId>) -> ApiResult<StatusCode> {
+async fn delete(
+    State(state): State<AppState>,
+    Authenticated(caller): Authenticated,
+    ApiPath(id): ApiPath<AgentId>,
+) -> ApiResult<StatusCode> {
     state.core.delete_agent(&caller, id).await?;
     Ok(StatusCode::NO_CONTENT)
 }

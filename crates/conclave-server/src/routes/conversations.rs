@@ -39,8 +39,18 @@ async fn list(
     Authenticated(caller): Authenticated,
     ApiQuery(params): ApiQuery<ListParams>,
 ) -> ApiResult<Json<PageView<ConversationView>>> {
-    let page = PageParams { limit: params.limit, cursor: params.cursor }.page()?;
-    Ok(Json(state.core.list_conversations(&caller, params.q.as_deref(), page).await?.into()))
+    let page = PageParams {
+        limit: params.limit,
+        cursor: params.cursor,
+    }
+    .page()?;
+    Ok(Json(
+        state
+            .core
+            .list_conversations(&caller, params.q.as_deref(), page)
+            .await?
+            .into(),
+    ))
 }
 
 #[derive(Deserialize, utoipa::ToSchema)]
@@ -61,7 +71,15 @@ async fn create(
     Authenticated(caller): Authenticated,
     ApiJson(body): ApiJson<CreateConversation>,
 ) -> ApiResult<(StatusCode, Json<ConversationView>)> {
-    Ok((StatusCode::CREATED, Json(state.core.create_conversation(&caller, body.agent_id, body.title).await?)))
+    Ok((
+        StatusCode::CREATED,
+        Json(
+            state
+                .core
+                .create_conversation(&caller, body.agent_id, body.title)
+                .await?,
+        ),
+    ))
 }
 
 /// One of the caller's conversations.
@@ -99,7 +117,9 @@ async fn rename(
     let Some(title) = body.title else {
         return Ok(Json(state.core.get_conversation(&caller, id).await?));
     };
-    Ok(Json(state.core.rename_conversation(&caller, id, title).await?))
+    Ok(Json(
+        state.core.rename_conversation(&caller, id, title).await?,
+    ))
 }
 
 /// Deletes a conversation and its messages.
@@ -126,7 +146,13 @@ async fn list_messages(
     ApiPath(id): ApiPath<ConversationId>,
     ApiQuery(page): ApiQuery<PageParams>,
 ) -> ApiResult<Json<PageView<MessageView>>> {
-    Ok(Json(state.core.list_messages(&caller, id, page.page()?).await?.into()))
+    Ok(Json(
+        state
+            .core
+            .list_messages(&caller, id, page.page()?)
+            .await?
+            .into(),
+    ))
 }
 
 #[derive(Deserialize, utoipa::ToSchema)]
@@ -157,7 +183,14 @@ async fn post_message(
     ApiJson(body): ApiJson<PostMessage>,
 ) -> ApiResult<(StatusCode, Json<ExchangeView>)> {
     if body.stream {
-        return Err(Error::field("stream", "Streamed replies are not available on this server version; omit `stream`.").into());
+        return Err(Error::field(
+            "stream",
+            "Streamed replies are not available on this server version; omit `stream`.",
+        )
+        .into());
     }
-    Ok((StatusCode::CREATED, Json(state.core.post_message(&caller, id, body.content).await?)))
+    Ok((
+        StatusCode::CREATED,
+        Json(state.core.post_message(&caller, id, body.content).await?),
+    ))
 }

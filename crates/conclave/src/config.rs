@@ -1,0 +1,896 @@
+//! Configuration: an optional TOML file, then `CONCLAVE_*` environment variables, which win.
+//! One struct per concern; [`Config::findings`] is the safety report `check-config` prints and
+//! `serve` enforces in profile `production`.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use ipnet::IpNet;
+use secrecy::SecretString;
+use serde::Deserialize;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Profile {
+    Dev,
+    Production,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    pub profile: Profile,
+    pub http: HttpConfig,
+    pub store: StoreConfig,
+    pub auth: AuthConfig,
+    pub oidc: OidcConfig,
+    pub keys: KeysConfig,
+    pub limits: LimitsConfig,
+    pub redis_url: Option<String>,
+    pub log: LogConfig,
+    pub providers: Vec<ProviderConfig>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HttpConfig {
+    pub listen: SocketAddr,
+    pub cors_origins: Vec<String>,
+    pub trusted_proxies: Vec<IpNet>,
+    pub max_json_bytes: usize,
+    /// How long in-flight requests and replies may run on after SIGTERM.
+    pub shutdown_grace_seconds: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StoreConfig {
+    pub data_dir: PathBuf,
+    /// `sqlite://…` or `postgres://…`; unset: `conclave.db` in the data folder.
+    pub database_url: Option<String>,
+    pub object_store_url: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Signup {
+    Open,
+    Closed,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuthConfig {
+    /// Unset: open in `dev`, closed in `production`.
+    pub signup: Option<Signup>,
+    pub access_token_ttl_seconds: u64,
+    pub refresh_token_ttl_seconds: u64,
+    pub password_hash_memory_kib: u32,
+    pub password_hash_iterations: u32,
+    /// Production normally signs in through OIDC; this allows local accounts there.
+    pub allow_local_accounts_in_production: bool,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct OidcConfig {
+    pub issuer: Option<String>,
+    pub audience: Option<String>,
+    pub client_id: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct KeysConfig {
+    /// `local` or `azure-key-vault`.
+    pub provider: String,
+    pub allow_local_in_production: bool,
+    pub key_vault_url: Option<String>,
+    pub key_name: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LimitsConfig {
+    pub rate_limit_per_minute: u32,
+    pub max_upload_bytes: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogConfig {
+    /// A `tracing` filter, e.g. `info` or `info,conclave_store=debug`.
+    pub filter: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ProviderKindConfig {
+    /// OpenAI's API or any server that copies it (OpenRouter, Ollama, vLLM, llama.cpp).
+    Openai,
+    Openrouter,
+    Ollama,
+    AzureOpenai,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProviderConfig {
+    pub name: String,
+    pub kind: ProviderKindConfig,
+    pub base_url: String,
+    /// The environment variable holding the key (keys are never written in the file).
+    pub api_key_env: Option<String>,
+    #[serde(skip)]
+    pub api_key: Option<SecretString>,
+    /// Azure OpenAI `api-version`.
+    pub api_version: Option<String>,
+    /// Where the provider processes data (e.g. `eu`), for tenants that pin regions.
+    pub region: Option<String>,
+    /// Model ids (Azure: deployment names) it serves; empty: ask the provider.
+    #[serde(default)]
+    pub models: Vec<String>,
+    #[serde(default = "default_provider_timeout")]
+    pub timeout_seconds: u64,
+    #[serde(default = "default_connect_timeout")]
+    pub connect_timeout_seconds: u64,
+    #[serde(default = "default_retries")]
+    pub max_retries: u32,
+}
+
+fn default_provider_timeout() -> u64 {
+    60
+}
+fn default_connect_timeout() -> u64 {
+    10
+}
+fn default_retries() -> u32 {
+    2
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            profile: Profile::Dev,
+            http: HttpConfig::default(),
+            store: StoreConfig::default(),
+            auth: AuthConfig::default(),
+            oidc: OidcConfig::default(),
+            keys: KeysConfig::default(),
+            limits: LimitsConfig::default(),
+            redis_url: None,
+            log: LogConfig::default(),
+            providers: Vec::new(),
+        }
+    }
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            cors_origins: Vec::new(),
+            trusted_proxies: Vec::new(),
+            max_json_bytes: 1024 * 1024,
+            shutdown_grace_seconds: 30,
+        }
+    }
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        StoreConfig {
+            data_dir: PathBuf::from("./data"),
+            database_url: None,
+            object_store_url: None,
+        }
+    }
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        AuthConfig {
+            signup: None,
+            access_token_ttl_seconds: 15 * 60,
+            refresh_token_ttl_seconds: 30 * 24 * 3600,
+            password_hash_memory_kib: 19_456,
+            password_hash_iterations: 2,
+            allow_local_accounts_in_production: false,
+        }
+    }
+}
+
+impl Default for KeysConfig {
+    fn default() -> Self {
+        KeysConfig {
+            provider: "local".into(),
+            allow_local_in_production: false,
+            key_vault_url: None,
+            key_name: None,
+        }
+    }
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        LimitsConfig {
+            rate_limit_per_minute: 100,
+            max_upload_bytes: 1 << 30,
+        }
+    }
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            filter: "info".into(),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read the configuration file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("the configuration file {path} is not valid: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("{var}: {message}")]
+    Env { var: &'static str, message: String },
+}
+
+fn env_err(var: &'static str, message: impl Into<String>) -> ConfigError {
+    ConfigError::Env {
+        var,
+        message: message.into(),
+    }
+}
+
+fn parse_env<T: std::str::FromStr>(
+    env: &HashMap<String, String>,
+    var: &'static str,
+    what: &str,
+) -> Result<Option<T>, ConfigError> {
+    match env.get(var).map(|v| v.trim()).filter(|v| !v.is_empty()) {
+        None => Ok(None),
+        Some(v) => v
+            .parse()
+            .map(Some)
+            .map_err(|_| env_err(var, format!("'{v}' is not {what}"))),
+    }
+}
+
+fn parse_bool(
+    env: &HashMap<String, String>,
+    var: &'static str,
+) -> Result<Option<bool>, ConfigError> {
+    match env.get(var).map(|v| v.trim().to_ascii_lowercase()) {
+        None => Ok(None),
+        Some(v) if v.is_empty() => Ok(None),
+        Some(v) => match v.as_str() {
+            "1" | "true" | "yes" | "on" => Ok(Some(true)),
+            "0" | "false" | "no" | "off" => Ok(Some(false)),
+            _ => Err(env_err(var, format!("'{v}' is not true or false"))),
+        },
+    }
+}
+
+fn list(v: &str) -> Vec<String> {
+    v.split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(str::to_owned)
+        .collect()
+}
+
+impl Config {
+    /// Reads the file (if any), then applies the environment.
+    pub fn load(file: Option<&Path>, env: &HashMap<String, String>) -> Result<Config, ConfigError> {
+        let mut config = match file {
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                    path: path.to_owned(),
+                    source,
+                })?;
+                toml::from_str::<Config>(&text).map_err(|e| ConfigError::Parse {
+                    path: path.to_owned(),
+                    message: e.to_string(),
+                })?
+            }
+            None => Config::default(),
+        };
+        config.apply_env(env)?;
+        for p in &mut config.providers {
+            if let Some(var) = &p.api_key_env {
+                p.api_key = env
+                    .get(var)
+                    .filter(|v| !v.is_empty())
+                    .map(|v| SecretString::from(v.clone()));
+            }
+        }
+        Ok(config)
+    }
+
+    fn apply_env(&mut self, env: &HashMap<String, String>) -> Result<(), ConfigError> {
+        if let Some(p) = env
+            .get("CONCLAVE_PROFILE")
+            .map(|v| v.trim())
+            .filter(|v| !v.is_empty())
+        {
+            self.profile = match p {
+                "dev" => Profile::Dev,
+                "production" => Profile::Production,
+                other => {
+                    return Err(env_err(
+                        "CONCLAVE_PROFILE",
+                        format!("'{other}' is not dev or production"),
+                    ))
+                }
+            };
+        }
+        if let Some(v) = parse_env(
+            env,
+            "CONCLAVE_LISTEN",
+            "an address and port such as 127.0.0.1:8080",
+        )? {
+            self.http.listen = v;
+        }
+        if let Some(v) = env.get("CONCLAVE_DATA_DIR").filter(|v| !v.is_empty()) {
+            self.store.data_dir = PathBuf::from(v);
+        }
+        if let Some(v) = env.get("CONCLAVE_DATABASE_URL").filter(|v| !v.is_empty()) {
+            self.store.database_url = Some(v.clone());
+        }
+        if let Some(v) = env
+            .get("CONCLAVE_OBJECT_STORE_URL")
+            .filter(|v| !v.is_empty())
+        {
+            self.store.object_store_url = Some(v.clone());
+        }
+        if let Some(v) = env.get("CONCLAVE_CORS_ORIGINS") {
+            self.http.cors_origins = list(v);
+        }
+        if let Some(v) = env.get("CONCLAVE_TRUSTED_PROXIES") {
+            let mut nets = Vec::new();
+            for item in list(v) {
+                let net = item
+                    .parse::<IpNet>()
+                    .or_else(|_| item.parse::<std::net::IpAddr>().map(IpNet::from))
+                    .map_err(|_| {
+                        env_err(
+                            "CONCLAVE_TRUSTED_PROXIES",
+                            format!("'{item}' is not an address or CIDR block"),
+                        )
+                    })?;
+                nets.push(net);
+            }
+            self.http.trusted_proxies = nets;
+        }
+        if let Some(v) = parse_env(env, "CONCLAVE_MAX_JSON_BYTES", "a number of bytes")? {
+            self.http.max_json_bytes = v;
+        }
+        if let Some(v) = parse_env(
+            env,
+            "CONCLAVE_SHUTDOWN_GRACE_SECONDS",
+            "a number of seconds",
+        )? {
+            self.http.shutdown_grace_seconds = v;
+        }
+        if let Some(v) = env
+            .get("CONCLAVE_SIGNUP")
+            .map(|v| v.trim())
+            .filter(|v| !v.is_empty())
+        {
+            self.auth.signup = Some(match v {
+                "open" => Signup::Open,
+                "closed" => Signup::Closed,
+                other => {
+                    return Err(env_err(
+                        "CONCLAVE_SIGNUP",
+                        format!("'{other}' is not open or closed"),
+                    ))
+                }
+            });
+        }
+        if let Some(v) = parse_env(
+            env,
+            "CONCLAVE_ACCESS_TOKEN_TTL_SECONDS",
+            "a number of seconds",
+        )? {
+            self.auth.access_token_ttl_seconds = v;
+        }
+        if let Some(v) = parse_env(
+            env,
+            "CONCLAVE_REFRESH_TOKEN_TTL_SECONDS",
+            "a number of seconds",
+        )? {
+            self.auth.refresh_token_ttl_seconds = v;
+        }
+        if let Some(v) = parse_env(env, "CONCLAVE_PASSWORD_HASH_MEMORY_KIB", "a number of KiB")? {
+            self.auth.password_hash_memory_kib = v;
+        }
+        if let Some(v) = parse_env(env, "CONCLAVE_PASSWORD_HASH_ITERATIONS", "a number")? {
+            self.auth.password_hash_iterations = v;
+        }
+        if let Some(v) = parse_bool(env, "CONCLAVE_ALLOW_LOCAL_ACCOUNTS")? {
+            self.auth.allow_local_accounts_in_production = v;
+        }
+        for (var, slot) in [
+            ("CONCLAVE_OIDC_ISSUER", &mut self.oidc.issuer),
+            ("CONCLAVE_OIDC_AUDIENCE", &mut self.oidc.audience),
+            ("CONCLAVE_OIDC_CLIENT_ID", &mut self.oidc.client_id),
+            ("CONCLAVE_KEY_VAULT_URL", &mut self.keys.key_vault_url),
+            ("CONCLAVE_KEY_NAME", &mut self.keys.key_name),
+            ("CONCLAVE_REDIS_URL", &mut self.redis_url),
+        ] {
+            if let Some(v) = env.get(var).filter(|v| !v.is_empty()) {
+                *slot = Some(v.clone());
+            }
+        }
+        if let Some(v) = env.get("CONCLAVE_KEY_PROVIDER").filter(|v| !v.is_empty()) {
+            self.keys.provider = v.clone();
+        }
+        if let Some(v) = parse_bool(env, "CONCLAVE_ALLOW_LOCAL_KEY")? {
+            self.keys.allow_local_in_production = v;
+        }
+        if let Some(v) = parse_env(env, "CONCLAVE_RATE_LIMIT_PER_MINUTE", "a number")? {
+            self.limits.rate_limit_per_minute = v;
+        }
+        if let Some(v) = parse_env(env, "CONCLAVE_MAX_UPLOAD_BYTES", "a number of bytes")? {
+            self.limits.max_upload_bytes = v;
+        }
+        if let Some(v) = env.get("CONCLAVE_LOG").filter(|v| !v.is_empty()) {
+            self.log.filter = v.clone();
+        }
+        // The two stable variables define the provider named `default`.
+        if let Some(base) = env
+            .get("CONCLAVE_PROVIDER_BASE_URL")
+            .filter(|v| !v.is_empty())
+        {
+            self.providers.retain(|p| p.name != "default");
+            let kind = if base.contains(".openai.azure.com") {
+                ProviderKindConfig::AzureOpenai
+            } else {
+                ProviderKindConfig::Openai
+            };
+            self.providers.insert(
+                0,
+                ProviderConfig {
+                    name: "default".into(),
+                    kind,
+                    base_url: base.clone(),
+                    api_key_env: Some("CONCLAVE_PROVIDER_API_KEY".into()),
+                    api_key: None,
+                    api_version: env
+                        .get("CONCLAVE_PROVIDER_API_VERSION")
+                        .filter(|v| !v.is_empty())
+                        .cloned(),
+                    region: env
+                        .get("CONCLAVE_PROVIDER_REGION")
+                        .filter(|v| !v.is_empty())
+                        .cloned(),
+                    models: env
+                        .get("CONCLAVE_MODELS")
+                        .map(|v| list(v))
+                        .unwrap_or_default(),
+                    timeout_seconds: parse_env(
+                        env,
+                        "CONCLAVE_PROVIDER_TIMEOUT_SECONDS",
+                        "a number of seconds",
+                    )?
+                    .unwrap_or_else(default_provider_timeout),
+                    connect_timeout_seconds: default_connect_timeout(),
+                    max_retries: parse_env(env, "CONCLAVE_PROVIDER_MAX_RETRIES", "a number")?
+                        .unwrap_or_else(default_retries),
+                },
+            );
+        } else if env.contains_key("CONCLAVE_MODELS") && self.providers.is_empty() {
+            return Err(env_err(
+                "CONCLAVE_MODELS",
+                "lists models, but no provider is configured (set CONCLAVE_PROVIDER_BASE_URL)",
+            ));
+        }
+        Ok(())
+    }
+
+    pub fn database_url(&self) -> String {
+        self.store.database_url.clone().unwrap_or_else(|| {
+            format!(
+                "sqlite://{}",
+                self.store.data_dir.join("conclave.db").display()
+            )
+        })
+    }
+
+    pub fn signup_open(&self) -> bool {
+        match self.auth.signup {
+            Some(s) => s == Signup::Open,
+            None => self.profile == Profile::Dev,
+        }
+    }
+
+    pub fn shutdown_grace(&self) -> Duration {
+        Duration::from_secs(self.http.shutdown_grace_seconds)
+    }
+
+    /// The refresh cookie may go without `Secure` only in `dev` on loopback.
+    pub fn secure_cookies(&self) -> bool {
+        !(self.profile == Profile::Dev && self.http.listen.ip().is_loopback())
+    }
+
+    /// Everything unsafe or unusable about this configuration.
+    pub fn findings(&self) -> Vec<Finding> {
+        let mut out = Vec::new();
+        let prod = self.profile == Profile::Production;
+        let unsafe_in_prod = |out: &mut Vec<Finding>, var: &'static str, message: String| {
+            out.push(Finding {
+                severity: if prod {
+                    Severity::Error
+                } else {
+                    Severity::Warning
+                },
+                variable: var,
+                message,
+            });
+        };
+
+        if self.profile == Profile::Dev && !self.http.listen.ip().is_loopback() {
+            out.push(Finding::error(
+                "CONCLAVE_LISTEN",
+                format!("profile dev serves loopback only, but {} is not a loopback address; use 127.0.0.1 or set CONCLAVE_PROFILE=production", self.http.listen),
+            ));
+        }
+        if self.providers.is_empty() {
+            if prod {
+                out.push(Finding::error(
+                    "CONCLAVE_PROVIDER_BASE_URL",
+                    "no model provider is configured, and the built-in demo model is refused in production".into(),
+                ));
+            } else {
+                out.push(Finding::note(
+                    "CONCLAVE_PROVIDER_BASE_URL",
+                    "no model provider is configured: agents answer with the built-in demo model (conclave-demo)".into(),
+                ));
+            }
+        }
+        for p in &self.providers {
+            if url::Url::parse(&p.base_url).is_err() {
+                out.push(Finding::error(
+                    provider_var(p),
+                    format!(
+                        "provider '{}': base URL '{}' is not a URL",
+                        p.name, p.base_url
+                    ),
+                ));
+            } else if p.base_url.starts_with("http://") && !is_loopback_url(&p.base_url) {
+                unsafe_in_prod(&mut out, provider_var(p), format!("provider '{}' is reached over plain HTTP; prompts and keys would cross the network in clear", p.name));
+            }
+            if p.kind == ProviderKindConfig::AzureOpenai && p.models.is_empty() {
+                out.push(Finding::error(provider_var(p), format!("provider '{}' (Azure OpenAI) needs its deployment names in models / CONCLAVE_MODELS", p.name)));
+            }
+            if let Some(var) = &p.api_key_env {
+                if p.api_key.is_none()
+                    && p.kind != ProviderKindConfig::Ollama
+                    && !is_loopback_url(&p.base_url)
+                {
+                    out.push(Finding::warning(
+                        "CONCLAVE_PROVIDER_API_KEY",
+                        format!("provider '{}': the key variable {var} is empty", p.name),
+                    ));
+                }
+            }
+        }
+        let mut names: Vec<&str> = self.providers.iter().map(|p| p.name.as_str()).collect();
+        names.sort_unstable();
+        if names.windows(2).any(|w| w[0] == w[1]) {
+            out.push(Finding::error(
+                "providers",
+                "two providers have the same name".into(),
+            ));
+        }
+        if self.signup_open() {
+            unsafe_in_prod(
+                &mut out,
+                "CONCLAVE_SIGNUP",
+                "sign-up is open: anyone who reaches the server can create an account".into(),
+            );
+        }
+        if self.http.cors_origins.iter().any(|o| o.trim() == "*") {
+            unsafe_in_prod(
+                &mut out,
+                "CONCLAVE_CORS_ORIGINS",
+                "a wildcard origin lets any web site call the API; list your origins".into(),
+            );
+        }
+        if self.keys.provider == "local" {
+            if prod && !self.keys.allow_local_in_production {
+                out.push(Finding::error(
+                    "CONCLAVE_KEY_PROVIDER",
+                    "the master key is a local file; use azure-key-vault, or accept the risk with CONCLAVE_ALLOW_LOCAL_KEY=true".into(),
+                ));
+            } else if prod {
+                out.push(Finding::warning(
+                    "CONCLAVE_KEY_PROVIDER",
+                    "the master key is a local file (accepted with CONCLAVE_ALLOW_LOCAL_KEY)"
+                        .into(),
+                ));
+            }
+        } else if self.keys.provider == "azure-key-vault" {
+            out.push(Finding::error(
+                "CONCLAVE_KEY_PROVIDER",
+                "azure-key-vault is not available in this build yet; use local".into(),
+            ));
+        } else {
+            out.push(Finding::error(
+                "CONCLAVE_KEY_PROVIDER",
+                format!("'{}' is not local or azure-key-vault", self.keys.provider),
+            ));
+        }
+        if prod && self.http.trusted_proxies.is_empty() {
+            out.push(Finding::error(
+                "CONCLAVE_TRUSTED_PROXIES",
+                "this build serves plain HTTP: run it behind a TLS-terminating proxy and list that proxy's addresses".into(),
+            ));
+        }
+        if self.oidc.issuer.is_some() {
+            out.push(Finding::error(
+                "CONCLAVE_OIDC_ISSUER",
+                "single sign-on is not available in this build yet; unset it to use local accounts"
+                    .into(),
+            ));
+        } else if prod && !self.auth.allow_local_accounts_in_production {
+            out.push(Finding::error(
+                "CONCLAVE_OIDC_ISSUER",
+                "no single sign-on issuer is configured; configure OIDC, or allow local accounts with CONCLAVE_ALLOW_LOCAL_ACCOUNTS=true".into(),
+            ));
+        }
+        let params = conclave_auth::PasswordHashingParams {
+            memory_kib: self.auth.password_hash_memory_kib,
+            iterations: self.auth.password_hash_iterations,
+            parallelism: 1,
+        };
+        if params.is_weak() {
+            unsafe_in_prod(
+                &mut out,
+                "CONCLAVE_PASSWORD_HASH_MEMORY_KIB",
+                "password hashing is below OWASP's minimum (19456 KiB, 2 iterations)".into(),
+            );
+        }
+        if self.auth.access_token_ttl_seconds == 0 || self.auth.access_token_ttl_seconds > 3600 {
+            unsafe_in_prod(
+                &mut out,
+                "CONCLAVE_ACCESS_TOKEN_TTL_SECONDS",
+                "access tokens should live between 1 s and 1 hour".into(),
+            );
+        }
+        if prod && !self.database_url().starts_with("postgres") {
+            out.push(Finding::warning(
+                "CONCLAVE_DATABASE_URL",
+                "SQLite serves one replica only; use PostgreSQL to run more than one".into(),
+            ));
+        }
+        if self.redis_url.is_some() {
+            out.push(Finding::note(
+                "CONCLAVE_REDIS_URL",
+                "Redis is not used by this build yet; it is ignored".into(),
+            ));
+        }
+        out
+    }
+}
+
+fn provider_var(p: &ProviderConfig) -> &'static str {
+    if p.name == "default" {
+        "CONCLAVE_PROVIDER_BASE_URL"
+    } else {
+        "providers"
+    }
+}
+
+fn is_loopback_url(u: &str) -> bool {
+    url::Url::parse(u)
+        .ok()
+        .and_then(|u| u.host_str().map(str::to_owned))
+        .is_some_and(|h| {
+            h == "localhost"
+                || h.trim_matches(['[', ']'])
+                    .parse::<std::net::IpAddr>()
+                    .is_ok_and(|ip| ip.is_loopback())
+        })
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Severity {
+    Note,
+    Warning,
+    Error,
+}
+
+/// One line of the configuration report: what, and which variable fixes it.
+#[derive(Debug, Clone)]
+pub struct Finding {
+    pub severity: Severity,
+    pub variable: &'static str,
+    pub message: String,
+}
+
+impl Finding {
+    fn error(variable: &'static str, message: String) -> Self {
+        Finding {
+            severity: Severity::Error,
+            variable,
+            message,
+        }
+    }
+    fn warning(variable: &'static str, message: String) -> Self {
+        Finding {
+            severity: Severity::Warning,
+            variable,
+            message,
+        }
+    }
+    fn note(variable: &'static str, message: String) -> Self {
+        Finding {
+            severity: Severity::Note,
+            variable,
+            message,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    fn errors(c: &Config) -> Vec<&'static str> {
+        c.findings()
+            .iter()
+            .filter(|f| f.severity == Severity::Error)
+            .map(|f| f.variable)
+            .collect()
+    }
+
+    #[test]
+    fn dev_defaults_are_accepted() {
+        let c = Config::load(None, &env(&[])).unwrap();
+        assert_eq!(c.profile, Profile::Dev);
+        assert!(errors(&c).is_empty(), "{:?}", c.findings());
+        assert!(c.signup_open());
+        assert!(!c.secure_cookies());
+        assert!(c.database_url().ends_with("conclave.db"));
+    }
+
+    #[test]
+    fn production_defaults_name_every_unsafe_setting() {
+        let c = Config::load(
+            None,
+            &env(&[
+                ("CONCLAVE_PROFILE", "production"),
+                ("CONCLAVE_CORS_ORIGINS", "*"),
+                ("CONCLAVE_SIGNUP", "open"),
+            ]),
+        )
+        .unwrap();
+        let e = errors(&c);
+        for var in [
+            "CONCLAVE_PROVIDER_BASE_URL",
+            "CONCLAVE_KEY_PROVIDER",
+            "CONCLAVE_TRUSTED_PROXIES",
+            "CONCLAVE_OIDC_ISSUER",
+            "CONCLAVE_CORS_ORIGINS",
+            "CONCLAVE_SIGNUP",
+        ] {
+            assert!(e.contains(&var), "{var} missing from {e:?}");
+        }
+        assert!(c.secure_cookies());
+    }
+
+    #[test]
+    fn production_with_everything_set_is_accepted() {
+        let c = Config::load(
+            None,
+            &env(&[
+                ("CONCLAVE_PROFILE", "production"),
+                ("CONCLAVE_PROVIDER_BASE_URL", "https://openrouter.ai/api/v1"),
+                ("CONCLAVE_PROVIDER_API_KEY", "sk-test"),
+                ("CONCLAVE_MODELS", "openai/gpt-4o-mini"),
+                ("CONCLAVE_ALLOW_LOCAL_KEY", "true"),
+                ("CONCLAVE_ALLOW_LOCAL_ACCOUNTS", "true"),
+                ("CONCLAVE_TRUSTED_PROXIES", "10.0.0.0/8"),
+                ("CONCLAVE_DATABASE_URL", "postgres://db/conclave"),
+            ]),
+        )
+        .unwrap();
+        assert!(errors(&c).is_empty(), "{:?}", c.findings());
+        assert_eq!(c.providers[0].models, vec!["openai/gpt-4o-mini"]);
+    }
+
+    #[test]
+    fn bad_values_name_their_variable() {
+        for (var, value) in [
+            ("CONCLAVE_PROFILE", "staging"),
+            ("CONCLAVE_LISTEN", "nowhere"),
+            ("CONCLAVE_SIGNUP", "maybe"),
+            ("CONCLAVE_TRUSTED_PROXIES", "10.0.0.0/99"),
+            ("CONCLAVE_ALLOW_LOCAL_KEY", "perhaps"),
+            ("CONCLAVE_MODELS", "a,b"),
+        ] {
+            let err = Config::load(None, &env(&[(var, value)]))
+                .unwrap_err()
+                .to_string();
+            assert!(err.starts_with(var), "{err}");
+        }
+    }
+
+    #[test]
+    fn dev_refuses_a_public_listener_and_plain_http_providers_are_flagged() {
+        let c = Config::load(None, &env(&[("CONCLAVE_LISTEN", "0.0.0.0:8080")])).unwrap();
+        assert!(errors(&c).contains(&"CONCLAVE_LISTEN"));
+        let c = Config::load(
+            None,
+            &env(&[
+                ("CONCLAVE_PROFILE", "production"),
+                ("CONCLAVE_PROVIDER_BASE_URL", "http://models.internal/v1"),
+            ]),
+        )
+        .unwrap();
+        assert!(errors(&c).contains(&"CONCLAVE_PROVIDER_BASE_URL"));
+        let c = Config::load(
+            None,
+            &env(&[
+                ("CONCLAVE_PROFILE", "production"),
+                ("CONCLAVE_PROVIDER_BASE_URL", "http://127.0.0.1:11434/v1"),
+            ]),
+        )
+        .unwrap();
+        assert!(!errors(&c).contains(&"CONCLAVE_PROVIDER_BASE_URL"));
+    }
+
+    #[test]
+    fn toml_file_then_environment() {
+        let dir = std::env::temp_dir().join(format!("conclave-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("conclave.toml");
+        std::fs::write(
+            &path,
+            r#"
+profile = "dev"
+[http]
+listen = "127.0.0.1:9999"
+[[providers]]
+name = "eu"
+kind = "openrouter"
+base_url = "https://openrouter.ai/api/v1"
+api_key_env = "EU_KEY"
+region = "eu"
+models = ["mistral/mistral-large"]
+"#,
+        )
+        .unwrap();
+        let c = Config::load(
+            Some(&path),
+            &env(&[("CONCLAVE_LISTEN", "127.0.0.1:7000"), ("EU_KEY", "k")]),
+        )
+        .unwrap();
+        assert_eq!(c.http.listen.port(), 7000);
+        assert_eq!(c.providers[0].region.as_deref(), Some("eu"));
+        assert!(c.providers[0].api_key.is_some());
+        std::fs::write(&path, "profile = \"dev\"\nnonsense = 1\n").unwrap();
+        assert!(matches!(
+            Config::load(Some(&path), &env(&[])),
+            Err(ConfigError::Parse { .. })
+        ));
+        std::fs::remove_dir_all(&dir).ok();
+    }
+}

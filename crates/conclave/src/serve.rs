@@ -1,0 +1,280 @@
+//! Wiring: the configuration becomes a store, a model catalog and the domain services, served
+//! over HTTP until SIGTERM or Ctrl-C, then drained gracefully.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{bail, Context as _};
+use conclave_auth::PasswordHashingParams;
+use conclave_core::content::PlaintextCodec;
+use conclave_core::principal::Role;
+use conclave_core::provider::{ModelCatalog, ModelProvider, ProviderEntry};
+use conclave_core::service::admin::AdminNewUser;
+use conclave_core::{Conclave, CoreConfig};
+use conclave_llm::{DemoProvider, OpenAiCompatible, ProviderKind, ProviderSettings, DEMO_MODEL};
+use conclave_server::{AppState, HttpSettings};
+use conclave_store::Database;
+
+use crate::config::{Config, Profile, ProviderKindConfig, Severity};
+
+const DATABASE_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+async fn open_database(config: &Config) -> anyhow::Result<Database> {
+    let url = config.database_url();
+    let db = Database::connect(&url, DATABASE_CONNECT_TIMEOUT)
+        .await
+        .with_context(|| format!("database {}", crate::redact(&url)))?;
+    db.migrate().await.context("applying migrations")?;
+    Ok(db)
+}
+
+fn core_config(config: &Config) -> CoreConfig {
+    CoreConfig {
+        signup_open: config.signup_open(),
+        first_signup_is_admin: config.profile == Profile::Dev,
+        access_token_ttl: Duration::from_secs(config.auth.access_token_ttl_seconds),
+        refresh_token_ttl: Duration::from_secs(config.auth.refresh_token_ttl_seconds),
+        password_hashing: PasswordHashingParams {
+            memory_kib: config.auth.password_hash_memory_kib,
+            iterations: config.auth.password_hash_iterations,
+            parallelism: 1,
+        },
+        default_tenant_name: "Default".into(),
+    }
+}
+
+pub async fn migrate(config: Config) -> anyhow::Result<()> {
+    crate::log::init(&config.log.filter);
+    let db = open_database(&config).await?;
+    tracing::info!(backend = db.backend(), "migrations applied");
+    db.close().await;
+    Ok(())
+}
+
+pub async fn admin_create(
+    config: Config,
+    email: String,
+    display_name: String,
+    password: Option<String>,
+) -> anyhow::Result<()> {
+    crate::log::init("warn");
+    let db = open_database(&config).await?;
+    let core = Conclave::new(
+        core_config(&config),
+        db.clone().into_store(),
+        Arc::new(PlaintextCodec),
+        ModelCatalog::new(),
+    )
+    .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let created = core
+        .bootstrap_user(AdminNewUser {
+            email,
+            password,
+            display_name,
+            role: Role::Admin,
+        })
+        .await
+        .map_err(|e| match e {
+            conclave_core::Error::Validation(errors) => anyhow::anyhow!(
+                "{}",
+                errors
+                    .iter()
+                    .map(|e| format!("{}: {}", e.field, e.message))
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            ),
+            other => anyhow::anyhow!("{other}"),
+        })?;
+    println!(
+        "Created administrator {} ({}).",
+        created.user.email, created.user.id
+    );
+    if let Some(temporary) = created.temporary_password {
+        println!(
+            "Temporary password (shown once; it must be changed at first sign-in): {temporary}"
+        );
+    }
+    db.close().await;
+    Ok(())
+}
+
+/// Every configured provider and the models it serves; the demo model in `dev` when none is.
+async fn catalog(config: &Config) -> anyhow::Result<ModelCatalog> {
+    let mut catalog = ModelCatalog::new();
+    if config.providers.is_empty() {
+        if config.profile == Profile::Production {
+            bail!("no model provider is configured (CONCLAVE_PROVIDER_BASE_URL), and the demo model is refused in production");
+        }
+        let demo: Arc<dyn ModelProvider> = Arc::new(DemoProvider::new(Duration::from_millis(15)));
+        catalog.add(
+            DEMO_MODEL,
+            ProviderEntry {
+                name: "demo".into(),
+                region: None,
+                client: demo,
+            },
+        );
+        tracing::warn!(
+            "no model provider configured: agents answer with the built-in demo model {DEMO_MODEL}"
+        );
+        return Ok(catalog);
+    }
+    for p in &config.providers {
+        let base_url = url::Url::parse(&p.base_url)
+            .with_context(|| format!("provider {}: base URL", p.name))?;
+        let client = OpenAiCompatible::new(ProviderSettings {
+            kind: match p.kind {
+                ProviderKindConfig::AzureOpenai => ProviderKind::AzureOpenAi,
+                _ => ProviderKind::OpenAi,
+            },
+            base_url,
+            api_key: p.api_key.clone(),
+            api_version: p.api_version.clone(),
+            connect_timeout: Duration::from_secs(p.connect_timeout_seconds),
+            idle_timeout: Duration::from_secs(p.timeout_seconds),
+            max_retries: p.max_retries,
+        })
+        .map_err(|e| anyhow::anyhow!("provider {}: {e}", p.name))?;
+        let client: Arc<dyn ModelProvider> = Arc::new(client);
+        let entry = ProviderEntry {
+            name: p.name.clone(),
+            region: p.region.clone(),
+            client: client.clone(),
+        };
+        let models = if p.models.is_empty() {
+            match tokio::time::timeout(Duration::from_secs(10), client.list_models()).await {
+                Ok(Ok(models)) => models,
+                Ok(Err(e)) => {
+                    tracing::error!(provider = %p.name, error = %e, "cannot list the provider's models; set CONCLAVE_MODELS to name them");
+                    Vec::new()
+                }
+                Err(_) => {
+                    tracing::error!(provider = %p.name, "listing the provider's models timed out; set CONCLAVE_MODELS to name them");
+                    Vec::new()
+                }
+            }
+        } else {
+            p.models.clone()
+        };
+        for model in models {
+            catalog.add(model, entry.clone());
+        }
+    }
+    Ok(catalog)
+}
+
+pub async fn serve(config: Config) -> anyhow::Result<()> {
+    crate::log::init(&config.log.filter);
+    let findings = config.findings();
+    for f in &findings {
+        match f.severity {
+            Severity::Error => tracing::error!(variable = f.variable, "{}", f.message),
+            Severity::Warning => tracing::warn!(variable = f.variable, "{}", f.message),
+            Severity::Note => tracing::info!(variable = f.variable, "{}", f.message),
+        }
+    }
+    let blocking: Vec<_> = findings
+        .iter()
+        .filter(|f| f.severity == Severity::Error)
+        .collect();
+    if !blocking.is_empty() {
+        bail!(
+            "refusing to start: {} (run `conclave check-config` for the full report)",
+            blocking
+                .iter()
+                .map(|f| format!("{}: {}", f.variable, f.message))
+                .collect::<Vec<_>>()
+                .join("; ")
+        );
+    }
+
+    let db = open_database(&config).await?;
+    let catalog = catalog(&config).await?;
+    let core = Conclave::new(
+        core_config(&config),
+        db.clone().into_store(),
+        Arc::new(PlaintextCodec),
+        catalog,
+    )
+    .map_err(|e| anyhow::anyhow!("{e}"))?;
+    core.store()
+        .default_tenant(&core.config().default_tenant_name)
+        .await
+        .map_err(|e| anyhow::anyhow!("preparing the default tenant: {e}"))?;
+
+    let state = AppState {
+        core: core.clone(),
+        http: Arc::new(HttpSettings {
+            secure_cookies: config.secure_cookies(),
+            trusted_proxies: config.http.trusted_proxies.clone(),
+            max_json_bytes: config.http.max_json_bytes,
+        }),
+    };
+    let app = conclave_server::app(state);
+    let listener = tokio::net::TcpListener::bind(config.http.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", config.http.listen))?;
+    let addr = listener.local_addr()?;
+    tracing::info!(
+        addr = %addr,
+        profile = if config.profile == Profile::Dev { "dev" } else { "production" },
+        database = db.backend(),
+        version = env!("CARGO_PKG_VERSION"),
+        "listening"
+    );
+
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let mut stop_rx2 = stop_rx.clone();
+    let server = axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(async move {
+        let _ = stop_rx2.wait_for(|stop| *stop).await;
+    });
+    let mut server = std::pin::pin!(std::future::IntoFuture::into_future(server));
+    tokio::select! {
+        result = &mut server => result.context("the HTTP server stopped")?,
+        () = shutdown_signal() => {
+            tracing::info!(grace_seconds = config.http.shutdown_grace_seconds, "shutting down: finishing in-flight requests");
+            let _ = stop_tx.send(true);
+            match tokio::time::timeout(config.shutdown_grace(), &mut server).await {
+                Ok(result) => result.context("the HTTP server stopped")?,
+                Err(_) => tracing::warn!("grace period over: closing the remaining connections"),
+            }
+        }
+    }
+    drop(stop_rx);
+    let unfinished = core.drain(config.shutdown_grace()).await;
+    if unfinished > 0 {
+        tracing::warn!(
+            unfinished,
+            "replies still running at exit; they are stored as they stand"
+        );
+    }
+    db.close().await;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = term => {},
+    }
+}
