@@ -26,6 +26,8 @@ pub trait Store: Send + Sync + 'static {
     // --- tenants --------------------------------------------------------------------------
     /// The tenant local sign-ups join, created on first use.
     async fn default_tenant(&self, name: &str) -> StoreResult<Tenant>;
+    /// A further tenant (OIDC tenants and tests; local sign-ups use the default one).
+    async fn create_tenant(&self, name: &str) -> StoreResult<Tenant>;
     async fn get_tenant(&self, tenant: TenantId) -> StoreResult<Tenant>;
     async fn update_tenant(
         &self,

@@ -286,6 +286,21 @@ macro_rules! store_impl {
                 Self::tenant_row(&row).map_err(store_error)
             }
 
+            async fn create_tenant(&self, name: &str) -> StoreResult<Tenant> {
+                let row = sqlx::query(
+                    "INSERT INTO tenants (tenant_id, name, is_default, settings, created_at, updated_at) \
+                     VALUES ($1, $2, FALSE, $3, $4, $4) RETURNING tenant_id, name, settings, created_at, updated_at",
+                )
+                .bind(TenantId::new().0)
+                .bind(name)
+                .bind(Json(TenantSettings::default()))
+                .bind(now())
+                .fetch_one(&self.pool)
+                .await
+                .map_err(store_error)?;
+                Self::tenant_row(&row).map_err(store_error)
+            }
+
             async fn get_tenant(&self, tenant: TenantId) -> StoreResult<Tenant> {
                 let row = sqlx::query("SELECT tenant_id, name, settings, created_at, updated_at FROM tenants WHERE tenant_id = $1")
                     .bind(tenant.0)

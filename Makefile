@@ -1,0 +1,51 @@
+# Conclave: the two commands are `make run` and `make test` (README.md).
+SHELL := bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := help
+
+CARGO ?= cargo
+export CARGO_TERM_PROGRESS_WHEN ?= never
+
+.PHONY: help run build build-release test lint fmt services test-rust bench clean
+
+help:
+	@echo "make run    build Conclave and start it on http://127.0.0.1:8080 (SQLite, local data folder)"
+	@echo "make test   lints, then every test (Rust on SQLite and PostgreSQL)"
+	@echo "make build  debug build;  make lint  fmt + clippy;  make bench  benchmarks (bench/RESULTS.md)"
+
+## Build the release binary and start the server on the embedded default.
+run: build-release
+	./target/release/conclave serve
+
+build:
+	$(CARGO) build --workspace --locked
+
+build-release:
+	$(CARGO) build --release --locked -p conclave
+
+## Everything CI runs: fast lints first, then the suites against the real services.
+test: lint services test-rust
+
+lint:
+	$(CARGO) fmt --all --check
+	$(CARGO) clippy --workspace --all-targets --locked -- -D warnings
+
+fmt:
+	$(CARGO) fmt --all
+
+## PostgreSQL and Redis must answer on 127.0.0.1; restart them if they are down.
+services:
+	@scripts/services.sh
+
+test-rust:
+	@if $(CARGO) nextest --version >/dev/null 2>&1; then \
+	  $(CARGO) nextest run --workspace --locked --no-fail-fast; \
+	else \
+	  $(CARGO) test --workspace --locked --no-fail-fast; \
+	fi
+
+bench: build-release
+	bench/startup.sh
+
+clean:
+	$(CARGO) clean
