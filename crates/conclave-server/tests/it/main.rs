@@ -1,0 +1,6 @@
+//! In-process tests of the HTTP surface: the authorisation matrix over every route the router
+//! serves, and the OpenAPI document against the router.
+
+mod authz;
+mod harness;
+mod openapi;
