@@ -286,7 +286,7 @@ async fn sessions_rotate_once_and_revoke(store: &dyn Store) {
 
     let next = token(TokenKind::Refresh);
     assert!(store
-        .rotate_refresh(t.id, refresh.id, now(), &[next.clone()])
+        .rotate_refresh(t.id, refresh.id, now(), std::slice::from_ref(&next))
         .await
         .unwrap());
     assert!(
