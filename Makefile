@@ -45,7 +45,7 @@ test-rust:
 	fi
 
 bench: build-release
-	bench/startup.sh
+	bench/startup.py
 
 clean:
 	$(CARGO) clean
