@@ -9,6 +9,4 @@ mod token;
 
 pub use password::{PasswordError, PasswordHasher, PasswordHashingParams};
 pub use policy::{check_password_strength, PasswordRejection, MIN_PASSWORD_CHARS};
-pub use token::{
-    hash_secret, random_password, CredentialKind, IssuedCredential, ParsedCredential, SecretHash,
-};
+pub use token::{hash_secret, random_password, CredentialKind, IssuedCredential, ParsedCredential, SecretHash};

@@ -16,11 +16,7 @@ pub struct PasswordHashingParams {
 
 impl Default for PasswordHashingParams {
     fn default() -> Self {
-        Self {
-            memory_kib: 19_456,
-            iterations: 2,
-            parallelism: 1,
-        }
+        Self { memory_kib: 19_456, iterations: 2, parallelism: 1 }
     }
 }
 
@@ -55,18 +51,10 @@ impl std::fmt::Debug for PasswordHasher {
 
 impl PasswordHasher {
     pub fn new(params: PasswordHashingParams) -> Result<Self, PasswordError> {
-        let params = Params::new(
-            params.memory_kib,
-            params.iterations,
-            params.parallelism,
-            None,
-        )
-        .map_err(|e| PasswordError::Params(e.to_string()))?;
+        let params = Params::new(params.memory_kib, params.iterations, params.parallelism, None)
+            .map_err(|e| PasswordError::Params(e.to_string()))?;
         let argon2 = Argon2::new(Algorithm::Argon2id, Version::V0x13, params);
-        let mut hasher = Self {
-            argon2,
-            dummy_hash: String::new(),
-        };
+        let mut hasher = Self { argon2, dummy_hash: String::new() };
         hasher.dummy_hash = hasher.hash(&random_dummy())?;
         Ok(hasher)
     }
@@ -83,10 +71,7 @@ impl PasswordHasher {
     /// Verifies against a stored PHC string. A malformed stored hash verifies as false.
     pub fn verify(&self, password: &str, stored: &str) -> bool {
         match PasswordHash::new(stored) {
-            Ok(parsed) => self
-                .argon2
-                .verify_password(password.as_bytes(), &parsed)
-                .is_ok(),
+            Ok(parsed) => self.argon2.verify_password(password.as_bytes(), &parsed).is_ok(),
             Err(_) => false,
         }
     }
@@ -107,12 +92,7 @@ mod tests {
     use super::*;
 
     fn light() -> PasswordHasher {
-        PasswordHasher::new(PasswordHashingParams {
-            memory_kib: 64,
-            iterations: 1,
-            parallelism: 1,
-        })
-        .unwrap()
+        PasswordHasher::new(PasswordHashingParams { memory_kib: 64, iterations: 1, parallelism: 1 }).unwrap()
     }
 
     #[test]
@@ -140,11 +120,6 @@ mod tests {
     #[test]
     fn default_params_are_owasp_minimum() {
         assert!(!PasswordHashingParams::default().is_weak());
-        assert!(PasswordHashingParams {
-            memory_kib: 256,
-            iterations: 1,
-            parallelism: 1
-        }
-        .is_weak());
+        assert!(PasswordHashingParams { memory_kib: 256, iterations: 1, parallelism: 1 }.is_weak());
     }
 }

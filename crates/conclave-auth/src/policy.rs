@@ -30,10 +30,7 @@ fn common_passwords() -> &'static HashSet<&'static str> {
 }
 
 /// `user_inputs` are words the password must not lean on (email, display name).
-pub fn check_password_strength(
-    password: &str,
-    user_inputs: &[&str],
-) -> Result<(), PasswordRejection> {
+pub fn check_password_strength(password: &str, user_inputs: &[&str]) -> Result<(), PasswordRejection> {
     let chars = password.chars().count();
     if chars < MIN_PASSWORD_CHARS {
         return Err(PasswordRejection(format!(
@@ -41,40 +38,29 @@ pub fn check_password_strength(
         )));
     }
     if chars > MAX_PASSWORD_CHARS {
-        return Err(PasswordRejection(format!(
-            "Use at most {MAX_PASSWORD_CHARS} characters."
-        )));
+        return Err(PasswordRejection(format!("Use at most {MAX_PASSWORD_CHARS} characters.")));
     }
     if common_passwords().contains(password.to_lowercase().as_str()) {
-        return Err(PasswordRejection(
-            "This password appears in lists of breached passwords; choose another.".into(),
-        ));
+        return Err(PasswordRejection("This password appears in lists of breached passwords; choose another.".into()));
     }
     // zxcvbn matches user inputs as whole tokens: give it the words of an email or a name too.
     let words: Vec<String> = user_inputs
         .iter()
         .flat_map(|input| {
             std::iter::once(input.to_lowercase()).chain(
-                input
-                    .split(|c: char| !c.is_alphanumeric())
-                    .filter(|w| w.chars().count() >= 3)
-                    .map(str::to_lowercase),
+                input.split(|c: char| !c.is_alphanumeric()).filter(|w| w.chars().count() >= 3).map(str::to_lowercase),
             )
         })
         .collect();
     let words: Vec<&str> = words.iter().map(String::as_str).collect();
     if leans_on_user_words(password, &words) {
         return Err(PasswordRejection(
-            "This password is built on your name or email address; choose words unrelated to you."
-                .into(),
+            "This password is built on your name or email address; choose words unrelated to you.".into(),
         ));
     }
     let estimate = zxcvbn::zxcvbn(password, &words);
     if u8::from(estimate.score()) < 3 {
-        let hint = estimate
-            .feedback()
-            .and_then(|f| f.warning().map(|w| w.to_string()))
-            .filter(|w| !w.is_empty());
+        let hint = estimate.feedback().and_then(|f| f.warning().map(|w| w.to_string())).filter(|w| !w.is_empty());
         let mut msg = String::from("This password is too easy to guess.");
         if let Some(hint) = hint {
             msg.push(' ');
@@ -88,16 +74,9 @@ pub fn check_password_strength(
 
 /// True when little of the password is left once the user's own words are taken out.
 fn leans_on_user_words(password: &str, words: &[&str]) -> bool {
-    let mut rest: String = password
-        .to_lowercase()
-        .chars()
-        .filter(|c| c.is_alphanumeric())
-        .collect();
+    let mut rest: String = password.to_lowercase().chars().filter(|c| c.is_alphanumeric()).collect();
     let before = rest.chars().count();
-    for word in words
-        .iter()
-        .filter(|w| w.chars().all(char::is_alphanumeric))
-    {
+    for word in words.iter().filter(|w| w.chars().all(char::is_alphanumeric)) {
         rest = rest.replace(word, "");
     }
     let after = rest.chars().count();
@@ -111,17 +90,8 @@ mod tests {
     #[test]
     fn refuses_short_common_and_guessable() {
         assert!(check_password_strength("short", &[]).is_err());
-        for weak in [
-            "passwordpassword",
-            "123456789012",
-            "qwertyuiopas",
-            "Password1234",
-            "iloveyou1234",
-        ] {
-            assert!(
-                check_password_strength(weak, &[]).is_err(),
-                "{weak} accepted"
-            );
+        for weak in ["passwordpassword", "123456789012", "qwertyuiopas", "Password1234", "iloveyou1234"] {
+            assert!(check_password_strength(weak, &[]).is_err(), "{weak} accepted");
         }
     }
 

@@ -102,11 +102,7 @@ impl ParsedCredential {
             return None;
         }
         let id = Uuid::try_parse(id).ok()?;
-        Some(ParsedCredential {
-            kind,
-            id,
-            secret: SecretString::from(secret.to_owned()),
-        })
+        Some(ParsedCredential { kind, id, secret: SecretString::from(secret.to_owned()) })
     }
 }
 
@@ -150,14 +146,7 @@ mod tests {
 
     #[test]
     fn rejects_malformed_tokens() {
-        for bad in [
-            "",
-            "ck",
-            "ck_",
-            "ck_abc_def",
-            "xx_0190a0b0c0d0e0f00000000000000000_secret",
-            "eyJhbGciOi.x.y",
-        ] {
+        for bad in ["", "ck", "ck_", "ck_abc_def", "xx_0190a0b0c0d0e0f00000000000000000_secret", "eyJhbGciOi.x.y"] {
             assert!(ParsedCredential::parse(bad).is_none(), "{bad}");
         }
     }

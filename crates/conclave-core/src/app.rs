@@ -60,14 +60,7 @@ impl Conclave {
         catalog: ModelCatalog,
     ) -> Result<Arc<Self>> {
         let hasher = PasswordHasher::new(config.password_hashing).map_err(Error::internal)?;
-        Ok(Arc::new(Self {
-            store,
-            codec,
-            catalog: RwLock::new(catalog),
-            config,
-            hasher,
-            replies: TaskTracker::new(),
-        }))
+        Ok(Arc::new(Self { store, codec, catalog: RwLock::new(catalog), config, hasher, replies: TaskTracker::new() }))
     }
 
     pub fn config(&self) -> &CoreConfig {
@@ -97,10 +90,7 @@ impl Conclave {
     /// Waits up to `grace` for running replies to finish. Returns how many were still running.
     pub async fn drain(&self, grace: Duration) -> usize {
         self.replies.close();
-        if tokio::time::timeout(grace, self.replies.wait())
-            .await
-            .is_err()
-        {
+        if tokio::time::timeout(grace, self.replies.wait()).await.is_err() {
             return self.replies.len();
         }
         0
@@ -112,9 +102,7 @@ impl Conclave {
         f: impl FnOnce(&PasswordHasher) -> T + Send + 'static,
     ) -> Result<T> {
         let hasher = self.hasher.clone();
-        tokio::task::spawn_blocking(move || f(&hasher))
-            .await
-            .map_err(Error::internal)
+        tokio::task::spawn_blocking(move || f(&hasher)).await.map_err(Error::internal)
     }
 }
 
@@ -129,11 +117,7 @@ pub(crate) struct AuditRecord<'a> {
 }
 
 impl<'a> AuditRecord<'a> {
-    pub fn new(
-        action: &'static str,
-        resource_type: &'static str,
-        resource_id: impl ToString,
-    ) -> Self {
+    pub fn new(action: &'static str, resource_type: &'static str, resource_id: impl ToString) -> Self {
         Self {
             action,
             resource_type,
@@ -162,20 +146,13 @@ impl<'a> AuditRecord<'a> {
 
 impl Conclave {
     /// The one audit hook every state change, sign-in and denial goes through.
-    pub(crate) async fn audit(
-        &self,
-        tenant: TenantId,
-        meta: &RequestMeta,
-        record: AuditRecord<'_>,
-    ) {
+    pub(crate) async fn audit(&self, tenant: TenantId, meta: &RequestMeta, record: AuditRecord<'_>) {
         let event = NewAuditEvent {
             tenant_id: tenant,
             id: crate::ids::AuditEventId::new(),
             at: crate::clock::now(),
             actor_id: record.actor.map(|c| c.user()),
-            actor_kind: record
-                .actor
-                .map_or("anonymous", |c| c.principal.actor_kind()),
+            actor_kind: record.actor.map_or("anonymous", |c| c.principal.actor_kind()),
             action: record.action,
             resource_type: record.resource_type,
             resource_id: record.resource_id,
@@ -190,7 +167,6 @@ impl Conclave {
     }
 
     pub(crate) async fn audit_by(&self, caller: &Caller, record: AuditRecord<'_>) {
-        self.audit(caller.tenant(), &caller.meta, record.by(caller))
-            .await
+        self.audit(caller.tenant(), &caller.meta, record.by(caller)).await
     }
 }

@@ -18,12 +18,7 @@ pub struct Sealed(pub Vec<u8>);
 
 impl std::fmt::Debug for Sealed {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "Sealed(v{}, {} bytes)",
-            self.0.first().copied().unwrap_or(u8::MAX),
-            self.0.len()
-        )
+        write!(f, "Sealed(v{}, {} bytes)", self.0.first().copied().unwrap_or(u8::MAX), self.0.len())
     }
 }
 
@@ -37,27 +32,11 @@ impl Sealed {
 /// copied into another row or field fails to open.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SealScope {
-    AgentName {
-        tenant: TenantId,
-        agent: AgentId,
-    },
-    AgentDescription {
-        tenant: TenantId,
-        agent: AgentId,
-    },
-    AgentInstructions {
-        tenant: TenantId,
-        agent: AgentId,
-    },
-    ConversationTitle {
-        tenant: TenantId,
-        conversation: ConversationId,
-    },
-    MessageContent {
-        tenant: TenantId,
-        conversation: ConversationId,
-        message: MessageId,
-    },
+    AgentName { tenant: TenantId, agent: AgentId },
+    AgentDescription { tenant: TenantId, agent: AgentId },
+    AgentInstructions { tenant: TenantId, agent: AgentId },
+    ConversationTitle { tenant: TenantId, conversation: ConversationId },
+    MessageContent { tenant: TenantId, conversation: ConversationId, message: MessageId },
 }
 
 /// Seals and opens content. Async because opening may need a key from the key service.
@@ -84,9 +63,7 @@ impl ContentCodec for PlaintextCodec {
         match sealed.0.split_first() {
             Some((&FORMAT_PLAINTEXT, rest)) => String::from_utf8(rest.to_vec())
                 .map_err(|_| Error::Internal("stored content is not valid UTF-8".into())),
-            Some((v, _)) => Err(Error::Internal(format!(
-                "content format {v} needs its key provider"
-            ))),
+            Some((v, _)) => Err(Error::Internal(format!("content format {v} needs its key provider"))),
             None => Err(Error::Internal("empty content blob".into())),
         }
     }
@@ -98,20 +75,11 @@ mod tests {
 
     #[tokio::test]
     async fn plaintext_round_trip_and_version_byte() {
-        let scope = SealScope::AgentName {
-            tenant: TenantId::new(),
-            agent: AgentId::new(),
-        };
+        let scope = SealScope::AgentName { tenant: TenantId::new(), agent: AgentId::new() };
         let sealed = PlaintextCodec.seal(scope, "Counsel ✓").await.unwrap();
         assert_eq!(sealed.format(), Some(FORMAT_PLAINTEXT));
-        assert_eq!(
-            PlaintextCodec.open(scope, &sealed).await.unwrap(),
-            "Counsel ✓"
-        );
-        assert!(PlaintextCodec
-            .open(scope, &Sealed(vec![9, 1, 2]))
-            .await
-            .is_err());
+        assert_eq!(PlaintextCodec.open(scope, &sealed).await.unwrap(), "Counsel ✓");
+        assert!(PlaintextCodec.open(scope, &Sealed(vec![9, 1, 2])).await.is_err());
         assert!(PlaintextCodec.open(scope, &Sealed(vec![])).await.is_err());
         assert!(!format!("{sealed:?}").contains("Counsel"));
     }

@@ -12,10 +12,7 @@ pub struct FieldError {
 
 impl FieldError {
     pub fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
-        Self {
-            field: field.into(),
-            message: message.into(),
-        }
+        Self { field: field.into(), message: message.into() }
     }
 }
 
@@ -39,16 +36,10 @@ pub enum Error {
     #[error("conflict: {0}")]
     Conflict(String),
     #[error("too many requests")]
-    RateLimited {
-        retry_after: Duration,
-        detail: String,
-    },
+    RateLimited { retry_after: Duration, detail: String },
     /// A dependency (database, key service, object store) cannot be reached.
     #[error("{service} unavailable")]
-    Unavailable {
-        service: &'static str,
-        detail: String,
-    },
+    Unavailable { service: &'static str, detail: String },
     #[error(transparent)]
     Provider(#[from] crate::provider::ProviderError),
     #[error("internal error: {0}")]
@@ -84,10 +75,7 @@ impl From<StoreError> for Error {
         match e {
             StoreError::NotFound => Error::NotFound("resource"),
             StoreError::Constraint(c) => Error::Conflict(c),
-            StoreError::Unavailable(detail) => Error::Unavailable {
-                service: "database",
-                detail,
-            },
+            StoreError::Unavailable(detail) => Error::Unavailable { service: "database", detail },
             StoreError::Other(detail) => Error::Internal(detail),
         }
     }

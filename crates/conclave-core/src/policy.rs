@@ -11,10 +11,7 @@ pub fn require(caller: &Caller, scope: Scope) -> Result<()> {
         return Err(Error::PasswordChangeRequired);
     }
     if !caller.principal.has_scope(scope) {
-        return Err(Error::Forbidden(format!(
-            "This API key lacks the '{}' scope.",
-            scope.as_str()
-        )));
+        return Err(Error::Forbidden(format!("This API key lacks the '{}' scope.", scope.as_str())));
     }
     Ok(())
 }
@@ -32,9 +29,7 @@ pub fn require_admin(caller: &Caller) -> Result<()> {
 pub fn require_auditor(caller: &Caller) -> Result<()> {
     require(caller, Scope::AuditRead)?;
     if !matches!(caller.principal.role, Role::Admin | Role::Auditor) {
-        return Err(Error::Forbidden(
-            "Only administrators and auditors can read the audit log.".into(),
-        ));
+        return Err(Error::Forbidden("Only administrators and auditors can read the audit log.".into()));
     }
     Ok(())
 }
@@ -43,9 +38,7 @@ pub fn require_auditor(caller: &Caller) -> Result<()> {
 pub fn require_agent_editor(caller: &Caller, agent: &AgentRecord) -> Result<()> {
     require(caller, Scope::AgentsWrite)?;
     if agent.owner_id != caller.user() && !caller.principal.is_admin() {
-        return Err(Error::Forbidden(
-            "Only the agent's owner or an administrator can change it.".into(),
-        ));
+        return Err(Error::Forbidden("Only the agent's owner or an administrator can change it.".into()));
     }
     Ok(())
 }
@@ -73,68 +66,29 @@ mod tests {
     fn scopes_restrict_api_keys_only() {
         let session = caller(Role::Member, Credential::Session(SessionId::new()));
         assert!(require(&session, Scope::AgentsWrite).is_ok());
-        let key = caller(
-            Role::Member,
-            Credential::ApiKey {
-                id: ApiKeyId::new(),
-                scopes: vec![Scope::AgentsRead],
-            },
-        );
+        let key = caller(Role::Member, Credential::ApiKey { id: ApiKeyId::new(), scopes: vec![Scope::AgentsRead] });
         assert!(require(&key, Scope::AgentsRead).is_ok());
-        assert!(matches!(
-            require(&key, Scope::AgentsWrite),
-            Err(Error::Forbidden(_))
-        ));
-        let unscoped = caller(
-            Role::Member,
-            Credential::ApiKey {
-                id: ApiKeyId::new(),
-                scopes: vec![],
-            },
-        );
+        assert!(matches!(require(&key, Scope::AgentsWrite), Err(Error::Forbidden(_))));
+        let unscoped = caller(Role::Member, Credential::ApiKey { id: ApiKeyId::new(), scopes: vec![] });
         assert!(require(&unscoped, Scope::ConversationsWrite).is_ok());
     }
 
     #[test]
     fn admin_needs_role_and_scope() {
         assert!(require_admin(&caller(Role::Admin, Credential::Session(SessionId::new()))).is_ok());
-        assert!(
-            require_admin(&caller(Role::Member, Credential::Session(SessionId::new()))).is_err()
-        );
-        assert!(require_admin(&caller(
-            Role::Auditor,
-            Credential::Session(SessionId::new())
-        ))
-        .is_err());
-        let scoped = caller(
-            Role::Admin,
-            Credential::ApiKey {
-                id: ApiKeyId::new(),
-                scopes: vec![Scope::AgentsRead],
-            },
-        );
+        assert!(require_admin(&caller(Role::Member, Credential::Session(SessionId::new()))).is_err());
+        assert!(require_admin(&caller(Role::Auditor, Credential::Session(SessionId::new()))).is_err());
+        let scoped = caller(Role::Admin, Credential::ApiKey { id: ApiKeyId::new(), scopes: vec![Scope::AgentsRead] });
         assert!(require_admin(&scoped).is_err());
-        assert!(require_auditor(&caller(
-            Role::Auditor,
-            Credential::Session(SessionId::new())
-        ))
-        .is_ok());
-        assert!(
-            require_auditor(&caller(Role::Member, Credential::Session(SessionId::new()))).is_err()
-        );
+        assert!(require_auditor(&caller(Role::Auditor, Credential::Session(SessionId::new()))).is_ok());
+        assert!(require_auditor(&caller(Role::Member, Credential::Session(SessionId::new()))).is_err());
     }
 
     #[test]
     fn pending_password_change_blocks_everything() {
         let mut c = caller(Role::Admin, Credential::Session(SessionId::new()));
         c.principal.must_change_password = true;
-        assert!(matches!(
-            require(&c, Scope::AgentsRead),
-            Err(Error::PasswordChangeRequired)
-        ));
-        assert!(matches!(
-            require_admin(&c),
-            Err(Error::PasswordChangeRequired)
-        ));
+        assert!(matches!(require(&c, Scope::AgentsRead), Err(Error::PasswordChangeRequired)));
+        assert!(matches!(require_admin(&c), Err(Error::PasswordChangeRequired)));
     }
 }

@@ -97,10 +97,7 @@ impl Scope {
 impl FromStr for Scope {
     type Err = ();
     fn from_str(s: &str) -> Result<Self, ()> {
-        Scope::ALL
-            .into_iter()
-            .find(|scope| scope.as_str() == s)
-            .ok_or(())
+        Scope::ALL.into_iter().find(|scope| scope.as_str() == s).ok_or(())
     }
 }
 

@@ -111,11 +111,7 @@ impl ModelCatalog {
     }
 
     pub fn regions(&self) -> Vec<String> {
-        let mut regions: Vec<String> = self
-            .routes
-            .iter()
-            .filter_map(|r| r.provider.region.clone())
-            .collect();
+        let mut regions: Vec<String> = self.routes.iter().filter_map(|r| r.provider.region.clone()).collect();
         regions.sort();
         regions.dedup();
         regions

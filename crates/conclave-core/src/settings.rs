@@ -91,12 +91,7 @@ impl TenantSettings {
                         .iter()
                         .any(|k| k == m)
                         .then_some(())
-                        .ok_or_else(|| {
-                            format!(
-                                "Unknown model '{m}'; configured models: {}",
-                                known_models.join(", ")
-                            )
-                        })
+                        .ok_or_else(|| format!("Unknown model '{m}'; configured models: {}", known_models.join(", ")))
                 });
             }
             next.allowed_models = models;
@@ -106,10 +101,11 @@ impl TenantSettings {
                 check_list(&mut errors, "settings.provider_regions", list, |r| {
                     let ok = !r.is_empty()
                         && r.len() <= 64
-                        && r.chars()
-                            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
+                        && r.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
                     if !ok {
-                        return Err("A region is lower-case letters, digits and '-', e.g. 'eu' or 'francecentral'".into());
+                        return Err(
+                            "A region is lower-case letters, digits and '-', e.g. 'eu' or 'francecentral'".into()
+                        );
                     }
                     if !known_regions.is_empty() && !known_regions.iter().any(|k| k == r) {
                         return Err(format!(
@@ -140,10 +136,7 @@ impl TenantSettings {
         }
         if let Some(list) = patch.ip_allowlist {
             if list.len() > MAX_LIST {
-                errors.push(FieldError::new(
-                    "settings.ip_allowlist",
-                    format!("At most {MAX_LIST} entries"),
-                ));
+                errors.push(FieldError::new("settings.ip_allowlist", format!("At most {MAX_LIST} entries")));
             }
             let mut nets = Vec::with_capacity(list.len());
             for (i, entry) in list.iter().enumerate() {
@@ -158,10 +151,9 @@ impl TenantSettings {
             next.ip_allowlist = nets;
         }
         if let Some(retention) = patch.retention {
-            for (field, value) in [
-                ("conversation_days", retention.conversation_days),
-                ("audit_days", retention.audit_days),
-            ] {
+            for (field, value) in
+                [("conversation_days", retention.conversation_days), ("audit_days", retention.audit_days)]
+            {
                 if let Some(days) = value {
                     if days == 0 || days > MAX_RETENTION_DAYS {
                         errors.push(FieldError::new(
@@ -175,10 +167,7 @@ impl TenantSettings {
         }
         if let Some(features) = patch.features {
             if features.len() > 64 {
-                errors.push(FieldError::new(
-                    "settings.features",
-                    "At most 64 feature flags",
-                ));
+                errors.push(FieldError::new("settings.features", "At most 64 feature flags"));
             }
             for name in features.keys() {
                 if !is_flag_name(name) {
@@ -199,9 +188,7 @@ impl TenantSettings {
     }
 
     pub fn allows_model(&self, model: &str) -> bool {
-        self.allowed_models
-            .as_ref()
-            .is_none_or(|list| list.iter().any(|m| m == model))
+        self.allowed_models.as_ref().is_none_or(|list| list.iter().any(|m| m == model))
     }
 
     pub fn allows_region(&self, region: Option<&str>) -> bool {
@@ -213,17 +200,9 @@ impl TenantSettings {
     }
 }
 
-fn check_list(
-    errors: &mut Vec<FieldError>,
-    field: &str,
-    list: &[String],
-    check: impl Fn(&str) -> Result<(), String>,
-) {
+fn check_list(errors: &mut Vec<FieldError>, field: &str, list: &[String], check: impl Fn(&str) -> Result<(), String>) {
     if list.len() > MAX_LIST {
-        errors.push(FieldError::new(
-            field,
-            format!("At most {MAX_LIST} entries"),
-        ));
+        errors.push(FieldError::new(field, format!("At most {MAX_LIST} entries")));
     }
     for (i, item) in list.iter().enumerate() {
         if let Err(message) = check(item) {
@@ -233,10 +212,7 @@ fn check_list(
 }
 
 fn parse_net(s: &str) -> Option<IpNet> {
-    s.parse::<IpNet>()
-        .ok()
-        .or_else(|| s.parse::<std::net::IpAddr>().ok().map(IpNet::from))
-        .map(|n| n.trunc())
+    s.parse::<IpNet>().ok().or_else(|| s.parse::<std::net::IpAddr>().ok().map(IpNet::from)).map(|n| n.trunc())
 }
 
 fn is_flag_name(name: &str) -> bool {
@@ -261,18 +237,16 @@ mod tests {
     #[test]
     fn valid_patch_applies_and_null_clears() {
         let s = TenantSettings::default()
-            .apply(patch(serde_json::json!({"allowed_models": ["mock-model"], "ip_allowlist": ["10.1.2.3/8", "::1"]})), &models(), &[])
-            .unwrap();
-        assert_eq!(s.allowed_models, Some(vec!["mock-model".to_string()]));
-        assert_eq!(s.ip_allowlist[0].to_string(), "10.0.0.0/8");
-        assert!(s.allows_model("mock-model") && !s.allows_model("mock-large"));
-        let cleared = s
             .apply(
-                patch(serde_json::json!({"allowed_models": null})),
+                patch(serde_json::json!({"allowed_models": ["mock-model"], "ip_allowlist": ["10.1.2.3/8", "::1"]})),
                 &models(),
                 &[],
             )
             .unwrap();
+        assert_eq!(s.allowed_models, Some(vec!["mock-model".to_string()]));
+        assert_eq!(s.ip_allowlist[0].to_string(), "10.0.0.0/8");
+        assert!(s.allows_model("mock-model") && !s.allows_model("mock-large"));
+        let cleared = s.apply(patch(serde_json::json!({"allowed_models": null})), &models(), &[]).unwrap();
         assert_eq!(cleared.allowed_models, None);
         assert_eq!(cleared.ip_allowlist.len(), 2, "absent fields are kept");
     }
@@ -310,17 +284,10 @@ mod tests {
     #[test]
     fn regions_pin_providers() {
         let s = TenantSettings::default()
-            .apply(
-                patch(serde_json::json!({"provider_regions": ["eu"]})),
-                &models(),
-                &["eu".into(), "us".into()],
-            )
+            .apply(patch(serde_json::json!({"provider_regions": ["eu"]})), &models(), &["eu".into(), "us".into()])
             .unwrap();
         assert!(s.allows_region(Some("eu")));
         assert!(!s.allows_region(Some("us")));
-        assert!(
-            !s.allows_region(None),
-            "a provider with no declared region is refused under a pin"
-        );
+        assert!(!s.allows_region(None), "a provider with no declared region is refused under a pin");
     }
 }

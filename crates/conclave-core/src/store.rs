@@ -29,12 +29,7 @@ pub trait Store: Send + Sync + 'static {
     /// A further tenant (OIDC tenants and tests; local sign-ups use the default one).
     async fn create_tenant(&self, name: &str) -> StoreResult<Tenant>;
     async fn get_tenant(&self, tenant: TenantId) -> StoreResult<Tenant>;
-    async fn update_tenant(
-        &self,
-        tenant: TenantId,
-        name: &str,
-        settings: &TenantSettings,
-    ) -> StoreResult<Tenant>;
+    async fn update_tenant(&self, tenant: TenantId, name: &str, settings: &TenantSettings) -> StoreResult<Tenant>;
 
     // --- users ----------------------------------------------------------------------------
     /// Creates a user and its global email entry in one transaction. The first user ever created
@@ -47,19 +42,8 @@ pub trait Store: Send + Sync + 'static {
     async fn list_users(&self, tenant: TenantId, page: PageRequest) -> StoreResult<Page<User>>;
     /// Applies the patch unless it would leave the tenant without an active admin
     /// (then `StoreError::Constraint("last_admin")`).
-    async fn update_user(
-        &self,
-        tenant: TenantId,
-        user: UserId,
-        patch: &UserPatch,
-    ) -> StoreResult<User>;
-    async fn set_password(
-        &self,
-        tenant: TenantId,
-        user: UserId,
-        hash: &str,
-        must_change: bool,
-    ) -> StoreResult<()>;
+    async fn update_user(&self, tenant: TenantId, user: UserId, patch: &UserPatch) -> StoreResult<User>;
+    async fn set_password(&self, tenant: TenantId, user: UserId, hash: &str, must_change: bool) -> StoreResult<()>;
     /// Deletes the user, their conversations, private agents, API keys and sessions; their
     /// tenant-visible agents pass to `heir`.
     async fn delete_user(&self, tenant: TenantId, user: UserId, heir: UserId) -> StoreResult<()>;
@@ -86,47 +70,21 @@ pub trait Store: Send + Sync + 'static {
     ) -> StoreResult<bool>;
     async fn revoke_session(&self, tenant: TenantId, session: SessionId) -> StoreResult<()>;
     /// Revokes every session of the user but `keep`.
-    async fn revoke_user_sessions(
-        &self,
-        tenant: TenantId,
-        user: UserId,
-        keep: Option<SessionId>,
-    ) -> StoreResult<()>;
+    async fn revoke_user_sessions(&self, tenant: TenantId, user: UserId, keep: Option<SessionId>) -> StoreResult<()>;
 
     // --- API keys -------------------------------------------------------------------------
     async fn create_api_key(&self, record: &ApiKeyRecord) -> StoreResult<()>;
     async fn get_api_key(&self, tenant: TenantId, id: ApiKeyId) -> StoreResult<ApiKeyRecord>;
-    async fn list_api_keys(
-        &self,
-        tenant: TenantId,
-        user: UserId,
-        page: PageRequest,
-    ) -> StoreResult<Page<ApiKey>>;
-    async fn delete_api_key(&self, tenant: TenantId, user: UserId, id: ApiKeyId)
-        -> StoreResult<()>;
-    async fn touch_api_key(
-        &self,
-        tenant: TenantId,
-        id: ApiKeyId,
-        at: OffsetDateTime,
-    ) -> StoreResult<()>;
+    async fn list_api_keys(&self, tenant: TenantId, user: UserId, page: PageRequest) -> StoreResult<Page<ApiKey>>;
+    async fn delete_api_key(&self, tenant: TenantId, user: UserId, id: ApiKeyId) -> StoreResult<()>;
+    async fn touch_api_key(&self, tenant: TenantId, id: ApiKeyId, at: OffsetDateTime) -> StoreResult<()>;
 
     // --- agents ---------------------------------------------------------------------------
     async fn create_agent(&self, agent: &AgentRecord) -> StoreResult<()>;
     /// The agent if `viewer` may see it (owner, or visibility tenant).
-    async fn get_agent(
-        &self,
-        tenant: TenantId,
-        viewer: UserId,
-        id: AgentId,
-    ) -> StoreResult<AgentRecord>;
+    async fn get_agent(&self, tenant: TenantId, viewer: UserId, id: AgentId) -> StoreResult<AgentRecord>;
     /// Agents `viewer` may see, newest first.
-    async fn list_agents(
-        &self,
-        tenant: TenantId,
-        viewer: UserId,
-        page: PageRequest,
-    ) -> StoreResult<Page<AgentRecord>>;
+    async fn list_agents(&self, tenant: TenantId, viewer: UserId, page: PageRequest) -> StoreResult<Page<AgentRecord>>;
     /// Agents owned by `owner`, newest first.
     async fn list_owned_agents(
         &self,
@@ -160,16 +118,10 @@ pub trait Store: Send + Sync + 'static {
         id: ConversationId,
         title: Option<&crate::content::Sealed>,
     ) -> StoreResult<()>;
-    async fn delete_conversation(
-        &self,
-        tenant: TenantId,
-        owner: UserId,
-        id: ConversationId,
-    ) -> StoreResult<()>;
+    async fn delete_conversation(&self, tenant: TenantId, owner: UserId, id: ConversationId) -> StoreResult<()>;
     /// Stores a user message and the assistant message that will answer it, in one transaction,
     /// and marks the conversation active.
-    async fn insert_exchange(&self, user: &MessageRecord, reply: &MessageRecord)
-        -> StoreResult<()>;
+    async fn insert_exchange(&self, user: &MessageRecord, reply: &MessageRecord) -> StoreResult<()>;
     /// Messages of a conversation, oldest first.
     async fn list_messages(
         &self,
@@ -184,20 +136,10 @@ pub trait Store: Send + Sync + 'static {
         id: MessageId,
     ) -> StoreResult<MessageRecord>;
     /// Stores the end of a reply that is still `streaming`; `Ok(false)` if it had already ended.
-    async fn finish_reply(
-        &self,
-        tenant: TenantId,
-        id: MessageId,
-        outcome: &ReplyOutcome,
-    ) -> StoreResult<bool>;
+    async fn finish_reply(&self, tenant: TenantId, id: MessageId, outcome: &ReplyOutcome) -> StoreResult<bool>;
 
     // --- audit ----------------------------------------------------------------------------
     /// Appends an event, giving it the tenant's next sequence number.
     async fn append_audit(&self, event: &NewAuditEvent) -> StoreResult<i64>;
-    async fn list_audit(
-        &self,
-        tenant: TenantId,
-        after_seq: i64,
-        limit: u32,
-    ) -> StoreResult<Vec<AuditEvent>>;
+    async fn list_audit(&self, tenant: TenantId, after_seq: i64, limit: u32) -> StoreResult<Vec<AuditEvent>>;
 }

@@ -23,13 +23,7 @@ impl DemoProvider {
 
     /// The reply to a conversation: the same question always gets the same answer.
     pub fn reply_to(request: &ChatRequest) -> String {
-        let question = request
-            .messages
-            .iter()
-            .rev()
-            .find(|m| m.role == "user")
-            .map(|m| m.content.trim())
-            .unwrap_or("");
+        let question = request.messages.iter().rev().find(|m| m.role == "user").map(|m| m.content.trim()).unwrap_or("");
         let mut quoted: String = question.chars().take(80).collect();
         if question.chars().count() > 80 {
             quoted.push('…');
@@ -52,11 +46,7 @@ impl ModelProvider for DemoProvider {
 
     async fn stream_chat(&self, request: ChatRequest) -> Result<ChatStream, ProviderError> {
         let reply = Self::reply_to(&request);
-        let prompt_chars: usize = request
-            .messages
-            .iter()
-            .map(|m| m.content.chars().count())
-            .sum();
+        let prompt_chars: usize = request.messages.iter().map(|m| m.content.chars().count()).sum();
         let usage = Usage {
             prompt_tokens: u32::try_from(prompt_chars.div_ceil(4)).unwrap_or(u32::MAX),
             completion_tokens: u32::try_from(reply.chars().count().div_ceil(4)).unwrap_or(u32::MAX),
@@ -69,12 +59,8 @@ impl ModelProvider for DemoProvider {
             }
             Ok(ChatEvent::Delta(w))
         });
-        let end = futures::stream::iter([
-            Ok(ChatEvent::Finish {
-                reason: Some("stop".into()),
-            }),
-            Ok(ChatEvent::Usage(usage)),
-        ]);
+        let end =
+            futures::stream::iter([Ok(ChatEvent::Finish { reason: Some("stop".into()) }), Ok(ChatEvent::Usage(usage))]);
         Ok(Box::pin(deltas.chain(end)))
     }
 }
@@ -88,10 +74,7 @@ mod tests {
     async fn deterministic_and_says_what_it_is() {
         let request = ChatRequest {
             model: DEMO_MODEL.into(),
-            messages: vec![ChatMessage {
-                role: "user",
-                content: "What is privilege?".into(),
-            }],
+            messages: vec![ChatMessage { role: "user", content: "What is privilege?".into() }],
             ..Default::default()
         };
         let provider = DemoProvider::new(Duration::ZERO);

@@ -65,13 +65,11 @@ impl OpenAiCompatible {
             ProviderKind::OpenAi => format!("{base}/{path}"),
             ProviderKind::AzureOpenAi => {
                 let version = self.settings.api_version.as_deref().unwrap_or("2024-10-21");
-                let deployment: String =
-                    url::form_urlencoded::byte_serialize(model.as_bytes()).collect();
+                let deployment: String = url::form_urlencoded::byte_serialize(model.as_bytes()).collect();
                 format!("{base}/openai/deployments/{deployment}/{path}?api-version={version}")
             }
         };
-        Url::parse(&url)
-            .map_err(|e| ProviderError::Unreachable(format!("invalid provider URL: {e}")))
+        Url::parse(&url).map_err(|e| ProviderError::Unreachable(format!("invalid provider URL: {e}")))
     }
 
     fn authorise(&self, request: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
@@ -111,22 +109,19 @@ impl OpenAiCompatible {
     }
 
     /// One attempt: sends the request and waits for the response head.
-    async fn send(
-        &self,
-        url: &Url,
-        body: &serde_json::Value,
-    ) -> Result<reqwest::Response, ProviderError> {
+    async fn send(&self, url: &Url, body: &serde_json::Value) -> Result<reqwest::Response, ProviderError> {
         let request = self.authorise(self.http.post(url.clone()).json(body));
-        let response = tokio::time::timeout(self.settings.idle_timeout, request.send())
-            .await
-            .map_err(|_| ProviderError::Timeout)?
-            .map_err(|e| {
-                if e.is_timeout() {
-                    ProviderError::Timeout
-                } else {
-                    ProviderError::Unreachable(describe(&e))
-                }
-            })?;
+        let response =
+            tokio::time::timeout(self.settings.idle_timeout, request.send())
+                .await
+                .map_err(|_| ProviderError::Timeout)?
+                .map_err(|e| {
+                    if e.is_timeout() {
+                        ProviderError::Timeout
+                    } else {
+                        ProviderError::Unreachable(describe(&e))
+                    }
+                })?;
         let status = response.status();
         if status.is_success() {
             return Ok(response);
@@ -141,15 +136,9 @@ impl OpenAiCompatible {
         if status.as_u16() == 429 {
             return Err(ProviderError::RateLimited { retry_after });
         }
-        let message = sse::error_message(&body).unwrap_or_else(|| {
-            String::from_utf8_lossy(&body[..body.len().min(300)])
-                .trim()
-                .to_owned()
-        });
-        Err(ProviderError::Upstream {
-            status: status.as_u16(),
-            message,
-        })
+        let message = sse::error_message(&body)
+            .unwrap_or_else(|| String::from_utf8_lossy(&body[..body.len().min(300)]).trim().to_owned());
+        Err(ProviderError::Upstream { status: status.as_u16(), message })
     }
 }
 
@@ -162,13 +151,10 @@ impl ModelProvider for OpenAiCompatible {
             // Azure lists deployments per resource through the management plane, not here.
             ProviderKind::AzureOpenAi => return Ok(Vec::new()),
         };
-        let response = tokio::time::timeout(
-            self.settings.idle_timeout,
-            self.authorise(self.http.get(url)).send(),
-        )
-        .await
-        .map_err(|_| ProviderError::Timeout)?
-        .map_err(|e| ProviderError::Unreachable(describe(&e)))?;
+        let response = tokio::time::timeout(self.settings.idle_timeout, self.authorise(self.http.get(url)).send())
+            .await
+            .map_err(|_| ProviderError::Timeout)?
+            .map_err(|e| ProviderError::Unreachable(describe(&e)))?;
         if !response.status().is_success() {
             return Err(ProviderError::Upstream {
                 status: response.status().as_u16(),
@@ -184,9 +170,8 @@ impl ModelProvider for OpenAiCompatible {
             id: String,
         }
         let body = read_limited(response, self.settings.idle_timeout).await;
-        let list: List = serde_json::from_slice(&body).map_err(|e| {
-            ProviderError::InvalidResponse(format!("the model list is not valid JSON ({e})"))
-        })?;
+        let list: List = serde_json::from_slice(&body)
+            .map_err(|e| ProviderError::InvalidResponse(format!("the model list is not valid JSON ({e})")))?;
         Ok(list.data.into_iter().map(|m| m.id).collect())
     }
 
@@ -199,9 +184,7 @@ impl ModelProvider for OpenAiCompatible {
                 Ok(r) => break r,
                 Err(e) if attempt < self.settings.max_retries && retryable(&e) => {
                     let wait = match &e {
-                        ProviderError::RateLimited {
-                            retry_after: Some(d),
-                        } => (*d).min(Duration::from_secs(10)),
+                        ProviderError::RateLimited { retry_after: Some(d) } => (*d).min(Duration::from_secs(10)),
                         _ => Duration::from_millis(200 * 2u64.pow(attempt)),
                     };
                     tracing::info!(attempt, error = %e, "retrying the model provider");
@@ -222,10 +205,7 @@ impl ModelProvider for OpenAiCompatible {
             let events = sse::parse_completion(&body)?;
             return Ok(Box::pin(futures::stream::iter(events.into_iter().map(Ok))));
         }
-        Ok(Box::pin(relay(
-            response.bytes_stream(),
-            self.settings.idle_timeout,
-        )))
+        Ok(Box::pin(relay(response.bytes_stream(), self.settings.idle_timeout)))
     }
 }
 
@@ -240,12 +220,8 @@ fn relay(
         finished: bool,
         done: bool,
     }
-    let state = State {
-        events: Box::pin(bytes.eventsource()),
-        pending: Default::default(),
-        finished: false,
-        done: false,
-    };
+    let state =
+        State { events: Box::pin(bytes.eventsource()), pending: Default::default(), finished: false, done: false };
     futures::stream::unfold(state, move |mut st| async move {
         loop {
             if let Some(event) = st.pending.pop_front() {
@@ -267,17 +243,13 @@ fn relay(
                     if st.finished {
                         return None;
                     }
-                    let e = ProviderError::Stream(
-                        "the provider closed the stream before the reply was complete".into(),
-                    );
+                    let e =
+                        ProviderError::Stream("the provider closed the stream before the reply was complete".into());
                     return Some((Err(e), st));
                 }
                 Some(Err(e)) => {
                     st.done = true;
-                    return Some((
-                        Err(ProviderError::Stream(format!("the stream broke: {e}"))),
-                        st,
-                    ));
+                    return Some((Err(ProviderError::Stream(format!("the stream broke: {e}"))), st));
                 }
                 Some(Ok(event)) => match sse::parse_data(&event.data) {
                     Ok(Line::Done) => {
@@ -324,11 +296,7 @@ async fn read_limited(response: reqwest::Response, timeout: Duration) -> Vec<u8>
 
 /// The error without the URL's query (which could carry a key on some providers).
 fn describe(e: &reqwest::Error) -> String {
-    let mut s = if e.is_connect() {
-        "connection failed".to_owned()
-    } else {
-        "request failed".to_owned()
-    };
+    let mut s = if e.is_connect() { "connection failed".to_owned() } else { "request failed".to_owned() };
     let mut source = std::error::Error::source(e);
     while let Some(inner) = source {
         s.push_str(": ");

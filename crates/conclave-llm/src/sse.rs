@@ -58,30 +58,24 @@ pub(crate) fn parse_data(data: &str) -> Result<Line, ProviderError> {
     if data == "[DONE]" {
         return Ok(Line::Done);
     }
-    let chunk: Chunk = serde_json::from_str(data).map_err(|e| {
-        ProviderError::InvalidResponse(format!("a streamed chunk is not valid JSON ({e})"))
-    })?;
+    let chunk: Chunk = serde_json::from_str(data)
+        .map_err(|e| ProviderError::InvalidResponse(format!("a streamed chunk is not valid JSON ({e})")))?;
     events(chunk).map(Line::Events)
 }
 
 /// A whole non-streamed `chat.completion` body, as the same events.
 pub(crate) fn parse_completion(body: &[u8]) -> Result<Vec<ChatEvent>, ProviderError> {
-    let chunk: Chunk = serde_json::from_slice(body).map_err(|e| {
-        ProviderError::InvalidResponse(format!("the response is not valid JSON ({e})"))
-    })?;
+    let chunk: Chunk = serde_json::from_slice(body)
+        .map_err(|e| ProviderError::InvalidResponse(format!("the response is not valid JSON ({e})")))?;
     if chunk.choices.is_empty() && chunk.error.is_none() {
-        return Err(ProviderError::InvalidResponse(
-            "the response has no choices".into(),
-        ));
+        return Err(ProviderError::InvalidResponse("the response has no choices".into()));
     }
     events(chunk)
 }
 
 fn events(chunk: Chunk) -> Result<Vec<ChatEvent>, ProviderError> {
     if let Some(error) = chunk.error {
-        return Err(ProviderError::Stream(
-            error.message.unwrap_or_else(|| "unspecified error".into()),
-        ));
+        return Err(ProviderError::Stream(error.message.unwrap_or_else(|| "unspecified error".into())));
     }
     let mut out = Vec::new();
     if let Some(choice) = chunk.choices.into_iter().next() {
@@ -90,16 +84,11 @@ fn events(chunk: Chunk) -> Result<Vec<ChatEvent>, ProviderError> {
             out.push(ChatEvent::Delta(text));
         }
         if let Some(reason) = choice.finish_reason {
-            out.push(ChatEvent::Finish {
-                reason: Some(reason),
-            });
+            out.push(ChatEvent::Finish { reason: Some(reason) });
         }
     }
     if let Some(u) = chunk.usage {
-        out.push(ChatEvent::Usage(Usage {
-            prompt_tokens: u.prompt_tokens,
-            completion_tokens: u.completion_tokens,
-        }));
+        out.push(ChatEvent::Usage(Usage { prompt_tokens: u.prompt_tokens, completion_tokens: u.completion_tokens }));
     }
     Ok(out)
 }
@@ -129,7 +118,8 @@ mod tests {
     #[test]
     fn content_finish_usage_and_done() {
         assert_eq!(
-            parse_data(r#"{"choices":[{"index":0,"delta":{"role":"assistant","content":""},"finish_reason":null}]}"#).unwrap(),
+            parse_data(r#"{"choices":[{"index":0,"delta":{"role":"assistant","content":""},"finish_reason":null}]}"#)
+                .unwrap(),
             Line::Events(vec![])
         );
         assert_eq!(
@@ -138,9 +128,7 @@ mod tests {
         );
         assert_eq!(
             parse_data(r#"{"choices":[{"delta":{},"finish_reason":"length"}]}"#).unwrap(),
-            Line::Events(vec![ChatEvent::Finish {
-                reason: Some("length".into())
-            }])
+            Line::Events(vec![ChatEvent::Finish { reason: Some("length".into()) }])
         );
         assert_eq!(
             parse_data(r#"{"choices":[],"usage":{"prompt_tokens":3,"completion_tokens":5,"total_tokens":8}}"#).unwrap(),
@@ -155,10 +143,7 @@ mod tests {
             parse_data(r#"{"error":{"message":"overloaded","type":"server_error"}}"#),
             Err(ProviderError::Stream(m)) if m == "overloaded"
         ));
-        assert!(matches!(
-            parse_data("this is not json"),
-            Err(ProviderError::InvalidResponse(_))
-        ));
+        assert!(matches!(parse_data("this is not json"), Err(ProviderError::InvalidResponse(_))));
     }
 
     #[test]
@@ -174,14 +159,8 @@ mod tests {
 
     #[test]
     fn error_bodies() {
-        assert_eq!(
-            error_message(br#"{"error":{"message":"bad key","code":"x"}}"#).as_deref(),
-            Some("bad key")
-        );
-        assert_eq!(
-            error_message(br#"{"error":"Model not found"}"#).as_deref(),
-            Some("Model not found")
-        );
+        assert_eq!(error_message(br#"{"error":{"message":"bad key","code":"x"}}"#).as_deref(), Some("bad key"));
+        assert_eq!(error_message(br#"{"error":"Model not found"}"#).as_deref(), Some("Model not found"));
         assert_eq!(error_message(b"<html>"), None);
     }
 }

@@ -39,32 +39,16 @@ impl TokenCounts {
 }
 
 impl Answer {
-    pub(crate) fn new(
-        id: String,
-        model: String,
-        script: Arc<Script>,
-        messages: &[Value],
-    ) -> Answer {
+    pub(crate) fn new(id: String, model: String, script: Arc<Script>, messages: &[Value]) -> Answer {
         let echoed = match script.reply {
             Reply::Text(_) => None,
             Reply::Echo => Some(format!("echo: {}", last_user_text(messages))),
         };
-        let mut answer = Answer {
-            id,
-            created: unix_now(),
-            model,
-            usage: None,
-            script,
-            echoed,
-        };
+        let mut answer = Answer { id, created: unix_now(), model, usage: None, script, echoed };
         answer.usage = match answer.script.usage {
-            Usage::Report {
-                prompt_tokens,
-                completion_tokens,
-            } => Some(TokenCounts {
-                prompt: prompt_tokens,
-                completion: completion_tokens,
-            }),
+            Usage::Report { prompt_tokens, completion_tokens } => {
+                Some(TokenCounts { prompt: prompt_tokens, completion: completion_tokens })
+            }
             Usage::Computed => Some(TokenCounts {
                 prompt: messages.iter().map(|m| words(&message_text(m))).sum(),
                 completion: words(answer.reply()),
@@ -118,11 +102,7 @@ impl Answer {
         half.truncate(half.len() / 2);
         let half = futures::stream::once(async { Ok::<_, io::Error>(Bytes::from(half)) });
         let cut = futures::stream::once(async { Err(stream::dropped_connection().await) });
-        (
-            [(CONTENT_TYPE, "application/json")],
-            Body::from_stream(half.chain(cut)),
-        )
-            .into_response()
+        ([(CONTENT_TYPE, "application/json")], Body::from_stream(half.chain(cut))).into_response()
     }
 }
 
@@ -131,11 +111,9 @@ impl Answer {
 fn message_text(message: &Value) -> String {
     match message.get("content") {
         Some(Value::String(text)) => text.clone(),
-        Some(Value::Array(parts)) => parts
-            .iter()
-            .filter_map(|part| part.get("text").and_then(Value::as_str))
-            .collect::<Vec<_>>()
-            .join("\n"),
+        Some(Value::Array(parts)) => {
+            parts.iter().filter_map(|part| part.get("text").and_then(Value::as_str)).collect::<Vec<_>>().join("\n")
+        }
         _ => String::new(),
     }
 }
@@ -155,9 +133,7 @@ fn words(text: &str) -> u32 {
 
 fn unix_now() -> u64 {
     // A clock before 1970 is a broken machine; 0 still makes a well-formed response.
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }
 
 #[cfg(test)]
@@ -199,13 +175,7 @@ mod tests {
                 {"role": "assistant", "content": null},
             ]),
         );
-        assert_eq!(
-            a.usage,
-            Some(TokenCounts {
-                prompt: 5,
-                completion: 3
-            })
-        );
+        assert_eq!(a.usage, Some(TokenCounts { prompt: 5, completion: 3 }));
     }
 
     #[test]

@@ -17,21 +17,11 @@ pub(crate) struct ApiError {
 
 impl ApiError {
     pub(crate) fn bad_request(message: impl Into<String>) -> ApiError {
-        ApiError {
-            status: StatusCode::BAD_REQUEST,
-            message: message.into(),
-            kind: "invalid_request_error",
-            code: None,
-        }
+        ApiError { status: StatusCode::BAD_REQUEST, message: message.into(), kind: "invalid_request_error", code: None }
     }
 
     pub(crate) fn not_found(message: impl Into<String>) -> ApiError {
-        ApiError {
-            status: StatusCode::NOT_FOUND,
-            message: message.into(),
-            kind: "invalid_request_error",
-            code: None,
-        }
+        ApiError { status: StatusCode::NOT_FOUND, message: message.into(), kind: "invalid_request_error", code: None }
     }
 
     /// Like OpenAI: a missing key has no code, a wrong one is `invalid_api_key`.
@@ -39,17 +29,9 @@ impl ApiError {
         let (message, code) = if key_was_sent {
             ("Incorrect API key provided.", Some("invalid_api_key"))
         } else {
-            (
-                "You didn't provide an API key. Send it as `Authorization: Bearer <key>` or `api-key: <key>`.",
-                None,
-            )
+            ("You didn't provide an API key. Send it as `Authorization: Bearer <key>` or `api-key: <key>`.", None)
         };
-        ApiError {
-            status: StatusCode::UNAUTHORIZED,
-            message: message.to_owned(),
-            kind: "invalid_request_error",
-            code,
-        }
+        ApiError { status: StatusCode::UNAUTHORIZED, message: message.to_owned(), kind: "invalid_request_error", code }
     }
 
     /// The answer to a request still waiting when the provider is stopped.
@@ -82,12 +64,7 @@ impl ApiError {
             400..=499 => ("invalid_request_error", Some("mock")),
             _ => ("server_error", Some("mock")),
         };
-        ApiError {
-            status,
-            message: message.to_owned(),
-            kind,
-            code,
-        }
+        ApiError { status, message: message.to_owned(), kind, code }
     }
 }
 

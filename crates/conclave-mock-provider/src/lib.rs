@@ -84,15 +84,9 @@ impl MockProvider {
         });
         let server = tokio::spawn(async move {
             // Serving with axum cannot fail once bound: accept errors are retried inside.
-            let _ = axum::serve(listener, app)
-                .with_graceful_shutdown(stopped)
-                .await;
+            let _ = axum::serve(listener, app).with_graceful_shutdown(stopped).await;
         });
-        Ok(MockProvider {
-            shared,
-            addr,
-            server: Some(server),
-        })
+        Ok(MockProvider { shared, addr, server: Some(server) })
     }
 
     /// "http://127.0.0.1:PORT/v1"
@@ -149,11 +143,7 @@ impl Drop for MockProvider {
 }
 
 fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
-    let socket = if addr.is_ipv4() {
-        TcpSocket::new_v4()?
-    } else {
-        TcpSocket::new_v6()?
-    };
+    let socket = if addr.is_ipv4() { TcpSocket::new_v4()? } else { TcpSocket::new_v6()? };
     // Lets a benchmark restart on the port it just used while old connections sit in TIME_WAIT.
     socket.set_reuseaddr(true)?;
     socket.bind(addr)?;

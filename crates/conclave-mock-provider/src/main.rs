@@ -56,13 +56,9 @@ async fn main() -> anyhow::Result<()> {
 
     // Written by hand to keep the field order; an address has nothing to escape.
     let mut stdout = std::io::stdout().lock();
-    writeln!(
-        stdout,
-        r#"{{"msg":"listening","addr":"{}"}}"#,
-        provider.addr()
-    )
-    .and_then(|()| stdout.flush())
-    .context("cannot write to stdout")?;
+    writeln!(stdout, r#"{{"msg":"listening","addr":"{}"}}"#, provider.addr())
+        .and_then(|()| stdout.flush())
+        .context("cannot write to stdout")?;
     drop(stdout);
 
     shutdown.await;

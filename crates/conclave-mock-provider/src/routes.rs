@@ -23,20 +23,14 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
     Router::new()
         .route("/v1/models", get(list_models))
         .route("/v1/chat/completions", post(openai_chat))
-        .route(
-            "/openai/deployments/{deployment}/chat/completions",
-            post(azure_chat),
-        )
+        .route("/openai/deployments/{deployment}/chat/completions", post(azure_chat))
         .fallback(unknown_route)
         // OpenAI answers a known path with the wrong method with the same 404.
         .method_not_allowed_fallback(unknown_route)
         .with_state(shared)
 }
 
-async fn list_models(
-    State(shared): State<Arc<Shared>>,
-    headers: HeaderMap,
-) -> Result<Response, ApiError> {
+async fn list_models(State(shared): State<Arc<Shared>>, headers: HeaderMap) -> Result<Response, ApiError> {
     let script = shared.script();
     shared.pause(script.response_delay).await?;
     check_key(&script, &headers)?;
@@ -51,11 +45,7 @@ async fn list_models(
     Ok(Json(json!({ "object": "list", "data": data })).into_response())
 }
 
-async fn openai_chat(
-    State(shared): State<Arc<Shared>>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Result<Response, ApiError> {
+async fn openai_chat(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Bytes) -> Result<Response, ApiError> {
     let (script, request) = receive(&shared, &headers, &body);
     shared.pause(script.response_delay).await?;
     check_key(&script, &headers)?;
@@ -85,9 +75,7 @@ async fn azure_chat(
     shared.pause(script.response_delay).await?;
     check_key(&script, &headers)?;
     if query.api_version.as_deref().is_none_or(str::is_empty) {
-        return Err(ApiError::bad_request(
-            "Missing required query parameter: api-version",
-        ));
+        return Err(ApiError::bad_request("Missing required query parameter: api-version"));
     }
     let request = request.ok_or_else(not_json)?;
     answer_chat(&shared, script, deployment, &request).await
@@ -107,9 +95,7 @@ fn receive(shared: &Shared, headers: &HeaderMap, body: &[u8]) -> (Arc<Script>, O
 }
 
 fn not_json() -> ApiError {
-    ApiError::bad_request(
-        "We could not parse the JSON body of your request. The body must be a JSON object.",
-    )
+    ApiError::bad_request("We could not parse the JSON body of your request. The body must be a JSON object.")
 }
 
 /// OpenAI takes `Authorization: Bearer`, Azure `api-key`; the mock takes either on every path.
@@ -142,14 +128,8 @@ async fn answer_chat(
         .get("messages")
         .and_then(Value::as_array)
         .ok_or_else(|| ApiError::bad_request("'messages' is a required property"))?;
-    let streamed = request
-        .get("stream")
-        .and_then(Value::as_bool)
-        .unwrap_or(false);
-    let include_usage = request
-        .pointer("/stream_options/include_usage")
-        .and_then(Value::as_bool)
-        .unwrap_or(false);
+    let streamed = request.get("stream").and_then(Value::as_bool).unwrap_or(false);
+    let include_usage = request.pointer("/stream_options/include_usage").and_then(Value::as_bool).unwrap_or(false);
 
     if let Some(failed) = fail_early(shared, &script, streamed).await {
         return Ok(failed);
@@ -169,13 +149,9 @@ async fn answer_chat(
 /// failure, or it is one that strikes mid-stream.
 async fn fail_early(shared: &Shared, script: &Script, streamed: bool) -> Option<Response> {
     match script.failure.as_ref()? {
-        Failure::Status { status, message } => {
-            Some(ApiError::scripted(*status, message).into_response())
-        }
+        Failure::Status { status, message } => Some(ApiError::scripted(*status, message).into_response()),
         Failure::Garbage if streamed => Some(stream::garbage()),
-        Failure::Garbage => {
-            Some(([(CONTENT_TYPE, "application/json")], "this is not json").into_response())
-        }
+        Failure::Garbage => Some(([(CONTENT_TYPE, "application/json")], "this is not json").into_response()),
         Failure::Hang => {
             // Waits for `stop()`. A client that gives up first closes the connection, and the
             // server drops this future with it.

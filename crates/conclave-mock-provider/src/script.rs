@@ -101,18 +101,12 @@ impl Default for Script {
 impl Script {
     /// The default script with that reply.
     pub fn text(reply: impl Into<String>) -> Script {
-        Script {
-            reply: Reply::Text(reply.into()),
-            ..Script::default()
-        }
+        Script { reply: Reply::Text(reply.into()), ..Script::default() }
     }
 
     /// The default script, echoing the last user message.
     pub fn echo() -> Script {
-        Script {
-            reply: Reply::Echo,
-            ..Script::default()
-        }
+        Script { reply: Reply::Echo, ..Script::default() }
     }
 
     pub fn with_chunks(self, n: usize) -> Script {
@@ -120,17 +114,11 @@ impl Script {
     }
 
     pub fn with_response_delay(self, d: Duration) -> Script {
-        Script {
-            response_delay: d,
-            ..self
-        }
+        Script { response_delay: d, ..self }
     }
 
     pub fn with_chunk_delay(self, d: Duration) -> Script {
-        Script {
-            chunk_delay: d,
-            ..self
-        }
+        Script { chunk_delay: d, ..self }
     }
 
     pub fn with_usage(self, u: Usage) -> Script {
@@ -138,10 +126,7 @@ impl Script {
     }
 
     pub fn with_failure(self, f: Failure) -> Script {
-        Script {
-            failure: Some(f),
-            ..self
-        }
+        Script { failure: Some(f), ..self }
     }
 
     pub fn with_models(self, m: Vec<String>) -> Script {
@@ -149,16 +134,10 @@ impl Script {
     }
 
     pub fn with_api_key(self, k: impl Into<String>) -> Script {
-        Script {
-            api_key: Some(k.into()),
-            ..self
-        }
+        Script { api_key: Some(k.into()), ..self }
     }
 
     pub fn with_finish_reason(self, r: impl Into<String>) -> Script {
-        Script {
-            finish_reason: r.into(),
-            ..self
-        }
+        Script { finish_reason: r.into(), ..self }
     }
 }

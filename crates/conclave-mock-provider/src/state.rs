@@ -43,12 +43,7 @@ impl Shared {
     pub(crate) fn new(script: Script, recording: Recording) -> Shared {
         Shared {
             script: RwLock::new(Arc::new(script)),
-            log: Mutex::new(RequestLog {
-                recording,
-                count: 0,
-                bodies: Vec::new(),
-                headers: Vec::new(),
-            }),
+            log: Mutex::new(RequestLog { recording, count: 0, bodies: Vec::new(), headers: Vec::new() }),
             next_id: AtomicU64::new(1),
             stop: CancellationToken::new(),
         }
@@ -99,10 +94,7 @@ impl Shared {
     }
 
     pub(crate) fn request_count(&self) -> usize {
-        self.log
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .count
+        self.log.lock().unwrap_or_else(PoisonError::into_inner).count
     }
 
     /// A completion id unique within this provider.

@@ -19,8 +19,7 @@ use crate::completion::{Answer, TokenCounts};
 use crate::script::Failure;
 
 // The pieces of an event: the stream's prefix (`data: {…,"choices":[`), one of these, `\n\n`.
-const ROLE_CHOICE: &[u8] =
-    br#"{"index":0,"delta":{"role":"assistant","content":""},"finish_reason":null}]}"#;
+const ROLE_CHOICE: &[u8] = br#"{"index":0,"delta":{"role":"assistant","content":""},"finish_reason":null}]}"#;
 const CONTENT_OPEN: &[u8] = br#"{"index":0,"delta":{"content":"#;
 const CONTENT_CLOSE: &[u8] = br#"},"finish_reason":null}]}"#;
 const FINISH_OPEN: &[u8] = br#"{"index":0,"delta":{},"finish_reason":"#;
@@ -29,11 +28,9 @@ const EVENT_END: &[u8] = b"\n\n";
 
 // Whole events, the same for every stream.
 const DONE: &[u8] = b"data: [DONE]\n\n";
-const MID_STREAM_ERROR: &[u8] = concat!(
-    r#"data: {"error":{"message":"mock failure mid-stream","type":"server_error","code":"mock"}}"#,
-    "\n\n"
-)
-.as_bytes();
+const MID_STREAM_ERROR: &[u8] =
+    concat!(r#"data: {"error":{"message":"mock failure mid-stream","type":"server_error","code":"mock"}}"#, "\n\n")
+        .as_bytes();
 const GARBAGE: &[u8] = b"data: this is not json\n\n";
 
 /// The error that makes the server close the connection in the middle of a body.
@@ -94,14 +91,7 @@ pub(crate) fn garbage() -> Response {
 }
 
 fn event_stream(body: Body) -> Response {
-    (
-        [
-            (CONTENT_TYPE, "text/event-stream"),
-            (CACHE_CONTROL, "no-cache"),
-        ],
-        body,
-    )
-        .into_response()
+    ([(CONTENT_TYPE, "text/event-stream"), (CACHE_CONTROL, "no-cache")], body).into_response()
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -128,12 +118,7 @@ struct Events {
 }
 
 impl Events {
-    fn new(
-        answer: Answer,
-        include_usage: bool,
-        cutoff: Option<Cutoff>,
-        stop: CancellationToken,
-    ) -> Events {
+    fn new(answer: Answer, include_usage: bool, cutoff: Option<Cutoff>, stop: CancellationToken) -> Events {
         let mut prefix = BytesMut::with_capacity(96 + answer.id.len() + answer.model.len());
         prefix.put_slice(br#"data: {"id":"#);
         put_json_str(&mut prefix, &answer.id);
@@ -144,17 +129,7 @@ impl Events {
         prefix.put_slice(br#","choices":["#);
         let parts = Parts::new(answer.reply(), answer.script().chunks);
         let delay = answer.script().chunk_delay;
-        Events {
-            answer,
-            prefix: prefix.freeze(),
-            next: Next::Role,
-            parts,
-            sent: 0,
-            include_usage,
-            cutoff,
-            delay,
-            stop,
-        }
+        Events { answer, prefix: prefix.freeze(), next: Next::Role, parts, sent: 0, include_usage, cutoff, delay, stop }
     }
 
     /// The next event, an error to make the server drop the connection, or `None` at the end.
@@ -162,9 +137,7 @@ impl Events {
         match self.next {
             Next::Role => {
                 self.next = Next::Content;
-                Some(Ok(
-                    self.event(ROLE_CHOICE.len(), |buf| buf.put_slice(ROLE_CHOICE))
-                ))
+                Some(Ok(self.event(ROLE_CHOICE.len(), |buf| buf.put_slice(ROLE_CHOICE))))
             }
             Next::Content => Some(self.content_or_close().await),
             Next::Usage(usage) => {
@@ -175,9 +148,7 @@ impl Events {
                     usage.completion,
                     usage.total()
                 );
-                Some(Ok(
-                    self.event(rest.len(), |buf| buf.put_slice(rest.as_bytes()))
-                ))
+                Some(Ok(self.event(rest.len(), |buf| buf.put_slice(rest.as_bytes()))))
             }
             Next::Done => {
                 self.next = Next::End;
@@ -189,11 +160,7 @@ impl Events {
 
     async fn content_or_close(&mut self) -> io::Result<Bytes> {
         let cut_here = self.cutoff.is_some_and(|c| self.sent >= c.after());
-        let part = if cut_here {
-            None
-        } else {
-            self.parts.next(self.answer.reply())
-        };
+        let part = if cut_here { None } else { self.parts.next(self.answer.reply()) };
         let Some(range) = part else {
             return self.close().await;
         };
@@ -274,11 +241,7 @@ struct Parts {
 impl Parts {
     fn new(text: &str, wanted: usize) -> Parts {
         let chars = text.chars().count();
-        Parts {
-            start: 0,
-            chars_left: chars,
-            parts_left: wanted.clamp(1, chars.max(1)),
-        }
+        Parts { start: 0, chars_left: chars, parts_left: wanted.clamp(1, chars.max(1)) }
     }
 
     /// The byte range of the next part of `text`, the same text given to `new`.
@@ -288,10 +251,7 @@ impl Parts {
         }
         let take = self.chars_left.div_ceil(self.parts_left);
         let rest = text.get(self.start..).unwrap_or_default();
-        let end = rest
-            .char_indices()
-            .nth(take)
-            .map_or(text.len(), |(i, _)| self.start + i);
+        let end = rest.char_indices().nth(take).map_or(text.len(), |(i, _)| self.start + i);
         let range = self.start..end;
         self.start = end;
         self.chars_left -= take;
@@ -335,9 +295,7 @@ mod tests {
 
     fn split(text: &str, wanted: usize) -> Vec<&str> {
         let mut parts = Parts::new(text, wanted);
-        std::iter::from_fn(|| parts.next(text))
-            .map(|r| &text[r])
-            .collect()
+        std::iter::from_fn(|| parts.next(text)).map(|r| &text[r]).collect()
     }
 
     #[test]
@@ -361,12 +319,7 @@ mod tests {
 
     #[test]
     fn escapes_like_serde_json() {
-        for text in [
-            "plain",
-            "quote \" back \\ slash",
-            "new\nline\ttab\r",
-            "\u{1}\u{1f}é日",
-        ] {
+        for text in ["plain", "quote \" back \\ slash", "new\nline\ttab\r", "\u{1}\u{1f}é日"] {
             let mut buf = BytesMut::new();
             put_json_str(&mut buf, text);
             let back: String = serde_json::from_slice(&buf).expect("valid JSON string");

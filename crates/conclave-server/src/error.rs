@@ -52,18 +52,12 @@ impl Problem {
         let body = serde_json::to_vec(self).unwrap_or_default();
         let mut response = (status, body).into_response();
         let headers = response.headers_mut();
-        headers.insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/problem+json"),
-        );
+        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/problem+json"));
         if status == StatusCode::UNAUTHORIZED {
             headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
         }
         if let Some(after) = self.retry_after {
-            headers.insert(
-                header::RETRY_AFTER,
-                HeaderValue::from(after.as_secs().max(1)),
-            );
+            headers.insert(header::RETRY_AFTER, HeaderValue::from(after.as_secs().max(1)));
         }
         response.extensions_mut().insert(self.clone());
         response
@@ -103,22 +97,12 @@ impl ApiError {
             ApiError::BadRequest(detail, errors) => {
                 Problem::new(S::BAD_REQUEST, "bad-request", detail).with_errors(errors)
             }
-            ApiError::RouteNotFound => Problem::new(
-                S::NOT_FOUND,
-                "not-found",
-                "There is nothing at this address.",
-            ),
-            ApiError::MethodNotAllowed => Problem::new(
-                S::METHOD_NOT_ALLOWED,
-                "method-not-allowed",
-                "This address does not accept that method.",
-            ),
-            ApiError::UnsupportedMediaType(d) => {
-                Problem::new(S::UNSUPPORTED_MEDIA_TYPE, "unsupported-media-type", d)
+            ApiError::RouteNotFound => Problem::new(S::NOT_FOUND, "not-found", "There is nothing at this address."),
+            ApiError::MethodNotAllowed => {
+                Problem::new(S::METHOD_NOT_ALLOWED, "method-not-allowed", "This address does not accept that method.")
             }
-            ApiError::PayloadTooLarge(d) => {
-                Problem::new(S::PAYLOAD_TOO_LARGE, "payload-too-large", d)
-            }
+            ApiError::UnsupportedMediaType(d) => Problem::new(S::UNSUPPORTED_MEDIA_TYPE, "unsupported-media-type", d),
+            ApiError::PayloadTooLarge(d) => Problem::new(S::PAYLOAD_TOO_LARGE, "payload-too-large", d),
             ApiError::Unprocessable(d) => Problem::new(S::UNPROCESSABLE_ENTITY, "validation", d),
             ApiError::Domain(e) => domain_problem(e),
         }
@@ -181,17 +165,9 @@ fn provider_problem(e: ProviderError) -> Problem {
     tracing::warn!(error = %e, "model provider failure");
     let saved = " Your message was saved; try again.";
     match e {
-        ProviderError::Timeout => Problem::new(
-            S::GATEWAY_TIMEOUT,
-            "provider-timeout",
-            format!("{e}.{saved}"),
-        ),
+        ProviderError::Timeout => Problem::new(S::GATEWAY_TIMEOUT, "provider-timeout", format!("{e}.{saved}")),
         ProviderError::RateLimited { retry_after } => {
-            let mut p = Problem::new(
-                S::SERVICE_UNAVAILABLE,
-                "provider-rate-limited",
-                format!("{e}.{saved}"),
-            );
+            let mut p = Problem::new(S::SERVICE_UNAVAILABLE, "provider-rate-limited", format!("{e}.{saved}"));
             p.retry_after = Some(retry_after.unwrap_or(Duration::from_secs(10)));
             p
         }

@@ -29,18 +29,15 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for ApiJson<T> {
     async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
         match axum::Json::<T>::from_request(req, state).await {
             Ok(axum::Json(v)) => Ok(ApiJson(v)),
-            Err(JsonRejection::MissingJsonContentType(_)) => Err(ApiError::UnsupportedMediaType(
-                "Send JSON with `Content-Type: application/json`.".into(),
-            )),
-            Err(JsonRejection::JsonSyntaxError(e)) => Err(ApiError::BadRequest(
-                format!("The body is not valid JSON: {}", e.body_text()),
-                Vec::new(),
-            )),
+            Err(JsonRejection::MissingJsonContentType(_)) => {
+                Err(ApiError::UnsupportedMediaType("Send JSON with `Content-Type: application/json`.".into()))
+            }
+            Err(JsonRejection::JsonSyntaxError(e)) => {
+                Err(ApiError::BadRequest(format!("The body is not valid JSON: {}", e.body_text()), Vec::new()))
+            }
             Err(JsonRejection::JsonDataError(e)) => Err(ApiError::Unprocessable(e.body_text())),
             Err(other) if other.status() == StatusCode::PAYLOAD_TOO_LARGE => {
-                Err(ApiError::PayloadTooLarge(
-                    "The request body is larger than this server accepts.".into(),
-                ))
+                Err(ApiError::PayloadTooLarge("The request body is larger than this server accepts.".into()))
             }
             Err(other) => Err(ApiError::BadRequest(other.body_text(), Vec::new())),
         }
@@ -90,10 +87,7 @@ impl PageParams {
         if !(1..=MAX_LIMIT).contains(&limit) {
             return Err(ApiError::BadRequest(
                 format!("limit must be between 1 and {MAX_LIMIT}"),
-                vec![FieldError::new(
-                    "limit",
-                    format!("Must be between 1 and {MAX_LIMIT}."),
-                )],
+                vec![FieldError::new("limit", format!("Must be between 1 and {MAX_LIMIT}."))],
             ));
         }
         let after = match &self.cursor {
@@ -101,10 +95,7 @@ impl PageParams {
             Some(c) => Some(decode_cursor(c).ok_or_else(|| {
                 ApiError::BadRequest(
                     "cursor is not one this server gave".into(),
-                    vec![FieldError::new(
-                        "cursor",
-                        "Pass back the next_cursor of the previous page unchanged.",
-                    )],
+                    vec![FieldError::new("cursor", "Pass back the next_cursor of the previous page unchanged.")],
                 )
             })?),
         };
@@ -128,10 +119,7 @@ impl FromRequestParts<AppState> for Meta {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        let peer = parts
-            .extensions
-            .get::<ConnectInfo<SocketAddr>>()
-            .map(|c| c.0.ip());
+        let peer = parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip());
         let ip = peer.map(|peer| client_ip(peer, parts, &state.http.trusted_proxies));
         let request_id = parts.extensions.get::<RequestId>().map(|r| r.0.clone());
         Ok(Meta(RequestMeta { ip, request_id }))
@@ -153,11 +141,7 @@ fn client_ip(peer: IpAddr, parts: &Parts, trusted: &[ipnet::IpNet]) -> IpAddr {
         .flat_map(|v| v.split(','))
         .filter_map(|s| s.trim().parse::<IpAddr>().ok())
         .collect::<Vec<_>>();
-    forwarded
-        .into_iter()
-        .rev()
-        .find(|ip| !is_trusted(ip))
-        .unwrap_or(peer)
+    forwarded.into_iter().rev().find(|ip| !is_trusted(ip)).unwrap_or(peer)
 }
 
 /// An authenticated caller: `Authorization: Bearer <access token or API key>`.
@@ -181,12 +165,7 @@ impl FromRequestParts<AppState> for MaybeAuthenticated {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        Ok(MaybeAuthenticated(
-            Authenticated::from_request_parts(parts, state)
-                .await
-                .ok()
-                .map(|a| a.0),
-        ))
+        Ok(MaybeAuthenticated(Authenticated::from_request_parts(parts, state).await.ok().map(|a| a.0)))
     }
 }
 
@@ -227,10 +206,7 @@ mod tests {
         let (parts, ()) = req.into_parts();
         let proxy: IpAddr = "10.2.3.4".parse().unwrap();
         let stranger: IpAddr = "192.0.2.1".parse().unwrap();
-        assert_eq!(
-            client_ip(proxy, &parts, &trusted),
-            "198.51.100.7".parse::<IpAddr>().unwrap()
-        );
+        assert_eq!(client_ip(proxy, &parts, &trusted), "198.51.100.7".parse::<IpAddr>().unwrap());
         assert_eq!(client_ip(stranger, &parts, &trusted), stranger);
         assert_eq!(client_ip(proxy, &parts, &[]), proxy);
     }

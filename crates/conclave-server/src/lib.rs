@@ -41,9 +41,7 @@ impl Modify for BearerAuth {
             SecurityScheme::Http(
                 HttpBuilder::new()
                     .scheme(HttpAuthScheme::Bearer)
-                    .description(Some(
-                        "An access token from /api/v1/auth/login or an API key (ck_…)",
-                    ))
+                    .description(Some("An access token from /api/v1/auth/login or an API key (ck_…)"))
                     .build(),
             ),
         );
@@ -53,9 +51,8 @@ impl Modify for BearerAuth {
 /// The OpenAPI document and the router it describes, from the same declarations.
 pub fn api() -> (Router<AppState>, OpenApi) {
     use utoipa::OpenApi as _;
-    let (router, mut doc) = utoipa_axum::router::OpenApiRouter::with_openapi(ApiDoc::openapi())
-        .merge(routes::api())
-        .split_for_parts();
+    let (router, mut doc) =
+        utoipa_axum::router::OpenApiRouter::with_openapi(ApiDoc::openapi()).merge(routes::api()).split_for_parts();
     doc.info.version = env!("CARGO_PKG_VERSION").to_owned();
     (router, doc)
 }
@@ -65,14 +62,11 @@ pub fn app(state: AppState) -> Router {
     let (api, doc) = api();
     let doc = std::sync::Arc::new(doc);
     let max_json = state.http.max_json_bytes;
-    api.route(
-        "/api/v1/openapi.json",
-        get(move || async move { Json(doc.as_ref().clone()) }),
-    )
-    .route("/", get(routes::root::index))
-    .fallback(|| async { ApiError::RouteNotFound })
-    .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
-    .layer(DefaultBodyLimit::max(max_json))
-    .layer(axum::middleware::from_fn(middleware::request_id::layer))
-    .with_state(state)
+    api.route("/api/v1/openapi.json", get(move || async move { Json(doc.as_ref().clone()) }))
+        .route("/", get(routes::root::index))
+        .fallback(|| async { ApiError::RouteNotFound })
+        .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
+        .layer(DefaultBodyLimit::max(max_json))
+        .layer(axum::middleware::from_fn(middleware::request_id::layer))
+        .with_state(state)
 }

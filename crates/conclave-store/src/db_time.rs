@@ -17,9 +17,7 @@ impl DbTime {
     }
 
     fn from_micros(us: i64) -> Result<Self, BoxDynError> {
-        Ok(DbTime(OffsetDateTime::from_unix_timestamp_nanos(
-            i128::from(us) * 1_000,
-        )?))
+        Ok(DbTime(OffsetDateTime::from_unix_timestamp_nanos(i128::from(us) * 1_000)?))
     }
 }
 
@@ -64,8 +62,6 @@ impl Encode<'_, Postgres> for DbTime {
 
 impl<'r> Decode<'r, Postgres> for DbTime {
     fn decode(value: PgValueRef<'r>) -> Result<Self, BoxDynError> {
-        Ok(DbTime(<OffsetDateTime as Decode<'r, Postgres>>::decode(
-            value,
-        )?))
+        Ok(DbTime(<OffsetDateTime as Decode<'r, Postgres>>::decode(value)?))
     }
 }

@@ -8,10 +8,7 @@ pub enum ConnectError {
     #[error("invalid database URL: {0}")]
     InvalidUrl(String),
     #[error("cannot reach the {backend} database: {detail}")]
-    Unreachable {
-        backend: &'static str,
-        detail: String,
-    },
+    Unreachable { backend: &'static str, detail: String },
     #[error("database migration failed: {0}")]
     Migration(String),
 }
@@ -25,10 +22,9 @@ pub(crate) fn store_error(e: sqlx::Error) -> StoreError {
             }
             _ => StoreError::Other(db.to_string()),
         },
-        sqlx::Error::PoolTimedOut
-        | sqlx::Error::PoolClosed
-        | sqlx::Error::Io(_)
-        | sqlx::Error::Tls(_) => StoreError::Unavailable(describe(&e)),
+        sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) | sqlx::Error::Tls(_) => {
+            StoreError::Unavailable(describe(&e))
+        }
         _ => StoreError::Other(e.to_string()),
     }
 }

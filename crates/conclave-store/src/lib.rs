@@ -48,17 +48,11 @@ impl Database {
                 .acquire_timeout(timeout)
                 .connect(url)
                 .await
-                .map_err(|e| ConnectError::Unreachable {
-                    backend: "PostgreSQL",
-                    detail: error::describe(&e),
-                })?;
+                .map_err(|e| ConnectError::Unreachable { backend: "PostgreSQL", detail: error::describe(&e) })?;
             Ok(Database::Postgres(PgStore { pool }))
         } else if let Some(path) = url.strip_prefix("sqlite://") {
             let path = path.split('?').next().unwrap_or(path);
-            if let Some(parent) = Path::new(path)
-                .parent()
-                .filter(|p| !p.as_os_str().is_empty())
-            {
+            if let Some(parent) = Path::new(path).parent().filter(|p| !p.as_os_str().is_empty()) {
                 std::fs::create_dir_all(parent).map_err(|e| ConnectError::Unreachable {
                     backend: "SQLite",
                     detail: format!("cannot create {}: {e}", parent.display()),
@@ -77,15 +71,10 @@ impl Database {
                 .acquire_timeout(timeout)
                 .connect_with(options)
                 .await
-                .map_err(|e| ConnectError::Unreachable {
-                    backend: "SQLite",
-                    detail: error::describe(&e),
-                })?;
+                .map_err(|e| ConnectError::Unreachable { backend: "SQLite", detail: error::describe(&e) })?;
             Ok(Database::Sqlite(SqliteStore { pool }))
         } else {
-            Err(ConnectError::InvalidUrl(
-                "the database URL must start with sqlite:// or postgres://".into(),
-            ))
+            Err(ConnectError::InvalidUrl("the database URL must start with sqlite:// or postgres://".into()))
         }
     }
 

@@ -26,10 +26,10 @@ use crate::{PgStore, SqliteStore};
 const USER_COLUMNS: &str =
     "tenant_id, user_id, email, display_name, role, password_hash, must_change_password, disabled, created_at, updated_at";
 const AGENT_COLUMNS: &str = "tenant_id, agent_id, owner_id, name, description, instructions, model, temperature, top_p, max_tokens, library_ids, visibility, created_at, updated_at";
-const CONVERSATION_COLUMNS: &str =
-    "tenant_id, conversation_id, owner_id, agent_id, title, created_at, updated_at";
+const CONVERSATION_COLUMNS: &str = "tenant_id, conversation_id, owner_id, agent_id, title, created_at, updated_at";
 const MESSAGE_COLUMNS: &str = "tenant_id, message_id, conversation_id, role, content, status, model, prompt_tokens, completion_tokens, finish_reason, error, reply_to, created_at, updated_at";
-const API_KEY_COLUMNS: &str = "tenant_id, api_key_id, user_id, name, secret_hash, scopes, created_at, expires_at, last_used_at";
+const API_KEY_COLUMNS: &str =
+    "tenant_id, api_key_id, user_id, name, secret_hash, scopes, created_at, expires_at, last_used_at";
 
 fn now() -> DbTime {
     DbTime(OffsetDateTime::now_utc())

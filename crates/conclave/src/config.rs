@@ -181,11 +181,7 @@ impl Default for HttpConfig {
 
 impl Default for StoreConfig {
     fn default() -> Self {
-        StoreConfig {
-            data_dir: PathBuf::from("./data"),
-            database_url: None,
-            object_store_url: None,
-        }
+        StoreConfig { data_dir: PathBuf::from("./data"), database_url: None, object_store_url: None }
     }
 }
 
@@ -204,39 +200,26 @@ impl Default for AuthConfig {
 
 impl Default for KeysConfig {
     fn default() -> Self {
-        KeysConfig {
-            provider: "local".into(),
-            allow_local_in_production: false,
-            key_vault_url: None,
-            key_name: None,
-        }
+        KeysConfig { provider: "local".into(), allow_local_in_production: false, key_vault_url: None, key_name: None }
     }
 }
 
 impl Default for LimitsConfig {
     fn default() -> Self {
-        LimitsConfig {
-            rate_limit_per_minute: 100,
-            max_upload_bytes: 1 << 30,
-        }
+        LimitsConfig { rate_limit_per_minute: 100, max_upload_bytes: 1 << 30 }
     }
 }
 
 impl Default for LogConfig {
     fn default() -> Self {
-        LogConfig {
-            filter: "info".into(),
-        }
+        LogConfig { filter: "info".into() }
     }
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read the configuration file {path}: {source}")]
-    Read {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    Read { path: PathBuf, source: std::io::Error },
     #[error("the configuration file {path} is not valid: {message}")]
     Parse { path: PathBuf, message: String },
     #[error("{var}: {message}")]
@@ -244,10 +227,7 @@ pub enum ConfigError {
 }
 
 fn env_err(var: &'static str, message: impl Into<String>) -> ConfigError {
-    ConfigError::Env {
-        var,
-        message: message.into(),
-    }
+    ConfigError::Env { var, message: message.into() }
 }
 
 fn parse_env<T: std::str::FromStr>(
@@ -257,17 +237,11 @@ fn parse_env<T: std::str::FromStr>(
 ) -> Result<Option<T>, ConfigError> {
     match env.get(var).map(|v| v.trim()).filter(|v| !v.is_empty()) {
         None => Ok(None),
-        Some(v) => v
-            .parse()
-            .map(Some)
-            .map_err(|_| env_err(var, format!("'{v}' is not {what}"))),
+        Some(v) => v.parse().map(Some).map_err(|_| env_err(var, format!("'{v}' is not {what}"))),
     }
 }
 
-fn parse_bool(
-    env: &HashMap<String, String>,
-    var: &'static str,
-) -> Result<Option<bool>, ConfigError> {
+fn parse_bool(env: &HashMap<String, String>, var: &'static str) -> Result<Option<bool>, ConfigError> {
     match env.get(var).map(|v| v.trim().to_ascii_lowercase()) {
         None => Ok(None),
         Some(v) if v.is_empty() => Ok(None),
@@ -280,11 +254,7 @@ fn parse_bool(
 }
 
 fn list(v: &str) -> Vec<String> {
-    v.split(',')
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
-        .map(str::to_owned)
-        .collect()
+    v.split(',').map(str::trim).filter(|s| !s.is_empty()).map(str::to_owned).collect()
 }
 
 impl Config {
@@ -292,51 +262,31 @@ impl Config {
     pub fn load(file: Option<&Path>, env: &HashMap<String, String>) -> Result<Config, ConfigError> {
         let mut config = match file {
             Some(path) => {
-                let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-                    path: path.to_owned(),
-                    source,
-                })?;
-                toml::from_str::<Config>(&text).map_err(|e| ConfigError::Parse {
-                    path: path.to_owned(),
-                    message: e.to_string(),
-                })?
+                let text = std::fs::read_to_string(path)
+                    .map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
+                toml::from_str::<Config>(&text)
+                    .map_err(|e| ConfigError::Parse { path: path.to_owned(), message: e.to_string() })?
             }
             None => Config::default(),
         };
         config.apply_env(env)?;
         for p in &mut config.providers {
             if let Some(var) = &p.api_key_env {
-                p.api_key = env
-                    .get(var)
-                    .filter(|v| !v.is_empty())
-                    .map(|v| SecretString::from(v.clone()));
+                p.api_key = env.get(var).filter(|v| !v.is_empty()).map(|v| SecretString::from(v.clone()));
             }
         }
         Ok(config)
     }
 
     fn apply_env(&mut self, env: &HashMap<String, String>) -> Result<(), ConfigError> {
-        if let Some(p) = env
-            .get("CONCLAVE_PROFILE")
-            .map(|v| v.trim())
-            .filter(|v| !v.is_empty())
-        {
+        if let Some(p) = env.get("CONCLAVE_PROFILE").map(|v| v.trim()).filter(|v| !v.is_empty()) {
             self.profile = match p {
                 "dev" => Profile::Dev,
                 "production" => Profile::Production,
-                other => {
-                    return Err(env_err(
-                        "CONCLAVE_PROFILE",
-                        format!("'{other}' is not dev or production"),
-                    ))
-                }
+                other => return Err(env_err("CONCLAVE_PROFILE", format!("'{other}' is not dev or production"))),
             };
         }
-        if let Some(v) = parse_env(
-            env,
-            "CONCLAVE_LISTEN",
-            "an address and port such as 127.0.0.1:8080",
-        )? {
+        if let Some(v) = parse_env(env, "CONCLAVE_LISTEN", "an address and port such as 127.0.0.1:8080")? {
             self.http.listen = v;
         }
         if let Some(v) = env.get("CONCLAVE_DATA_DIR").filter(|v| !v.is_empty()) {
@@ -345,10 +295,7 @@ impl Config {
         if let Some(v) = env.get("CONCLAVE_DATABASE_URL").filter(|v| !v.is_empty()) {
             self.store.database_url = Some(v.clone());
         }
-        if let Some(v) = env
-            .get("CONCLAVE_OBJECT_STORE_URL")
-            .filter(|v| !v.is_empty())
-        {
+        if let Some(v) = env.get("CONCLAVE_OBJECT_STORE_URL").filter(|v| !v.is_empty()) {
             self.store.object_store_url = Some(v.clone());
         }
         if let Some(v) = env.get("CONCLAVE_CORS_ORIGINS") {
@@ -357,15 +304,10 @@ impl Config {
         if let Some(v) = env.get("CONCLAVE_TRUSTED_PROXIES") {
             let mut nets = Vec::new();
             for item in list(v) {
-                let net = item
-                    .parse::<IpNet>()
-                    .or_else(|_| item.parse::<std::net::IpAddr>().map(IpNet::from))
-                    .map_err(|_| {
-                        env_err(
-                            "CONCLAVE_TRUSTED_PROXIES",
-                            format!("'{item}' is not an address or CIDR block"),
-                        )
-                    })?;
+                let net =
+                    item.parse::<IpNet>().or_else(|_| item.parse::<std::net::IpAddr>().map(IpNet::from)).map_err(
+                        |_| env_err("CONCLAVE_TRUSTED_PROXIES", format!("'{item}' is not an address or CIDR block")),
+                    )?;
                 nets.push(net);
             }
             self.http.trusted_proxies = nets;
@@ -373,41 +315,20 @@ impl Config {
         if let Some(v) = parse_env(env, "CONCLAVE_MAX_JSON_BYTES", "a number of bytes")? {
             self.http.max_json_bytes = v;
         }
-        if let Some(v) = parse_env(
-            env,
-            "CONCLAVE_SHUTDOWN_GRACE_SECONDS",
-            "a number of seconds",
-        )? {
+        if let Some(v) = parse_env(env, "CONCLAVE_SHUTDOWN_GRACE_SECONDS", "a number of seconds")? {
             self.http.shutdown_grace_seconds = v;
         }
-        if let Some(v) = env
-            .get("CONCLAVE_SIGNUP")
-            .map(|v| v.trim())
-            .filter(|v| !v.is_empty())
-        {
+        if let Some(v) = env.get("CONCLAVE_SIGNUP").map(|v| v.trim()).filter(|v| !v.is_empty()) {
             self.auth.signup = Some(match v {
                 "open" => Signup::Open,
                 "closed" => Signup::Closed,
-                other => {
-                    return Err(env_err(
-                        "CONCLAVE_SIGNUP",
-                        format!("'{other}' is not open or closed"),
-                    ))
-                }
+                other => return Err(env_err("CONCLAVE_SIGNUP", format!("'{other}' is not open or closed"))),
             });
         }
-        if let Some(v) = parse_env(
-            env,
-            "CONCLAVE_ACCESS_TOKEN_TTL_SECONDS",
-            "a number of seconds",
-        )? {
+        if let Some(v) = parse_env(env, "CONCLAVE_ACCESS_TOKEN_TTL_SECONDS", "a number of seconds")? {
             self.auth.access_token_ttl_seconds = v;
         }
-        if let Some(v) = parse_env(
-            env,
-            "CONCLAVE_REFRESH_TOKEN_TTL_SECONDS",
-            "a number of seconds",
-        )? {
+        if let Some(v) = parse_env(env, "CONCLAVE_REFRESH_TOKEN_TTL_SECONDS", "a number of seconds")? {
             self.auth.refresh_token_ttl_seconds = v;
         }
         if let Some(v) = parse_env(env, "CONCLAVE_PASSWORD_HASH_MEMORY_KIB", "a number of KiB")? {
@@ -447,10 +368,7 @@ impl Config {
             self.log.filter = v.clone();
         }
         // The two stable variables define the provider named `default`.
-        if let Some(base) = env
-            .get("CONCLAVE_PROVIDER_BASE_URL")
-            .filter(|v| !v.is_empty())
-        {
+        if let Some(base) = env.get("CONCLAVE_PROVIDER_BASE_URL").filter(|v| !v.is_empty()) {
             self.providers.retain(|p| p.name != "default");
             let kind = if base.contains(".openai.azure.com") {
                 ProviderKindConfig::AzureOpenai
@@ -465,24 +383,11 @@ impl Config {
                     base_url: base.clone(),
                     api_key_env: Some("CONCLAVE_PROVIDER_API_KEY".into()),
                     api_key: None,
-                    api_version: env
-                        .get("CONCLAVE_PROVIDER_API_VERSION")
-                        .filter(|v| !v.is_empty())
-                        .cloned(),
-                    region: env
-                        .get("CONCLAVE_PROVIDER_REGION")
-                        .filter(|v| !v.is_empty())
-                        .cloned(),
-                    models: env
-                        .get("CONCLAVE_MODELS")
-                        .map(|v| list(v))
-                        .unwrap_or_default(),
-                    timeout_seconds: parse_env(
-                        env,
-                        "CONCLAVE_PROVIDER_TIMEOUT_SECONDS",
-                        "a number of seconds",
-                    )?
-                    .unwrap_or_else(default_provider_timeout),
+                    api_version: env.get("CONCLAVE_PROVIDER_API_VERSION").filter(|v| !v.is_empty()).cloned(),
+                    region: env.get("CONCLAVE_PROVIDER_REGION").filter(|v| !v.is_empty()).cloned(),
+                    models: env.get("CONCLAVE_MODELS").map(|v| list(v)).unwrap_or_default(),
+                    timeout_seconds: parse_env(env, "CONCLAVE_PROVIDER_TIMEOUT_SECONDS", "a number of seconds")?
+                        .unwrap_or_else(default_provider_timeout),
                     connect_timeout_seconds: default_connect_timeout(),
                     max_retries: parse_env(env, "CONCLAVE_PROVIDER_MAX_RETRIES", "a number")?
                         .unwrap_or_else(default_retries),
@@ -498,12 +403,10 @@ impl Config {
     }
 
     pub fn database_url(&self) -> String {
-        self.store.database_url.clone().unwrap_or_else(|| {
-            format!(
-                "sqlite://{}",
-                self.store.data_dir.join("conclave.db").display()
-            )
-        })
+        self.store
+            .database_url
+            .clone()
+            .unwrap_or_else(|| format!("sqlite://{}", self.store.data_dir.join("conclave.db").display()))
     }
 
     pub fn signup_open(&self) -> bool {
@@ -528,11 +431,7 @@ impl Config {
         let prod = self.profile == Profile::Production;
         let unsafe_in_prod = |out: &mut Vec<Finding>, var: &'static str, message: String| {
             out.push(Finding {
-                severity: if prod {
-                    Severity::Error
-                } else {
-                    Severity::Warning
-                },
+                severity: if prod { Severity::Error } else { Severity::Warning },
                 variable: var,
                 message,
             });
@@ -553,7 +452,8 @@ impl Config {
             } else {
                 out.push(Finding::note(
                     "CONCLAVE_PROVIDER_BASE_URL",
-                    "no model provider is configured: agents answer with the built-in demo model (conclave-demo)".into(),
+                    "no model provider is configured: agents answer with the built-in demo model (conclave-demo)"
+                        .into(),
                 ));
             }
         }
@@ -561,22 +461,29 @@ impl Config {
             if url::Url::parse(&p.base_url).is_err() {
                 out.push(Finding::error(
                     provider_var(p),
-                    format!(
-                        "provider '{}': base URL '{}' is not a URL",
-                        p.name, p.base_url
-                    ),
+                    format!("provider '{}': base URL '{}' is not a URL", p.name, p.base_url),
                 ));
             } else if p.base_url.starts_with("http://") && !is_loopback_url(&p.base_url) {
-                unsafe_in_prod(&mut out, provider_var(p), format!("provider '{}' is reached over plain HTTP; prompts and keys would cross the network in clear", p.name));
+                unsafe_in_prod(
+                    &mut out,
+                    provider_var(p),
+                    format!(
+                        "provider '{}' is reached over plain HTTP; prompts and keys would cross the network in clear",
+                        p.name
+                    ),
+                );
             }
             if p.kind == ProviderKindConfig::AzureOpenai && p.models.is_empty() {
-                out.push(Finding::error(provider_var(p), format!("provider '{}' (Azure OpenAI) needs its deployment names in models / CONCLAVE_MODELS", p.name)));
+                out.push(Finding::error(
+                    provider_var(p),
+                    format!(
+                        "provider '{}' (Azure OpenAI) needs its deployment names in models / CONCLAVE_MODELS",
+                        p.name
+                    ),
+                ));
             }
             if let Some(var) = &p.api_key_env {
-                if p.api_key.is_none()
-                    && p.kind != ProviderKindConfig::Ollama
-                    && !is_loopback_url(&p.base_url)
-                {
+                if p.api_key.is_none() && p.kind != ProviderKindConfig::Ollama && !is_loopback_url(&p.base_url) {
                     out.push(Finding::warning(
                         "CONCLAVE_PROVIDER_API_KEY",
                         format!("provider '{}': the key variable {var} is empty", p.name),
@@ -587,10 +494,7 @@ impl Config {
         let mut names: Vec<&str> = self.providers.iter().map(|p| p.name.as_str()).collect();
         names.sort_unstable();
         if names.windows(2).any(|w| w[0] == w[1]) {
-            out.push(Finding::error(
-                "providers",
-                "two providers have the same name".into(),
-            ));
+            out.push(Finding::error("providers", "two providers have the same name".into()));
         }
         if self.signup_open() {
             unsafe_in_prod(
@@ -615,8 +519,7 @@ impl Config {
             } else if prod {
                 out.push(Finding::warning(
                     "CONCLAVE_KEY_PROVIDER",
-                    "the master key is a local file (accepted with CONCLAVE_ALLOW_LOCAL_KEY)"
-                        .into(),
+                    "the master key is a local file (accepted with CONCLAVE_ALLOW_LOCAL_KEY)".into(),
                 ));
             }
         } else if self.keys.provider == "azure-key-vault" {
@@ -633,14 +536,14 @@ impl Config {
         if prod && self.http.trusted_proxies.is_empty() {
             out.push(Finding::error(
                 "CONCLAVE_TRUSTED_PROXIES",
-                "this build serves plain HTTP: run it behind a TLS-terminating proxy and list that proxy's addresses".into(),
+                "this build serves plain HTTP: run it behind a TLS-terminating proxy and list that proxy's addresses"
+                    .into(),
             ));
         }
         if self.oidc.issuer.is_some() {
             out.push(Finding::error(
                 "CONCLAVE_OIDC_ISSUER",
-                "single sign-on is not available in this build yet; unset it to use local accounts"
-                    .into(),
+                "single sign-on is not available in this build yet; unset it to use local accounts".into(),
             ));
         } else if prod && !self.auth.allow_local_accounts_in_production {
             out.push(Finding::error(
@@ -674,10 +577,7 @@ impl Config {
             ));
         }
         if self.redis_url.is_some() {
-            out.push(Finding::note(
-                "CONCLAVE_REDIS_URL",
-                "Redis is not used by this build yet; it is ignored".into(),
-            ));
+            out.push(Finding::note("CONCLAVE_REDIS_URL", "Redis is not used by this build yet; it is ignored".into()));
         }
         out
     }
@@ -692,15 +592,9 @@ fn provider_var(p: &ProviderConfig) -> &'static str {
 }
 
 fn is_loopback_url(u: &str) -> bool {
-    url::Url::parse(u)
-        .ok()
-        .and_then(|u| u.host_str().map(str::to_owned))
-        .is_some_and(|h| {
-            h == "localhost"
-                || h.trim_matches(['[', ']'])
-                    .parse::<std::net::IpAddr>()
-                    .is_ok_and(|ip| ip.is_loopback())
-        })
+    url::Url::parse(u).ok().and_then(|u| u.host_str().map(str::to_owned)).is_some_and(|h| {
+        h == "localhost" || h.trim_matches(['[', ']']).parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
+    })
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -720,25 +614,13 @@ pub struct Finding {
 
 impl Finding {
     fn error(variable: &'static str, message: String) -> Self {
-        Finding {
-            severity: Severity::Error,
-            variable,
-            message,
-        }
+        Finding { severity: Severity::Error, variable, message }
     }
     fn warning(variable: &'static str, message: String) -> Self {
-        Finding {
-            severity: Severity::Warning,
-            variable,
-            message,
-        }
+        Finding { severity: Severity::Warning, variable, message }
     }
     fn note(variable: &'static str, message: String) -> Self {
-        Finding {
-            severity: Severity::Note,
-            variable,
-            message,
-        }
+        Finding { severity: Severity::Note, variable, message }
     }
 }
 
@@ -747,18 +629,11 @@ mod tests {
     use super::*;
 
     fn env(pairs: &[(&str, &str)]) -> HashMap<String, String> {
-        pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
     }
 
     fn errors(c: &Config) -> Vec<&'static str> {
-        c.findings()
-            .iter()
-            .filter(|f| f.severity == Severity::Error)
-            .map(|f| f.variable)
-            .collect()
+        c.findings().iter().filter(|f| f.severity == Severity::Error).map(|f| f.variable).collect()
     }
 
     #[test]
@@ -775,11 +650,7 @@ mod tests {
     fn production_defaults_name_every_unsafe_setting() {
         let c = Config::load(
             None,
-            &env(&[
-                ("CONCLAVE_PROFILE", "production"),
-                ("CONCLAVE_CORS_ORIGINS", "*"),
-                ("CONCLAVE_SIGNUP", "open"),
-            ]),
+            &env(&[("CONCLAVE_PROFILE", "production"), ("CONCLAVE_CORS_ORIGINS", "*"), ("CONCLAVE_SIGNUP", "open")]),
         )
         .unwrap();
         let e = errors(&c);
@@ -826,9 +697,7 @@ mod tests {
             ("CONCLAVE_ALLOW_LOCAL_KEY", "perhaps"),
             ("CONCLAVE_MODELS", "a,b"),
         ] {
-            let err = Config::load(None, &env(&[(var, value)]))
-                .unwrap_err()
-                .to_string();
+            let err = Config::load(None, &env(&[(var, value)])).unwrap_err().to_string();
             assert!(err.starts_with(var), "{err}");
         }
     }
@@ -839,19 +708,13 @@ mod tests {
         assert!(errors(&c).contains(&"CONCLAVE_LISTEN"));
         let c = Config::load(
             None,
-            &env(&[
-                ("CONCLAVE_PROFILE", "production"),
-                ("CONCLAVE_PROVIDER_BASE_URL", "http://models.internal/v1"),
-            ]),
+            &env(&[("CONCLAVE_PROFILE", "production"), ("CONCLAVE_PROVIDER_BASE_URL", "http://models.internal/v1")]),
         )
         .unwrap();
         assert!(errors(&c).contains(&"CONCLAVE_PROVIDER_BASE_URL"));
         let c = Config::load(
             None,
-            &env(&[
-                ("CONCLAVE_PROFILE", "production"),
-                ("CONCLAVE_PROVIDER_BASE_URL", "http://127.0.0.1:11434/v1"),
-            ]),
+            &env(&[("CONCLAVE_PROFILE", "production"), ("CONCLAVE_PROVIDER_BASE_URL", "http://127.0.0.1:11434/v1")]),
         )
         .unwrap();
         assert!(!errors(&c).contains(&"CONCLAVE_PROVIDER_BASE_URL"));
@@ -878,19 +741,12 @@ models = ["mistral/mistral-large"]
 "#,
         )
         .unwrap();
-        let c = Config::load(
-            Some(&path),
-            &env(&[("CONCLAVE_LISTEN", "127.0.0.1:7000"), ("EU_KEY", "k")]),
-        )
-        .unwrap();
+        let c = Config::load(Some(&path), &env(&[("CONCLAVE_LISTEN", "127.0.0.1:7000"), ("EU_KEY", "k")])).unwrap();
         assert_eq!(c.http.listen.port(), 7000);
         assert_eq!(c.providers[0].region.as_deref(), Some("eu"));
         assert!(c.providers[0].api_key.is_some());
         std::fs::write(&path, "profile = \"dev\"\nnonsense = 1\n").unwrap();
-        assert!(matches!(
-            Config::load(Some(&path), &env(&[])),
-            Err(ConfigError::Parse { .. })
-        ));
+        assert!(matches!(Config::load(Some(&path), &env(&[])), Err(ConfigError::Parse { .. })));
         std::fs::remove_dir_all(&dir).ok();
     }
 }

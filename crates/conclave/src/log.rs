@@ -18,8 +18,7 @@ struct Fields(Map<String, Value>);
 
 impl Visit for Fields {
     fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
-        self.0
-            .insert(key(field), Value::String(format!("{value:?}")));
+        self.0.insert(key(field), Value::String(format!("{value:?}")));
     }
     fn record_str(&mut self, field: &Field, value: &str) {
         self.0.insert(key(field), Value::String(value.to_owned()));
@@ -50,29 +49,11 @@ where
     S: Subscriber + for<'a> LookupSpan<'a>,
     N: for<'a> FormatFields<'a> + 'static,
 {
-    fn format_event(
-        &self,
-        ctx: &FmtContext<'_, S, N>,
-        mut writer: Writer<'_>,
-        event: &Event<'_>,
-    ) -> fmt::Result {
+    fn format_event(&self, ctx: &FmtContext<'_, S, N>, mut writer: Writer<'_>, event: &Event<'_>) -> fmt::Result {
         let mut line = Map::new();
         let now = time::OffsetDateTime::now_utc();
-        line.insert(
-            "ts".into(),
-            now.format(&time::format_description::well_known::Rfc3339)
-                .unwrap_or_default()
-                .into(),
-        );
-        line.insert(
-            "level".into(),
-            event
-                .metadata()
-                .level()
-                .as_str()
-                .to_ascii_lowercase()
-                .into(),
-        );
+        line.insert("ts".into(), now.format(&time::format_description::well_known::Rfc3339).unwrap_or_default().into());
+        line.insert("level".into(), event.metadata().level().as_str().to_ascii_lowercase().into());
         let mut fields = Fields::default();
         event.record(&mut fields);
         if let Some(msg) = fields.0.remove("msg") {
@@ -87,8 +68,7 @@ where
                 if let Some(formatted) = ext.get::<FormattedFields<N>>() {
                     for pair in formatted.fields.split(' ') {
                         if let Some((k, v)) = pair.split_once('=') {
-                            line.entry(k.to_owned())
-                                .or_insert_with(|| Value::String(v.trim_matches('"').to_owned()));
+                            line.entry(k.to_owned()).or_insert_with(|| Value::String(v.trim_matches('"').to_owned()));
                         }
                     }
                 }

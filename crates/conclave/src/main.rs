@@ -14,11 +14,7 @@ use clap::{Parser, Subcommand};
 use crate::config::{Config, Severity};
 
 #[derive(Parser)]
-#[command(
-    name = "conclave",
-    version,
-    about = "Conclave: a secure, self-hostable workspace for AI agents"
-)]
+#[command(name = "conclave", version, about = "Conclave: a secure, self-hostable workspace for AI agents")]
 struct Cli {
     /// A TOML configuration file; CONCLAVE_* environment variables override it.
     #[arg(long, global = true, env = "CONCLAVE_CONFIG")]
@@ -69,10 +65,7 @@ fn main() -> ExitCode {
     match cli.command {
         Command::CheckConfig => check_config(&config),
         command => {
-            let runtime = match tokio::runtime::Builder::new_multi_thread()
-                .enable_all()
-                .build()
-            {
+            let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
                 Ok(r) => r,
                 Err(e) => {
                     eprintln!("conclave: cannot start the async runtime: {e}");
@@ -83,14 +76,7 @@ fn main() -> ExitCode {
                 match command {
                     Command::Serve => serve::serve(config).await,
                     Command::Migrate => serve::migrate(config).await,
-                    Command::Admin {
-                        command:
-                            AdminCommand::Create {
-                                email,
-                                display_name,
-                                password_stdin,
-                            },
-                    } => {
+                    Command::Admin { command: AdminCommand::Create { email, display_name, password_stdin } } => {
                         let password = if password_stdin {
                             let mut p = String::new();
                             std::io::stdin().read_to_string(&mut p)?;
@@ -121,11 +107,7 @@ fn check_config(config: &Config) -> ExitCode {
         config::Profile::Production => "production",
     };
     println!("Conclave configuration report (profile {profile})");
-    println!(
-        "  listen: {}   database: {}",
-        config.http.listen,
-        redact(&config.database_url())
-    );
+    println!("  listen: {}   database: {}", config.http.listen, redact(&config.database_url()));
     if findings.is_empty() {
         println!("  no findings");
     }
@@ -137,10 +119,7 @@ fn check_config(config: &Config) -> ExitCode {
         };
         println!("  {mark} {}: {}", f.variable, f.message);
     }
-    let errors = findings
-        .iter()
-        .filter(|f| f.severity == Severity::Error)
-        .count();
+    let errors = findings.iter().filter(|f| f.severity == Severity::Error).count();
     if errors > 0 {
         println!("{errors} setting(s) must change before Conclave starts in this profile.");
         ExitCode::FAILURE

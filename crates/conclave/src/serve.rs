@@ -60,40 +60,22 @@ pub async fn admin_create(
 ) -> anyhow::Result<()> {
     crate::log::init("warn");
     let db = open_database(&config).await?;
-    let core = Conclave::new(
-        core_config(&config),
-        db.clone().into_store(),
-        Arc::new(PlaintextCodec),
-        ModelCatalog::new(),
-    )
-    .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let core =
+        Conclave::new(core_config(&config), db.clone().into_store(), Arc::new(PlaintextCodec), ModelCatalog::new())
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
     let created = core
-        .bootstrap_user(AdminNewUser {
-            email,
-            password,
-            display_name,
-            role: Role::Admin,
-        })
+        .bootstrap_user(AdminNewUser { email, password, display_name, role: Role::Admin })
         .await
         .map_err(|e| match e {
             conclave_core::Error::Validation(errors) => anyhow::anyhow!(
                 "{}",
-                errors
-                    .iter()
-                    .map(|e| format!("{}: {}", e.field, e.message))
-                    .collect::<Vec<_>>()
-                    .join("; ")
+                errors.iter().map(|e| format!("{}: {}", e.field, e.message)).collect::<Vec<_>>().join("; ")
             ),
             other => anyhow::anyhow!("{other}"),
         })?;
-    println!(
-        "Created administrator {} ({}).",
-        created.user.email, created.user.id
-    );
+    println!("Created administrator {} ({}).", created.user.email, created.user.id);
     if let Some(temporary) = created.temporary_password {
-        println!(
-            "Temporary password (shown once; it must be changed at first sign-in): {temporary}"
-        );
+        println!("Temporary password (shown once; it must be changed at first sign-in): {temporary}");
     }
     db.close().await;
     Ok(())
@@ -107,22 +89,12 @@ async fn catalog(config: &Config) -> anyhow::Result<ModelCatalog> {
             bail!("no model provider is configured (CONCLAVE_PROVIDER_BASE_URL), and the demo model is refused in production");
         }
         let demo: Arc<dyn ModelProvider> = Arc::new(DemoProvider::new(Duration::from_millis(15)));
-        catalog.add(
-            DEMO_MODEL,
-            ProviderEntry {
-                name: "demo".into(),
-                region: None,
-                client: demo,
-            },
-        );
-        tracing::warn!(
-            "no model provider configured: agents answer with the built-in demo model {DEMO_MODEL}"
-        );
+        catalog.add(DEMO_MODEL, ProviderEntry { name: "demo".into(), region: None, client: demo });
+        tracing::warn!("no model provider configured: agents answer with the built-in demo model {DEMO_MODEL}");
         return Ok(catalog);
     }
     for p in &config.providers {
-        let base_url = url::Url::parse(&p.base_url)
-            .with_context(|| format!("provider {}: base URL", p.name))?;
+        let base_url = url::Url::parse(&p.base_url).with_context(|| format!("provider {}: base URL", p.name))?;
         let client = OpenAiCompatible::new(ProviderSettings {
             kind: match p.kind {
                 ProviderKindConfig::AzureOpenai => ProviderKind::AzureOpenAi,
@@ -137,11 +109,7 @@ async fn catalog(config: &Config) -> anyhow::Result<ModelCatalog> {
         })
         .map_err(|e| anyhow::anyhow!("provider {}: {e}", p.name))?;
         let client: Arc<dyn ModelProvider> = Arc::new(client);
-        let entry = ProviderEntry {
-            name: p.name.clone(),
-            region: p.region.clone(),
-            client: client.clone(),
-        };
+        let entry = ProviderEntry { name: p.name.clone(), region: p.region.clone(), client: client.clone() };
         let models = if p.models.is_empty() {
             match tokio::time::timeout(Duration::from_secs(10), client.list_models()).await {
                 Ok(Ok(models)) => models,
@@ -174,30 +142,18 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
             Severity::Note => tracing::info!(variable = f.variable, "{}", f.message),
         }
     }
-    let blocking: Vec<_> = findings
-        .iter()
-        .filter(|f| f.severity == Severity::Error)
-        .collect();
+    let blocking: Vec<_> = findings.iter().filter(|f| f.severity == Severity::Error).collect();
     if !blocking.is_empty() {
         bail!(
             "refusing to start: {} (run `conclave check-config` for the full report)",
-            blocking
-                .iter()
-                .map(|f| format!("{}: {}", f.variable, f.message))
-                .collect::<Vec<_>>()
-                .join("; ")
+            blocking.iter().map(|f| format!("{}: {}", f.variable, f.message)).collect::<Vec<_>>().join("; ")
         );
     }
 
     let db = open_database(&config).await?;
     let catalog = catalog(&config).await?;
-    let core = Conclave::new(
-        core_config(&config),
-        db.clone().into_store(),
-        Arc::new(PlaintextCodec),
-        catalog,
-    )
-    .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let core = Conclave::new(core_config(&config), db.clone().into_store(), Arc::new(PlaintextCodec), catalog)
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
     core.store()
         .default_tenant(&core.config().default_tenant_name)
         .await
@@ -226,13 +182,11 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let mut stop_rx2 = stop_rx.clone();
-    let server = axum::serve(
-        listener,
-        app.into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(async move {
-        let _ = stop_rx2.wait_for(|stop| *stop).await;
-    });
+    let server = axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>()).with_graceful_shutdown(
+        async move {
+            let _ = stop_rx2.wait_for(|stop| *stop).await;
+        },
+    );
     let mut server = std::pin::pin!(std::future::IntoFuture::into_future(server));
     tokio::select! {
         result = &mut server => result.context("the HTTP server stopped")?,
@@ -248,10 +202,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     drop(stop_rx);
     let unfinished = core.drain(config.shutdown_grace()).await;
     if unfinished > 0 {
-        tracing::warn!(
-            unfinished,
-            "replies still running at exit; they are stored as they stand"
-        );
+        tracing::warn!(unfinished, "replies still running at exit; they are stored as they stand");
     }
     db.close().await;
     tracing::info!("stopped");

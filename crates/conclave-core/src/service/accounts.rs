@@ -1,9 +1,7 @@
 //! Local accounts: sign-up, sign-in, refresh-token rotation with reuse detection, sign-out,
 //! password changes, and turning a bearer credential into a [`Principal`].
 
-use conclave_auth::{
-    check_password_strength, CredentialKind, IssuedCredential, ParsedCredential, SecretHash,
-};
+use conclave_auth::{check_password_strength, CredentialKind, IssuedCredential, ParsedCredential, SecretHash};
 use secrecy::{ExposeSecret, SecretString};
 
 use crate::app::{AuditRecord, Conclave};
@@ -29,10 +27,7 @@ pub struct SignupInput {
 
 impl Conclave {
     pub async fn signup(&self, input: SignupInput, meta: &RequestMeta) -> Result<SignedIn> {
-        let tenant = self
-            .store
-            .default_tenant(&self.config.default_tenant_name)
-            .await?;
+        let tenant = self.store.default_tenant(&self.config.default_tenant_name).await?;
         let (email, display_name) = validate_identity(&input.email, &input.display_name)?;
         validate_new_password("password", &input.password, &email, &display_name)?;
 
@@ -40,12 +35,8 @@ impl Conclave {
         if !self.config.signup_open {
             // A closed install still takes its very first account in dev (it becomes admin);
             // in production that account is made with `conclave admin create`.
-            let has_users = !self
-                .store
-                .list_users(tenant.id, crate::page::PageRequest::first(1))
-                .await?
-                .items
-                .is_empty();
+            let has_users =
+                !self.store.list_users(tenant.id, crate::page::PageRequest::first(1)).await?.items.is_empty();
             if has_users || !first_is_admin {
                 return Err(Error::Forbidden(
                     "Sign-up is closed on this server; ask an administrator for an account.".into(),
@@ -54,10 +45,7 @@ impl Conclave {
         }
 
         let password = input.password;
-        let hash = self
-            .blocking(move |h| h.hash(&password))
-            .await?
-            .map_err(Error::internal)?;
+        let hash = self.blocking(move |h| h.hash(&password)).await?.map_err(Error::internal)?;
         let new_user = NewUser {
             id: UserId::new(),
             email,
@@ -67,16 +55,11 @@ impl Conclave {
             password_hash: Some(hash),
             must_change_password: false,
         };
-        let user = self
-            .store
-            .create_user(tenant.id, new_user)
-            .await
-            .map_err(email_conflict)?;
+        let user = self.store.create_user(tenant.id, new_user).await.map_err(email_conflict)?;
         self.audit(
             tenant.id,
             meta,
-            AuditRecord::new("user.signup", "user", user.id)
-                .detail(serde_json::json!({"role": user.role.as_str()})),
+            AuditRecord::new("user.signup", "user", user.id).detail(serde_json::json!({"role": user.role.as_str()})),
         )
         .await;
         self.start_session(&user, meta).await
@@ -110,12 +93,7 @@ impl Conclave {
             .await;
             return Err(Error::InvalidCredentials);
         }
-        self.audit(
-            tenant,
-            meta,
-            AuditRecord::new("auth.login", "user", record.user.id),
-        )
-        .await;
+        self.audit(tenant, meta, AuditRecord::new("auth.login", "user", record.user.id)).await;
         self.start_session(&record.user, meta).await
     }
 
@@ -123,18 +101,11 @@ impl Conclave {
         let session = SessionId::new();
         let (access, access_rec) = self.issue_token(user, session, TokenKind::Access);
         let (refresh, refresh_rec) = self.issue_token(user, session, TokenKind::Refresh);
-        self.store
-            .create_session(user.tenant_id, session, user.id, &[access_rec, refresh_rec])
-            .await?;
+        self.store.create_session(user.tenant_id, session, user.id, &[access_rec, refresh_rec]).await?;
         Ok(self.signed_in(user, access, refresh))
     }
 
-    fn issue_token(
-        &self,
-        user: &User,
-        session: SessionId,
-        kind: TokenKind,
-    ) -> (SecretString, TokenRecord) {
+    fn issue_token(&self, user: &User, session: SessionId, kind: TokenKind) -> (SecretString, TokenRecord) {
         let (credential_kind, ttl) = match kind {
             TokenKind::Access => (CredentialKind::AccessToken, self.config.access_token_ttl),
             TokenKind::Refresh => (CredentialKind::RefreshToken, self.config.refresh_token_ttl),
@@ -175,25 +146,16 @@ impl Conclave {
         if record.session_revoked || record.expires_at <= now {
             return Err(Error::Unauthenticated);
         }
-        let user = self
-            .store
-            .get_user(record.tenant_id, record.user_id)
-            .await
-            .map_err(|_| Error::Unauthenticated)?;
+        let user = self.store.get_user(record.tenant_id, record.user_id).await.map_err(|_| Error::Unauthenticated)?;
         if user.disabled {
             return Err(Error::Unauthenticated);
         }
         let (access, access_rec) = self.issue_token(&user, record.session_id, TokenKind::Access);
         let (refresh, refresh_rec) = self.issue_token(&user, record.session_id, TokenKind::Refresh);
         let rotated = record.used_at.is_none()
-            && self
-                .store
-                .rotate_refresh(record.tenant_id, record.id, now, &[access_rec, refresh_rec])
-                .await?;
+            && self.store.rotate_refresh(record.tenant_id, record.id, now, &[access_rec, refresh_rec]).await?;
         if !rotated {
-            self.store
-                .revoke_session(record.tenant_id, record.session_id)
-                .await?;
+            self.store.revoke_session(record.tenant_id, record.session_id).await?;
             self.audit(
                 record.tenant_id,
                 meta,
@@ -208,30 +170,17 @@ impl Conclave {
     }
 
     /// Ends the session of the refresh token and/or of the calling access token.
-    pub async fn logout(
-        &self,
-        refresh_token: Option<&str>,
-        caller: Option<&Caller>,
-        meta: &RequestMeta,
-    ) -> Result<()> {
+    pub async fn logout(&self, refresh_token: Option<&str>, caller: Option<&Caller>, meta: &RequestMeta) -> Result<()> {
         if let Some(token) = refresh_token {
             if let Ok(record) = self.find_token(token, CredentialKind::RefreshToken).await {
-                self.store
-                    .revoke_session(record.tenant_id, record.session_id)
-                    .await?;
-                self.audit(
-                    record.tenant_id,
-                    meta,
-                    AuditRecord::new("auth.logout", "session", record.session_id),
-                )
-                .await;
+                self.store.revoke_session(record.tenant_id, record.session_id).await?;
+                self.audit(record.tenant_id, meta, AuditRecord::new("auth.logout", "session", record.session_id)).await;
             }
         }
         if let Some(caller) = caller {
             if let Some(session) = caller.principal.session_id() {
                 self.store.revoke_session(caller.tenant(), session).await?;
-                self.audit_by(caller, AuditRecord::new("auth.logout", "session", session))
-                    .await;
+                self.audit_by(caller, AuditRecord::new("auth.logout", "session", session)).await;
             }
         }
         Ok(())
@@ -244,10 +193,7 @@ impl Conclave {
         match parsed.kind {
             CredentialKind::AccessToken => {
                 let record = self.check_token(&parsed).await?;
-                if record.kind != TokenKind::Access
-                    || record.session_revoked
-                    || record.expires_at <= now
-                {
+                if record.kind != TokenKind::Access || record.session_revoked || record.expires_at <= now {
                     return Err(Error::Unauthenticated);
                 }
                 let user = self.active_user(record.tenant_id, record.user_id).await?;
@@ -260,39 +206,25 @@ impl Conclave {
                 })
             }
             CredentialKind::ApiKey => {
-                let Some(CredentialRef::ApiKey(tenant)) =
-                    self.store.find_credential(parsed.id).await?
-                else {
+                let Some(CredentialRef::ApiKey(tenant)) = self.store.find_credential(parsed.id).await? else {
                     return Err(Error::Unauthenticated);
                 };
-                let record = self
-                    .store
-                    .get_api_key(tenant, ApiKeyId(parsed.id))
-                    .await
-                    .map_err(not_found_is_unauthenticated)?;
-                let hash =
-                    SecretHash::from_slice(&record.secret_hash).ok_or(Error::Unauthenticated)?;
-                if !hash.matches(&parsed.secret) || record.key.expires_at.is_some_and(|t| t <= now)
-                {
+                let record =
+                    self.store.get_api_key(tenant, ApiKeyId(parsed.id)).await.map_err(not_found_is_unauthenticated)?;
+                let hash = SecretHash::from_slice(&record.secret_hash).ok_or(Error::Unauthenticated)?;
+                if !hash.matches(&parsed.secret) || record.key.expires_at.is_some_and(|t| t <= now) {
                     return Err(Error::Unauthenticated);
                 }
                 let user = self.active_user(tenant, record.key.user_id).await?;
                 // Recording every use would write on every request; once a minute is enough.
-                if record
-                    .key
-                    .last_used_at
-                    .is_none_or(|t| now - t > time::Duration::minutes(1))
-                {
+                if record.key.last_used_at.is_none_or(|t| now - t > time::Duration::minutes(1)) {
                     let _ = self.store.touch_api_key(tenant, record.key.id, now).await;
                 }
                 Ok(Principal {
                     tenant_id: tenant,
                     user_id: user.id,
                     role: user.role,
-                    credential: Credential::ApiKey {
-                        id: record.key.id,
-                        scopes: record.key.scopes,
-                    },
+                    credential: Credential::ApiKey { id: record.key.id, scopes: record.key.scopes },
                     must_change_password: user.must_change_password,
                 })
             }
@@ -301,11 +233,7 @@ impl Conclave {
     }
 
     async fn active_user(&self, tenant: TenantId, user: UserId) -> Result<User> {
-        let user = self
-            .store
-            .get_user(tenant, user)
-            .await
-            .map_err(not_found_is_unauthenticated)?;
+        let user = self.store.get_user(tenant, user).await.map_err(not_found_is_unauthenticated)?;
         if user.disabled {
             return Err(Error::Unauthenticated);
         }
@@ -321,15 +249,10 @@ impl Conclave {
     }
 
     async fn check_token(&self, parsed: &ParsedCredential) -> Result<TokenRecord> {
-        let Some(CredentialRef::Token(tenant)) = self.store.find_credential(parsed.id).await?
-        else {
+        let Some(CredentialRef::Token(tenant)) = self.store.find_credential(parsed.id).await? else {
             return Err(Error::Unauthenticated);
         };
-        let record = self
-            .store
-            .get_token(tenant, TokenId(parsed.id))
-            .await
-            .map_err(not_found_is_unauthenticated)?;
+        let record = self.store.get_token(tenant, TokenId(parsed.id)).await.map_err(not_found_is_unauthenticated)?;
         let hash = SecretHash::from_slice(&record.secret_hash).ok_or(Error::Unauthenticated)?;
         if !hash.matches(&parsed.secret) {
             return Err(Error::Unauthenticated);
@@ -345,58 +268,32 @@ impl Conclave {
     /// Changes the caller's password and signs out every other session.
     pub async fn change_password(&self, caller: &Caller, current: &str, new: &str) -> Result<()> {
         let Some(session) = caller.principal.session_id() else {
-            return Err(Error::Forbidden(
-                "An API key cannot change the password; sign in instead.".into(),
-            ));
+            return Err(Error::Forbidden("An API key cannot change the password; sign in instead.".into()));
         };
         let record = self.store.get_login(caller.tenant(), caller.user()).await?;
         let stored = record.password_hash.clone();
         let current = current.to_owned();
-        let ok = self
-            .blocking(move |h| stored.is_some_and(|s| h.verify(&current, &s)))
-            .await?;
+        let ok = self.blocking(move |h| stored.is_some_and(|s| h.verify(&current, &s))).await?;
         if !ok {
             self.audit_by(
                 caller,
-                AuditRecord::new("user.password_change", "user", caller.user())
-                    .outcome(Outcome::Failure),
+                AuditRecord::new("user.password_change", "user", caller.user()).outcome(Outcome::Failure),
             )
             .await;
-            return Err(Error::field(
-                "current_password",
-                "The current password is not correct.",
-            ));
+            return Err(Error::field("current_password", "The current password is not correct."));
         }
-        validate_new_password(
-            "new_password",
-            new,
-            &record.user.email,
-            &record.user.display_name,
-        )?;
+        validate_new_password("new_password", new, &record.user.email, &record.user.display_name)?;
         let new = new.to_owned();
-        let hash = self
-            .blocking(move |h| h.hash(&new))
-            .await?
-            .map_err(Error::internal)?;
-        self.store
-            .set_password(caller.tenant(), caller.user(), &hash, false)
-            .await?;
-        self.store
-            .revoke_user_sessions(caller.tenant(), caller.user(), Some(session))
-            .await?;
-        self.audit_by(
-            caller,
-            AuditRecord::new("user.password_change", "user", caller.user()),
-        )
-        .await;
+        let hash = self.blocking(move |h| h.hash(&new)).await?.map_err(Error::internal)?;
+        self.store.set_password(caller.tenant(), caller.user(), &hash, false).await?;
+        self.store.revoke_user_sessions(caller.tenant(), caller.user(), Some(session)).await?;
+        self.audit_by(caller, AuditRecord::new("user.password_change", "user", caller.user())).await;
         Ok(())
     }
 
     /// Hashes a password for an account made by an administrator or the CLI.
     pub(crate) async fn hash_password(&self, password: String) -> Result<String> {
-        self.blocking(move |h| h.hash(&password))
-            .await?
-            .map_err(Error::internal)
+        self.blocking(move |h| h.hash(&password)).await?.map_err(Error::internal)
     }
 }
 
@@ -408,10 +305,7 @@ pub(crate) fn validate_identity(email: &str, display_name: &str) -> Result<(Stri
     let mut errors = Vec::new();
     let email = email.trim().to_lowercase();
     if !looks_like_email(&email) {
-        errors.push(FieldError::new(
-            "email",
-            "Enter an email address such as name@example.com.",
-        ));
+        errors.push(FieldError::new("email", "Enter an email address such as name@example.com."));
     }
     let display_name = display_name.trim().to_owned();
     let chars = display_name.chars().count();
@@ -442,12 +336,7 @@ fn looks_like_email(email: &str) -> bool {
         && !domain.contains('@')
 }
 
-pub(crate) fn validate_new_password(
-    field: &str,
-    password: &str,
-    email: &str,
-    name: &str,
-) -> Result<()> {
+pub(crate) fn validate_new_password(field: &str, password: &str, email: &str, name: &str) -> Result<()> {
     check_password_strength(password, &[email, name]).map_err(|r| Error::field(field, r.0))
 }
 
@@ -473,19 +362,8 @@ mod tests {
 
     #[test]
     fn emails_are_normalised_and_checked() {
-        assert_eq!(
-            validate_identity(" Ada@Example.COM ", "Ada").unwrap().0,
-            "ada@example.com"
-        );
-        for bad in [
-            "",
-            "ada",
-            "ada@",
-            "@example.com",
-            "ada@example",
-            "a da@example.com",
-            "ada@.com",
-        ] {
+        assert_eq!(validate_identity(" Ada@Example.COM ", "Ada").unwrap().0, "ada@example.com");
+        for bad in ["", "ada", "ada@", "@example.com", "ada@example", "a da@example.com", "ada@.com"] {
             assert!(validate_identity(bad, "Ada").is_err(), "{bad}");
         }
         assert!(validate_identity("ada@example.com", "  ").is_err());

@@ -20,24 +20,12 @@ pub struct AdminNewUser {
 }
 
 impl Conclave {
-    pub async fn admin_list_users(
-        &self,
-        caller: &Caller,
-        page: PageRequest,
-    ) -> Result<Page<UserView>> {
+    pub async fn admin_list_users(&self, caller: &Caller, page: PageRequest) -> Result<Page<UserView>> {
         policy::require_admin(caller)?;
-        Ok(self
-            .store
-            .list_users(caller.tenant(), page)
-            .await?
-            .map(|u| UserView::from(&u)))
+        Ok(self.store.list_users(caller.tenant(), page).await?.map(|u| UserView::from(&u)))
     }
 
-    pub async fn admin_create_user(
-        &self,
-        caller: &Caller,
-        input: AdminNewUser,
-    ) -> Result<CreatedUserView> {
+    pub async fn admin_create_user(&self, caller: &Caller, input: AdminNewUser) -> Result<CreatedUserView> {
         policy::require_admin(caller)?;
         let created = self.create_local_user(caller.tenant(), input).await?;
         self.audit_by(
@@ -51,15 +39,9 @@ impl Conclave {
 
     /// Creates an account in the default tenant from the command line (`conclave admin create`).
     pub async fn bootstrap_user(&self, input: AdminNewUser) -> Result<CreatedUserView> {
-        let tenant = self
-            .store
-            .default_tenant(&self.config.default_tenant_name)
-            .await?;
+        let tenant = self.store.default_tenant(&self.config.default_tenant_name).await?;
         let created = self.create_local_user(tenant.id, input).await?;
-        let meta = RequestMeta {
-            ip: None,
-            request_id: Some("cli".into()),
-        };
+        let meta = RequestMeta { ip: None, request_id: Some("cli".into()) };
         self.audit(
             tenant.id,
             &meta,
@@ -70,11 +52,7 @@ impl Conclave {
         Ok(created)
     }
 
-    async fn create_local_user(
-        &self,
-        tenant: crate::ids::TenantId,
-        input: AdminNewUser,
-    ) -> Result<CreatedUserView> {
+    async fn create_local_user(&self, tenant: crate::ids::TenantId, input: AdminNewUser) -> Result<CreatedUserView> {
         let (email, display_name) = validate_identity(&input.email, &input.display_name)?;
         let (password, temporary) = match input.password {
             Some(p) => {
@@ -103,26 +81,14 @@ impl Conclave {
             )
             .await
             .map_err(email_conflict)?;
-        Ok(CreatedUserView {
-            user: UserView::from(&user),
-            temporary_password: temporary,
-        })
+        Ok(CreatedUserView { user: UserView::from(&user), temporary_password: temporary })
     }
 
-    pub async fn admin_update_user(
-        &self,
-        caller: &Caller,
-        id: UserId,
-        patch: UserPatch,
-    ) -> Result<UserView> {
+    pub async fn admin_update_user(&self, caller: &Caller, id: UserId, patch: UserPatch) -> Result<UserView> {
         policy::require_admin(caller)?;
         let mut patch = patch;
         if let Some(name) = patch.display_name.take() {
-            let existing = self
-                .store
-                .get_user(caller.tenant(), id)
-                .await
-                .map_err(user_not_found)?;
+            let existing = self.store.get_user(caller.tenant(), id).await.map_err(user_not_found)?;
             patch.display_name = Some(validate_identity(&existing.email, &name)?.1);
         }
         let user = self.store.update_user(caller.tenant(), id, &patch).await.map_err(|e| match e {
@@ -132,9 +98,7 @@ impl Conclave {
             other => user_not_found(other),
         })?;
         if patch.disabled == Some(true) {
-            self.store
-                .revoke_user_sessions(caller.tenant(), id, None)
-                .await?;
+            self.store.revoke_user_sessions(caller.tenant(), id, None).await?;
         }
         self.audit_by(
             caller,
@@ -149,33 +113,14 @@ impl Conclave {
     }
 
     /// Sets a temporary password the user must change at next sign-in, and signs them out.
-    pub async fn admin_reset_password(
-        &self,
-        caller: &Caller,
-        id: UserId,
-        new_password: &str,
-    ) -> Result<()> {
+    pub async fn admin_reset_password(&self, caller: &Caller, id: UserId, new_password: &str) -> Result<()> {
         policy::require_admin(caller)?;
-        let user = self
-            .store
-            .get_user(caller.tenant(), id)
-            .await
-            .map_err(user_not_found)?;
-        validate_new_password(
-            "new_password",
-            new_password,
-            &user.email,
-            &user.display_name,
-        )?;
+        let user = self.store.get_user(caller.tenant(), id).await.map_err(user_not_found)?;
+        validate_new_password("new_password", new_password, &user.email, &user.display_name)?;
         let hash = self.hash_password(new_password.to_owned()).await?;
-        self.store
-            .set_password(caller.tenant(), id, &hash, true)
-            .await?;
-        self.store
-            .revoke_user_sessions(caller.tenant(), id, None)
-            .await?;
-        self.audit_by(caller, AuditRecord::new("user.password_reset", "user", id))
-            .await;
+        self.store.set_password(caller.tenant(), id, &hash, true).await?;
+        self.store.revoke_user_sessions(caller.tenant(), id, None).await?;
+        self.audit_by(caller, AuditRecord::new("user.password_reset", "user", id)).await;
         Ok(())
     }
 
@@ -183,39 +128,22 @@ impl Conclave {
     pub async fn admin_delete_user(&self, caller: &Caller, id: UserId) -> Result<()> {
         policy::require_admin(caller)?;
         if id == caller.user() {
-            return Err(Error::Conflict(
-                "You cannot delete your own account; ask another administrator.".into(),
-            ));
+            return Err(Error::Conflict("You cannot delete your own account; ask another administrator.".into()));
         }
-        let user = self
-            .store
-            .get_user(caller.tenant(), id)
-            .await
-            .map_err(user_not_found)?;
+        let user = self.store.get_user(caller.tenant(), id).await.map_err(user_not_found)?;
         if user.role == Role::Admin && !user.disabled {
             // Refuses if this is the last active admin (it cannot be: the caller is one).
-            self.store
-                .update_user(caller.tenant(), id, &UserPatch::default())
-                .await?;
+            self.store.update_user(caller.tenant(), id, &UserPatch::default()).await?;
         }
-        self.store
-            .delete_user(caller.tenant(), id, caller.user())
-            .await
-            .map_err(user_not_found)?;
-        self.audit_by(caller, AuditRecord::new("user.delete", "user", id))
-            .await;
+        self.store.delete_user(caller.tenant(), id, caller.user()).await.map_err(user_not_found)?;
+        self.audit_by(caller, AuditRecord::new("user.delete", "user", id)).await;
         Ok(())
     }
 
     pub async fn tenant_settings(&self, caller: &Caller) -> Result<TenantView> {
         policy::require_admin(caller)?;
         let t = self.store.get_tenant(caller.tenant()).await?;
-        Ok(TenantView {
-            id: t.id,
-            name: t.name,
-            settings: t.settings,
-            updated_at: t.updated_at,
-        })
+        Ok(TenantView { id: t.id, name: t.name, settings: t.settings, updated_at: t.updated_at })
     }
 
     pub async fn update_tenant_settings(
@@ -232,20 +160,15 @@ impl Conclave {
             Some(n) => {
                 let n = n.trim().to_owned();
                 if n.is_empty() || n.chars().count() > 100 {
-                    errors.push(crate::error::FieldError::new(
-                        "name",
-                        "Give the tenant a name of 1 to 100 characters.",
-                    ));
+                    errors
+                        .push(crate::error::FieldError::new("name", "Give the tenant a name of 1 to 100 characters."));
                 }
                 n
             }
             None => tenant.name.clone(),
         };
         let settings = match patch {
-            Some(p) => match tenant
-                .settings
-                .apply(p, &catalog.model_ids(), &catalog.regions())
-            {
+            Some(p) => match tenant.settings.apply(p, &catalog.model_ids(), &catalog.regions()) {
                 Ok(s) => s,
                 Err(mut e) => {
                     errors.append(&mut e);
@@ -257,22 +180,14 @@ impl Conclave {
         if !errors.is_empty() {
             return Err(Error::Validation(errors));
         }
-        let t = self
-            .store
-            .update_tenant(caller.tenant(), &name, &settings)
-            .await?;
+        let t = self.store.update_tenant(caller.tenant(), &name, &settings).await?;
         self.audit_by(
             caller,
             AuditRecord::new("tenant.update", "tenant", t.id)
                 .detail(serde_json::to_value(&settings).unwrap_or_default()),
         )
         .await;
-        Ok(TenantView {
-            id: t.id,
-            name: t.name,
-            settings: t.settings,
-            updated_at: t.updated_at,
-        })
+        Ok(TenantView { id: t.id, name: t.name, settings: t.settings, updated_at: t.updated_at })
     }
 }
 

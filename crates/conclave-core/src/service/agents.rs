@@ -54,10 +54,7 @@ impl Conclave {
             errors.push(FieldError::new("name", "An agent needs a name."));
         }
         if input.model.is_none() {
-            errors.push(FieldError::new(
-                "model",
-                "Choose a model (GET /api/v1/models lists them).",
-            ));
+            errors.push(FieldError::new("model", "Choose a model (GET /api/v1/models lists them)."));
         }
         let base = AgentFields {
             name: String::new(),
@@ -73,12 +70,9 @@ impl Conclave {
         let fields = self.merge_agent(caller, base, input, errors).await?;
         let now = crate::clock::now();
         let id = AgentId::new();
-        let record = self
-            .seal_agent(caller, id, caller.user(), fields, now, now)
-            .await?;
+        let record = self.seal_agent(caller, id, caller.user(), fields, now, now).await?;
         self.store.create_agent(&record).await?;
-        self.audit_by(caller, AuditRecord::new("agent.create", "agent", id))
-            .await;
+        self.audit_by(caller, AuditRecord::new("agent.create", "agent", id)).await;
         self.agent_view(&record).await
     }
 
@@ -90,43 +84,23 @@ impl Conclave {
 
     pub async fn list_agents(&self, caller: &Caller, page: PageRequest) -> Result<Page<AgentView>> {
         policy::require(caller, Scope::AgentsRead)?;
-        let records = self
-            .store
-            .list_agents(caller.tenant(), caller.user(), page)
-            .await?;
+        let records = self.store.list_agents(caller.tenant(), caller.user(), page).await?;
         let mut items = Vec::with_capacity(records.items.len());
         for r in &records.items {
             items.push(self.agent_view(r).await?);
         }
-        Ok(Page {
-            items,
-            next: records.next,
-        })
+        Ok(Page { items, next: records.next })
     }
 
-    pub async fn update_agent(
-        &self,
-        caller: &Caller,
-        id: AgentId,
-        input: AgentInput,
-    ) -> Result<AgentView> {
+    pub async fn update_agent(&self, caller: &Caller, id: AgentId, input: AgentInput) -> Result<AgentView> {
         let existing = self.visible_agent(caller, id).await?;
         policy::require_agent_editor(caller, &existing)?;
         let current = self.open_agent(&existing).await?;
         let fields = self.merge_agent(caller, current, input, Vec::new()).await?;
-        let record = self
-            .seal_agent(
-                caller,
-                id,
-                existing.owner_id,
-                fields,
-                existing.created_at,
-                crate::clock::now(),
-            )
-            .await?;
+        let record =
+            self.seal_agent(caller, id, existing.owner_id, fields, existing.created_at, crate::clock::now()).await?;
         self.store.update_agent(&record).await?;
-        self.audit_by(caller, AuditRecord::new("agent.update", "agent", id))
-            .await;
+        self.audit_by(caller, AuditRecord::new("agent.update", "agent", id)).await;
         self.agent_view(&record).await
     }
 
@@ -134,19 +108,15 @@ impl Conclave {
         let existing = self.visible_agent(caller, id).await?;
         policy::require_agent_editor(caller, &existing)?;
         self.store.delete_agent(caller.tenant(), id).await?;
-        self.audit_by(caller, AuditRecord::new("agent.delete", "agent", id))
-            .await;
+        self.audit_by(caller, AuditRecord::new("agent.delete", "agent", id)).await;
         Ok(())
     }
 
     pub(crate) async fn visible_agent(&self, caller: &Caller, id: AgentId) -> Result<AgentRecord> {
-        self.store
-            .get_agent(caller.tenant(), caller.user(), id)
-            .await
-            .map_err(|e| match e {
-                StoreError::NotFound => Error::NotFound("agent"),
-                other => other.into(),
-            })
+        self.store.get_agent(caller.tenant(), caller.user(), id).await.map_err(|e| match e {
+            StoreError::NotFound => Error::NotFound("agent"),
+            other => other.into(),
+        })
     }
 
     async fn merge_agent(
@@ -160,22 +130,13 @@ impl Conclave {
             let name = name.trim().to_owned();
             let n = name.chars().count();
             if n == 0 || n > MAX_AGENT_NAME_CHARS || name.chars().any(char::is_control) {
-                errors.push(FieldError::new(
-                    "name",
-                    format!("Give a name of 1 to {MAX_AGENT_NAME_CHARS} characters."),
-                ));
+                errors.push(FieldError::new("name", format!("Give a name of 1 to {MAX_AGENT_NAME_CHARS} characters.")));
             }
             f.name = name;
         }
         if let Some(description) = input.description {
-            if description
-                .as_ref()
-                .is_some_and(|d| d.chars().count() > MAX_DESCRIPTION_CHARS)
-            {
-                errors.push(FieldError::new(
-                    "description",
-                    format!("At most {MAX_DESCRIPTION_CHARS} characters."),
-                ));
+            if description.as_ref().is_some_and(|d| d.chars().count() > MAX_DESCRIPTION_CHARS) {
+                errors.push(FieldError::new("description", format!("At most {MAX_DESCRIPTION_CHARS} characters.")));
             }
             f.description = description.filter(|d| !d.trim().is_empty());
         }
@@ -212,20 +173,15 @@ impl Conclave {
         }
         if let Some(m) = input.max_tokens {
             if m.is_some_and(|m| m == 0 || m > MAX_MAX_TOKENS) {
-                errors.push(FieldError::new(
-                    "max_tokens",
-                    format!("Must be between 1 and {MAX_MAX_TOKENS}."),
-                ));
+                errors.push(FieldError::new("max_tokens", format!("Must be between 1 and {MAX_MAX_TOKENS}.")));
             }
             f.max_tokens = m;
         }
         if let Some(libraries) = input.library_ids {
             // Libraries arrive with the document store; until then no library is visible to anyone.
             for (i, id) in libraries.iter().enumerate() {
-                errors.push(FieldError::new(
-                    format!("library_ids[{i}]"),
-                    format!("No library {id} is visible to you."),
-                ));
+                errors
+                    .push(FieldError::new(format!("library_ids[{i}]"), format!("No library {id} is visible to you.")));
             }
             f.library_ids = libraries;
         }
@@ -249,25 +205,12 @@ impl Conclave {
         updated_at: OffsetDateTime,
     ) -> Result<AgentRecord> {
         let tenant = caller.tenant();
-        let name = self
-            .codec
-            .seal(SealScope::AgentName { tenant, agent: id }, &f.name)
-            .await?;
+        let name = self.codec.seal(SealScope::AgentName { tenant, agent: id }, &f.name).await?;
         let description = match &f.description {
-            Some(d) => Some(
-                self.codec
-                    .seal(SealScope::AgentDescription { tenant, agent: id }, d)
-                    .await?,
-            ),
+            Some(d) => Some(self.codec.seal(SealScope::AgentDescription { tenant, agent: id }, d).await?),
             None => None,
         };
-        let instructions = self
-            .codec
-            .seal(
-                SealScope::AgentInstructions { tenant, agent: id },
-                &f.instructions,
-            )
-            .await?;
+        let instructions = self.codec.seal(SealScope::AgentInstructions { tenant, agent: id }, &f.instructions).await?;
         Ok(AgentRecord {
             tenant_id: tenant,
             id,
@@ -289,25 +232,12 @@ impl Conclave {
     async fn open_agent(&self, r: &AgentRecord) -> Result<AgentFields> {
         let (tenant, agent) = (r.tenant_id, r.id);
         Ok(AgentFields {
-            name: self
-                .codec
-                .open(SealScope::AgentName { tenant, agent }, &r.name)
-                .await?,
+            name: self.codec.open(SealScope::AgentName { tenant, agent }, &r.name).await?,
             description: match &r.description {
-                Some(d) => Some(
-                    self.codec
-                        .open(SealScope::AgentDescription { tenant, agent }, d)
-                        .await?,
-                ),
+                Some(d) => Some(self.codec.open(SealScope::AgentDescription { tenant, agent }, d).await?),
                 None => None,
             },
-            instructions: self
-                .codec
-                .open(
-                    SealScope::AgentInstructions { tenant, agent },
-                    &r.instructions,
-                )
-                .await?,
+            instructions: self.codec.open(SealScope::AgentInstructions { tenant, agent }, &r.instructions).await?,
             model: r.model.clone(),
             temperature: r.temperature,
             top_p: r.top_p,

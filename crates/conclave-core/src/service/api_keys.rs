@@ -22,11 +22,7 @@ pub struct NewApiKey {
 }
 
 impl Conclave {
-    pub async fn create_api_key(
-        &self,
-        caller: &Caller,
-        input: NewApiKey,
-    ) -> Result<CreatedApiKeyView> {
+    pub async fn create_api_key(&self, caller: &Caller, input: NewApiKey) -> Result<CreatedApiKeyView> {
         require_session(caller)?;
         let mut errors = Vec::new();
         let name = input.name.trim().to_owned();
@@ -37,10 +33,7 @@ impl Conclave {
             ));
         }
         if input.expires_at.is_some_and(|t| t <= crate::clock::now()) {
-            errors.push(FieldError::new(
-                "expires_at",
-                "The expiry must be in the future.",
-            ));
+            errors.push(FieldError::new("expires_at", "The expiry must be in the future."));
         }
         let mut scopes = Vec::new();
         for (i, s) in input.scopes.unwrap_or_default().iter().enumerate() {
@@ -49,10 +42,7 @@ impl Conclave {
                 Ok(_) => {}
                 Err(()) => errors.push(FieldError::new(
                     format!("scopes[{i}]"),
-                    format!(
-                        "Unknown scope '{s}'; known scopes: {}",
-                        Scope::ALL.map(Scope::as_str).join(", ")
-                    ),
+                    format!("Unknown scope '{s}'; known scopes: {}", Scope::ALL.map(Scope::as_str).join(", ")),
                 )),
             }
         }
@@ -70,46 +60,22 @@ impl Conclave {
             expires_at: input.expires_at,
             last_used_at: None,
         };
-        self.store
-            .create_api_key(&ApiKeyRecord {
-                key: key.clone(),
-                secret_hash: issued.hash.0.to_vec(),
-            })
-            .await?;
-        self.audit_by(
-            caller,
-            AuditRecord::new("api_key.create", "api_key", key.id),
-        )
-        .await;
-        Ok(CreatedApiKeyView {
-            api_key: view(&key),
-            key: issued.token.expose_secret().to_owned(),
-        })
+        self.store.create_api_key(&ApiKeyRecord { key: key.clone(), secret_hash: issued.hash.0.to_vec() }).await?;
+        self.audit_by(caller, AuditRecord::new("api_key.create", "api_key", key.id)).await;
+        Ok(CreatedApiKeyView { api_key: view(&key), key: issued.token.expose_secret().to_owned() })
     }
 
-    pub async fn list_api_keys(
-        &self,
-        caller: &Caller,
-        page: PageRequest,
-    ) -> Result<Page<ApiKeyView>> {
-        Ok(self
-            .store
-            .list_api_keys(caller.tenant(), caller.user(), page)
-            .await?
-            .map(|k| view(&k)))
+    pub async fn list_api_keys(&self, caller: &Caller, page: PageRequest) -> Result<Page<ApiKeyView>> {
+        Ok(self.store.list_api_keys(caller.tenant(), caller.user(), page).await?.map(|k| view(&k)))
     }
 
     pub async fn delete_api_key(&self, caller: &Caller, id: ApiKeyId) -> Result<()> {
         require_session(caller)?;
-        self.store
-            .delete_api_key(caller.tenant(), caller.user(), id)
-            .await
-            .map_err(|e| match e {
-                StoreError::NotFound => Error::NotFound("API key"),
-                other => other.into(),
-            })?;
-        self.audit_by(caller, AuditRecord::new("api_key.delete", "api_key", id))
-            .await;
+        self.store.delete_api_key(caller.tenant(), caller.user(), id).await.map_err(|e| match e {
+            StoreError::NotFound => Error::NotFound("API key"),
+            other => other.into(),
+        })?;
+        self.audit_by(caller, AuditRecord::new("api_key.delete", "api_key", id)).await;
         Ok(())
     }
 }
@@ -117,9 +83,7 @@ impl Conclave {
 /// Managing credentials needs a signed-in person, not another credential.
 fn require_session(caller: &Caller) -> Result<()> {
     if caller.principal.session_id().is_none() {
-        return Err(Error::Forbidden(
-            "API keys are managed from a signed-in session, not with an API key.".into(),
-        ));
+        return Err(Error::Forbidden("API keys are managed from a signed-in session, not with an API key.".into()));
     }
     Ok(())
 }

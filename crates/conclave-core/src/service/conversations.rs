@@ -23,14 +23,10 @@ impl Conclave {
     ) -> Result<ConversationView> {
         policy::require(caller, Scope::ConversationsWrite)?;
         let title = normalise_title(title)?;
-        self.visible_agent(caller, agent_id)
-            .await
-            .map_err(|e| match e {
-                Error::NotFound(_) => {
-                    Error::field("agent_id", "No agent with this id is visible to you.")
-                }
-                other => other,
-            })?;
+        self.visible_agent(caller, agent_id).await.map_err(|e| match e {
+            Error::NotFound(_) => Error::field("agent_id", "No agent with this id is visible to you."),
+            other => other,
+        })?;
         let id = ConversationId::new();
         let now = crate::clock::now();
         let sealed_title = match &title {
@@ -47,18 +43,8 @@ impl Conclave {
             updated_at: now,
         };
         self.store.create_conversation(&record).await?;
-        self.audit_by(
-            caller,
-            AuditRecord::new("conversation.create", "conversation", id),
-        )
-        .await;
-        Ok(ConversationView {
-            id,
-            agent_id,
-            title,
-            created_at: now,
-            updated_at: now,
-        })
+        self.audit_by(caller, AuditRecord::new("conversation.create", "conversation", id)).await;
+        Ok(ConversationView { id, agent_id, title, created_at: now, updated_at: now })
     }
 
     /// The caller's conversations, most recently active first; `q` keeps those whose title
@@ -72,37 +58,21 @@ impl Conclave {
         policy::require(caller, Scope::ConversationsRead)?;
         let needle = q.map(|q| q.trim().to_lowercase()).filter(|q| !q.is_empty());
         let Some(needle) = needle else {
-            let records = self
-                .store
-                .list_conversations(caller.tenant(), caller.user(), page)
-                .await?;
+            let records = self.store.list_conversations(caller.tenant(), caller.user(), page).await?;
             let mut items = Vec::with_capacity(records.items.len());
             for r in &records.items {
                 items.push(self.conversation_view(r).await?);
             }
-            return Ok(Page {
-                items,
-                next: records.next,
-            });
+            return Ok(Page { items, next: records.next });
         };
         let mut items = Vec::new();
         let mut cursor = page.after;
         loop {
-            let scan = PageRequest {
-                limit: MAX_LIMIT,
-                after: cursor,
-            };
-            let records = self
-                .store
-                .list_conversations(caller.tenant(), caller.user(), scan)
-                .await?;
+            let scan = PageRequest { limit: MAX_LIMIT, after: cursor };
+            let records = self.store.list_conversations(caller.tenant(), caller.user(), scan).await?;
             for r in &records.items {
                 let view = self.conversation_view(r).await?;
-                if view
-                    .title
-                    .as_deref()
-                    .is_some_and(|t| t.to_lowercase().contains(&needle))
-                {
+                if view.title.as_deref().is_some_and(|t| t.to_lowercase().contains(&needle)) {
                     items.push(view);
                     if items.len() > page.limit as usize {
                         items.truncate(page.limit as usize);
@@ -118,11 +88,7 @@ impl Conclave {
         }
     }
 
-    pub async fn get_conversation(
-        &self,
-        caller: &Caller,
-        id: ConversationId,
-    ) -> Result<ConversationView> {
+    pub async fn get_conversation(&self, caller: &Caller, id: ConversationId) -> Result<ConversationView> {
         policy::require(caller, Scope::ConversationsRead)?;
         let record = self.owned_conversation(caller, id).await?;
         self.conversation_view(&record).await
@@ -141,29 +107,16 @@ impl Conclave {
             Some(t) => Some(self.codec.seal(title_scope(caller, id), t).await?),
             None => None,
         };
-        self.store
-            .update_conversation_title(caller.tenant(), caller.user(), id, sealed.as_ref())
-            .await?;
-        self.audit_by(
-            caller,
-            AuditRecord::new("conversation.rename", "conversation", id),
-        )
-        .await;
+        self.store.update_conversation_title(caller.tenant(), caller.user(), id, sealed.as_ref()).await?;
+        self.audit_by(caller, AuditRecord::new("conversation.rename", "conversation", id)).await;
         let record = self.owned_conversation(caller, id).await?;
         self.conversation_view(&record).await
     }
 
     pub async fn delete_conversation(&self, caller: &Caller, id: ConversationId) -> Result<()> {
         policy::require(caller, Scope::ConversationsWrite)?;
-        self.store
-            .delete_conversation(caller.tenant(), caller.user(), id)
-            .await
-            .map_err(conversation_not_found)?;
-        self.audit_by(
-            caller,
-            AuditRecord::new("conversation.delete", "conversation", id),
-        )
-        .await;
+        self.store.delete_conversation(caller.tenant(), caller.user(), id).await.map_err(conversation_not_found)?;
+        self.audit_by(caller, AuditRecord::new("conversation.delete", "conversation", id)).await;
         Ok(())
     }
 
@@ -180,38 +133,17 @@ impl Conclave {
         for r in &records.items {
             items.push(self.message_view(r).await?);
         }
-        Ok(Page {
-            items,
-            next: records.next,
-        })
+        Ok(Page { items, next: records.next })
     }
 
-    pub(crate) async fn owned_conversation(
-        &self,
-        caller: &Caller,
-        id: ConversationId,
-    ) -> Result<ConversationRecord> {
-        self.store
-            .get_conversation(caller.tenant(), caller.user(), id)
-            .await
-            .map_err(conversation_not_found)
+    pub(crate) async fn owned_conversation(&self, caller: &Caller, id: ConversationId) -> Result<ConversationRecord> {
+        self.store.get_conversation(caller.tenant(), caller.user(), id).await.map_err(conversation_not_found)
     }
 
-    pub(crate) async fn conversation_view(
-        &self,
-        r: &ConversationRecord,
-    ) -> Result<ConversationView> {
+    pub(crate) async fn conversation_view(&self, r: &ConversationRecord) -> Result<ConversationView> {
         let title = match &r.title {
             Some(t) => Some(
-                self.codec
-                    .open(
-                        SealScope::ConversationTitle {
-                            tenant: r.tenant_id,
-                            conversation: r.id,
-                        },
-                        t,
-                    )
-                    .await?,
+                self.codec.open(SealScope::ConversationTitle { tenant: r.tenant_id, conversation: r.id }, t).await?,
             ),
             None => None,
         };
@@ -228,11 +160,7 @@ impl Conclave {
         let content = self
             .codec
             .open(
-                SealScope::MessageContent {
-                    tenant: r.tenant_id,
-                    conversation: r.conversation_id,
-                    message: r.id,
-                },
+                SealScope::MessageContent { tenant: r.tenant_id, conversation: r.conversation_id, message: r.id },
                 &r.content,
             )
             .await?;
@@ -252,10 +180,7 @@ impl Conclave {
 }
 
 fn title_scope(caller: &Caller, conversation: ConversationId) -> SealScope {
-    SealScope::ConversationTitle {
-        tenant: caller.tenant(),
-        conversation,
-    }
+    SealScope::ConversationTitle { tenant: caller.tenant(), conversation }
 }
 
 fn normalise_title(title: Option<String>) -> Result<Option<String>> {
@@ -264,9 +189,7 @@ fn normalise_title(title: Option<String>) -> Result<Option<String>> {
     if title.chars().count() > MAX_TITLE_CHARS || title.chars().any(char::is_control) {
         return Err(Error::field(
             "title",
-            format!(
-                "A title has at most {MAX_TITLE_CHARS} characters, without control characters."
-            ),
+            format!("A title has at most {MAX_TITLE_CHARS} characters, without control characters."),
         ));
     }
     Ok(Some(title).filter(|t| !t.is_empty()))
@@ -274,16 +197,8 @@ fn normalise_title(title: Option<String>) -> Result<Option<String>> {
 
 /// The title an untitled conversation takes from its first message.
 pub(crate) fn auto_title(content: &str) -> String {
-    let line = content
-        .lines()
-        .map(str::trim)
-        .find(|l| !l.is_empty())
-        .unwrap_or("");
-    let mut title: String = line
-        .chars()
-        .filter(|c| !c.is_control())
-        .take(AUTO_TITLE_CHARS)
-        .collect();
+    let line = content.lines().map(str::trim).find(|l| !l.is_empty()).unwrap_or("");
+    let mut title: String = line.chars().filter(|c| !c.is_control()).take(AUTO_TITLE_CHARS).collect();
     if line.chars().count() > AUTO_TITLE_CHARS {
         title.push('…');
     }
@@ -310,10 +225,7 @@ mod tests {
 
     #[test]
     fn titles_are_trimmed_and_bounded() {
-        assert_eq!(
-            normalise_title(Some("  a  ".into())).unwrap(),
-            Some("a".into())
-        );
+        assert_eq!(normalise_title(Some("  a  ".into())).unwrap(), Some("a".into()));
         assert_eq!(normalise_title(Some("   ".into())).unwrap(), None);
         assert!(normalise_title(Some("x".repeat(201))).is_err());
         assert!(normalise_title(Some("a\u{7}b".into())).is_err());

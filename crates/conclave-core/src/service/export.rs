@@ -2,106 +2,35 @@
 
 use crate::app::Conclave;
 use crate::error::Result;
-use crate::page::{PageRequest, MAX_LIMIT};
+use crate::page::all_pages;
 use crate::principal::Caller;
 use crate::views::{ConversationExport, ExportView, UserView};
 
 impl Conclave {
     pub async fn export_me(&self, caller: &Caller) -> Result<ExportView> {
         let (tenant, me) = (caller.tenant(), caller.user());
-        let user = self.store.get_user(tenant, me).await?;
+        let store = &self.store;
+        let user = store.get_user(tenant, me).await?;
 
         let mut agents = Vec::new();
-        let mut after = None;
-        loop {
-            let page = self
-                .store
-                .list_owned_agents(
-                    tenant,
-                    me,
-                    PageRequest {
-                        limit: MAX_LIMIT,
-                        after,
-                    },
-                )
-                .await?;
-            for a in &page.items {
-                agents.push(self.agent_view(a).await?);
-            }
-            match page.next {
-                Some(n) => after = Some(n),
-                None => break,
-            }
+        for a in all_pages(|page| store.list_owned_agents(tenant, me, page)).await? {
+            agents.push(self.agent_view(&a).await?);
         }
 
         let mut conversations = Vec::new();
-        let mut after = None;
-        loop {
-            let page = self
-                .store
-                .list_conversations(
-                    tenant,
-                    me,
-                    PageRequest {
-                        limit: MAX_LIMIT,
-                        after,
-                    },
-                )
-                .await?;
-            for c in &page.items {
-                let mut messages = Vec::new();
-                let mut m_after = None;
-                loop {
-                    let mp = self
-                        .store
-                        .list_messages(
-                            tenant,
-                            c.id,
-                            PageRequest {
-                                limit: MAX_LIMIT,
-                                after: m_after,
-                            },
-                        )
-                        .await?;
-                    for m in &mp.items {
-                        messages.push(self.message_view(m).await?);
-                    }
-                    match mp.next {
-                        Some(n) => m_after = Some(n),
-                        None => break,
-                    }
-                }
-                conversations.push(ConversationExport {
-                    conversation: self.conversation_view(c).await?,
-                    messages,
-                });
+        for c in all_pages(|page| store.list_conversations(tenant, me, page)).await? {
+            let mut messages = Vec::new();
+            for m in all_pages(|page| store.list_messages(tenant, c.id, page)).await? {
+                messages.push(self.message_view(&m).await?);
             }
-            match page.next {
-                Some(n) => after = Some(n),
-                None => break,
-            }
+            conversations.push(ConversationExport { conversation: self.conversation_view(&c).await?, messages });
         }
 
-        let mut api_keys = Vec::new();
-        let mut after = None;
-        loop {
-            let page = self
-                .store
-                .list_api_keys(
-                    tenant,
-                    me,
-                    PageRequest {
-                        limit: MAX_LIMIT,
-                        after,
-                    },
-                )
-                .await?;
-            api_keys.extend(page.items.iter().map(crate::service::api_keys::view));
-            match page.next {
-                Some(n) => after = Some(n),
-                None => break,
-            }
-        }
+        let api_keys = all_pages(|page| store.list_api_keys(tenant, me, page))
+            .await?
+            .iter()
+            .map(crate::service::api_keys::view)
+            .collect();
 
         Ok(ExportView {
             exported_at: crate::clock::now(),

@@ -10,19 +10,15 @@ use crate::views::ModelView;
 
 impl Conclave {
     pub async fn list_models(&self, caller: &Caller) -> Result<Vec<ModelView>> {
-        crate::policy::require(caller, crate::principal::Scope::AgentsRead).or_else(|_| {
-            crate::policy::require(caller, crate::principal::Scope::ConversationsRead)
-        })?;
+        crate::policy::require(caller, crate::principal::Scope::AgentsRead)
+            .or_else(|_| crate::policy::require(caller, crate::principal::Scope::ConversationsRead))?;
         let tenant = self.store.get_tenant(caller.tenant()).await?;
         Ok(self
             .catalog()
             .routes()
             .iter()
             .filter(|r| permitted(&tenant.settings, r).is_ok())
-            .map(|r| ModelView {
-                id: r.id.clone(),
-                provider: r.provider.name.clone(),
-            })
+            .map(|r| ModelView { id: r.id.clone(), provider: r.provider.name.clone() })
             .collect())
     }
 
@@ -32,18 +28,11 @@ impl Conclave {
         caller: &Caller,
         model: &str,
     ) -> std::result::Result<ModelRoute, String> {
-        let tenant = self
-            .store
-            .get_tenant(caller.tenant())
-            .await
-            .map_err(|e| e.to_string())?;
+        let tenant = self.store.get_tenant(caller.tenant()).await.map_err(|e| e.to_string())?;
         let catalog = self.catalog();
-        let route = catalog.route(model).ok_or_else(|| {
-            format!(
-                "Unknown model '{model}'; available: {}",
-                catalog.model_ids().join(", ")
-            )
-        })?;
+        let route = catalog
+            .route(model)
+            .ok_or_else(|| format!("Unknown model '{model}'; available: {}", catalog.model_ids().join(", ")))?;
         permitted(&tenant.settings, route)?;
         Ok(route.clone())
     }
@@ -51,10 +40,7 @@ impl Conclave {
 
 fn permitted(settings: &TenantSettings, route: &ModelRoute) -> std::result::Result<(), String> {
     if !settings.allows_model(&route.id) {
-        return Err(format!(
-            "Model '{}' is not allowed in this organisation.",
-            route.id
-        ));
+        return Err(format!("Model '{}' is not allowed in this organisation.", route.id));
     }
     if !settings.allows_region(route.provider.region.as_deref()) {
         return Err(format!(

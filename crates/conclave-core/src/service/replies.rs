@@ -11,7 +11,7 @@ use crate::app::{AuditRecord, Conclave};
 use crate::content::{SealScope, Sealed};
 use crate::error::{Error, Result};
 use crate::ids::{ConversationId, MessageId, TenantId};
-use crate::page::{PageRequest, MAX_LIMIT};
+use crate::page::all_pages;
 use crate::policy;
 use crate::principal::{Caller, Scope};
 use crate::provider::{ChatEvent, ChatMessage, ChatRequest, ModelRoute, ProviderError};
@@ -47,15 +47,10 @@ impl Conclave {
         content: String,
     ) -> Result<ExchangeView> {
         let handle = self.start_reply(caller, conversation, content).await?;
-        let outcome = handle
-            .done
-            .await
-            .map_err(|_| Error::Internal("the reply task ended without an outcome".into()))?;
+        let outcome =
+            handle.done.await.map_err(|_| Error::Internal("the reply task ended without an outcome".into()))?;
         let assistant_message = outcome?;
-        Ok(ExchangeView {
-            user_message: handle.user_message,
-            assistant_message,
-        })
+        Ok(ExchangeView { user_message: handle.user_message, assistant_message })
     }
 
     /// Stores the user message and a `streaming` assistant message, then starts the reply task.
@@ -80,46 +75,26 @@ impl Conclave {
             ));
         }
         let conversation = self.owned_conversation(caller, conversation_id).await?;
-        let agent = self
-            .visible_agent(caller, conversation.agent_id)
-            .await
-            .map_err(|e| match e {
-                Error::NotFound(_) => Error::Conflict(
-                    "This conversation's agent was deleted; start a new conversation.".into(),
-                ),
-                other => other,
-            })?;
-        let route = self
-            .check_model_allowed(caller, &agent.model)
-            .await
-            .map_err(|reason| {
-                Error::Conflict(format!(
-                    "This conversation's agent cannot be used right now: {reason}"
-                ))
-            })?;
+        let agent = self.visible_agent(caller, conversation.agent_id).await.map_err(|e| match e {
+            Error::NotFound(_) => {
+                Error::Conflict("This conversation's agent was deleted; start a new conversation.".into())
+            }
+            other => other,
+        })?;
+        let route = self.check_model_allowed(caller, &agent.model).await.map_err(|reason| {
+            Error::Conflict(format!("This conversation's agent cannot be used right now: {reason}"))
+        })?;
 
         let mut messages = Vec::new();
         let instructions = self
             .codec
-            .open(
-                SealScope::AgentInstructions {
-                    tenant: agent.tenant_id,
-                    agent: agent.id,
-                },
-                &agent.instructions,
-            )
+            .open(SealScope::AgentInstructions { tenant: agent.tenant_id, agent: agent.id }, &agent.instructions)
             .await?;
         if !instructions.trim().is_empty() {
-            messages.push(ChatMessage {
-                role: "system",
-                content: instructions,
-            });
+            messages.push(ChatMessage { role: "system", content: instructions });
         }
         messages.extend(self.history(caller.tenant(), conversation_id).await?);
-        messages.push(ChatMessage {
-            role: "user",
-            content: content.clone(),
-        });
+        messages.push(ChatMessage { role: "user", content: content.clone() });
 
         let now = crate::clock::now();
         let tenant = caller.tenant();
@@ -130,9 +105,7 @@ impl Conclave {
             id: user_id,
             conversation_id,
             role: MessageRole::User,
-            content: self
-                .seal_message(tenant, conversation_id, user_id, &content)
-                .await?,
+            content: self.seal_message(tenant, conversation_id, user_id, &content).await?,
             status: MessageStatus::Complete,
             model: None,
             usage: None,
@@ -145,41 +118,27 @@ impl Conclave {
         let reply_record = MessageRecord {
             id: reply_id,
             role: MessageRole::Assistant,
-            content: self
-                .seal_message(tenant, conversation_id, reply_id, "")
-                .await?,
+            content: self.seal_message(tenant, conversation_id, reply_id, "").await?,
             status: MessageStatus::Streaming,
             model: Some(agent.model.clone()),
             reply_to: Some(user_id),
             ..user_record.clone()
         };
-        self.store
-            .insert_exchange(&user_record, &reply_record)
-            .await?;
+        self.store.insert_exchange(&user_record, &reply_record).await?;
         if conversation.title.is_none() {
             let title = self
                 .codec
-                .seal(
-                    SealScope::ConversationTitle {
-                        tenant,
-                        conversation: conversation_id,
-                    },
-                    &auto_title(&content),
-                )
+                .seal(SealScope::ConversationTitle { tenant, conversation: conversation_id }, &auto_title(&content))
                 .await?;
-            self.store
-                .update_conversation_title(tenant, caller.user(), conversation_id, Some(&title))
-                .await?;
+            self.store.update_conversation_title(tenant, caller.user(), conversation_id, Some(&title)).await?;
         }
         self.audit_by(
             caller,
-            AuditRecord::new("message.create", "conversation", conversation_id).detail(
-                serde_json::json!({
-                    "message_id": user_id,
-                    "reply_id": reply_id,
-                    "model": agent.model,
-                }),
-            ),
+            AuditRecord::new("message.create", "conversation", conversation_id).detail(serde_json::json!({
+                "message_id": user_id,
+                "reply_id": reply_id,
+                "model": agent.model,
+            })),
         )
         .await;
 
@@ -192,13 +151,7 @@ impl Conclave {
             stop: Vec::new(),
             user: Some(caller.user().to_string()),
         };
-        let job = ReplyJob {
-            tenant,
-            conversation: conversation_id,
-            reply_id,
-            route,
-            request,
-        };
+        let job = ReplyJob { tenant, conversation: conversation_id, reply_id, route, request };
         let (tx, done) = oneshot::channel();
         let this = Arc::clone(self);
         self.replies.spawn(async move {
@@ -214,55 +167,20 @@ impl Conclave {
 
     /// The conversation so far, as the model should see it: user messages and the text of
     /// replies that produced some.
-    async fn history(
-        &self,
-        tenant: TenantId,
-        conversation: ConversationId,
-    ) -> Result<Vec<ChatMessage>> {
+    async fn history(&self, tenant: TenantId, conversation: ConversationId) -> Result<Vec<ChatMessage>> {
         let mut out = Vec::new();
-        let mut after = None;
-        loop {
-            let page = self
-                .store
-                .list_messages(
-                    tenant,
-                    conversation,
-                    PageRequest {
-                        limit: MAX_LIMIT,
-                        after,
-                    },
-                )
-                .await?;
-            for m in &page.items {
-                let content = self
-                    .codec
-                    .open(
-                        SealScope::MessageContent {
-                            tenant,
-                            conversation,
-                            message: m.id,
-                        },
-                        &m.content,
-                    )
-                    .await?;
-                let keep = match m.role {
-                    MessageRole::User => true,
-                    MessageRole::Assistant => {
-                        m.status != MessageStatus::Streaming && !content.is_empty()
-                    }
-                };
-                if keep {
-                    out.push(ChatMessage {
-                        role: m.role.as_str(),
-                        content,
-                    });
-                }
-            }
-            match page.next {
-                Some(next) => after = Some(next),
-                None => return Ok(out),
+        for m in all_pages(|page| self.store.list_messages(tenant, conversation, page)).await? {
+            let content =
+                self.codec.open(SealScope::MessageContent { tenant, conversation, message: m.id }, &m.content).await?;
+            let keep = match m.role {
+                MessageRole::User => true,
+                MessageRole::Assistant => m.status != MessageStatus::Streaming && !content.is_empty(),
+            };
+            if keep {
+                out.push(ChatMessage { role: m.role.as_str(), content });
             }
         }
+        Ok(out)
     }
 
     async fn seal_message(
@@ -272,22 +190,12 @@ impl Conclave {
         message: MessageId,
         text: &str,
     ) -> Result<Sealed> {
-        self.codec
-            .seal(
-                SealScope::MessageContent {
-                    tenant,
-                    conversation,
-                    message,
-                },
-                text,
-            )
-            .await
+        self.codec.seal(SealScope::MessageContent { tenant, conversation, message }, text).await
     }
 
     /// The detached task: asks the provider, then stores how the reply ended.
     async fn run_reply(&self, job: ReplyJob) -> std::result::Result<MessageView, ProviderError> {
-        let prompt_estimate =
-            estimate_tokens(job.request.messages.iter().map(|m| m.content.as_str()));
+        let prompt_estimate = estimate_tokens(job.request.messages.iter().map(|m| m.content.as_str()));
         let mut text = String::new();
         let mut usage = None;
         let mut finish_reason = None;
@@ -314,57 +222,34 @@ impl Conclave {
                 completion_tokens: estimate_tokens(std::iter::once(text.as_str())),
             })
         });
-        let status = if failure.is_some() {
-            MessageStatus::Failed
-        } else {
-            MessageStatus::Complete
-        };
-        let content = match self
-            .seal_message(job.tenant, job.conversation, job.reply_id, &text)
-            .await
-        {
+        let status = if failure.is_some() { MessageStatus::Failed } else { MessageStatus::Complete };
+        let content = match self.seal_message(job.tenant, job.conversation, job.reply_id, &text).await {
             Ok(c) => c,
             Err(e) => {
                 tracing::error!(error = %e, "could not seal a reply");
-                return Err(ProviderError::InvalidResponse(
-                    "the reply could not be stored".into(),
-                ));
+                return Err(ProviderError::InvalidResponse("the reply could not be stored".into()));
             }
         };
         let outcome = ReplyOutcome {
             content,
             status,
             usage,
-            finish_reason: if failure.is_some() {
-                None
-            } else {
-                finish_reason.or(Some("stop".into()))
-            },
+            finish_reason: if failure.is_some() { None } else { finish_reason.or(Some("stop".into())) },
             error: failure.as_ref().map(|e| e.to_string()),
         };
-        if let Err(e) = self
-            .store
-            .finish_reply(job.tenant, job.reply_id, &outcome)
-            .await
-        {
+        if let Err(e) = self.store.finish_reply(job.tenant, job.reply_id, &outcome).await {
             tracing::error!(error = %e, message_id = %job.reply_id, "could not store the end of a reply");
         }
         if let Some(e) = failure {
             tracing::warn!(message_id = %job.reply_id, error = %e, "reply failed");
             return Err(e);
         }
-        let stored = self
-            .store
-            .get_message(job.tenant, job.conversation, job.reply_id)
+        let stored = self.store.get_message(job.tenant, job.conversation, job.reply_id).await.map_err(|e| {
+            ProviderError::InvalidResponse(format!("the reply was produced but could not be read back: {e}"))
+        })?;
+        self.message_view(&stored)
             .await
-            .map_err(|e| {
-                ProviderError::InvalidResponse(format!(
-                    "the reply was produced but could not be read back: {e}"
-                ))
-            })?;
-        self.message_view(&stored).await.map_err(|e| {
-            ProviderError::InvalidResponse(format!("the reply could not be opened: {e}"))
-        })
+            .map_err(|e| ProviderError::InvalidResponse(format!("the reply could not be opened: {e}")))
     }
 }
 

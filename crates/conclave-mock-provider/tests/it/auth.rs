@@ -9,9 +9,7 @@ use crate::support::{chat_request, client, error_of, json_body, provider};
 const KEY: &str = "sk-mock-123";
 
 async fn chat_with(base_url: &str, header: Option<(&str, &str)>) -> reqwest::Response {
-    let mut request = client()
-        .post(format!("{base_url}/chat/completions"))
-        .json(&chat_request(false));
+    let mut request = client().post(format!("{base_url}/chat/completions")).json(&chat_request(false));
     if let Some((name, value)) = header {
         request = request.header(name, value);
     }
@@ -51,11 +49,8 @@ async fn bearer_and_api_key_headers_are_both_accepted() {
     let provider = provider(Script::default().with_api_key(KEY)).await;
     let bearer = format!("Bearer {KEY}");
     let lower_case_scheme = format!("bearer {KEY}");
-    for header in [
-        ("authorization", bearer.as_str()),
-        ("api-key", KEY),
-        ("authorization", lower_case_scheme.as_str()),
-    ] {
+    for header in [("authorization", bearer.as_str()), ("api-key", KEY), ("authorization", lower_case_scheme.as_str())]
+    {
         let response = chat_with(&provider.base_url(), Some(header)).await;
         assert_eq!(response.status(), StatusCode::OK, "{header:?}");
     }
@@ -70,11 +65,6 @@ async fn the_model_list_needs_the_key_too() {
     let url = format!("{}/models", provider.base_url());
     let refused = client().get(&url).send().await.expect("answered");
     assert_eq!(refused.status(), StatusCode::UNAUTHORIZED);
-    let allowed = client()
-        .get(&url)
-        .bearer_auth(KEY)
-        .send()
-        .await
-        .expect("answered");
+    let allowed = client().get(&url).bearer_auth(KEY).send().await.expect("answered");
     assert_eq!(allowed.status(), StatusCode::OK);
 }

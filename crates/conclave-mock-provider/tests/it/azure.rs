@@ -7,10 +7,7 @@ use serde_json::json;
 use crate::support::{chunks, client, contents, error_of, events, json_body, provider};
 
 fn azure_url(provider: &conclave_mock_provider::MockProvider, query: &str) -> String {
-    format!(
-        "http://{}/openai/deployments/gpt4o-prod/chat/completions{query}",
-        provider.addr()
-    )
+    format!("http://{}/openai/deployments/gpt4o-prod/chat/completions{query}", provider.addr())
 }
 
 /// Azure clients leave `model` out: the deployment names it.
@@ -57,12 +54,8 @@ async fn streams_like_openai() {
 async fn refuses_a_request_without_api_version() {
     let provider = provider(Script::default()).await;
     for query in ["", "?api-version="] {
-        let response = client()
-            .post(azure_url(&provider, query))
-            .json(&azure_request(false))
-            .send()
-            .await
-            .expect("answered");
+        let response =
+            client().post(azure_url(&provider, query)).json(&azure_request(false)).send().await.expect("answered");
         assert_eq!(response.status(), StatusCode::BAD_REQUEST, "{query:?}");
         error_of(&json_body(response).await);
     }

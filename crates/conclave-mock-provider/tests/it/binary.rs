@@ -13,14 +13,7 @@ use crate::support::{chunks, client, contents, events};
 #[tokio::test]
 async fn serves_until_sigterm_then_exits_cleanly() {
     let mut child = Command::new(env!("CARGO_BIN_EXE_conclave-mock-provider"))
-        .args([
-            "--listen",
-            "127.0.0.1:0",
-            "--chunks",
-            "4",
-            "--chunk-delay-ms",
-            "1",
-        ])
+        .args(["--listen", "127.0.0.1:0", "--chunks", "4", "--chunk-delay-ms", "1"])
         .args(["--reply-bytes", "100", "--api-key", "bench-key"])
         .stdout(Stdio::piped())
         .kill_on_drop(true)
@@ -37,10 +30,7 @@ async fn serves_until_sigterm_then_exits_cleanly() {
     let announced: Value = serde_json::from_str(&line).expect("a JSON line");
     assert_eq!(announced["msg"], "listening");
     let addr = announced["addr"].as_str().expect("an address");
-    assert!(
-        addr.starts_with("127.0.0.1:") && !addr.ends_with(":0"),
-        "{addr}"
-    );
+    assert!(addr.starts_with("127.0.0.1:") && !addr.ends_with(":0"), "{addr}");
 
     let response = client()
         .post(format!("http://{addr}/v1/chat/completions"))
@@ -61,16 +51,10 @@ async fn serves_until_sigterm_then_exits_cleanly() {
     assert_eq!(events.last().map(String::as_str), Some("[DONE]"));
 
     let pid = child.id().expect("running").to_string();
-    let killed = Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .await
-        .expect("kill runs");
+    let killed = Command::new("kill").args(["-TERM", &pid]).status().await.expect("kill runs");
     assert!(killed.success());
-    let status = tokio::time::timeout(Duration::from_secs(5), child.wait())
-        .await
-        .expect("exits in time")
-        .expect("waits");
+    let status =
+        tokio::time::timeout(Duration::from_secs(5), child.wait()).await.expect("exits in time").expect("waits");
     assert!(status.success(), "{status:?}");
     assert_eq!(lines.next_line().await.expect("reads stdout"), None);
 }

@@ -15,9 +15,7 @@ async fn answers_with_an_openai_chat_completion() {
     assert_eq!(response.status(), StatusCode::OK);
     assert_eq!(response.headers()["content-type"], "application/json");
     let body = json_body(response).await;
-    assert!(body["id"]
-        .as_str()
-        .is_some_and(|id| id.starts_with("chatcmpl-")));
+    assert!(body["id"].as_str().is_some_and(|id| id.starts_with("chatcmpl-")));
     assert_eq!(body["object"], "chat.completion");
     assert!(body["created"].as_u64().is_some_and(|t| t > 1_600_000_000));
     assert_eq!(body["model"], "mock-model");
@@ -30,10 +28,7 @@ async fn answers_with_an_openai_chat_completion() {
         }])
     );
     // "You are terse." + "say hello" = 5 words; the default reply has 5.
-    assert_eq!(
-        body["usage"],
-        json!({ "prompt_tokens": 5, "completion_tokens": 5, "total_tokens": 10 })
-    );
+    assert_eq!(body["usage"], json!({ "prompt_tokens": 5, "completion_tokens": 5, "total_tokens": 10 }));
 }
 
 #[tokio::test]
@@ -48,26 +43,17 @@ async fn echo_repeats_the_last_user_message() {
         ],
     });
     let body = json_body(post_chat(&provider, &request).await).await;
-    assert_eq!(
-        body["choices"][0]["message"]["content"],
-        "echo: second question"
-    );
+    assert_eq!(body["choices"][0]["message"]["content"], "echo: second question");
 }
 
 #[tokio::test]
 async fn reports_scripted_usage_and_finish_reason() {
     let script = Script::text("cut")
-        .with_usage(Usage::Report {
-            prompt_tokens: 11,
-            completion_tokens: 7,
-        })
+        .with_usage(Usage::Report { prompt_tokens: 11, completion_tokens: 7 })
         .with_finish_reason("length");
     let provider = provider(script).await;
     let body = json_body(post_chat(&provider, &chat_request(false)).await).await;
-    assert_eq!(
-        body["usage"],
-        json!({ "prompt_tokens": 11, "completion_tokens": 7, "total_tokens": 18 })
-    );
+    assert_eq!(body["usage"], json!({ "prompt_tokens": 11, "completion_tokens": 7, "total_tokens": 18 }));
     assert_eq!(body["choices"][0]["finish_reason"], "length");
 }
 
@@ -116,10 +102,7 @@ async fn refuses_a_body_that_is_not_json() {
 #[tokio::test]
 async fn refuses_a_request_without_model_or_messages() {
     let provider = provider(Script::default()).await;
-    for request in [
-        json!({ "messages": [{ "role": "user", "content": "hi" }] }),
-        json!({ "model": "mock-model" }),
-    ] {
+    for request in [json!({ "messages": [{ "role": "user", "content": "hi" }] }), json!({ "model": "mock-model" })] {
         let response = post_chat(&provider, &request).await;
         assert_eq!(response.status(), StatusCode::BAD_REQUEST, "{request}");
         error_of(&json_body(response).await);
@@ -148,11 +131,7 @@ async fn records_requests_in_order_with_their_headers() {
         .await
         .expect("read");
     // Not a chat completion: not recorded.
-    client()
-        .get(format!("{}/models", provider.base_url()))
-        .send()
-        .await
-        .expect("answered");
+    client().get(format!("{}/models", provider.base_url())).send().await.expect("answered");
     client()
         .post(format!("{}/chat/completions", provider.base_url()))
         .body("plain text")
@@ -169,13 +148,8 @@ async fn records_requests_in_order_with_their_headers() {
 
     let headers = provider.request_headers();
     assert_eq!(headers.len(), 3);
-    let has =
-        |i: usize, name: &str, value: &str| headers[i].iter().any(|(n, v)| n == name && v == value);
-    assert!(
-        has(1, "authorization", "Bearer sk-seen"),
-        "{:?}",
-        headers[1]
-    );
+    let has = |i: usize, name: &str, value: &str| headers[i].iter().any(|(n, v)| n == name && v == value);
+    assert!(has(1, "authorization", "Bearer sk-seen"), "{:?}", headers[1]);
     assert!(has(1, "x-custom", "Yes"), "{:?}", headers[1]);
     assert!(!headers[0].iter().any(|(n, _)| n == "authorization"));
 }

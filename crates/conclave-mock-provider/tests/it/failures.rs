@@ -7,17 +7,13 @@ use reqwest::StatusCode;
 use serde_json::json;
 
 use crate::support::{
-    chat_request, chunks, client, contents, error_of, events, json_body, post_chat, provider,
-    read_until_error,
+    chat_request, chunks, client, contents, error_of, events, json_body, post_chat, provider, read_until_error,
 };
 
 #[tokio::test]
 async fn status_failure_answers_that_status_with_an_openai_error() {
-    let provider = provider(Script::default().with_failure(Failure::Status {
-        status: 429,
-        message: "slow down".into(),
-    }))
-    .await;
+    let provider =
+        provider(Script::default().with_failure(Failure::Status { status: 429, message: "slow down".into() })).await;
     for stream in [false, true] {
         let response = post_chat(&provider, &chat_request(stream)).await;
         assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
@@ -27,20 +23,13 @@ async fn status_failure_answers_that_status_with_an_openai_error() {
         assert_eq!(error["code"], "rate_limit_exceeded");
     }
 
-    provider.set_script(Script::default().with_failure(Failure::Status {
-        status: 503,
-        message: "overloaded".into(),
-    }));
+    provider.set_script(Script::default().with_failure(Failure::Status { status: 503, message: "overloaded".into() }));
     let response = post_chat(&provider, &chat_request(false)).await;
     assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(error_of(&json_body(response).await)["type"], "server_error");
 
     // The whole provider is down, model list included.
-    let response = client()
-        .get(format!("{}/models", provider.base_url()))
-        .send()
-        .await
-        .expect("answered");
+    let response = client().get(format!("{}/models", provider.base_url())).send().await.expect("answered");
     assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
 }
 
@@ -56,19 +45,13 @@ async fn garbage_is_a_200_that_is_not_json() {
     let response = post_chat(&provider, &chat_request(true)).await;
     assert_eq!(response.status(), StatusCode::OK);
     assert_eq!(response.headers()["content-type"], "text/event-stream");
-    assert_eq!(
-        response.text().await.expect("read"),
-        "data: this is not json\n\n"
-    );
+    assert_eq!(response.text().await.expect("read"), "data: this is not json\n\n");
 }
 
 #[tokio::test]
 async fn hang_never_answers_until_the_client_gives_up() {
     let provider = provider(Script::default().with_failure(Failure::Hang)).await;
-    let client = reqwest::Client::builder()
-        .timeout(Duration::from_millis(200))
-        .build()
-        .expect("client");
+    let client = reqwest::Client::builder().timeout(Duration::from_millis(200)).build().expect("client");
     for stream in [false, true] {
         let error = client
             .post(format!("{}/chat/completions", provider.base_url()))
@@ -85,33 +68,21 @@ async fn hang_never_answers_until_the_client_gives_up() {
 async fn stopping_ends_a_hang_with_a_503_and_returns_promptly() {
     let provider = provider(Script::default().with_failure(Failure::Hang)).await;
     let url = format!("{}/chat/completions", provider.base_url());
-    let waiting = tokio::spawn(async move {
-        client()
-            .post(url)
-            .json(&chat_request(false))
-            .send()
-            .await
-            .map(|r| r.status())
-    });
+    let waiting =
+        tokio::spawn(async move { client().post(url).json(&chat_request(false)).send().await.map(|r| r.status()) });
     while provider.request_count() == 0 {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     let started = Instant::now();
     provider.stop().await;
-    assert!(
-        started.elapsed() < Duration::from_secs(1),
-        "{:?}",
-        started.elapsed()
-    );
+    assert!(started.elapsed() < Duration::from_secs(1), "{:?}", started.elapsed());
     let status = waiting.await.expect("joined").expect("answered");
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
 }
 
 #[tokio::test]
 async fn drop_after_chunks_closes_the_stream_early() {
-    let script = Script::text("abcdef")
-        .with_chunks(6)
-        .with_failure(Failure::DropAfterChunks(2));
+    let script = Script::text("abcdef").with_chunks(6).with_failure(Failure::DropAfterChunks(2));
     let provider = provider(script).await;
     let response = post_chat(&provider, &chat_request(true)).await;
     assert_eq!(response.status(), StatusCode::OK);
@@ -121,9 +92,7 @@ async fn drop_after_chunks_closes_the_stream_early() {
     assert!(!events.iter().any(|e| e == "[DONE]"), "{events:?}");
     let chunks = chunks(&events);
     assert_eq!(contents(&chunks), ["a", "b"]);
-    assert!(chunks
-        .iter()
-        .all(|c| c["choices"][0]["finish_reason"].is_null()));
+    assert!(chunks.iter().all(|c| c["choices"][0]["finish_reason"].is_null()));
 }
 
 #[tokio::test]
@@ -148,9 +117,7 @@ async fn drop_without_streaming_cuts_the_body() {
 
 #[tokio::test]
 async fn error_after_chunks_sends_an_error_event_and_ends() {
-    let script = Script::text("abcdef")
-        .with_chunks(3)
-        .with_failure(Failure::ErrorAfterChunks(2));
+    let script = Script::text("abcdef").with_chunks(3).with_failure(Failure::ErrorAfterChunks(2));
     let provider = provider(script).await;
     let response = post_chat(&provider, &chat_request(true)).await;
     assert_eq!(response.status(), StatusCode::OK);

@@ -13,10 +13,7 @@ async fn start_binds_a_free_local_port() {
     let provider = MockProvider::start().await.expect("starts");
     assert!(provider.addr().ip().is_loopback());
     assert_ne!(provider.addr().port(), 0);
-    assert_eq!(
-        provider.base_url(),
-        format!("http://127.0.0.1:{}/v1", provider.addr().port())
-    );
+    assert_eq!(provider.base_url(), format!("http://127.0.0.1:{}/v1", provider.addr().port()));
     let response = post_chat(&provider, &chat_request(false)).await;
     assert_eq!(response.status(), StatusCode::OK);
 }
@@ -44,9 +41,7 @@ async fn drop_closes_the_listener() {
 
 #[tokio::test]
 async fn stop_cuts_an_open_stream() {
-    let script = Script::text("abcdefgh")
-        .with_chunks(8)
-        .with_chunk_delay(Duration::from_millis(50));
+    let script = Script::text("abcdefgh").with_chunks(8).with_chunk_delay(Duration::from_millis(50));
     let provider = provider(script).await;
     let response = post_chat(&provider, &chat_request(true)).await;
     let reading = tokio::spawn(read_until_error(response));

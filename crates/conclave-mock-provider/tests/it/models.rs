@@ -9,11 +9,7 @@ use crate::support::{client, error_of, json_body, provider};
 #[tokio::test]
 async fn lists_the_default_models() {
     let provider = provider(Script::default()).await;
-    let response = client()
-        .get(format!("{}/models", provider.base_url()))
-        .send()
-        .await
-        .expect("answered");
+    let response = client().get(format!("{}/models", provider.base_url())).send().await.expect("answered");
     assert_eq!(response.status(), StatusCode::OK);
     assert_eq!(
         json_body(response).await,
@@ -30,14 +26,7 @@ async fn lists_the_default_models() {
 #[tokio::test]
 async fn lists_scripted_models() {
     let provider = provider(Script::default().with_models(vec!["only-one".into()])).await;
-    let body = json_body(
-        client()
-            .get(format!("{}/models", provider.base_url()))
-            .send()
-            .await
-            .expect("answered"),
-    )
-    .await;
+    let body = json_body(client().get(format!("{}/models", provider.base_url())).send().await.expect("answered")).await;
     assert_eq!(body["data"].as_array().map(Vec::len), Some(1));
     assert_eq!(body["data"][0]["id"], "only-one");
 }

@@ -41,17 +41,11 @@ async fn streams_role_content_finish_then_done() {
     assert_eq!(parts.len(), 5);
     assert_eq!(parts.concat(), reply);
     let sizes: Vec<usize> = parts.iter().map(|p| p.chars().count()).collect();
-    assert!(
-        sizes.iter().max().unwrap() - sizes.iter().min().unwrap() <= 1,
-        "{sizes:?}"
-    );
+    assert!(sizes.iter().max().unwrap() - sizes.iter().min().unwrap() <= 1, "{sizes:?}");
     for chunk in &chunks[1..6] {
         assert_eq!(chunk["choices"][0]["finish_reason"], Value::Null);
     }
-    assert_eq!(
-        chunks[6]["choices"],
-        json!([{ "index": 0, "delta": {}, "finish_reason": "stop" }])
-    );
+    assert_eq!(chunks[6]["choices"], json!([{ "index": 0, "delta": {}, "finish_reason": "stop" }]));
 }
 
 #[tokio::test]
@@ -68,14 +62,8 @@ async fn sends_usage_only_when_asked() {
     let chunks = chunks(&events);
     let last = chunks.last().expect("chunks");
     assert_eq!(last["choices"], json!([]));
-    assert_eq!(
-        last["usage"],
-        json!({ "prompt_tokens": 5, "completion_tokens": 2, "total_tokens": 7 })
-    );
-    assert_eq!(
-        chunks[chunks.len() - 2]["choices"][0]["finish_reason"],
-        "stop"
-    );
+    assert_eq!(last["usage"], json!({ "prompt_tokens": 5, "completion_tokens": 2, "total_tokens": 7 }));
+    assert_eq!(chunks[chunks.len() - 2]["choices"][0]["finish_reason"], "stop");
     assert_eq!(events.last().map(String::as_str), Some("[DONE]"));
 
     request["stream_options"] = json!({ "include_usage": false });
@@ -93,9 +81,7 @@ async fn omitted_usage_is_not_streamed_even_when_asked() {
 }
 
 fn chunks_have_no_usage(events: &[String]) -> bool {
-    chunks(events)
-        .iter()
-        .all(|c| c.get("usage").is_none() && c["choices"].as_array().is_some_and(|a| !a.is_empty()))
+    chunks(events).iter().all(|c| c.get("usage").is_none() && c["choices"].as_array().is_some_and(|a| !a.is_empty()))
 }
 
 #[tokio::test]
@@ -104,10 +90,7 @@ async fn streams_echo_and_the_finish_reason() {
     let events = stream_events(script, &chat_request(true)).await;
     let chunks = chunks(&events);
     assert_eq!(contents(&chunks).concat(), "echo: say hello");
-    assert_eq!(
-        chunks.last().unwrap()["choices"][0]["finish_reason"],
-        "length"
-    );
+    assert_eq!(chunks.last().unwrap()["choices"][0]["finish_reason"], "length");
 }
 
 #[tokio::test]

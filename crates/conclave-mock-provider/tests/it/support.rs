@@ -9,9 +9,7 @@ use serde_json::{json, Value};
 
 pub async fn provider(script: Script) -> MockProvider {
     let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, 0));
-    MockProvider::start_with(addr, script)
-        .await
-        .expect("the mock provider starts")
+    MockProvider::start_with(addr, script).await.expect("the mock provider starts")
 }
 
 pub fn client() -> reqwest::Client {
@@ -47,12 +45,7 @@ pub async fn json_body(response: reqwest::Response) -> Value {
 pub fn events(body: &str) -> Vec<String> {
     body.split("\n\n")
         .filter(|event| !event.is_empty())
-        .map(|event| {
-            event
-                .strip_prefix("data: ")
-                .unwrap_or_else(|| panic!("event without data: {event:?}"))
-                .to_owned()
-        })
+        .map(|event| event.strip_prefix("data: ").unwrap_or_else(|| panic!("event without data: {event:?}")).to_owned())
         .collect()
 }
 

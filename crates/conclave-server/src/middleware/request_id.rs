@@ -15,10 +15,7 @@ pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 pub struct RequestId(pub String);
 
 fn sane(id: &str) -> bool {
-    (1..=128).contains(&id.len())
-        && id
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+    (1..=128).contains(&id.len()) && id.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
 }
 
 pub async fn layer(mut req: Request, next: Next) -> Response {
@@ -36,9 +33,7 @@ pub async fn layer(mut req: Request, next: Next) -> Response {
         // Re-render so the body names the request the operator should look for.
         problem.request_id = Some(id.clone());
         if let Ok(body) = serde_json::to_vec(&problem) {
-            response
-                .headers_mut()
-                .remove(axum::http::header::CONTENT_LENGTH);
+            response.headers_mut().remove(axum::http::header::CONTENT_LENGTH);
             *response.body_mut() = axum::body::Body::from(body);
         }
     }

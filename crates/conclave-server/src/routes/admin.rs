@@ -36,13 +36,7 @@ async fn list_users(
     Authenticated(caller): Authenticated,
     ApiQuery(page): ApiQuery<PageParams>,
 ) -> ApiResult<Json<PageView<UserView>>> {
-    Ok(Json(
-        state
-            .core
-            .admin_list_users(&caller, page.page()?)
-            .await?
-            .into(),
-    ))
+    Ok(Json(state.core.admin_list_users(&caller, page.page()?).await?.into()))
 }
 
 #[derive(Deserialize, utoipa::ToSchema)]
@@ -103,14 +97,8 @@ async fn update_user(
     ApiPath(id): ApiPath<UserId>,
     ApiJson(body): ApiJson<UpdateUser>,
 ) -> ApiResult<Json<UserView>> {
-    let patch = UserPatch {
-        role: body.role,
-        disabled: body.disabled,
-        display_name: body.display_name,
-    };
-    Ok(Json(
-        state.core.admin_update_user(&caller, id, patch).await?,
-    ))
+    let patch = UserPatch { role: body.role, disabled: body.disabled, display_name: body.display_name };
+    Ok(Json(state.core.admin_update_user(&caller, id, patch).await?))
 }
 
 /// Deletes a user and their conversations; their tenant-visible agents pass to the caller.
@@ -149,10 +137,7 @@ async fn reset_password(
     ApiPath(id): ApiPath<UserId>,
     ApiJson(body): ApiJson<ResetPassword>,
 ) -> ApiResult<StatusCode> {
-    state
-        .core
-        .admin_reset_password(&caller, id, &body.new_password)
-        .await?;
+    state.core.admin_reset_password(&caller, id, &body.new_password).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -186,10 +171,5 @@ async fn update_tenant(
     Authenticated(caller): Authenticated,
     ApiJson(body): ApiJson<UpdateTenant>,
 ) -> ApiResult<Json<TenantView>> {
-    Ok(Json(
-        state
-            .core
-            .update_tenant_settings(&caller, body.name, body.settings)
-            .await?,
-    ))
+    Ok(Json(state.core.update_tenant_settings(&caller, body.name, body.settings).await?))
 }

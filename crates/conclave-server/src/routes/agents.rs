@@ -17,9 +17,7 @@ use crate::routes::PageView;
 use crate::state::AppState;
 
 pub fn router() -> OpenApiRouter<AppState> {
-    OpenApiRouter::new()
-        .routes(routes!(list, create))
-        .routes(routes!(get, update, delete))
+    OpenApiRouter::new().routes(routes!(list, create)).routes(routes!(get, update, delete))
 }
 
 /// The fields of an agent. On create, `name` and `model` are required; on update, fields
@@ -77,9 +75,7 @@ async fn list(
     Authenticated(caller): Authenticated,
     ApiQuery(page): ApiQuery<PageParams>,
 ) -> ApiResult<Json<PageView<AgentView>>> {
-    Ok(Json(
-        state.core.list_agents(&caller, page.page()?).await?.into(),
-    ))
+    Ok(Json(state.core.list_agents(&caller, page.page()?).await?.into()))
 }
 
 /// Creates an agent owned by the caller.
@@ -92,10 +88,7 @@ async fn create(
     Authenticated(caller): Authenticated,
     ApiJson(body): ApiJson<AgentBody>,
 ) -> ApiResult<(StatusCode, Json<AgentView>)> {
-    Ok((
-        StatusCode::CREATED,
-        Json(state.core.create_agent(&caller, body.into()).await?),
-    ))
+    Ok((StatusCode::CREATED, Json(state.core.create_agent(&caller, body.into()).await?)))
 }
 
 /// One agent the caller can see.
@@ -123,9 +116,7 @@ async fn update(
     ApiPath(id): ApiPath<AgentId>,
     ApiJson(body): ApiJson<AgentBody>,
 ) -> ApiResult<Json<AgentView>> {
-    Ok(Json(
-        state.core.update_agent(&caller, id, body.into()).await?,
-    ))
+    Ok(Json(state.core.update_agent(&caller, id, body.into()).await?))
 }
 
 /// Deletes an agent (its owner or an administrator). Its conversations remain readable.

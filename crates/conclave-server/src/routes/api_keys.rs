@@ -17,9 +17,7 @@ use crate::routes::PageView;
 use crate::state::AppState;
 
 pub fn router() -> OpenApiRouter<AppState> {
-    OpenApiRouter::new()
-        .routes(routes!(create, list))
-        .routes(routes!(delete))
+    OpenApiRouter::new().routes(routes!(create, list)).routes(routes!(delete))
 }
 
 #[derive(Deserialize, utoipa::ToSchema)]
@@ -45,14 +43,7 @@ async fn create(
 ) -> ApiResult<(StatusCode, Json<CreatedApiKeyView>)> {
     let created = state
         .core
-        .create_api_key(
-            &caller,
-            NewApiKey {
-                name: body.name,
-                expires_at: body.expires_at,
-                scopes: body.scopes,
-            },
-        )
+        .create_api_key(&caller, NewApiKey { name: body.name, expires_at: body.expires_at, scopes: body.scopes })
         .await?;
     Ok((StatusCode::CREATED, Json(created)))
 }
@@ -66,13 +57,7 @@ async fn list(
     Authenticated(caller): Authenticated,
     ApiQuery(page): ApiQuery<PageParams>,
 ) -> ApiResult<Json<PageView<ApiKeyView>>> {
-    Ok(Json(
-        state
-            .core
-            .list_api_keys(&caller, page.page()?)
-            .await?
-            .into(),
-    ))
+    Ok(Json(state.core.list_api_keys(&caller, page.page()?).await?.into()))
 }
 
 /// Revokes an API key at once.

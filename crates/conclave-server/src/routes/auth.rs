@@ -39,10 +39,7 @@ pub struct AuthConfig {
 /// How the web app should sign in.
 #[utoipa::path(get, path = "/api/v1/auth/config", tag = "auth", responses((status = 200, body = AuthConfig)))]
 async fn config(State(state): State<AppState>) -> Json<AuthConfig> {
-    Json(AuthConfig {
-        mode: "local",
-        signup_open: state.core.config().signup_open,
-    })
+    Json(AuthConfig { mode: "local", signup_open: state.core.config().signup_open })
 }
 
 #[derive(Deserialize, utoipa::ToSchema)]
@@ -69,14 +66,7 @@ async fn signup(
 ) -> ApiResult<Response> {
     let signed_in = state
         .core
-        .signup(
-            SignupInput {
-                email: body.email,
-                password: body.password,
-                display_name: body.display_name,
-            },
-            &meta,
-        )
+        .signup(SignupInput { email: body.email, password: body.password, display_name: body.display_name }, &meta)
         .await?;
     Ok(with_cookie(&state.http, StatusCode::CREATED, signed_in))
 }
@@ -108,11 +98,7 @@ async fn login(
     (status = 200, body = AuthView),
     (status = 401, body = Problem, description = "No, expired, revoked or reused refresh cookie"),
 ))]
-async fn refresh(
-    State(state): State<AppState>,
-    Meta(meta): Meta,
-    headers: HeaderMap,
-) -> ApiResult<Response> {
+async fn refresh(State(state): State<AppState>, Meta(meta): Meta, headers: HeaderMap) -> ApiResult<Response> {
     let token = refresh_cookie(&headers).ok_or(conclave_core::Error::Unauthenticated)?;
     let signed_in = state.core.refresh(&token, &meta).await?;
     Ok(with_cookie(&state.http, StatusCode::OK, signed_in))
@@ -127,10 +113,7 @@ async fn logout(
     headers: HeaderMap,
 ) -> ApiResult<Response> {
     let token = refresh_cookie(&headers);
-    state
-        .core
-        .logout(token.as_deref(), caller.as_ref(), &meta)
-        .await?;
+    state.core.logout(token.as_deref(), caller.as_ref(), &meta).await?;
     let mut response = StatusCode::NO_CONTENT.into_response();
     if let Ok(v) = HeaderValue::from_str(&cookie(&state.http, "", 0)) {
         response.headers_mut().insert(header::SET_COOKIE, v);
@@ -139,18 +122,12 @@ async fn logout(
 }
 
 fn with_cookie(http: &HttpSettings, status: StatusCode, signed_in: SignedIn) -> Response {
-    let value = cookie(
-        http,
-        signed_in.refresh_token.expose_secret(),
-        signed_in.refresh_ttl.as_secs(),
-    );
+    let value = cookie(http, signed_in.refresh_token.expose_secret(), signed_in.refresh_ttl.as_secs());
     let mut response = (status, Json(signed_in.view)).into_response();
     if let Ok(v) = HeaderValue::from_str(&value) {
         response.headers_mut().insert(header::SET_COOKIE, v);
     }
-    response
-        .headers_mut()
-        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     response
 }
 
@@ -177,20 +154,10 @@ mod tests {
 
     #[test]
     fn cookie_attributes() {
-        let dev = HttpSettings {
-            secure_cookies: false,
-            ..Default::default()
-        };
-        let prod = HttpSettings {
-            secure_cookies: true,
-            ..Default::default()
-        };
+        let dev = HttpSettings { secure_cookies: false, ..Default::default() };
+        let prod = HttpSettings { secure_cookies: true, ..Default::default() };
         let c = cookie(&dev, "cr_x", 60);
-        assert!(
-            c.contains("HttpOnly")
-                && c.contains("SameSite=Strict")
-                && c.contains("Path=/api/v1/auth")
-        );
+        assert!(c.contains("HttpOnly") && c.contains("SameSite=Strict") && c.contains("Path=/api/v1/auth"));
         assert!(!c.contains("Secure"));
         assert!(cookie(&prod, "cr_x", 60).ends_with("; Secure"));
     }
@@ -198,15 +165,9 @@ mod tests {
     #[test]
     fn finds_the_refresh_cookie_among_others() {
         let mut h = HeaderMap::new();
-        h.insert(
-            header::COOKIE,
-            HeaderValue::from_static("a=1; conclave_refresh=cr_abc; b=2"),
-        );
+        h.insert(header::COOKIE, HeaderValue::from_static("a=1; conclave_refresh=cr_abc; b=2"));
         assert_eq!(refresh_cookie(&h).as_deref(), Some("cr_abc"));
-        h.insert(
-            header::COOKIE,
-            HeaderValue::from_static("conclave_refresh="),
-        );
+        h.insert(header::COOKIE, HeaderValue::from_static("conclave_refresh="));
         assert_eq!(refresh_cookie(&h), None);
     }
 }

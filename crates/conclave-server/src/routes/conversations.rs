@@ -39,18 +39,8 @@ async fn list(
     Authenticated(caller): Authenticated,
     ApiQuery(params): ApiQuery<ListParams>,
 ) -> ApiResult<Json<PageView<ConversationView>>> {
-    let page = PageParams {
-        limit: params.limit,
-        cursor: params.cursor,
-    }
-    .page()?;
-    Ok(Json(
-        state
-            .core
-            .list_conversations(&caller, params.q.as_deref(), page)
-            .await?
-            .into(),
-    ))
+    let page = PageParams { limit: params.limit, cursor: params.cursor }.page()?;
+    Ok(Json(state.core.list_conversations(&caller, params.q.as_deref(), page).await?.into()))
 }
 
 #[derive(Deserialize, utoipa::ToSchema)]
@@ -71,15 +61,7 @@ async fn create(
     Authenticated(caller): Authenticated,
     ApiJson(body): ApiJson<CreateConversation>,
 ) -> ApiResult<(StatusCode, Json<ConversationView>)> {
-    Ok((
-        StatusCode::CREATED,
-        Json(
-            state
-                .core
-                .create_conversation(&caller, body.agent_id, body.title)
-                .await?,
-        ),
-    ))
+    Ok((StatusCode::CREATED, Json(state.core.create_conversation(&caller, body.agent_id, body.title).await?)))
 }
 
 /// One of the caller's conversations.
@@ -117,9 +99,7 @@ async fn rename(
     let Some(title) = body.title else {
         return Ok(Json(state.core.get_conversation(&caller, id).await?));
     };
-    Ok(Json(
-        state.core.rename_conversation(&caller, id, title).await?,
-    ))
+    Ok(Json(state.core.rename_conversation(&caller, id, title).await?))
 }
 
 /// Deletes a conversation and its messages.
@@ -146,13 +126,7 @@ async fn list_messages(
     ApiPath(id): ApiPath<ConversationId>,
     ApiQuery(page): ApiQuery<PageParams>,
 ) -> ApiResult<Json<PageView<MessageView>>> {
-    Ok(Json(
-        state
-            .core
-            .list_messages(&caller, id, page.page()?)
-            .await?
-            .into(),
-    ))
+    Ok(Json(state.core.list_messages(&caller, id, page.page()?).await?.into()))
 }
 
 #[derive(Deserialize, utoipa::ToSchema)]
@@ -189,8 +163,5 @@ async fn post_message(
         )
         .into());
     }
-    Ok((
-        StatusCode::CREATED,
-        Json(state.core.post_message(&caller, id, body.content).await?),
-    ))
+    Ok((StatusCode::CREATED, Json(state.core.post_message(&caller, id, body.content).await?)))
 }

@@ -25,9 +25,7 @@ pub struct Readiness {
 }
 
 pub fn router() -> OpenApiRouter<AppState> {
-    OpenApiRouter::new()
-        .routes(routes!(healthz))
-        .routes(routes!(readyz))
+    OpenApiRouter::new().routes(routes!(healthz)).routes(routes!(readyz))
 }
 
 /// The process is running.
@@ -47,26 +45,8 @@ async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Readiness>) 
         tracing::warn!(error = %e, "readiness: database unavailable");
     }
     let mut checks = serde_json::Map::new();
-    checks.insert(
-        "database".into(),
-        if database.is_ok() {
-            "ok"
-        } else {
-            "unavailable"
-        }
-        .into(),
-    );
+    checks.insert("database".into(), if database.is_ok() { "ok" } else { "unavailable" }.into());
     let ok = database.is_ok();
-    let status = if ok {
-        StatusCode::OK
-    } else {
-        StatusCode::SERVICE_UNAVAILABLE
-    };
-    (
-        status,
-        Json(Readiness {
-            status: if ok { "ok" } else { "unavailable" },
-            checks,
-        }),
-    )
+    let status = if ok { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    (status, Json(Readiness { status: if ok { "ok" } else { "unavailable" }, checks }))
 }

@@ -13,10 +13,7 @@ use crate::extract::{ApiJson, Authenticated};
 use crate::state::AppState;
 
 pub fn router() -> OpenApiRouter<AppState> {
-    OpenApiRouter::new()
-        .routes(routes!(me))
-        .routes(routes!(change_password))
-        .routes(routes!(export))
+    OpenApiRouter::new().routes(routes!(me)).routes(routes!(change_password)).routes(routes!(export))
 }
 
 /// The signed-in user.
@@ -24,10 +21,7 @@ pub fn router() -> OpenApiRouter<AppState> {
     (status = 200, body = UserView),
     (status = 401, body = Problem),
 ))]
-async fn me(
-    State(state): State<AppState>,
-    Authenticated(caller): Authenticated,
-) -> ApiResult<Json<UserView>> {
+async fn me(State(state): State<AppState>, Authenticated(caller): Authenticated) -> ApiResult<Json<UserView>> {
     Ok(Json(state.core.me(&caller).await?))
 }
 
@@ -49,10 +43,7 @@ async fn change_password(
     Authenticated(caller): Authenticated,
     ApiJson(body): ApiJson<PasswordChange>,
 ) -> ApiResult<StatusCode> {
-    state
-        .core
-        .change_password(&caller, &body.current_password, &body.new_password)
-        .await?;
+    state.core.change_password(&caller, &body.current_password, &body.new_password).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -60,9 +51,6 @@ async fn change_password(
 #[utoipa::path(get, path = "/api/v1/me/export", tag = "me", security(("bearer" = [])), responses(
     (status = 200, body = ExportView),
 ))]
-async fn export(
-    State(state): State<AppState>,
-    Authenticated(caller): Authenticated,
-) -> ApiResult<Json<ExportView>> {
+async fn export(State(state): State<AppState>, Authenticated(caller): Authenticated) -> ApiResult<Json<ExportView>> {
     Ok(Json(state.core.export_me(&caller).await?))
 }

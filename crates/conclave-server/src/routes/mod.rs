@@ -39,9 +39,6 @@ pub struct PageView<T> {
 
 impl<T> From<conclave_core::page::Page<T>> for PageView<T> {
     fn from(p: conclave_core::page::Page<T>) -> Self {
-        PageView {
-            items: p.items,
-            next_cursor: p.next.map(encode_cursor),
-        }
+        PageView { items: p.items, next_cursor: p.next.map(encode_cursor) }
     }
 }

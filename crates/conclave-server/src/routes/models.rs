@@ -22,11 +22,6 @@ pub struct ModelList {
 
 /// Models this tenant may use, each with the provider that serves it.
 #[utoipa::path(get, path = "/api/v1/models", tag = "models", security(("bearer" = [])), responses((status = 200, body = ModelList)))]
-async fn list(
-    State(state): State<AppState>,
-    Authenticated(caller): Authenticated,
-) -> ApiResult<Json<ModelList>> {
-    Ok(Json(ModelList {
-        items: state.core.list_models(&caller).await?,
-    }))
+async fn list(State(state): State<AppState>, Authenticated(caller): Authenticated) -> ApiResult<Json<ModelList>> {
+    Ok(Json(ModelList { items: state.core.list_models(&caller).await? }))
 }

@@ -39,10 +39,7 @@ enum Resource {
 static COUNTER: AtomicUsize = AtomicUsize::new(0);
 
 fn unique_email() -> String {
-    format!(
-        "matrix-{}@example.com",
-        COUNTER.fetch_add(1, Ordering::Relaxed)
-    )
+    format!("matrix-{}@example.com", COUNTER.fetch_add(1, Ordering::Relaxed))
 }
 
 /// The rule for each route, and a well-formed body so that the answer is about permission, not
@@ -53,59 +50,35 @@ fn rule(method: &Method, path: &str) -> Option<(Rule, Option<Value>)> {
     let strong = "another-correct-horse-battery-9";
     Some(match (method.as_str(), path) {
         ("GET", "/healthz") | ("GET", "/readyz") | ("GET", "/api/v1/auth/config") => (Public, None),
-        ("POST", "/api/v1/auth/signup") => (
-            Public,
-            Some(json!({"email": unique_email(), "password": strong, "display_name": "M"})),
-        ),
-        ("POST", "/api/v1/auth/login") => (
-            Public,
-            Some(json!({"email": "nobody@example.com", "password": strong})),
-        ),
+        ("POST", "/api/v1/auth/signup") => {
+            (Public, Some(json!({"email": unique_email(), "password": strong, "display_name": "M"})))
+        }
+        ("POST", "/api/v1/auth/login") => (Public, Some(json!({"email": "nobody@example.com", "password": strong}))),
         ("POST", "/api/v1/auth/refresh") | ("POST", "/api/v1/auth/logout") => (Public, None),
-        ("GET", "/api/v1/me") | ("GET", "/api/v1/me/export") | ("GET", "/api/v1/models") => {
-            (Signed, None)
+        ("GET", "/api/v1/me") | ("GET", "/api/v1/me/export") | ("GET", "/api/v1/models") => (Signed, None),
+        ("POST", "/api/v1/me/password") => {
+            (Signed, Some(json!({"current_password": "wrong-guess-entirely", "new_password": strong})))
         }
-        ("POST", "/api/v1/me/password") => (
-            Signed,
-            Some(json!({"current_password": "wrong-guess-entirely", "new_password": strong})),
-        ),
-        ("GET", "/api/v1/api-keys")
-        | ("GET", "/api/v1/agents")
-        | ("GET", "/api/v1/conversations") => (Signed, None),
+        ("GET", "/api/v1/api-keys") | ("GET", "/api/v1/agents") | ("GET", "/api/v1/conversations") => (Signed, None),
         ("POST", "/api/v1/api-keys") => (Signed, Some(json!({"name": "matrix"}))),
-        ("POST", "/api/v1/agents") => (
-            Signed,
-            Some(json!({"name": "Matrix", "model": "conclave-demo"})),
-        ),
-        ("POST", "/api/v1/conversations") => (
-            Signed,
-            Some(json!({"agent_id": "01890000-0000-7000-8000-000000000000"})),
-        ),
+        ("POST", "/api/v1/agents") => (Signed, Some(json!({"name": "Matrix", "model": "conclave-demo"}))),
+        ("POST", "/api/v1/conversations") => {
+            (Signed, Some(json!({"agent_id": "01890000-0000-7000-8000-000000000000"})))
+        }
         ("GET", "/api/v1/admin/users") | ("GET", "/api/v1/admin/tenant") => (Admin, None),
-        ("POST", "/api/v1/admin/users") => (
-            Admin,
-            Some(json!({"email": unique_email(), "display_name": "N", "role": "member"})),
-        ),
+        ("POST", "/api/v1/admin/users") => {
+            (Admin, Some(json!({"email": unique_email(), "display_name": "N", "role": "member"})))
+        }
         ("PATCH", "/api/v1/admin/tenant") => (Admin, Some(json!({"name": "Matrix tenant"}))),
-        ("PATCH", "/api/v1/admin/users/{id}") => {
-            (AdminOnUser, Some(json!({"display_name": "Renamed"})))
-        }
+        ("PATCH", "/api/v1/admin/users/{id}") => (AdminOnUser, Some(json!({"display_name": "Renamed"}))),
         ("DELETE", "/api/v1/admin/users/{id}") => (AdminOnUser, None),
-        ("POST", "/api/v1/admin/users/{id}/password") => {
-            (AdminOnUser, Some(json!({"new_password": strong})))
-        }
+        ("POST", "/api/v1/admin/users/{id}/password") => (AdminOnUser, Some(json!({"new_password": strong}))),
         ("GET", "/api/v1/agents/{id}") | ("DELETE", "/api/v1/agents/{id}") => (Owner(Agent), None),
         ("PATCH", "/api/v1/agents/{id}") => (Owner(Agent), Some(json!({"name": "Stolen"}))),
-        ("GET", "/api/v1/conversations/{id}") | ("DELETE", "/api/v1/conversations/{id}") => {
-            (Owner(Conversation), None)
-        }
+        ("GET", "/api/v1/conversations/{id}") | ("DELETE", "/api/v1/conversations/{id}") => (Owner(Conversation), None),
         ("GET", "/api/v1/conversations/{id}/messages") => (Owner(Conversation), None),
-        ("PATCH", "/api/v1/conversations/{id}") => {
-            (Owner(Conversation), Some(json!({"title": "Stolen"})))
-        }
-        ("POST", "/api/v1/conversations/{id}/messages") => {
-            (Owner(Conversation), Some(json!({"content": "hi"})))
-        }
+        ("PATCH", "/api/v1/conversations/{id}") => (Owner(Conversation), Some(json!({"title": "Stolen"}))),
+        ("POST", "/api/v1/conversations/{id}/messages") => (Owner(Conversation), Some(json!({"content": "hi"}))),
         ("DELETE", "/api/v1/api-keys/{id}") => (Owner(ApiKey), None),
         _ => return None,
     })
@@ -143,12 +116,7 @@ async fn world(h: &Harness) -> World {
     // ever joins the default tenant).
     let store = h.core.store();
     let b = store.create_tenant("B").await.unwrap();
-    let hasher = PasswordHasher::new(PasswordHashingParams {
-        memory_kib: 64,
-        iterations: 1,
-        parallelism: 1,
-    })
-    .unwrap();
+    let hasher = PasswordHasher::new(PasswordHashingParams { memory_kib: 64, iterations: 1, parallelism: 1 }).unwrap();
     store
         .create_user(
             b.id,
@@ -167,44 +135,16 @@ async fn world(h: &Harness) -> World {
     let foreign_admin = login(h, "admin@b.example").await;
 
     let agent = h
-        .call(
-            Method::POST,
-            "/api/v1/agents",
-            Some(&owner),
-            Some(json!({"name": "Private", "model": "conclave-demo"})),
-        )
+        .call(Method::POST, "/api/v1/agents", Some(&owner), Some(json!({"name": "Private", "model": "conclave-demo"})))
         .await;
     assert_eq!(agent.status, StatusCode::CREATED, "{}", agent.body);
     let agent = agent.body["id"].as_str().unwrap().to_owned();
-    let conversation = h
-        .call(
-            Method::POST,
-            "/api/v1/conversations",
-            Some(&owner),
-            Some(json!({"agent_id": agent})),
-        )
-        .await;
+    let conversation =
+        h.call(Method::POST, "/api/v1/conversations", Some(&owner), Some(json!({"agent_id": agent}))).await;
     let conversation = conversation.body["id"].as_str().unwrap().to_owned();
-    let key = h
-        .call(
-            Method::POST,
-            "/api/v1/api-keys",
-            Some(&owner),
-            Some(json!({"name": "mine"})),
-        )
-        .await;
+    let key = h.call(Method::POST, "/api/v1/api-keys", Some(&owner), Some(json!({"name": "mine"}))).await;
     let api_key = key.body["id"].as_str().unwrap().to_owned();
-    World {
-        admin,
-        owner,
-        owner_id,
-        other,
-        auditor,
-        foreign_admin,
-        agent,
-        conversation,
-        api_key,
-    }
+    World { admin, owner, owner_id, other, auditor, foreign_admin, agent, conversation, api_key }
 }
 
 async fn login(h: &Harness, email: &str) -> String {
@@ -228,28 +168,16 @@ async fn every_route_has_a_rule_and_denies_whoever_it_must() {
     let mut routes = Vec::new();
     for (path, item) in &doc.paths.paths {
         let item = serde_json::to_value(item).unwrap();
-        for method in item
-            .as_object()
-            .unwrap()
-            .keys()
-            .filter(|k| ["get", "post", "put", "patch", "delete"].contains(&k.as_str()))
+        for method in
+            item.as_object().unwrap().keys().filter(|k| ["get", "post", "put", "patch", "delete"].contains(&k.as_str()))
         {
-            routes.push((
-                method.to_uppercase().parse::<Method>().unwrap(),
-                path.clone(),
-            ));
+            routes.push((method.to_uppercase().parse::<Method>().unwrap(), path.clone()));
         }
     }
     assert!(routes.len() >= 30, "only {} routes found", routes.len());
-    let missing: Vec<_> = routes
-        .iter()
-        .filter(|(m, p)| rule(m, p).is_none())
-        .map(|(m, p)| format!("{m} {p}"))
-        .collect();
-    assert!(
-        missing.is_empty(),
-        "routes without an authorisation rule: {missing:?}"
-    );
+    let missing: Vec<_> =
+        routes.iter().filter(|(m, p)| rule(m, p).is_none()).map(|(m, p)| format!("{m} {p}")).collect();
+    assert!(missing.is_empty(), "routes without an authorisation rule: {missing:?}");
 
     let mut failures = Vec::new();
     let mut check = |what: String, status: StatusCode, ok: bool| {
@@ -278,33 +206,15 @@ async fn every_route_has_a_rule_and_denies_whoever_it_must() {
             );
             continue;
         }
-        check(
-            format!("anonymous {method} {path}"),
-            anonymous,
-            anonymous == StatusCode::UNAUTHORIZED,
-        );
-        let garbage = h
-            .call(method.clone(), &concrete, Some("ca_garbage"), body())
-            .await
-            .status;
-        check(
-            format!("garbage token {method} {path}"),
-            garbage,
-            garbage == StatusCode::UNAUTHORIZED,
-        );
+        check(format!("anonymous {method} {path}"), anonymous, anonymous == StatusCode::UNAUTHORIZED);
+        let garbage = h.call(method.clone(), &concrete, Some("ca_garbage"), body()).await.status;
+        check(format!("garbage token {method} {path}"), garbage, garbage == StatusCode::UNAUTHORIZED);
 
         match rule {
             Rule::Public => unreachable!(),
             Rule::Signed => {
-                for (who, token) in [
-                    ("member", &w.other),
-                    ("auditor", &w.auditor),
-                    ("admin", &w.admin),
-                ] {
-                    let s = h
-                        .call(method.clone(), &concrete, Some(token), body())
-                        .await
-                        .status;
+                for (who, token) in [("member", &w.other), ("auditor", &w.auditor), ("admin", &w.admin)] {
+                    let s = h.call(method.clone(), &concrete, Some(token), body()).await.status;
                     check(
                         format!("{who} {method} {path}"),
                         s,
@@ -314,43 +224,19 @@ async fn every_route_has_a_rule_and_denies_whoever_it_must() {
             }
             Rule::Admin => {
                 for (who, token) in [("member", &w.other), ("auditor", &w.auditor)] {
-                    let s = h
-                        .call(method.clone(), &concrete, Some(token), body())
-                        .await
-                        .status;
-                    check(
-                        format!("{who} {method} {path}"),
-                        s,
-                        s == StatusCode::FORBIDDEN,
-                    );
+                    let s = h.call(method.clone(), &concrete, Some(token), body()).await.status;
+                    check(format!("{who} {method} {path}"), s, s == StatusCode::FORBIDDEN);
                 }
-                let s = h
-                    .call(method.clone(), &concrete, Some(&w.admin), body())
-                    .await
-                    .status;
+                let s = h.call(method.clone(), &concrete, Some(&w.admin), body()).await.status;
                 check(format!("admin {method} {path}"), s, s.is_success());
             }
             Rule::AdminOnUser => {
                 for (who, token) in [("member", &w.other), ("auditor", &w.auditor)] {
-                    let s = h
-                        .call(method.clone(), &concrete, Some(token), body())
-                        .await
-                        .status;
-                    check(
-                        format!("{who} {method} {path}"),
-                        s,
-                        s == StatusCode::FORBIDDEN,
-                    );
+                    let s = h.call(method.clone(), &concrete, Some(token), body()).await.status;
+                    check(format!("{who} {method} {path}"), s, s == StatusCode::FORBIDDEN);
                 }
-                let s = h
-                    .call(method.clone(), &concrete, Some(&w.foreign_admin), body())
-                    .await
-                    .status;
-                check(
-                    format!("foreign admin {method} {path}"),
-                    s,
-                    s == StatusCode::NOT_FOUND,
-                );
+                let s = h.call(method.clone(), &concrete, Some(&w.foreign_admin), body()).await.status;
+                check(format!("foreign admin {method} {path}"), s, s == StatusCode::NOT_FOUND);
             }
             Rule::Owner(_) => {
                 for (who, token) in [
@@ -359,24 +245,13 @@ async fn every_route_has_a_rule_and_denies_whoever_it_must() {
                     ("admin", &w.admin),
                     ("foreign admin", &w.foreign_admin),
                 ] {
-                    let s = h
-                        .call(method.clone(), &concrete, Some(token), body())
-                        .await
-                        .status;
-                    check(
-                        format!("{who} {method} {path}"),
-                        s,
-                        s == StatusCode::NOT_FOUND,
-                    );
+                    let s = h.call(method.clone(), &concrete, Some(token), body()).await.status;
+                    check(format!("{who} {method} {path}"), s, s == StatusCode::NOT_FOUND);
                 }
             }
         }
     }
-    assert!(
-        failures.is_empty(),
-        "authorisation failures:\n{}",
-        failures.join("\n")
-    );
+    assert!(failures.is_empty(), "authorisation failures:\n{}", failures.join("\n"));
 
     // Nothing the others tried changed the owner's data.
     for path in [
@@ -387,26 +262,12 @@ async fn every_route_has_a_rule_and_denies_whoever_it_must() {
         let r = h.call(Method::GET, &path, Some(&w.owner), None).await;
         assert_eq!(r.status, StatusCode::OK, "{path}: {}", r.body);
     }
-    let agent = h
-        .call(
-            Method::GET,
-            &format!("/api/v1/agents/{}", w.agent),
-            Some(&w.owner),
-            None,
-        )
-        .await;
+    let agent = h.call(Method::GET, &format!("/api/v1/agents/{}", w.agent), Some(&w.owner), None).await;
     assert_eq!(agent.body["name"], "Private");
-    let keys = h
-        .call(Method::GET, "/api/v1/api-keys", Some(&w.owner), None)
-        .await;
+    let keys = h.call(Method::GET, "/api/v1/api-keys", Some(&w.owner), None).await;
     assert_eq!(keys.body["items"][0]["id"], w.api_key.as_str());
-    let me = h
-        .call(Method::GET, "/api/v1/me", Some(&w.owner), None)
-        .await;
-    assert_eq!(
-        me.body["display_name"], "Test",
-        "foreign and unprivileged PATCHes changed nothing"
-    );
+    let me = h.call(Method::GET, "/api/v1/me", Some(&w.owner), None).await;
+    assert_eq!(me.body["display_name"], "Test", "foreign and unprivileged PATCHes changed nothing");
 }
 
 fn rule_body(method: &Method, path: &str) -> Option<Value> {

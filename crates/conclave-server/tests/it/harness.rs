@@ -32,51 +32,26 @@ impl Harness {
     pub async fn new() -> Harness {
         let dir = std::env::temp_dir().join(format!("conclave-server-it-{}", uuid()));
         let url = format!("sqlite://{}", dir.join("t.db").display());
-        let db = conclave_store::Database::connect(&url, Duration::from_secs(5))
-            .await
-            .unwrap();
+        let db = conclave_store::Database::connect(&url, Duration::from_secs(5)).await.unwrap();
         db.migrate().await.unwrap();
         let mut catalog = ModelCatalog::new();
         catalog.add(
             "conclave-demo",
-            ProviderEntry {
-                name: "demo".into(),
-                region: None,
-                client: Arc::new(DemoProvider::new(Duration::ZERO)),
-            },
+            ProviderEntry { name: "demo".into(), region: None, client: Arc::new(DemoProvider::new(Duration::ZERO)) },
         );
         let config = CoreConfig {
-            password_hashing: PasswordHashingParams {
-                memory_kib: 64,
-                iterations: 1,
-                parallelism: 1,
-            },
+            password_hashing: PasswordHashingParams { memory_kib: 64, iterations: 1, parallelism: 1 },
             ..CoreConfig::default()
         };
-        let core =
-            Conclave::new(config, db.into_store(), Arc::new(PlaintextCodec), catalog).unwrap();
+        let core = Conclave::new(config, db.into_store(), Arc::new(PlaintextCodec), catalog).unwrap();
         let state = AppState {
             core: core.clone(),
-            http: Arc::new(HttpSettings {
-                secure_cookies: false,
-                trusted_proxies: vec![],
-                max_json_bytes: 1 << 20,
-            }),
+            http: Arc::new(HttpSettings { secure_cookies: false, trusted_proxies: vec![], max_json_bytes: 1 << 20 }),
         };
-        Harness {
-            app: conclave_server::app(state),
-            core,
-            dir,
-        }
+        Harness { app: conclave_server::app(state), core, dir }
     }
 
-    pub async fn call(
-        &self,
-        method: Method,
-        path: &str,
-        token: Option<&str>,
-        body: Option<Value>,
-    ) -> Reply {
+    pub async fn call(&self, method: Method, path: &str, token: Option<&str>, body: Option<Value>) -> Reply {
         let mut req = Request::builder().method(method).uri(path);
         if let Some(t) = token {
             req = req.header("authorization", format!("Bearer {t}"));
@@ -89,13 +64,10 @@ impl Harness {
             None => Body::empty(),
         };
         let mut req = req.body(body).unwrap();
-        req.extensions_mut()
-            .insert(ConnectInfo(SocketAddr::from(([127, 0, 0, 1], 40000))));
+        req.extensions_mut().insert(ConnectInfo(SocketAddr::from(([127, 0, 0, 1], 40000))));
         let response = self.app.clone().oneshot(req).await.unwrap();
         let status = response.status();
-        let bytes = axum::body::to_bytes(response.into_body(), 1 << 22)
-            .await
-            .unwrap();
+        let bytes = axum::body::to_bytes(response.into_body(), 1 << 22).await.unwrap();
         let body = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
         Reply { status, body }
     }
@@ -111,10 +83,7 @@ impl Harness {
             )
             .await;
         assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
-        (
-            r.body["access_token"].as_str().unwrap().to_owned(),
-            r.body["user"]["id"].as_str().unwrap().to_owned(),
-        )
+        (r.body["access_token"].as_str().unwrap().to_owned(), r.body["user"]["id"].as_str().unwrap().to_owned())
     }
 }
 
@@ -125,11 +94,5 @@ impl Drop for Harness {
 }
 
 pub fn uuid() -> String {
-    format!(
-        "{:x}",
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_nanos()
-    )
+    format!("{:x}", std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos())
 }

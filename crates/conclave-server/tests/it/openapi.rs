@@ -8,9 +8,7 @@ use crate::harness::Harness;
 #[tokio::test]
 async fn document_lists_every_route_and_each_is_served() {
     let h = Harness::new().await;
-    let doc = h
-        .call(Method::GET, "/api/v1/openapi.json", None, None)
-        .await;
+    let doc = h.call(Method::GET, "/api/v1/openapi.json", None, None).await;
     assert_eq!(doc.status, StatusCode::OK);
     assert!(doc.body["openapi"].as_str().unwrap().starts_with("3.1"));
     let paths = doc.body["paths"].as_object().unwrap();
@@ -38,10 +36,7 @@ async fn document_lists_every_route_and_each_is_served() {
         "/api/v1/conversations/{id}/messages",
         "/api/v1/models",
     ] {
-        assert!(
-            paths.contains_key(expected),
-            "{expected} is missing from the OpenAPI document"
-        );
+        assert!(paths.contains_key(expected), "{expected} is missing from the OpenAPI document");
     }
     // Every documented operation is routed: never the router's own 404 or 405.
     for (path, item) in paths {
@@ -49,22 +44,15 @@ async fn document_lists_every_route_and_each_is_served() {
             let m: Method = method.to_uppercase().parse().unwrap();
             let concrete = path.replace("{id}", "01890000-0000-7000-8000-000000000000");
             let r = h.call(m.clone(), &concrete, None, None).await;
-            assert_ne!(
-                r.status,
-                StatusCode::METHOD_NOT_ALLOWED,
-                "{m} {path} is documented but not routed"
-            );
+            assert_ne!(r.status, StatusCode::METHOD_NOT_ALLOWED, "{m} {path} is documented but not routed");
             assert!(
-                !(r.status == StatusCode::NOT_FOUND
-                    && r.body["detail"] == "There is nothing at this address."),
+                !(r.status == StatusCode::NOT_FOUND && r.body["detail"] == "There is nothing at this address."),
                 "{m} {path} is documented but not routed"
             );
         }
     }
     // And an unknown address gets the router's problem answer.
-    let r = h
-        .call(Method::GET, "/api/v1/nothing-here", None, None)
-        .await;
+    let r = h.call(Method::GET, "/api/v1/nothing-here", None, None).await;
     assert_eq!(r.status, StatusCode::NOT_FOUND);
     assert_eq!(r.body["status"], 404);
 }

@@ -24,21 +24,11 @@ enum Cleanup {
 
 impl TestDb {
     pub async fn sqlite() -> TestDb {
-        let dir = std::env::temp_dir().join(format!(
-            "conclave-store-it-{}",
-            uuid::Uuid::new_v4().simple()
-        ));
+        let dir = std::env::temp_dir().join(format!("conclave-store-it-{}", uuid::Uuid::new_v4().simple()));
         let url = format!("sqlite://{}", dir.join("test.db").display());
-        let db = Database::connect(&url, Duration::from_secs(5))
-            .await
-            .expect("SQLite opens");
+        let db = Database::connect(&url, Duration::from_secs(5)).await.expect("SQLite opens");
         db.migrate().await.expect("SQLite migrations apply");
-        TestDb {
-            url,
-            store: db.clone().into_store(),
-            db,
-            cleanup: Cleanup::Dir(dir),
-        }
+        TestDb { url, store: db.clone().into_store(), db, cleanup: Cleanup::Dir(dir) }
     }
 
     pub async fn postgres() -> TestDb {
@@ -46,22 +36,12 @@ impl TestDb {
         let mut admin = sqlx::PgConnection::connect(POSTGRES_ADMIN_URL).await.unwrap_or_else(|e| {
             panic!("PostgreSQL at 127.0.0.1:5432 (user postgres, trust auth) is needed by the store suite and cannot be reached: {e}")
         });
-        sqlx::query(&format!("CREATE DATABASE {name}"))
-            .execute(&mut admin)
-            .await
-            .expect("create the test database");
+        sqlx::query(&format!("CREATE DATABASE {name}")).execute(&mut admin).await.expect("create the test database");
         admin.close().await.ok();
         let url = format!("postgres://postgres@127.0.0.1:5432/{name}");
-        let db = Database::connect(&url, Duration::from_secs(5))
-            .await
-            .expect("PostgreSQL test database opens");
+        let db = Database::connect(&url, Duration::from_secs(5)).await.expect("PostgreSQL test database opens");
         db.migrate().await.expect("PostgreSQL migrations apply");
-        TestDb {
-            url,
-            store: db.clone().into_store(),
-            db,
-            cleanup: Cleanup::PgDatabase(name),
-        }
+        TestDb { url, store: db.clone().into_store(), db, cleanup: Cleanup::PgDatabase(name) }
     }
 
     pub fn store(&self) -> &dyn Store {
@@ -76,10 +56,7 @@ impl TestDb {
             }
             Cleanup::PgDatabase(name) => {
                 if let Ok(mut admin) = sqlx::PgConnection::connect(POSTGRES_ADMIN_URL).await {
-                    sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-                        .execute(&mut admin)
-                        .await
-                        .ok();
+                    sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).execute(&mut admin).await.ok();
                 }
             }
         }

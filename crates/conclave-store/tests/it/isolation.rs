@@ -14,14 +14,8 @@ use crate::records::{agent, conversation, exchange, new_user, now};
 async fn another_tenant_sees_nothing(store: &dyn Store) {
     let a = store.default_tenant("A").await.unwrap();
     let b = store.create_tenant("B").await.unwrap();
-    let ada = store
-        .create_user(a.id, new_user("ada@a.example", true))
-        .await
-        .unwrap();
-    let eve = store
-        .create_user(b.id, new_user("eve@b.example", true))
-        .await
-        .unwrap();
+    let ada = store.create_user(a.id, new_user("ada@a.example", true)).await.unwrap();
+    let eve = store.create_user(b.id, new_user("eve@b.example", true)).await.unwrap();
     assert_eq!(eve.role, Role::Admin, "first user of tenant B");
     let shared = agent(a.id, ada.id, Visibility::Tenant);
     store.create_agent(&shared).await.unwrap();
@@ -31,47 +25,14 @@ async fn another_tenant_sees_nothing(store: &dyn Store) {
     store.insert_exchange(&m, &r).await.unwrap();
 
     // Tenant B's scope with tenant A's ids, even naming A's user as the viewer.
-    assert!(matches!(
-        store.get_user(b.id, ada.id).await,
-        Err(StoreError::NotFound)
-    ));
-    assert!(matches!(
-        store.get_agent(b.id, ada.id, shared.id).await,
-        Err(StoreError::NotFound)
-    ));
-    assert!(matches!(
-        store.get_agent(b.id, eve.id, shared.id).await,
-        Err(StoreError::NotFound)
-    ));
-    assert!(store
-        .list_agents(b.id, eve.id, PageRequest::default())
-        .await
-        .unwrap()
-        .items
-        .is_empty());
-    assert!(matches!(
-        store.get_conversation(b.id, ada.id, c.id).await,
-        Err(StoreError::NotFound)
-    ));
-    assert!(store
-        .list_messages(b.id, c.id, PageRequest::default())
-        .await
-        .unwrap()
-        .items
-        .is_empty());
-    assert!(matches!(
-        store.get_message(b.id, c.id, m.id).await,
-        Err(StoreError::NotFound)
-    ));
-    assert_eq!(
-        store
-            .list_users(b.id, PageRequest::default())
-            .await
-            .unwrap()
-            .items
-            .len(),
-        1
-    );
+    assert!(matches!(store.get_user(b.id, ada.id).await, Err(StoreError::NotFound)));
+    assert!(matches!(store.get_agent(b.id, ada.id, shared.id).await, Err(StoreError::NotFound)));
+    assert!(matches!(store.get_agent(b.id, eve.id, shared.id).await, Err(StoreError::NotFound)));
+    assert!(store.list_agents(b.id, eve.id, PageRequest::default()).await.unwrap().items.is_empty());
+    assert!(matches!(store.get_conversation(b.id, ada.id, c.id).await, Err(StoreError::NotFound)));
+    assert!(store.list_messages(b.id, c.id, PageRequest::default()).await.unwrap().items.is_empty());
+    assert!(matches!(store.get_message(b.id, c.id, m.id).await, Err(StoreError::NotFound)));
+    assert_eq!(store.list_users(b.id, PageRequest::default()).await.unwrap().items.len(), 1);
 
     // Writes through the wrong scope change nothing.
     let outcome = ReplyOutcome {
@@ -82,30 +43,12 @@ async fn another_tenant_sees_nothing(store: &dyn Store) {
         error: None,
     };
     assert!(!store.finish_reply(b.id, r.id, &outcome).await.unwrap());
-    assert!(matches!(
-        store.delete_conversation(b.id, ada.id, c.id).await,
-        Err(StoreError::NotFound)
-    ));
-    assert!(matches!(
-        store.delete_agent(b.id, shared.id).await,
-        Err(StoreError::NotFound)
-    ));
-    assert!(matches!(
-        store.update_user(b.id, ada.id, &UserPatch::default()).await,
-        Err(StoreError::NotFound)
-    ));
-    assert!(matches!(
-        store.delete_user(b.id, ada.id, eve.id).await,
-        Err(StoreError::NotFound)
-    ));
-    assert!(matches!(
-        store.set_password(b.id, ada.id, "x", false).await,
-        Err(StoreError::NotFound)
-    ));
-    assert_eq!(
-        store.get_message(a.id, c.id, r.id).await.unwrap().status,
-        MessageStatus::Streaming
-    );
+    assert!(matches!(store.delete_conversation(b.id, ada.id, c.id).await, Err(StoreError::NotFound)));
+    assert!(matches!(store.delete_agent(b.id, shared.id).await, Err(StoreError::NotFound)));
+    assert!(matches!(store.update_user(b.id, ada.id, &UserPatch::default()).await, Err(StoreError::NotFound)));
+    assert!(matches!(store.delete_user(b.id, ada.id, eve.id).await, Err(StoreError::NotFound)));
+    assert!(matches!(store.set_password(b.id, ada.id, "x", false).await, Err(StoreError::NotFound)));
+    assert_eq!(store.get_message(a.id, c.id, r.id).await.unwrap().status, MessageStatus::Streaming);
     assert!(store.get_user(a.id, ada.id).await.is_ok());
 
     let session = SessionId::new();
@@ -120,27 +63,11 @@ async fn another_tenant_sees_nothing(store: &dyn Store) {
         used_at: None,
         session_revoked: false,
     };
-    store
-        .create_session(a.id, session, ada.id, std::slice::from_ref(&token))
-        .await
-        .unwrap();
-    assert!(matches!(
-        store.get_token(b.id, token.id).await,
-        Err(StoreError::NotFound)
-    ));
-    assert!(!store
-        .rotate_refresh(b.id, token.id, now(), &[])
-        .await
-        .unwrap());
+    store.create_session(a.id, session, ada.id, std::slice::from_ref(&token)).await.unwrap();
+    assert!(matches!(store.get_token(b.id, token.id).await, Err(StoreError::NotFound)));
+    assert!(!store.rotate_refresh(b.id, token.id, now(), &[]).await.unwrap());
     store.revoke_session(b.id, session).await.unwrap();
-    assert!(
-        !store
-            .get_token(a.id, token.id)
-            .await
-            .unwrap()
-            .session_revoked,
-        "another tenant cannot revoke it"
-    );
+    assert!(!store.get_token(a.id, token.id).await.unwrap().session_revoked, "another tenant cannot revoke it");
 }
 
 crate::both_backends!(another_tenant_sees_nothing);
@@ -165,18 +92,11 @@ async fn postgres_refuses_to_change_or_delete_audit_events() {
     };
     db.store().append_audit(&event).await.unwrap();
     let mut conn = sqlx::PgConnection::connect(&db.url).await.unwrap();
-    let update = sqlx::query("UPDATE audit_events SET action = 'forged'")
-        .execute(&mut conn)
-        .await;
+    let update = sqlx::query("UPDATE audit_events SET action = 'forged'").execute(&mut conn).await;
     assert!(update.unwrap_err().to_string().contains("append-only"));
-    let delete = sqlx::query("DELETE FROM audit_events")
-        .execute(&mut conn)
-        .await;
+    let delete = sqlx::query("DELETE FROM audit_events").execute(&mut conn).await;
     assert!(delete.unwrap_err().to_string().contains("append-only"));
-    assert_eq!(
-        db.store().list_audit(tenant.id, 0, 10).await.unwrap()[0].action,
-        "user.signup"
-    );
+    assert_eq!(db.store().list_audit(tenant.id, 0, 10).await.unwrap()[0].action, "user.signup");
     conn.close().await.ok();
     db.finish().await;
 }

@@ -58,11 +58,7 @@ pub fn conversation(tenant: TenantId, owner: UserId, agent: AgentId) -> Conversa
     }
 }
 
-pub fn exchange(
-    tenant: TenantId,
-    conversation: ConversationId,
-    text: &str,
-) -> (MessageRecord, MessageRecord) {
+pub fn exchange(tenant: TenantId, conversation: ConversationId, text: &str) -> (MessageRecord, MessageRecord) {
     let user = MessageRecord {
         tenant_id: tenant,
         id: MessageId::new(),
@@ -94,52 +90,32 @@ async fn tenants_and_settings(store: &dyn Store) {
     let a = store.default_tenant("Default").await.unwrap();
     let again = store.default_tenant("Other name").await.unwrap();
     assert_eq!(a.id, again.id, "one default tenant");
-    let mut settings = TenantSettings {
-        allowed_models: Some(vec!["mock-model".into()]),
-        ..Default::default()
-    };
+    let mut settings = TenantSettings { allowed_models: Some(vec!["mock-model".into()]), ..Default::default() };
     settings.features.insert("beta".into(), true);
     let updated = store.update_tenant(a.id, "Firm", &settings).await.unwrap();
     assert_eq!(updated.name, "Firm");
     assert_eq!(store.get_tenant(a.id).await.unwrap().settings, settings);
     let b = store.create_tenant("Second").await.unwrap();
     assert_ne!(a.id, b.id);
-    assert!(matches!(
-        store.get_tenant(TenantId::new()).await,
-        Err(StoreError::NotFound)
-    ));
+    assert!(matches!(store.get_tenant(TenantId::new()).await, Err(StoreError::NotFound)));
 }
 
 async fn first_user_is_admin_and_emails_are_unique(store: &dyn Store) {
     let t = store.default_tenant("Default").await.unwrap();
-    let first = store
-        .create_user(t.id, new_user("ada@example.com", true))
-        .await
-        .unwrap();
-    let second = store
-        .create_user(t.id, new_user("bob@example.com", true))
-        .await
-        .unwrap();
+    let first = store.create_user(t.id, new_user("ada@example.com", true)).await.unwrap();
+    let second = store.create_user(t.id, new_user("bob@example.com", true)).await.unwrap();
     assert_eq!(first.role, Role::Admin);
     assert_eq!(second.role, Role::Member);
-    let dup = store
-        .create_user(t.id, new_user("ada@example.com", false))
-        .await;
+    let dup = store.create_user(t.id, new_user("ada@example.com", false)).await;
     assert!(matches!(dup, Err(StoreError::Constraint(c)) if c == constraints::USER_EMAIL_UNIQUE));
     // Emails are global: another tenant cannot take the address either.
     let other = store.create_tenant("Other").await.unwrap();
-    let dup = store
-        .create_user(other.id, new_user("ada@example.com", false))
-        .await;
+    let dup = store.create_user(other.id, new_user("ada@example.com", false)).await;
     assert!(matches!(dup, Err(StoreError::Constraint(_))));
     let (tenant, login) = store.find_login("ada@example.com").await.unwrap().unwrap();
     assert_eq!((tenant, login.user.id), (t.id, first.id));
     assert!(login.password_hash.is_some());
-    assert!(store
-        .find_login("nobody@example.com")
-        .await
-        .unwrap()
-        .is_none());
+    assert!(store.find_login("nobody@example.com").await.unwrap().is_none());
 }
 
 async fn concurrent_first_signups_make_one_admin(store: &dyn Store) {
@@ -148,103 +124,46 @@ async fn concurrent_first_signups_make_one_admin(store: &dyn Store) {
         (0..8).map(|i| store.create_user(t.id, new_user(&format!("u{i}@example.com"), true))),
     )
     .await;
-    let admins = results
-        .iter()
-        .filter(|r| r.as_ref().unwrap().role == Role::Admin)
-        .count();
+    let admins = results.iter().filter(|r| r.as_ref().unwrap().role == Role::Admin).count();
     assert_eq!(admins, 1);
 }
 
 async fn users_page_update_and_last_admin(store: &dyn Store) {
     let t = store.default_tenant("Default").await.unwrap();
-    let admin = store
-        .create_user(t.id, new_user("admin@example.com", true))
-        .await
-        .unwrap();
+    let admin = store.create_user(t.id, new_user("admin@example.com", true)).await.unwrap();
     for i in 0..4 {
-        store
-            .create_user(t.id, new_user(&format!("m{i}@example.com"), true))
-            .await
-            .unwrap();
+        store.create_user(t.id, new_user(&format!("m{i}@example.com"), true)).await.unwrap();
     }
     let p1 = store.list_users(t.id, PageRequest::first(2)).await.unwrap();
     assert_eq!(p1.items.len(), 2);
-    let p2 = store
-        .list_users(
-            t.id,
-            PageRequest {
-                limit: 2,
-                after: p1.next,
-            },
-        )
-        .await
-        .unwrap();
-    let p3 = store
-        .list_users(
-            t.id,
-            PageRequest {
-                limit: 2,
-                after: p2.next,
-            },
-        )
-        .await
-        .unwrap();
+    let p2 = store.list_users(t.id, PageRequest { limit: 2, after: p1.next }).await.unwrap();
+    let p3 = store.list_users(t.id, PageRequest { limit: 2, after: p2.next }).await.unwrap();
     assert_eq!(p3.items.len(), 1);
     assert!(p3.next.is_none());
-    let mut ids: Vec<_> = [p1.items, p2.items, p3.items]
-        .concat()
-        .into_iter()
-        .map(|u| u.id)
-        .collect();
+    let mut ids: Vec<_> = [p1.items, p2.items, p3.items].concat().into_iter().map(|u| u.id).collect();
     ids.dedup();
     assert_eq!(ids.len(), 5);
 
-    let demote = UserPatch {
-        role: Some(Role::Member),
-        ..Default::default()
-    };
+    let demote = UserPatch { role: Some(Role::Member), ..Default::default() };
     assert!(
         matches!(store.update_user(t.id, admin.id, &demote).await, Err(StoreError::Constraint(c)) if c == "last_admin")
     );
-    let disable = UserPatch {
-        disabled: Some(true),
-        ..Default::default()
-    };
-    assert!(matches!(
-        store.update_user(t.id, admin.id, &disable).await,
-        Err(StoreError::Constraint(_))
-    ));
-    assert_eq!(
-        store.get_user(t.id, admin.id).await.unwrap().role,
-        Role::Admin,
-        "refused change rolled back"
-    );
+    let disable = UserPatch { disabled: Some(true), ..Default::default() };
+    assert!(matches!(store.update_user(t.id, admin.id, &disable).await, Err(StoreError::Constraint(_))));
+    assert_eq!(store.get_user(t.id, admin.id).await.unwrap().role, Role::Admin, "refused change rolled back");
     let other = ids.into_iter().find(|id| *id != admin.id).unwrap();
     let promoted = store
         .update_user(
             t.id,
             other,
-            &UserPatch {
-                role: Some(Role::Admin),
-                display_name: Some("Eve".into()),
-                ..Default::default()
-            },
+            &UserPatch { role: Some(Role::Admin), display_name: Some("Eve".into()), ..Default::default() },
         )
         .await
         .unwrap();
-    assert_eq!(
-        (promoted.role, promoted.display_name.as_str()),
-        (Role::Admin, "Eve")
-    );
+    assert_eq!((promoted.role, promoted.display_name.as_str()), (Role::Admin, "Eve"));
     store.update_user(t.id, admin.id, &demote).await.unwrap();
-    assert!(matches!(
-        store.update_user(t.id, UserId::new(), &demote).await,
-        Err(StoreError::NotFound)
-    ));
-    store
-        .set_password(t.id, other, "$argon2id$new", true)
-        .await
-        .unwrap();
+    assert!(matches!(store.update_user(t.id, UserId::new(), &demote).await, Err(StoreError::NotFound)));
+    store.set_password(t.id, other, "$argon2id$new", true).await.unwrap();
     let login = store.get_login(t.id, other).await.unwrap();
     assert_eq!(login.password_hash.as_deref(), Some("$argon2id$new"));
     assert!(login.user.must_change_password);
@@ -252,10 +171,7 @@ async fn users_page_update_and_last_admin(store: &dyn Store) {
 
 async fn sessions_rotate_once_and_revoke(store: &dyn Store) {
     let t = store.default_tenant("Default").await.unwrap();
-    let u = store
-        .create_user(t.id, new_user("s@example.com", true))
-        .await
-        .unwrap();
+    let u = store.create_user(t.id, new_user("s@example.com", true)).await.unwrap();
     let session = SessionId::new();
     let token = |kind| TokenRecord {
         tenant_id: t.id,
@@ -269,70 +185,29 @@ async fn sessions_rotate_once_and_revoke(store: &dyn Store) {
         session_revoked: false,
     };
     let (access, refresh) = (token(TokenKind::Access), token(TokenKind::Refresh));
-    store
-        .create_session(t.id, session, u.id, &[access.clone(), refresh.clone()])
-        .await
-        .unwrap();
-    assert_eq!(
-        store.find_credential(refresh.id.0).await.unwrap(),
-        Some(CredentialRef::Token(t.id))
-    );
+    store.create_session(t.id, session, u.id, &[access.clone(), refresh.clone()]).await.unwrap();
+    assert_eq!(store.find_credential(refresh.id.0).await.unwrap(), Some(CredentialRef::Token(t.id)));
     let read = store.get_token(t.id, refresh.id).await.unwrap();
-    assert_eq!(
-        (read.kind, read.session_revoked, read.used_at),
-        (TokenKind::Refresh, false, None)
-    );
+    assert_eq!((read.kind, read.session_revoked, read.used_at), (TokenKind::Refresh, false, None));
     assert_eq!(read.secret_hash, vec![7; 32]);
 
     let next = token(TokenKind::Refresh);
-    assert!(store
-        .rotate_refresh(t.id, refresh.id, now(), std::slice::from_ref(&next))
-        .await
-        .unwrap());
+    assert!(store.rotate_refresh(t.id, refresh.id, now(), std::slice::from_ref(&next)).await.unwrap());
     assert!(
-        !store
-            .rotate_refresh(t.id, refresh.id, now(), &[token(TokenKind::Refresh)])
-            .await
-            .unwrap(),
+        !store.rotate_refresh(t.id, refresh.id, now(), &[token(TokenKind::Refresh)]).await.unwrap(),
         "second exchange refused"
     );
-    assert!(store
-        .get_token(t.id, refresh.id)
-        .await
-        .unwrap()
-        .used_at
-        .is_some());
-    assert!(
-        !store
-            .rotate_refresh(t.id, access.id, now(), &[])
-            .await
-            .unwrap(),
-        "an access token is never exchanged"
-    );
+    assert!(store.get_token(t.id, refresh.id).await.unwrap().used_at.is_some());
+    assert!(!store.rotate_refresh(t.id, access.id, now(), &[]).await.unwrap(), "an access token is never exchanged");
 
     store.revoke_session(t.id, session).await.unwrap();
-    assert!(
-        store
-            .get_token(t.id, next.id)
-            .await
-            .unwrap()
-            .session_revoked
-    );
-    assert!(
-        store
-            .get_token(t.id, access.id)
-            .await
-            .unwrap()
-            .session_revoked
-    );
+    assert!(store.get_token(t.id, next.id).await.unwrap().session_revoked);
+    assert!(store.get_token(t.id, access.id).await.unwrap().session_revoked);
 }
 
 async fn user_sessions_revoked_but_one(store: &dyn Store) {
     let t = store.default_tenant("Default").await.unwrap();
-    let u = store
-        .create_user(t.id, new_user("multi@example.com", true))
-        .await
-        .unwrap();
+    let u = store.create_user(t.id, new_user("multi@example.com", true)).await.unwrap();
     let mut tokens = Vec::new();
     for _ in 0..3 {
         let session = SessionId::new();
@@ -347,31 +222,21 @@ async fn user_sessions_revoked_but_one(store: &dyn Store) {
             used_at: None,
             session_revoked: false,
         };
-        store
-            .create_session(t.id, session, u.id, std::slice::from_ref(&tok))
-            .await
-            .unwrap();
+        store.create_session(t.id, session, u.id, std::slice::from_ref(&tok)).await.unwrap();
         tokens.push(tok);
     }
-    store
-        .revoke_user_sessions(t.id, u.id, Some(tokens[0].session_id))
+    store.revoke_user_sessions(t.id, u.id, Some(tokens[0].session_id)).await.unwrap();
+    let revoked: Vec<bool> = futures::future::join_all(tokens.iter().map(|tok| store.get_token(t.id, tok.id)))
         .await
-        .unwrap();
-    let revoked: Vec<bool> =
-        futures::future::join_all(tokens.iter().map(|tok| store.get_token(t.id, tok.id)))
-            .await
-            .into_iter()
-            .map(|r| r.unwrap().session_revoked)
-            .collect();
+        .into_iter()
+        .map(|r| r.unwrap().session_revoked)
+        .collect();
     assert_eq!(revoked, vec![false, true, true]);
 }
 
 async fn api_keys_lifecycle(store: &dyn Store) {
     let t = store.default_tenant("Default").await.unwrap();
-    let u = store
-        .create_user(t.id, new_user("k@example.com", true))
-        .await
-        .unwrap();
+    let u = store.create_user(t.id, new_user("k@example.com", true)).await.unwrap();
     let key = ApiKey {
         tenant_id: t.id,
         id: ApiKeyId::new(),
@@ -382,85 +247,37 @@ async fn api_keys_lifecycle(store: &dyn Store) {
         expires_at: Some(now() + time::Duration::days(1)),
         last_used_at: None,
     };
-    store
-        .create_api_key(&ApiKeyRecord {
-            key: key.clone(),
-            secret_hash: vec![9; 32],
-        })
-        .await
-        .unwrap();
-    assert_eq!(
-        store.find_credential(key.id.0).await.unwrap(),
-        Some(CredentialRef::ApiKey(t.id))
-    );
+    store.create_api_key(&ApiKeyRecord { key: key.clone(), secret_hash: vec![9; 32] }).await.unwrap();
+    assert_eq!(store.find_credential(key.id.0).await.unwrap(), Some(CredentialRef::ApiKey(t.id)));
     let read = store.get_api_key(t.id, key.id).await.unwrap();
     assert_eq!(
-        (
-            read.key.scopes.clone(),
-            read.key.expires_at,
-            read.secret_hash.clone()
-        ),
+        (read.key.scopes.clone(), read.key.expires_at, read.secret_hash.clone()),
         (vec![Scope::AgentsRead], key.expires_at, vec![9; 32])
     );
     store.touch_api_key(t.id, key.id, now()).await.unwrap();
-    assert!(store
-        .get_api_key(t.id, key.id)
-        .await
-        .unwrap()
-        .key
-        .last_used_at
-        .is_some());
-    assert_eq!(
-        store
-            .list_api_keys(t.id, u.id, PageRequest::default())
-            .await
-            .unwrap()
-            .items
-            .len(),
-        1
-    );
-    let other = store
-        .create_user(t.id, new_user("other@example.com", true))
-        .await
-        .unwrap();
+    assert!(store.get_api_key(t.id, key.id).await.unwrap().key.last_used_at.is_some());
+    assert_eq!(store.list_api_keys(t.id, u.id, PageRequest::default()).await.unwrap().items.len(), 1);
+    let other = store.create_user(t.id, new_user("other@example.com", true)).await.unwrap();
     assert!(
-        matches!(
-            store.delete_api_key(t.id, other.id, key.id).await,
-            Err(StoreError::NotFound)
-        ),
+        matches!(store.delete_api_key(t.id, other.id, key.id).await, Err(StoreError::NotFound)),
         "only its owner deletes it"
     );
     store.delete_api_key(t.id, u.id, key.id).await.unwrap();
     assert_eq!(store.find_credential(key.id.0).await.unwrap(), None);
-    assert!(matches!(
-        store.get_api_key(t.id, key.id).await,
-        Err(StoreError::NotFound)
-    ));
+    assert!(matches!(store.get_api_key(t.id, key.id).await, Err(StoreError::NotFound)));
 }
 
 async fn agents_visibility_and_paging(store: &dyn Store) {
     let t = store.default_tenant("Default").await.unwrap();
-    let ada = store
-        .create_user(t.id, new_user("ada@example.com", true))
-        .await
-        .unwrap();
-    let bob = store
-        .create_user(t.id, new_user("bob@example.com", true))
-        .await
-        .unwrap();
+    let ada = store.create_user(t.id, new_user("ada@example.com", true)).await.unwrap();
+    let bob = store.create_user(t.id, new_user("bob@example.com", true)).await.unwrap();
     let private = agent(t.id, ada.id, Visibility::Private);
     let shared = agent(t.id, ada.id, Visibility::Tenant);
     store.create_agent(&private).await.unwrap();
     store.create_agent(&shared).await.unwrap();
     let read = store.get_agent(t.id, ada.id, private.id).await.unwrap();
-    assert_eq!(
-        (read.name.clone(), read.temperature, read.max_tokens),
-        (private.name.clone(), Some(0.2), Some(512))
-    );
-    assert!(matches!(
-        store.get_agent(t.id, bob.id, private.id).await,
-        Err(StoreError::NotFound)
-    ));
+    assert_eq!((read.name.clone(), read.temperature, read.max_tokens), (private.name.clone(), Some(0.2), Some(512)));
+    assert!(matches!(store.get_agent(t.id, bob.id, private.id).await, Err(StoreError::NotFound)));
     assert!(store.get_agent(t.id, bob.id, shared.id).await.is_ok());
     let bob_sees: Vec<_> = store
         .list_agents(t.id, bob.id, PageRequest::default())
@@ -480,22 +297,9 @@ async fn agents_visibility_and_paging(store: &dyn Store) {
         .map(|a| a.id)
         .collect();
     assert_eq!(ada_sees, vec![shared.id, private.id], "newest first");
-    let first = store
-        .list_agents(t.id, ada.id, PageRequest::first(1))
-        .await
-        .unwrap();
+    let first = store.list_agents(t.id, ada.id, PageRequest::first(1)).await.unwrap();
     assert_eq!(first.next, Some(shared.id.0));
-    let second = store
-        .list_agents(
-            t.id,
-            ada.id,
-            PageRequest {
-                limit: 1,
-                after: first.next,
-            },
-        )
-        .await
-        .unwrap();
+    let second = store.list_agents(t.id, ada.id, PageRequest { limit: 1, after: first.next }).await.unwrap();
     assert_eq!(second.items[0].id, private.id);
     assert!(second.next.is_none());
 
@@ -503,35 +307,16 @@ async fn agents_visibility_and_paging(store: &dyn Store) {
     changed.visibility = Visibility::Private;
     changed.temperature = None;
     store.update_agent(&changed).await.unwrap();
-    assert!(matches!(
-        store.get_agent(t.id, bob.id, shared.id).await,
-        Err(StoreError::NotFound)
-    ));
-    assert_eq!(
-        store
-            .get_agent(t.id, ada.id, shared.id)
-            .await
-            .unwrap()
-            .temperature,
-        None
-    );
+    assert!(matches!(store.get_agent(t.id, bob.id, shared.id).await, Err(StoreError::NotFound)));
+    assert_eq!(store.get_agent(t.id, ada.id, shared.id).await.unwrap().temperature, None);
     store.delete_agent(t.id, shared.id).await.unwrap();
-    assert!(matches!(
-        store.delete_agent(t.id, shared.id).await,
-        Err(StoreError::NotFound)
-    ));
+    assert!(matches!(store.delete_agent(t.id, shared.id).await, Err(StoreError::NotFound)));
 }
 
 async fn conversations_messages_and_replies(store: &dyn Store) {
     let t = store.default_tenant("Default").await.unwrap();
-    let ada = store
-        .create_user(t.id, new_user("ada@example.com", true))
-        .await
-        .unwrap();
-    let bob = store
-        .create_user(t.id, new_user("bob@example.com", true))
-        .await
-        .unwrap();
+    let ada = store.create_user(t.id, new_user("ada@example.com", true)).await.unwrap();
+    let bob = store.create_user(t.id, new_user("bob@example.com", true)).await.unwrap();
     let a = agent(t.id, ada.id, Visibility::Private);
     store.create_agent(&a).await.unwrap();
     let older = conversation(t.id, ada.id, a.id);
@@ -539,10 +324,7 @@ async fn conversations_messages_and_replies(store: &dyn Store) {
     tokio::time::sleep(std::time::Duration::from_millis(5)).await;
     let newer = conversation(t.id, ada.id, a.id);
     store.create_conversation(&newer).await.unwrap();
-    assert!(matches!(
-        store.get_conversation(t.id, bob.id, older.id).await,
-        Err(StoreError::NotFound)
-    ));
+    assert!(matches!(store.get_conversation(t.id, bob.id, older.id).await, Err(StoreError::NotFound)));
 
     tokio::time::sleep(std::time::Duration::from_millis(5)).await;
     let (user, reply) = exchange(t.id, older.id, "hello");
@@ -555,120 +337,49 @@ async fn conversations_messages_and_replies(store: &dyn Store) {
         .into_iter()
         .map(|c| c.id)
         .collect();
-    assert_eq!(
-        listed,
-        vec![older.id, newer.id],
-        "the conversation just written to comes first"
-    );
-    let page = store
-        .list_conversations(t.id, ada.id, PageRequest::first(1))
-        .await
-        .unwrap();
-    let rest = store
-        .list_conversations(
-            t.id,
-            ada.id,
-            PageRequest {
-                limit: 1,
-                after: page.next,
-            },
-        )
-        .await
-        .unwrap();
+    assert_eq!(listed, vec![older.id, newer.id], "the conversation just written to comes first");
+    let page = store.list_conversations(t.id, ada.id, PageRequest::first(1)).await.unwrap();
+    let rest = store.list_conversations(t.id, ada.id, PageRequest { limit: 1, after: page.next }).await.unwrap();
     assert_eq!(rest.items[0].id, newer.id);
 
     let title = Sealed(b"\0Greetings".to_vec());
-    store
-        .update_conversation_title(t.id, ada.id, older.id, Some(&title))
-        .await
-        .unwrap();
-    assert_eq!(
-        store
-            .get_conversation(t.id, ada.id, older.id)
-            .await
-            .unwrap()
-            .title,
-        Some(title)
-    );
-    assert!(matches!(
-        store
-            .update_conversation_title(t.id, bob.id, older.id, None)
-            .await,
-        Err(StoreError::NotFound)
-    ));
+    store.update_conversation_title(t.id, ada.id, older.id, Some(&title)).await.unwrap();
+    assert_eq!(store.get_conversation(t.id, ada.id, older.id).await.unwrap().title, Some(title));
+    assert!(matches!(store.update_conversation_title(t.id, bob.id, older.id, None).await, Err(StoreError::NotFound)));
 
-    let messages = store
-        .list_messages(t.id, older.id, PageRequest::default())
-        .await
-        .unwrap()
-        .items;
+    let messages = store.list_messages(t.id, older.id, PageRequest::default()).await.unwrap().items;
     assert_eq!(
-        messages
-            .iter()
-            .map(|m| (m.role, m.status))
-            .collect::<Vec<_>>(),
-        vec![
-            (MessageRole::User, MessageStatus::Complete),
-            (MessageRole::Assistant, MessageStatus::Streaming)
-        ]
+        messages.iter().map(|m| (m.role, m.status)).collect::<Vec<_>>(),
+        vec![(MessageRole::User, MessageStatus::Complete), (MessageRole::Assistant, MessageStatus::Streaming)]
     );
     assert_eq!(messages[1].reply_to, Some(user.id));
 
     let outcome = ReplyOutcome {
         content: Sealed(b"\0Hi there".to_vec()),
         status: MessageStatus::Complete,
-        usage: Some(Usage {
-            prompt_tokens: 3,
-            completion_tokens: 2,
-        }),
+        usage: Some(Usage { prompt_tokens: 3, completion_tokens: 2 }),
         finish_reason: Some("stop".into()),
         error: None,
     };
     assert!(store.finish_reply(t.id, reply.id, &outcome).await.unwrap());
-    assert!(
-        !store.finish_reply(t.id, reply.id, &outcome).await.unwrap(),
-        "a reply ends once"
-    );
+    assert!(!store.finish_reply(t.id, reply.id, &outcome).await.unwrap(), "a reply ends once");
     let done = store.get_message(t.id, older.id, reply.id).await.unwrap();
-    assert_eq!(
-        (done.status, done.usage, done.content),
-        (MessageStatus::Complete, outcome.usage, outcome.content)
-    );
+    assert_eq!((done.status, done.usage, done.content), (MessageStatus::Complete, outcome.usage, outcome.content));
 
-    assert!(matches!(
-        store.delete_conversation(t.id, bob.id, older.id).await,
-        Err(StoreError::NotFound)
-    ));
-    store
-        .delete_conversation(t.id, ada.id, older.id)
-        .await
-        .unwrap();
+    assert!(matches!(store.delete_conversation(t.id, bob.id, older.id).await, Err(StoreError::NotFound)));
+    store.delete_conversation(t.id, ada.id, older.id).await.unwrap();
     assert!(
-        store
-            .list_messages(t.id, older.id, PageRequest::default())
-            .await
-            .unwrap()
-            .items
-            .is_empty(),
+        store.list_messages(t.id, older.id, PageRequest::default()).await.unwrap().items.is_empty(),
         "messages go with it"
     );
     let orphan = exchange(t.id, older.id, "late");
-    assert!(
-        store.insert_exchange(&orphan.0, &orphan.1).await.is_err(),
-        "no messages into a deleted conversation"
-    );
+    assert!(store.insert_exchange(&orphan.0, &orphan.1).await.is_err(), "no messages into a deleted conversation");
 }
 
 async fn deleting_a_user_removes_their_data(store: &dyn Store) {
     let t = store.default_tenant("Default").await.unwrap();
-    let admin = store
-        .create_user(t.id, new_user("admin@example.com", true))
-        .await
-        .unwrap();
-    let leaver = store
-        .create_user(t.id, new_user("leaver@example.com", true))
-        .await
-        .unwrap();
+    let admin = store.create_user(t.id, new_user("admin@example.com", true)).await.unwrap();
+    let leaver = store.create_user(t.id, new_user("leaver@example.com", true)).await.unwrap();
     let private = agent(t.id, leaver.id, Visibility::Private);
     let shared = agent(t.id, leaver.id, Visibility::Tenant);
     store.create_agent(&private).await.unwrap();
@@ -687,53 +398,18 @@ async fn deleting_a_user_removes_their_data(store: &dyn Store) {
         expires_at: None,
         last_used_at: None,
     };
-    store
-        .create_api_key(&ApiKeyRecord {
-            key: key.clone(),
-            secret_hash: vec![1; 32],
-        })
-        .await
-        .unwrap();
+    store.create_api_key(&ApiKeyRecord { key: key.clone(), secret_hash: vec![1; 32] }).await.unwrap();
 
     store.delete_user(t.id, leaver.id, admin.id).await.unwrap();
-    assert!(matches!(
-        store.get_user(t.id, leaver.id).await,
-        Err(StoreError::NotFound)
-    ));
-    assert!(store
-        .find_login("leaver@example.com")
-        .await
-        .unwrap()
-        .is_none());
+    assert!(matches!(store.get_user(t.id, leaver.id).await, Err(StoreError::NotFound)));
+    assert!(store.find_login("leaver@example.com").await.unwrap().is_none());
     assert_eq!(store.find_credential(key.id.0).await.unwrap(), None);
-    assert!(matches!(
-        store.get_conversation(t.id, leaver.id, c.id).await,
-        Err(StoreError::NotFound)
-    ));
-    assert!(store
-        .list_messages(t.id, c.id, PageRequest::default())
-        .await
-        .unwrap()
-        .items
-        .is_empty());
-    assert!(matches!(
-        store.get_agent(t.id, admin.id, private.id).await,
-        Err(StoreError::NotFound)
-    ));
-    assert_eq!(
-        store
-            .get_agent(t.id, admin.id, shared.id)
-            .await
-            .unwrap()
-            .owner_id,
-        admin.id,
-        "shared agents pass on"
-    );
+    assert!(matches!(store.get_conversation(t.id, leaver.id, c.id).await, Err(StoreError::NotFound)));
+    assert!(store.list_messages(t.id, c.id, PageRequest::default()).await.unwrap().items.is_empty());
+    assert!(matches!(store.get_agent(t.id, admin.id, private.id).await, Err(StoreError::NotFound)));
+    assert_eq!(store.get_agent(t.id, admin.id, shared.id).await.unwrap().owner_id, admin.id, "shared agents pass on");
     // The address is free again.
-    store
-        .create_user(t.id, new_user("leaver@example.com", false))
-        .await
-        .unwrap();
+    store.create_user(t.id, new_user("leaver@example.com", false)).await.unwrap();
 }
 
 async fn audit_sequence_per_tenant(store: &dyn Store) {
@@ -755,11 +431,7 @@ async fn audit_sequence_per_tenant(store: &dyn Store) {
     };
     assert_eq!(store.append_audit(&event(a.id, "one")).await.unwrap(), 1);
     assert_eq!(store.append_audit(&event(a.id, "two")).await.unwrap(), 2);
-    assert_eq!(
-        store.append_audit(&event(b.id, "other")).await.unwrap(),
-        1,
-        "each tenant counts alone"
-    );
+    assert_eq!(store.append_audit(&event(b.id, "other")).await.unwrap(), 1, "each tenant counts alone");
     let many: Vec<_> = (0..10).map(|_| event(a.id, "many")).collect();
     let concurrent = futures::future::join_all(many.iter().map(|e| store.append_audit(e))).await;
     let mut seqs: Vec<i64> = concurrent.into_iter().map(Result::unwrap).collect();
@@ -769,12 +441,7 @@ async fn audit_sequence_per_tenant(store: &dyn Store) {
     assert_eq!(events.len(), 11);
     assert_eq!((events[0].seq, events[0].action.as_str()), (2, "two"));
     assert_eq!(events[0].detail, Some(serde_json::json!({"k": 1})));
-    assert!(store
-        .list_audit(b.id, 0, 100)
-        .await
-        .unwrap()
-        .iter()
-        .all(|e| e.action == "other"));
+    assert!(store.list_audit(b.id, 0, 100).await.unwrap().iter().all(|e| e.action == "other"));
 }
 
 crate::both_backends!(
