@@ -8,6 +8,7 @@ pub mod clock;
 pub mod content;
 pub mod error;
 pub mod ids;
+pub mod live;
 pub mod page;
 pub mod policy;
 pub mod principal;
@@ -18,5 +19,5 @@ pub mod settings;
 pub mod store;
 pub mod views;
 
-pub use app::{Conclave, CoreConfig};
+pub use app::{Conclave, CoreConfig, ReplyLimits};
 pub use error::{Error, FieldError, Result, StoreError};

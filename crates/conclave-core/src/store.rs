@@ -13,6 +13,22 @@ use crate::settings::TenantSettings;
 
 pub type StoreResult<T> = Result<T, StoreError>;
 
+/// A replica's hold on a reply it is generating.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Lease {
+    /// The replica (one id per process).
+    pub owner: uuid::Uuid,
+    pub expires_at: OffsetDateTime,
+}
+
+/// What saving a partial reply learned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PartialSaved {
+    /// False when the reply ended or another replica took it over: stop writing.
+    pub still_owned: bool,
+    pub cancel_requested: bool,
+}
+
 /// Constraint names the domain turns into 409s.
 pub mod constraints {
     pub const USER_EMAIL_UNIQUE: &str = "user_emails_pkey";
@@ -119,9 +135,31 @@ pub trait Store: Send + Sync + 'static {
         title: Option<&crate::content::Sealed>,
     ) -> StoreResult<()>;
     async fn delete_conversation(&self, tenant: TenantId, owner: UserId, id: ConversationId) -> StoreResult<()>;
-    /// Stores a user message and the assistant message that will answer it, in one transaction,
-    /// and marks the conversation active.
-    async fn insert_exchange(&self, user: &MessageRecord, reply: &MessageRecord) -> StoreResult<()>;
+    /// Stores a user message (absent when regenerating) and the assistant message in state
+    /// `streaming` that answers it, holding `lease`, in one transaction, and marks the
+    /// conversation active.
+    async fn insert_exchange(
+        &self,
+        user: Option<&MessageRecord>,
+        reply: &MessageRecord,
+        lease: Lease,
+    ) -> StoreResult<()>;
+    /// Saves the text so far of a reply this replica owns and renews its lease. Tells whether the
+    /// reply is still this replica's to write and whether a cancel was requested.
+    async fn save_partial(
+        &self,
+        tenant: TenantId,
+        id: MessageId,
+        content: &crate::content::Sealed,
+        lease: Lease,
+    ) -> StoreResult<PartialSaved>;
+    /// Asks whichever replica owns a streaming reply to stop it. `Ok(false)` if it is not streaming.
+    async fn request_cancel(&self, tenant: TenantId, conversation: ConversationId, id: MessageId) -> StoreResult<bool>;
+    /// Marks every streaming reply whose lease expired before `now` as failed (its replica died),
+    /// keeping the text saved so far. Returns how many.
+    async fn expire_leases(&self, now: OffsetDateTime, error: &str) -> StoreResult<u64>;
+    /// Replies being generated in the owner's conversations, across replicas.
+    async fn count_streaming(&self, tenant: TenantId, owner: UserId) -> StoreResult<i64>;
     /// Messages of a conversation, oldest first.
     async fn list_messages(
         &self,

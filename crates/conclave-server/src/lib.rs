@@ -5,6 +5,7 @@ pub mod error;
 pub mod extract;
 pub mod middleware;
 pub mod routes;
+pub mod sse;
 pub mod state;
 
 use axum::extract::DefaultBodyLimit;

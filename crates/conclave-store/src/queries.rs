@@ -12,7 +12,7 @@ use conclave_core::page::{Page, PageRequest};
 use conclave_core::principal::{Role, Scope};
 use conclave_core::records::*;
 use conclave_core::settings::TenantSettings;
-use conclave_core::store::{constraints, Store, StoreResult};
+use conclave_core::store::{constraints, Lease, PartialSaved, Store, StoreResult};
 use conclave_core::StoreError;
 use sqlx::types::Json;
 use sqlx::Row;
@@ -828,20 +828,21 @@ macro_rules! store_impl {
                 expect_one(r.rows_affected())
             }
 
-            async fn insert_exchange(&self, user: &MessageRecord, reply: &MessageRecord) -> StoreResult<()> {
+            async fn insert_exchange(&self, user: Option<&MessageRecord>, reply: &MessageRecord, lease: Lease) -> StoreResult<()> {
                 let mut tx = self.pool.begin().await.map_err(store_error)?;
                 let r = sqlx::query("UPDATE conversations SET updated_at = $3 WHERE tenant_id = $1 AND conversation_id = $2")
-                    .bind(user.tenant_id.0)
-                    .bind(user.conversation_id.0)
-                    .bind(DbTime(user.created_at))
+                    .bind(reply.tenant_id.0)
+                    .bind(reply.conversation_id.0)
+                    .bind(DbTime(reply.created_at))
                     .execute(&mut *tx)
                     .await
                     .map_err(store_error)?;
                 expect_one(r.rows_affected())?;
                 let sql = format!(
-                    "INSERT INTO messages ({MESSAGE_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)"
+                    "INSERT INTO messages ({MESSAGE_COLUMNS}, lease_owner, lease_expires_at) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)"
                 );
-                for m in [user, reply] {
+                for (m, lease) in user.map(|u| (u, None)).into_iter().chain([(reply, Some(lease))]) {
                     sqlx::query(&sql)
                         .bind(m.tenant_id.0)
                         .bind(m.id.0)
@@ -857,11 +858,77 @@ macro_rules! store_impl {
                         .bind(m.reply_to.map(|r| r.0))
                         .bind(DbTime(m.created_at))
                         .bind(DbTime(m.updated_at))
+                        .bind(lease.map(|l| l.owner))
+                        .bind(lease.map(|l| DbTime(l.expires_at)))
                         .execute(&mut *tx)
                         .await
                         .map_err(store_error)?;
                 }
                 tx.commit().await.map_err(store_error)
+            }
+
+            async fn save_partial(&self, tenant: TenantId, id: MessageId, content: &Sealed, lease: Lease) -> StoreResult<PartialSaved> {
+                let row = sqlx::query(
+                    "UPDATE messages SET content = $3, lease_expires_at = $5, updated_at = $6 \
+                     WHERE tenant_id = $1 AND message_id = $2 AND status = 'streaming' AND lease_owner = $4 \
+                     RETURNING cancel_requested",
+                )
+                .bind(tenant.0)
+                .bind(id.0)
+                .bind(&content.0)
+                .bind(lease.owner)
+                .bind(DbTime(lease.expires_at))
+                .bind(now())
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(store_error)?;
+                Ok(match row {
+                    Some(row) => PartialSaved {
+                        still_owned: true,
+                        cancel_requested: row.try_get("cancel_requested").map_err(store_error)?,
+                    },
+                    None => PartialSaved { still_owned: false, cancel_requested: false },
+                })
+            }
+
+            async fn request_cancel(&self, tenant: TenantId, conversation: ConversationId, id: MessageId) -> StoreResult<bool> {
+                let r = sqlx::query(
+                    "UPDATE messages SET cancel_requested = TRUE \
+                     WHERE tenant_id = $1 AND conversation_id = $2 AND message_id = $3 AND status = 'streaming'",
+                )
+                .bind(tenant.0)
+                .bind(conversation.0)
+                .bind(id.0)
+                .execute(&self.pool)
+                .await
+                .map_err(store_error)?;
+                Ok(r.rows_affected() == 1)
+            }
+
+            async fn expire_leases(&self, at: OffsetDateTime, error: &str) -> StoreResult<u64> {
+                let r = sqlx::query(
+                    "UPDATE messages SET status = 'failed', error = $2, updated_at = $1 \
+                     WHERE status = 'streaming' AND lease_expires_at < $1",
+                )
+                .bind(DbTime(at))
+                .bind(error)
+                .execute(&self.pool)
+                .await
+                .map_err(store_error)?;
+                Ok(r.rows_affected())
+            }
+
+            async fn count_streaming(&self, tenant: TenantId, owner: UserId) -> StoreResult<i64> {
+                sqlx::query_scalar(
+                    "SELECT COUNT(*) FROM messages m JOIN conversations c \
+                     ON c.tenant_id = m.tenant_id AND c.conversation_id = m.conversation_id \
+                     WHERE m.tenant_id = $1 AND c.owner_id = $2 AND m.status = 'streaming'",
+                )
+                .bind(tenant.0)
+                .bind(owner.0)
+                .fetch_one(&self.pool)
+                .await
+                .map_err(store_error)
             }
 
             async fn list_messages(&self, tenant: TenantId, conversation: ConversationId, page: PageRequest) -> StoreResult<Page<MessageRecord>> {

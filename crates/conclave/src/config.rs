@@ -96,6 +96,12 @@ pub struct KeysConfig {
 pub struct LimitsConfig {
     pub rate_limit_per_minute: u32,
     pub max_upload_bytes: u64,
+    /// Replies one user may have generating at once (429 beyond).
+    pub max_replies_per_user: u32,
+    /// Replies this server generates at once (429 beyond).
+    pub max_replies_per_server: usize,
+    /// A reply's lease: how long after its replica's last sign of life it is declared failed.
+    pub reply_lease_seconds: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -206,7 +212,13 @@ impl Default for KeysConfig {
 
 impl Default for LimitsConfig {
     fn default() -> Self {
-        LimitsConfig { rate_limit_per_minute: 100, max_upload_bytes: 1 << 30 }
+        LimitsConfig {
+            rate_limit_per_minute: 100,
+            max_upload_bytes: 1 << 30,
+            max_replies_per_user: 4,
+            max_replies_per_server: 10_000,
+            reply_lease_seconds: 30,
+        }
     }
 }
 
@@ -363,6 +375,15 @@ impl Config {
         }
         if let Some(v) = parse_env(env, "CONCLAVE_MAX_UPLOAD_BYTES", "a number of bytes")? {
             self.limits.max_upload_bytes = v;
+        }
+        if let Some(v) = parse_env(env, "CONCLAVE_MAX_REPLIES_PER_USER", "a number")? {
+            self.limits.max_replies_per_user = v;
+        }
+        if let Some(v) = parse_env(env, "CONCLAVE_MAX_REPLIES_PER_SERVER", "a number")? {
+            self.limits.max_replies_per_server = v;
+        }
+        if let Some(v) = parse_env(env, "CONCLAVE_REPLY_LEASE_SECONDS", "a number of seconds")? {
+            self.limits.reply_lease_seconds = v;
         }
         if let Some(v) = env.get("CONCLAVE_LOG").filter(|v| !v.is_empty()) {
             self.log.filter = v.clone();
@@ -574,6 +595,12 @@ impl Config {
             out.push(Finding::warning(
                 "CONCLAVE_DATABASE_URL",
                 "SQLite serves one replica only; use PostgreSQL to run more than one".into(),
+            ));
+        }
+        if self.limits.reply_lease_seconds < 2 {
+            out.push(Finding::error(
+                "CONCLAVE_REPLY_LEASE_SECONDS",
+                "a reply lease shorter than 2 s would fail live replies".into(),
             ));
         }
         if self.redis_url.is_some() {

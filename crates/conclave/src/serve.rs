@@ -41,6 +41,11 @@ fn core_config(config: &Config) -> CoreConfig {
             parallelism: 1,
         },
         default_tenant_name: "Default".into(),
+        reply_lease: Duration::from_secs(config.limits.reply_lease_seconds),
+        limits: conclave_core::ReplyLimits {
+            max_replies_per_user: config.limits.max_replies_per_user,
+            max_replies_per_server: config.limits.max_replies_per_server,
+        },
     }
 }
 
@@ -158,6 +163,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         .default_tenant(&core.config().default_tenant_name)
         .await
         .map_err(|e| anyhow::anyhow!("preparing the default tenant: {e}"))?;
+    core.start_lease_sweeper();
 
     let state = AppState {
         core: core.clone(),
@@ -200,9 +206,16 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         }
     }
     drop(stop_rx);
-    let unfinished = core.drain(config.shutdown_grace()).await;
-    if unfinished > 0 {
-        tracing::warn!(unfinished, "replies still running at exit; they are stored as they stand");
+    let running = core.live_replies();
+    if running > 0 {
+        tracing::info!(running, "letting running replies finish");
+    }
+    let stopped = core.drain(config.shutdown_grace()).await;
+    if stopped > 0 {
+        tracing::warn!(
+            stopped,
+            "replies still running at the end of the grace period were stored as failed with their text so far"
+        );
     }
     db.close().await;
     tracing::info!("stopped");

@@ -5,6 +5,7 @@ pub mod admin;
 pub mod agents;
 pub mod api_keys;
 pub mod conversations;
+pub mod events;
 pub mod export;
 pub mod models;
 pub mod replies;

@@ -1,41 +1,47 @@
-//! Replies: a user message and the assistant message answering it are stored first; then a task
-//! that does not belong to the HTTP request asks the model and stores the outcome. A caller that
-//! waits (the non-streamed post) simply awaits that task, so a dropped client never stops a reply.
+//! Replies: a user message and the assistant message answering it (state `streaming`) are
+//! stored first; then a task that does not belong to the HTTP request asks the model, relays its
+//! text to every subscriber, saves the partial text at short intervals under a lease its replica
+//! renews, and stores the outcome. A caller that waits (the non-streamed post) awaits that task's
+//! end, so a dropped client never stops a reply.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use futures::StreamExt;
-use tokio::sync::oneshot;
 
 use crate::app::{AuditRecord, Conclave};
 use crate::content::{SealScope, Sealed};
 use crate::error::{Error, Result};
 use crate::ids::{ConversationId, MessageId, TenantId};
+use crate::live::{LiveReply, ReplyEnd};
 use crate::page::all_pages;
 use crate::policy;
 use crate::principal::{Caller, Scope};
 use crate::provider::{ChatEvent, ChatMessage, ChatRequest, ModelRoute, ProviderError};
 use crate::records::*;
 use crate::service::conversations::auto_title;
+use crate::store::Lease;
 use crate::views::{ExchangeView, MessageView};
 
 pub const MAX_MESSAGE_BYTES: usize = 64 * 1024;
+/// How often the text so far is saved (and the lease renewed, and a cancel looked for).
+pub const SAVE_INTERVAL: Duration = Duration::from_millis(500);
 
-/// A reply being generated: the stored user message, the assistant message in state
-/// `streaming`, and the end of the reply when it comes.
-pub struct ReplyHandle {
-    pub user_message: MessageView,
+/// A reply that has started: the user message it answers and the assistant message being
+/// generated.
+pub struct StartedReply {
+    pub user_message: Option<MessageView>,
     pub reply: MessageView,
-    pub done: oneshot::Receiver<std::result::Result<MessageView, ProviderError>>,
+    pub live: Arc<LiveReply>,
 }
 
 /// Everything the detached task needs; no borrow of the request.
 struct ReplyJob {
     tenant: TenantId,
     conversation: ConversationId,
-    reply_id: MessageId,
     route: ModelRoute,
-    request: ChatRequest,
+    request: Option<ChatRequest>,
+    live: Arc<LiveReply>,
 }
 
 impl Conclave {
@@ -46,11 +52,10 @@ impl Conclave {
         conversation: ConversationId,
         content: String,
     ) -> Result<ExchangeView> {
-        let handle = self.start_reply(caller, conversation, content).await?;
-        let outcome =
-            handle.done.await.map_err(|_| Error::Internal("the reply task ended without an outcome".into()))?;
-        let assistant_message = outcome?;
-        Ok(ExchangeView { user_message: handle.user_message, assistant_message })
+        let started = self.start_reply(caller, conversation, content).await?;
+        let user_message = started.user_message.clone().ok_or_else(|| Error::Internal("no user message".into()))?;
+        let assistant_message = wait_for_end(&started.live).await?;
+        Ok(ExchangeView { user_message, assistant_message })
     }
 
     /// Stores the user message and a `streaming` assistant message, then starts the reply task.
@@ -59,7 +64,7 @@ impl Conclave {
         caller: &Caller,
         conversation_id: ConversationId,
         content: String,
-    ) -> Result<ReplyHandle> {
+    ) -> Result<StartedReply> {
         policy::require(caller, Scope::ConversationsWrite)?;
         if content.trim().is_empty() {
             return Err(Error::field("content", "Write a message first."));
@@ -75,31 +80,16 @@ impl Conclave {
             ));
         }
         let conversation = self.owned_conversation(caller, conversation_id).await?;
-        let agent = self.visible_agent(caller, conversation.agent_id).await.map_err(|e| match e {
-            Error::NotFound(_) => {
-                Error::Conflict("This conversation's agent was deleted; start a new conversation.".into())
-            }
-            other => other,
-        })?;
-        let route = self.check_model_allowed(caller, &agent.model).await.map_err(|reason| {
-            Error::Conflict(format!("This conversation's agent cannot be used right now: {reason}"))
-        })?;
+        let (route, agent) = self.conversation_agent(caller, &conversation).await?;
+        self.check_reply_limits(caller).await?;
 
-        let mut messages = Vec::new();
-        let instructions = self
-            .codec
-            .open(SealScope::AgentInstructions { tenant: agent.tenant_id, agent: agent.id }, &agent.instructions)
-            .await?;
-        if !instructions.trim().is_empty() {
-            messages.push(ChatMessage { role: "system", content: instructions });
-        }
-        messages.extend(self.history(caller.tenant(), conversation_id).await?);
+        let mut messages = self.system_prompt(&agent).await?;
+        messages.extend(self.history(caller.tenant(), conversation_id, None).await?);
         messages.push(ChatMessage { role: "user", content: content.clone() });
 
         let now = crate::clock::now();
         let tenant = caller.tenant();
         let user_id = MessageId::new();
-        let reply_id = MessageId::new();
         let user_record = MessageRecord {
             tenant_id: tenant,
             id: user_id,
@@ -115,16 +105,8 @@ impl Conclave {
             created_at: now,
             updated_at: now,
         };
-        let reply_record = MessageRecord {
-            id: reply_id,
-            role: MessageRole::Assistant,
-            content: self.seal_message(tenant, conversation_id, reply_id, "").await?,
-            status: MessageStatus::Streaming,
-            model: Some(agent.model.clone()),
-            reply_to: Some(user_id),
-            ..user_record.clone()
-        };
-        self.store.insert_exchange(&user_record, &reply_record).await?;
+        let reply_record = self.pending_reply(&user_record, &agent.model).await?;
+        self.store.insert_exchange(Some(&user_record), &reply_record, self.lease()).await?;
         if conversation.title.is_none() {
             let title = self
                 .codec
@@ -136,12 +118,178 @@ impl Conclave {
             caller,
             AuditRecord::new("message.create", "conversation", conversation_id).detail(serde_json::json!({
                 "message_id": user_id,
-                "reply_id": reply_id,
+                "reply_id": reply_record.id,
                 "model": agent.model,
             })),
         )
         .await;
+        let live = self.spawn_reply(caller, conversation_id, &reply_record, route, &agent, messages);
+        Ok(StartedReply {
+            user_message: Some(self.message_view(&user_record).await?),
+            reply: self.message_view(&reply_record).await?,
+            live,
+        })
+    }
 
+    /// A new reply to a user message (or to the user message an assistant message answered).
+    pub async fn regenerate(
+        self: &Arc<Self>,
+        caller: &Caller,
+        conversation_id: ConversationId,
+        message_id: MessageId,
+    ) -> Result<StartedReply> {
+        policy::require(caller, Scope::ConversationsWrite)?;
+        let conversation = self.owned_conversation(caller, conversation_id).await?;
+        let target =
+            self.store.get_message(caller.tenant(), conversation_id, message_id).await.map_err(|e| match e {
+                crate::StoreError::NotFound => Error::NotFound("message"),
+                other => other.into(),
+            })?;
+        let user_message = match (target.role, target.reply_to) {
+            (MessageRole::User, _) => target,
+            (MessageRole::Assistant, Some(question)) => {
+                self.store.get_message(caller.tenant(), conversation_id, question).await?
+            }
+            (MessageRole::Assistant, None) => {
+                return Err(Error::Conflict("This message answers no user message.".into()))
+            }
+        };
+        let (route, agent) = self.conversation_agent(caller, &conversation).await?;
+        self.check_reply_limits(caller).await?;
+        let mut messages = self.system_prompt(&agent).await?;
+        messages.extend(self.history(caller.tenant(), conversation_id, Some(user_message.id)).await?);
+        let reply_record = self.pending_reply(&user_message, &agent.model).await?;
+        self.store.insert_exchange(None, &reply_record, self.lease()).await?;
+        self.audit_by(
+            caller,
+            AuditRecord::new("message.regenerate", "conversation", conversation_id).detail(serde_json::json!({
+                "message_id": user_message.id,
+                "reply_id": reply_record.id,
+                "model": agent.model,
+            })),
+        )
+        .await;
+        let live = self.spawn_reply(caller, conversation_id, &reply_record, route, &agent, messages);
+        Ok(StartedReply {
+            user_message: Some(self.message_view(&user_message).await?),
+            reply: self.message_view(&reply_record).await?,
+            live,
+        })
+    }
+
+    /// Stops a reply being generated, here or on another replica. The reply ends `cancelled`
+    /// with the text so far; cancelling a finished reply changes nothing.
+    pub async fn cancel_reply(
+        &self,
+        caller: &Caller,
+        conversation_id: ConversationId,
+        message_id: MessageId,
+    ) -> Result<()> {
+        policy::require(caller, Scope::ConversationsWrite)?;
+        self.owned_conversation(caller, conversation_id).await?;
+        let message =
+            self.store.get_message(caller.tenant(), conversation_id, message_id).await.map_err(|e| match e {
+                crate::StoreError::NotFound => Error::NotFound("message"),
+                other => other.into(),
+            })?;
+        if message.role != MessageRole::Assistant {
+            return Err(Error::Conflict("Only a reply can be cancelled.".into()));
+        }
+        match self.hub.get(caller.tenant(), message_id) {
+            Some(live) => live.cancel.cancel(),
+            None => {
+                self.store.request_cancel(caller.tenant(), conversation_id, message_id).await?;
+            }
+        }
+        self.audit_by(caller, AuditRecord::new("message.cancel", "message", message_id)).await;
+        Ok(())
+    }
+
+    /// The agent a conversation talks to and the route to its model, checked against the tenant.
+    async fn conversation_agent(
+        &self,
+        caller: &Caller,
+        conversation: &ConversationRecord,
+    ) -> Result<(ModelRoute, AgentRecord)> {
+        let agent = self.visible_agent(caller, conversation.agent_id).await.map_err(|e| match e {
+            Error::NotFound(_) => {
+                Error::Conflict("This conversation's agent was deleted; start a new conversation.".into())
+            }
+            other => other,
+        })?;
+        let route = self.check_model_allowed(caller, &agent.model).await.map_err(|reason| {
+            Error::Conflict(format!("This conversation's agent cannot be used right now: {reason}"))
+        })?;
+        Ok((route, agent))
+    }
+
+    async fn check_reply_limits(&self, caller: &Caller) -> Result<()> {
+        let limits = &self.config.limits;
+        if self.hub.len() >= limits.max_replies_per_server {
+            return Err(Error::RateLimited {
+                retry_after: Duration::from_secs(5),
+                detail: "This server is generating as many replies as it may; try again in a few seconds.".into(),
+            });
+        }
+        let running = self.store.count_streaming(caller.tenant(), caller.user()).await?;
+        if running >= i64::from(limits.max_replies_per_user) {
+            return Err(Error::RateLimited {
+                retry_after: Duration::from_secs(2),
+                detail: format!(
+                    "You already have {running} replies being generated (at most {}); wait for one to finish or cancel it.",
+                    limits.max_replies_per_user
+                ),
+            });
+        }
+        Ok(())
+    }
+
+    async fn system_prompt(&self, agent: &AgentRecord) -> Result<Vec<ChatMessage>> {
+        let instructions = self
+            .codec
+            .open(SealScope::AgentInstructions { tenant: agent.tenant_id, agent: agent.id }, &agent.instructions)
+            .await?;
+        Ok(if instructions.trim().is_empty() {
+            vec![]
+        } else {
+            vec![ChatMessage { role: "system", content: instructions }]
+        })
+    }
+
+    async fn pending_reply(&self, question: &MessageRecord, model: &str) -> Result<MessageRecord> {
+        let id = MessageId::new();
+        let now = crate::clock::now();
+        Ok(MessageRecord {
+            tenant_id: question.tenant_id,
+            id,
+            conversation_id: question.conversation_id,
+            role: MessageRole::Assistant,
+            content: self.seal_message(question.tenant_id, question.conversation_id, id, "").await?,
+            status: MessageStatus::Streaming,
+            model: Some(model.to_owned()),
+            usage: None,
+            finish_reason: None,
+            error: None,
+            reply_to: Some(question.id),
+            created_at: now,
+            updated_at: now,
+        })
+    }
+
+    pub(crate) fn lease(&self) -> Lease {
+        Lease { owner: self.replica, expires_at: crate::clock::now() + self.config.reply_lease }
+    }
+
+    fn spawn_reply(
+        self: &Arc<Self>,
+        caller: &Caller,
+        conversation: ConversationId,
+        reply: &MessageRecord,
+        route: ModelRoute,
+        agent: &AgentRecord,
+        messages: Vec<ChatMessage>,
+    ) -> Arc<LiveReply> {
+        let live = self.hub.register(caller.tenant(), conversation, reply.id);
         let request = ChatRequest {
             model: agent.model.clone(),
             messages,
@@ -151,23 +299,20 @@ impl Conclave {
             stop: Vec::new(),
             user: Some(caller.user().to_string()),
         };
-        let job = ReplyJob { tenant, conversation: conversation_id, reply_id, route, request };
-        let (tx, done) = oneshot::channel();
+        let job = ReplyJob { tenant: caller.tenant(), conversation, route, request: Some(request), live: live.clone() };
         let this = Arc::clone(self);
-        self.replies.spawn(async move {
-            let outcome = this.run_reply(job).await;
-            let _ = tx.send(outcome);
-        });
-        Ok(ReplyHandle {
-            user_message: self.message_view(&user_record).await?,
-            reply: self.message_view(&reply_record).await?,
-            done,
-        })
+        self.replies.spawn(async move { this.run_reply(job).await });
+        live
     }
 
     /// The conversation so far, as the model should see it: user messages and the text of
-    /// replies that produced some.
-    async fn history(&self, tenant: TenantId, conversation: ConversationId) -> Result<Vec<ChatMessage>> {
+    /// finished replies. With `until`, stops after that (user) message.
+    async fn history(
+        &self,
+        tenant: TenantId,
+        conversation: ConversationId,
+        until: Option<MessageId>,
+    ) -> Result<Vec<ChatMessage>> {
         let mut out = Vec::new();
         for m in all_pages(|page| self.store.list_messages(tenant, conversation, page)).await? {
             let content =
@@ -178,6 +323,9 @@ impl Conclave {
             };
             if keep {
                 out.push(ChatMessage { role: m.role.as_str(), content });
+            }
+            if Some(m.id) == until {
+                break;
             }
         }
         Ok(out)
@@ -193,63 +341,157 @@ impl Conclave {
         self.codec.seal(SealScope::MessageContent { tenant, conversation, message }, text).await
     }
 
-    /// The detached task: asks the provider, then stores how the reply ended.
-    async fn run_reply(&self, job: ReplyJob) -> std::result::Result<MessageView, ProviderError> {
-        let prompt_estimate = estimate_tokens(job.request.messages.iter().map(|m| m.content.as_str()));
-        let mut text = String::new();
+    /// The detached task: relays the provider's text, saves it as it grows, stores the end.
+    async fn run_reply(&self, mut job: ReplyJob) {
+        let live = job.live.clone();
+        let reply_id = live.id;
+        let request = job.request.take().unwrap_or_default();
+        let prompt_estimate = estimate_tokens(request.messages.iter().map(|m| m.content.as_str()));
         let mut usage = None;
         let mut finish_reason = None;
-        let mut failure = None;
-        match job.route.provider.client.stream_chat(job.request).await {
-            Err(e) => failure = Some(e),
-            Ok(mut stream) => {
-                while let Some(event) = stream.next().await {
-                    match event {
-                        Ok(ChatEvent::Delta(delta)) => text.push_str(&delta),
-                        Ok(ChatEvent::Finish { reason }) => finish_reason = reason,
-                        Ok(ChatEvent::Usage(u)) => usage = Some(u),
-                        Err(e) => {
+        let mut failure: Option<ProviderError> = None;
+        let mut status = MessageStatus::Complete;
+        let mut saved_len = 0usize;
+        let mut last_save = tokio::time::Instant::now();
+        let renew_every = self.config.reply_lease / 3;
+        let mut tick = tokio::time::interval(SAVE_INTERVAL);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        tick.tick().await;
+
+        let stream = tokio::select! {
+            s = job.route.provider.client.stream_chat(request) => Some(s),
+            () = live.cancel.cancelled() => None,
+            () = live.abort.cancelled() => None,
+        };
+        match stream {
+            None if live.abort.is_cancelled() => failure = Some(ProviderError::Stream(SHUTDOWN.into())),
+            None => status = MessageStatus::Cancelled,
+            Some(Err(e)) => failure = Some(e),
+            Some(Ok(mut events)) => loop {
+                tokio::select! {
+                    event = events.next() => match event {
+                        None => break,
+                        Some(Ok(ChatEvent::Delta(delta))) => live.push(&delta),
+                        Some(Ok(ChatEvent::Finish { reason })) => finish_reason = reason,
+                        Some(Ok(ChatEvent::Usage(u))) => usage = Some(u),
+                        Some(Err(e)) => {
                             failure = Some(e);
                             break;
                         }
+                    },
+                    _ = tick.tick() => {
+                        let text = live.text();
+                        if text.len() == saved_len && last_save.elapsed() < renew_every {
+                            continue;
+                        }
+                        last_save = tokio::time::Instant::now();
+                        match self.save_partial(&job, &text).await {
+                            Some(saved) if saved.cancel_requested => live.cancel.cancel(),
+                            Some(saved) if !saved.still_owned => {
+                                tracing::warn!(message_id = %reply_id, "the reply was taken over or ended elsewhere; stopping");
+                                self.hub.remove(reply_id);
+                                return;
+                            }
+                            _ => saved_len = text.len(),
+                        }
+                    }
+                    () = live.cancel.cancelled() => {
+                        status = MessageStatus::Cancelled;
+                        break;
+                    }
+                    () = live.abort.cancelled() => {
+                        failure = Some(ProviderError::Stream(SHUTDOWN.into()));
+                        break;
                     }
                 }
-            }
+            },
+        }
+
+        let text = live.text();
+        if failure.is_some() {
+            status = MessageStatus::Failed;
         }
         let usage = usage.or_else(|| {
-            (failure.is_none() || !text.is_empty()).then(|| Usage {
+            (status == MessageStatus::Complete || !text.is_empty()).then(|| Usage {
                 prompt_tokens: prompt_estimate,
                 completion_tokens: estimate_tokens(std::iter::once(text.as_str())),
             })
         });
-        let status = if failure.is_some() { MessageStatus::Failed } else { MessageStatus::Complete };
-        let content = match self.seal_message(job.tenant, job.conversation, job.reply_id, &text).await {
-            Ok(c) => c,
+        let outcome = match self.seal_message(job.tenant, job.conversation, reply_id, &text).await {
+            Ok(content) => Some(ReplyOutcome {
+                content,
+                status,
+                usage,
+                finish_reason: match status {
+                    MessageStatus::Complete => finish_reason.or(Some("stop".into())),
+                    _ => None,
+                },
+                error: failure.as_ref().map(|e| e.to_string()),
+            }),
             Err(e) => {
-                tracing::error!(error = %e, "could not seal a reply");
-                return Err(ProviderError::InvalidResponse("the reply could not be stored".into()));
+                tracing::error!(error = %e, message_id = %reply_id, "could not seal a reply");
+                None
             }
         };
-        let outcome = ReplyOutcome {
-            content,
-            status,
-            usage,
-            finish_reason: if failure.is_some() { None } else { finish_reason.or(Some("stop".into())) },
-            error: failure.as_ref().map(|e| e.to_string()),
+        if let Some(outcome) = &outcome {
+            if let Err(e) = self.store.finish_reply(job.tenant, reply_id, outcome).await {
+                tracing::error!(error = %e, message_id = %reply_id, "could not store the end of a reply");
+            }
+        }
+        let stored = match self.store.get_message(job.tenant, job.conversation, reply_id).await {
+            Ok(m) => self.message_view(&m).await.ok(),
+            Err(_) => None,
         };
-        if let Err(e) = self.store.finish_reply(job.tenant, job.reply_id, &outcome).await {
-            tracing::error!(error = %e, message_id = %job.reply_id, "could not store the end of a reply");
+        let message = stored.unwrap_or_else(|| MessageView {
+            id: reply_id,
+            conversation_id: job.conversation,
+            role: MessageRole::Assistant,
+            content: text.clone(),
+            status,
+            model: Some(job.route.id.clone()),
+            usage,
+            finish_reason: None,
+            error: failure.as_ref().map(|e| e.to_string()),
+            created_at: crate::clock::now(),
+        });
+        match failure {
+            Some(error) => {
+                tracing::warn!(message_id = %reply_id, error = %error, "reply failed");
+                live.end(ReplyEnd::Failed { error, message });
+            }
+            None => live.end(ReplyEnd::Done(message)),
         }
-        if let Some(e) = failure {
-            tracing::warn!(message_id = %job.reply_id, error = %e, "reply failed");
-            return Err(e);
+        self.hub.remove(reply_id);
+    }
+
+    async fn save_partial(&self, job: &ReplyJob, text: &str) -> Option<crate::store::PartialSaved> {
+        let content = self.seal_message(job.tenant, job.conversation, job.live.id, text).await.ok()?;
+        match self.store.save_partial(job.tenant, job.live.id, &content, self.lease()).await {
+            Ok(saved) => Some(saved),
+            Err(e) => {
+                // The reply goes on; the next save retries. The lease outlives several misses.
+                tracing::warn!(error = %e, message_id = %job.live.id, "could not save a partial reply");
+                None
+            }
         }
-        let stored = self.store.get_message(job.tenant, job.conversation, job.reply_id).await.map_err(|e| {
-            ProviderError::InvalidResponse(format!("the reply was produced but could not be read back: {e}"))
-        })?;
-        self.message_view(&stored)
-            .await
-            .map_err(|e| ProviderError::InvalidResponse(format!("the reply could not be opened: {e}")))
+    }
+}
+
+const SHUTDOWN: &str = "the server shut down before the reply was complete";
+
+/// Waits for a live reply to end: its stored message, or the provider's error.
+pub async fn wait_for_end(live: &LiveReply) -> Result<MessageView> {
+    let mut progress = live.subscribe();
+    let end = progress
+        .wait_for(|p| p.end.is_some())
+        .await
+        .map_err(|_| Error::Internal("the reply task ended without an outcome".into()))?
+        .end
+        .clone();
+    match end {
+        Some(ReplyEnd::Done(message)) => Ok(message),
+        Some(ReplyEnd::Failed { error, .. }) => Err(Error::Provider(error)),
+        None => Err(Error::Internal("the reply has no end".into())),
     }
 }
 

@@ -80,6 +80,9 @@ fn rule(method: &Method, path: &str) -> Option<(Rule, Option<Value>)> {
         ("PATCH", "/api/v1/conversations/{id}") => (Owner(Conversation), Some(json!({"title": "Stolen"}))),
         ("POST", "/api/v1/conversations/{id}/messages") => (Owner(Conversation), Some(json!({"content": "hi"}))),
         ("DELETE", "/api/v1/api-keys/{id}") => (Owner(ApiKey), None),
+        ("GET", "/api/v1/conversations/{id}/messages/{message_id}/events") => (Owner(Conversation), None),
+        ("POST", "/api/v1/conversations/{id}/messages/{message_id}/cancel") => (Owner(Conversation), None),
+        ("POST", "/api/v1/conversations/{id}/messages/{message_id}/regenerate") => (Owner(Conversation), None),
         _ => return None,
     })
 }
@@ -93,6 +96,8 @@ struct World {
     foreign_admin: String,
     agent: String,
     conversation: String,
+    /// The reply to a message the owner posted.
+    reply: String,
     api_key: String,
 }
 
@@ -142,9 +147,19 @@ async fn world(h: &Harness) -> World {
     let conversation =
         h.call(Method::POST, "/api/v1/conversations", Some(&owner), Some(json!({"agent_id": agent}))).await;
     let conversation = conversation.body["id"].as_str().unwrap().to_owned();
+    let exchange = h
+        .call(
+            Method::POST,
+            &format!("/api/v1/conversations/{conversation}/messages"),
+            Some(&owner),
+            Some(json!({"content": "hello"})),
+        )
+        .await;
+    assert_eq!(exchange.status, StatusCode::CREATED, "{}", exchange.body);
+    let reply = exchange.body["assistant_message"]["id"].as_str().unwrap().to_owned();
     let key = h.call(Method::POST, "/api/v1/api-keys", Some(&owner), Some(json!({"name": "mine"}))).await;
     let api_key = key.body["id"].as_str().unwrap().to_owned();
-    World { admin, owner, owner_id, other, auditor, foreign_admin, agent, conversation, api_key }
+    World { admin, owner, owner_id, other, auditor, foreign_admin, agent, conversation, reply, api_key }
 }
 
 async fn login(h: &Harness, email: &str) -> String {
@@ -189,7 +204,9 @@ async fn every_route_has_a_rule_and_denies_whoever_it_must() {
         let (rule, _) = rule(method, path).unwrap();
         let concrete = match rule {
             Rule::Owner(Resource::Agent) => path.replace("{id}", &w.agent),
-            Rule::Owner(Resource::Conversation) => path.replace("{id}", &w.conversation),
+            Rule::Owner(Resource::Conversation) => {
+                path.replace("{id}", &w.conversation).replace("{message_id}", &w.reply)
+            }
             Rule::Owner(Resource::ApiKey) => path.replace("{id}", &w.api_key),
             Rule::AdminOnUser => path.replace("{id}", &w.owner_id),
             _ => path.clone(),

@@ -10,17 +10,68 @@ use axum::http::{Method, Request, StatusCode};
 use axum::Router;
 use conclave_auth::PasswordHashingParams;
 use conclave_core::content::PlaintextCodec;
-use conclave_core::provider::{ModelCatalog, ProviderEntry};
+use std::collections::VecDeque;
+use std::sync::Mutex;
+
+use conclave_core::provider::{
+    ChatEvent, ChatRequest, ChatStream, ModelCatalog, ModelProvider, ProviderEntry, ProviderError,
+};
 use conclave_core::{Conclave, CoreConfig};
 use conclave_llm::DemoProvider;
 use conclave_server::{AppState, HttpSettings};
 use serde_json::{json, Value};
+use tokio::sync::mpsc;
 use tower::ServiceExt;
 
 pub struct Harness {
     pub app: Router,
     pub core: Arc<Conclave>,
+    /// Model `gated`: each reply is whatever the test sends through `gated.next_reply()`.
+    pub gated: Arc<GatedProvider>,
     dir: std::path::PathBuf,
+}
+
+/// A model provider the test drives event by event.
+#[derive(Default)]
+pub struct GatedProvider {
+    pending: Mutex<VecDeque<mpsc::UnboundedReceiver<Result<ChatEvent, ProviderError>>>>,
+    fail_start: Mutex<Option<ProviderError>>,
+    pub requests: Mutex<Vec<ChatRequest>>,
+}
+
+impl GatedProvider {
+    /// The sender for the next reply the provider is asked for.
+    pub fn next_reply(&self) -> mpsc::UnboundedSender<Result<ChatEvent, ProviderError>> {
+        let (tx, rx) = mpsc::unbounded_channel();
+        self.pending.lock().unwrap().push_back(rx);
+        tx
+    }
+
+    /// The next request fails before any event.
+    pub fn fail_next(&self, e: ProviderError) {
+        *self.fail_start.lock().unwrap() = Some(e);
+    }
+}
+
+#[async_trait::async_trait]
+impl ModelProvider for GatedProvider {
+    async fn list_models(&self) -> Result<Vec<String>, ProviderError> {
+        Ok(vec!["gated".into()])
+    }
+
+    async fn stream_chat(&self, request: ChatRequest) -> Result<ChatStream, ProviderError> {
+        self.requests.lock().unwrap().push(request);
+        if let Some(e) = self.fail_start.lock().unwrap().take() {
+            return Err(e);
+        }
+        let rx = self
+            .pending
+            .lock()
+            .unwrap()
+            .pop_front()
+            .ok_or_else(|| ProviderError::Unreachable("no scripted reply".into()))?;
+        Ok(Box::pin(futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|e| (e, rx)) })))
+    }
 }
 
 pub struct Reply {
@@ -30,6 +81,10 @@ pub struct Reply {
 
 impl Harness {
     pub async fn new() -> Harness {
+        Self::with(|_| {}).await
+    }
+
+    pub async fn with(adjust: impl FnOnce(&mut CoreConfig)) -> Harness {
         let dir = std::env::temp_dir().join(format!("conclave-server-it-{}", uuid()));
         let url = format!("sqlite://{}", dir.join("t.db").display());
         let db = conclave_store::Database::connect(&url, Duration::from_secs(5)).await.unwrap();
@@ -39,16 +94,19 @@ impl Harness {
             "conclave-demo",
             ProviderEntry { name: "demo".into(), region: None, client: Arc::new(DemoProvider::new(Duration::ZERO)) },
         );
-        let config = CoreConfig {
+        let gated = Arc::new(GatedProvider::default());
+        catalog.add("gated", ProviderEntry { name: "gated".into(), region: None, client: gated.clone() });
+        let mut config = CoreConfig {
             password_hashing: PasswordHashingParams { memory_kib: 64, iterations: 1, parallelism: 1 },
             ..CoreConfig::default()
         };
+        adjust(&mut config);
         let core = Conclave::new(config, db.into_store(), Arc::new(PlaintextCodec), catalog).unwrap();
         let state = AppState {
             core: core.clone(),
             http: Arc::new(HttpSettings { secure_cookies: false, trusted_proxies: vec![], max_json_bytes: 1 << 20 }),
         };
-        Harness { app: conclave_server::app(state), core, dir }
+        Harness { app: conclave_server::app(state), core, gated, dir }
     }
 
     pub async fn call(&self, method: Method, path: &str, token: Option<&str>, body: Option<Value>) -> Reply {
@@ -63,13 +121,17 @@ impl Harness {
             }
             None => Body::empty(),
         };
-        let mut req = req.body(body).unwrap();
-        req.extensions_mut().insert(ConnectInfo(SocketAddr::from(([127, 0, 0, 1], 40000))));
-        let response = self.app.clone().oneshot(req).await.unwrap();
+        let response = self.send(req.body(body).unwrap()).await;
         let status = response.status();
         let bytes = axum::body::to_bytes(response.into_body(), 1 << 22).await.unwrap();
         let body = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
         Reply { status, body }
+    }
+
+    /// Sends a prepared request; the response body is left to the caller (streams).
+    pub async fn send(&self, mut req: Request<Body>) -> axum::response::Response {
+        req.extensions_mut().insert(ConnectInfo(SocketAddr::from(([127, 0, 0, 1], 40000))));
+        self.app.clone().oneshot(req).await.unwrap()
     }
 
     /// Signs up through the API (the first account becomes admin) and returns (token, user id).

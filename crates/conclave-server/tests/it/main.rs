@@ -4,3 +4,4 @@
 mod authz;
 mod harness;
 mod openapi;
+mod streaming;

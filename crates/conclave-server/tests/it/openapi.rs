@@ -34,6 +34,9 @@ async fn document_lists_every_route_and_each_is_served() {
         "/api/v1/conversations",
         "/api/v1/conversations/{id}",
         "/api/v1/conversations/{id}/messages",
+        "/api/v1/conversations/{id}/messages/{message_id}/events",
+        "/api/v1/conversations/{id}/messages/{message_id}/cancel",
+        "/api/v1/conversations/{id}/messages/{message_id}/regenerate",
         "/api/v1/models",
     ] {
         assert!(paths.contains_key(expected), "{expected} is missing from the OpenAPI document");
@@ -42,7 +45,9 @@ async fn document_lists_every_route_and_each_is_served() {
     for (path, item) in paths {
         for method in item.as_object().unwrap().keys() {
             let m: Method = method.to_uppercase().parse().unwrap();
-            let concrete = path.replace("{id}", "01890000-0000-7000-8000-000000000000");
+            let concrete = path
+                .replace("{id}", "01890000-0000-7000-8000-000000000000")
+                .replace("{message_id}", "01890000-0000-7000-8000-000000000001");
             let r = h.call(m.clone(), &concrete, None, None).await;
             assert_ne!(r.status, StatusCode::METHOD_NOT_ALLOWED, "{m} {path} is documented but not routed");
             assert!(

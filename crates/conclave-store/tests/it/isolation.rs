@@ -9,7 +9,7 @@ use conclave_core::store::Store;
 use conclave_core::StoreError;
 use sqlx::Connection;
 
-use crate::records::{agent, conversation, exchange, new_user, now};
+use crate::records::{agent, conversation, exchange, lease, new_user, now};
 
 async fn another_tenant_sees_nothing(store: &dyn Store) {
     let a = store.default_tenant("A").await.unwrap();
@@ -22,7 +22,7 @@ async fn another_tenant_sees_nothing(store: &dyn Store) {
     let c = conversation(a.id, ada.id, shared.id);
     store.create_conversation(&c).await.unwrap();
     let (m, r) = exchange(a.id, c.id, "privileged");
-    store.insert_exchange(&m, &r).await.unwrap();
+    store.insert_exchange(Some(&m), &r, lease()).await.unwrap();
 
     // Tenant B's scope with tenant A's ids, even naming A's user as the viewer.
     assert!(matches!(store.get_user(b.id, ada.id).await, Err(StoreError::NotFound)));

@@ -7,9 +7,15 @@ use conclave_core::page::PageRequest;
 use conclave_core::principal::{Role, Scope};
 use conclave_core::records::*;
 use conclave_core::settings::TenantSettings;
-use conclave_core::store::{constraints, Store};
+use conclave_core::store::{constraints, Lease, Store};
 use conclave_core::StoreError;
 use time::OffsetDateTime;
+
+pub const REPLICA: uuid::Uuid = uuid::Uuid::from_u128(0x0190_0000_0000_7000_8000_0000_0000_0001);
+
+pub fn lease() -> Lease {
+    Lease { owner: REPLICA, expires_at: now() + time::Duration::seconds(30) }
+}
 
 pub fn now() -> OffsetDateTime {
     conclave_core::clock::now()
@@ -328,7 +334,7 @@ async fn conversations_messages_and_replies(store: &dyn Store) {
 
     tokio::time::sleep(std::time::Duration::from_millis(5)).await;
     let (user, reply) = exchange(t.id, older.id, "hello");
-    store.insert_exchange(&user, &reply).await.unwrap();
+    store.insert_exchange(Some(&user), &reply, lease()).await.unwrap();
     let listed: Vec<_> = store
         .list_conversations(t.id, ada.id, PageRequest::default())
         .await
@@ -373,7 +379,10 @@ async fn conversations_messages_and_replies(store: &dyn Store) {
         "messages go with it"
     );
     let orphan = exchange(t.id, older.id, "late");
-    assert!(store.insert_exchange(&orphan.0, &orphan.1).await.is_err(), "no messages into a deleted conversation");
+    assert!(
+        store.insert_exchange(Some(&orphan.0), &orphan.1, lease()).await.is_err(),
+        "no messages into a deleted conversation"
+    );
 }
 
 async fn deleting_a_user_removes_their_data(store: &dyn Store) {
@@ -387,7 +396,7 @@ async fn deleting_a_user_removes_their_data(store: &dyn Store) {
     let c = conversation(t.id, leaver.id, private.id);
     store.create_conversation(&c).await.unwrap();
     let (m, r) = exchange(t.id, c.id, "secret");
-    store.insert_exchange(&m, &r).await.unwrap();
+    store.insert_exchange(Some(&m), &r, lease()).await.unwrap();
     let key = ApiKey {
         tenant_id: t.id,
         id: ApiKeyId::new(),
@@ -444,7 +453,54 @@ async fn audit_sequence_per_tenant(store: &dyn Store) {
     assert!(store.list_audit(b.id, 0, 100).await.unwrap().iter().all(|e| e.action == "other"));
 }
 
+async fn reply_leases_cancel_and_expiry(store: &dyn Store) {
+    let t = store.default_tenant("Default").await.unwrap();
+    let ada = store.create_user(t.id, new_user("ada@example.com", true)).await.unwrap();
+    let a = agent(t.id, ada.id, Visibility::Private);
+    store.create_agent(&a).await.unwrap();
+    let c = conversation(t.id, ada.id, a.id);
+    store.create_conversation(&c).await.unwrap();
+    let (user, reply) = exchange(t.id, c.id, "question");
+    store.insert_exchange(Some(&user), &reply, lease()).await.unwrap();
+    assert_eq!(store.count_streaming(t.id, ada.id).await.unwrap(), 1);
+
+    let partial = Sealed(b"\0Half an ans".to_vec());
+    let saved = store.save_partial(t.id, reply.id, &partial, lease()).await.unwrap();
+    assert_eq!((saved.still_owned, saved.cancel_requested), (true, false));
+    let stranger = Lease { owner: uuid::Uuid::new_v4(), expires_at: now() + time::Duration::seconds(30) };
+    assert!(
+        !store.save_partial(t.id, reply.id, &partial, stranger).await.unwrap().still_owned,
+        "only the owner writes"
+    );
+    assert_eq!(store.get_message(t.id, c.id, reply.id).await.unwrap().content, partial);
+
+    assert!(store.request_cancel(t.id, c.id, reply.id).await.unwrap());
+    assert!(store.save_partial(t.id, reply.id, &partial, lease()).await.unwrap().cancel_requested);
+    assert!(!store.request_cancel(t.id, c.id, user.id).await.unwrap(), "a user message is not streaming");
+
+    // A lease in the future is never expired.
+    assert_eq!(store.expire_leases(now(), "gone").await.unwrap(), 0);
+    let expired = Lease { owner: REPLICA, expires_at: now() - time::Duration::seconds(1) };
+    store.save_partial(t.id, reply.id, &partial, expired).await.unwrap();
+    assert_eq!(store.expire_leases(now(), "its server died").await.unwrap(), 1);
+    let failed = store.get_message(t.id, c.id, reply.id).await.unwrap();
+    assert_eq!((failed.status, failed.error.as_deref()), (MessageStatus::Failed, Some("its server died")));
+    assert_eq!(failed.content, partial, "the saved text is kept");
+    assert!(
+        !store.save_partial(t.id, reply.id, &partial, lease()).await.unwrap().still_owned,
+        "an ended reply is not written"
+    );
+    assert_eq!(store.count_streaming(t.id, ada.id).await.unwrap(), 0);
+
+    // Regenerating: a second reply to the same question, without a new user message.
+    let (_, again) = exchange(t.id, c.id, "question");
+    let again = MessageRecord { reply_to: Some(user.id), ..again };
+    store.insert_exchange(None, &again, lease()).await.unwrap();
+    assert_eq!(store.list_messages(t.id, c.id, PageRequest::default()).await.unwrap().items.len(), 3);
+}
+
 crate::both_backends!(
+    reply_leases_cancel_and_expiry,
     tenants_and_settings,
     first_user_is_admin_and_emails_are_unique,
     concurrent_first_signups_make_one_admin,
