@@ -1,6 +1,7 @@
 //! Opaque bearer credentials: `<prefix>_<id>_<secret>`.
 //!
-//! The id (a UUID, 32 hex digits) finds the stored row; only a SHA-256 hash of the 256-bit random
+//! The id (a hyphenated UUID, the same one the API shows as the credential's `id`) finds the
+//! stored row; only a SHA-256 hash of the 256-bit random
 //! secret is stored, and it is compared in constant time. A slow hash is unnecessary for secrets
 //! of this entropy, so checking a credential costs microseconds per request.
 
@@ -80,7 +81,7 @@ impl IssuedCredential {
         let id = Uuid::now_v7();
         let secret = random_secret();
         let hash = hash_secret(&secret);
-        let token = SecretString::from(format!("{}_{}_{}", kind.prefix(), id.simple(), secret));
+        let token = SecretString::from(format!("{}_{}_{}", kind.prefix(), id.hyphenated(), secret));
         IssuedCredential { id, token, hash }
     }
 }
@@ -98,7 +99,7 @@ impl ParsedCredential {
         let (prefix, rest) = token.split_once('_')?;
         let kind = CredentialKind::from_prefix(prefix)?;
         let (id, secret) = rest.split_once('_')?;
-        if id.len() != 32 || secret.len() != 43 {
+        if id.len() != 36 || secret.len() != 43 {
             return None;
         }
         let id = Uuid::try_parse(id).ok()?;
@@ -131,6 +132,7 @@ mod tests {
         let parsed = ParsedCredential::parse(&token).unwrap();
         assert_eq!(parsed.kind, CredentialKind::ApiKey);
         assert_eq!(parsed.id, issued.id);
+        assert!(token.starts_with(&format!("ck_{}_", issued.id)), "the key shows its id as the API does");
         assert!(issued.hash.matches(&parsed.secret));
     }
 
@@ -156,7 +158,7 @@ mod tests {
         // base64url secrets may contain '_' themselves; only the first two separate fields.
         let id = Uuid::now_v7();
         let secret = "a_b_c".repeat(8) + "abc";
-        let token = format!("cr_{}_{}", id.simple(), secret);
+        let token = format!("cr_{}_{}", id, secret);
         let parsed = ParsedCredential::parse(&token).unwrap();
         assert_eq!(parsed.kind, CredentialKind::RefreshToken);
         assert_eq!(parsed.secret.expose_secret(), secret.as_str());

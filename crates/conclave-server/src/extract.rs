@@ -2,7 +2,7 @@
 
 use std::net::{IpAddr, SocketAddr};
 
-use axum::extract::rejection::JsonRejection;
+use axum::body::Bytes;
 use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, Path, Query, Request};
 use axum::http::request::Parts;
 use axum::http::{header, StatusCode};
@@ -20,28 +20,81 @@ use crate::middleware::request_id::RequestId;
 use crate::state::AppState;
 
 /// A JSON body, with problem answers for a wrong media type (415), broken JSON (400), the wrong
-/// shape (422) and a body over the limit (413).
+/// shape (422, naming the field) and a body over the limit (413).
 pub struct ApiJson<T>(pub T);
 
 impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for ApiJson<T> {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
-        match axum::Json::<T>::from_request(req, state).await {
-            Ok(axum::Json(v)) => Ok(ApiJson(v)),
-            Err(JsonRejection::MissingJsonContentType(_)) => {
-                Err(ApiError::UnsupportedMediaType("Send JSON with `Content-Type: application/json`.".into()))
+        let is_json = req
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split(';').next())
+            .is_some_and(|mime| {
+                let mime = mime.trim().to_ascii_lowercase();
+                mime == "application/json" || (mime.starts_with("application/") && mime.ends_with("+json"))
+            });
+        if !is_json {
+            return Err(ApiError::UnsupportedMediaType("Send JSON with `Content-Type: application/json`.".into()));
+        }
+        let bytes = Bytes::from_request(req, state).await.map_err(|rejection| {
+            if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                ApiError::PayloadTooLarge("The request body is larger than this server accepts.".into())
+            } else {
+                ApiError::BadRequest(rejection.body_text(), Vec::new())
             }
-            Err(JsonRejection::JsonSyntaxError(e)) => {
-                Err(ApiError::BadRequest(format!("The body is not valid JSON: {}", e.body_text()), Vec::new()))
+        })?;
+        parse_json(&bytes).map(ApiJson)
+    }
+}
+
+/// Parses a JSON body; a value of the wrong shape is a 422 naming the field at fault.
+pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    let mut de = serde_json::Deserializer::from_slice(bytes);
+    match serde_path_to_error::deserialize::<_, T>(&mut de) {
+        Ok(v) => {
+            de.end().map_err(|e| ApiError::BadRequest(format!("The body is not valid JSON: {e}"), Vec::new()))?;
+            Ok(v)
+        }
+        Err(e) => {
+            let inner = e.inner();
+            if inner.is_syntax() || inner.is_eof() || inner.is_io() {
+                return Err(ApiError::BadRequest(format!("The body is not valid JSON: {inner}"), Vec::new()));
             }
-            Err(JsonRejection::JsonDataError(e)) => Err(ApiError::Unprocessable(e.body_text())),
-            Err(other) if other.status() == StatusCode::PAYLOAD_TOO_LARGE => {
-                Err(ApiError::PayloadTooLarge("The request body is larger than this server accepts.".into()))
-            }
-            Err(other) => Err(ApiError::BadRequest(other.body_text(), Vec::new())),
+            let (field, message) = field_error(&e.path().to_string(), &inner.to_string());
+            Err(ApiError::Domain(Error::Validation(vec![FieldError::new(field, message)])))
         }
     }
+}
+
+/// The field and a message from serde's wording: `missing field `x`` names the field inside
+/// the path; the position suffix means nothing to the caller.
+fn field_error(path: &str, message: &str) -> (String, String) {
+    let message = match message.rfind(" at line ") {
+        Some(i) => &message[..i],
+        None => message,
+    };
+    let path = if path == "." { "" } else { path };
+    if let Some(rest) = message.strip_prefix("missing field `") {
+        let name = rest.split('`').next().unwrap_or("");
+        let field = if path.is_empty() { name.to_owned() } else { format!("{path}.{name}") };
+        return (field, "This field is required.".into());
+    }
+    if let Some(rest) = message.strip_prefix("unknown field `") {
+        // serde_path_to_error already ends the path with the unknown field.
+        let name = rest.split('`').next().unwrap_or("");
+        let field = if path.is_empty() { name.to_owned() } else { path.to_owned() };
+        return (field, format!("Unknown field `{name}`; check its spelling."));
+    }
+    let field = if path.is_empty() { "body".to_owned() } else { path.to_owned() };
+    let mut message = message.to_owned();
+    if let Some(first) = message.get_mut(0..1) {
+        first.make_ascii_uppercase();
+    }
+    message.push('.');
+    (field, message)
 }
 
 /// A path parameter; anything that does not parse is a resource that does not exist (404).
@@ -187,6 +240,39 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn shape_errors_name_their_field() {
+        #[derive(Debug, serde::Deserialize)]
+        #[serde(deny_unknown_fields)]
+        #[allow(dead_code)]
+        struct Body {
+            email: String,
+            role: conclave_core::principal::Role,
+            nested: Option<Nested>,
+        }
+        #[derive(Debug, serde::Deserialize)]
+        #[allow(dead_code)]
+        struct Nested {
+            tokens: u64,
+        }
+        let field = |json: &str| match parse_json::<Body>(json.as_bytes()) {
+            Err(ApiError::Domain(Error::Validation(errors))) => errors[0].field.clone(),
+            other => panic!("{json}: {other:?}"),
+        };
+        assert_eq!(field(r#"{}"#), "email");
+        assert_eq!(field(r#"{"email": 5, "role": "admin"}"#), "email");
+        assert_eq!(field(r#"{"email": "a", "role": "overlord"}"#), "role");
+        assert_eq!(field(r#"{"email": "a", "role": "admin", "nested": {"tokens": -1}}"#), "nested.tokens");
+        assert_eq!(field(r#"{"email": "a", "role": "admin", "nested": {}}"#), "nested.tokens");
+        assert_eq!(field(r#"{"email": "a", "role": "admin", "typo": 1}"#), "typo");
+        assert!(matches!(parse_json::<Body>(b"{bad"), Err(ApiError::BadRequest(..))));
+        assert!(matches!(parse_json::<Body>(b""), Err(ApiError::BadRequest(..))));
+        assert!(matches!(
+            parse_json::<Body>(br#"{"email":"a","role":"admin"} trailing"#),
+            Err(ApiError::BadRequest(..))
+        ));
+    }
 
     #[test]
     fn cursor_round_trip_and_garbage() {

@@ -15,15 +15,10 @@ async fn agent_crud(backend: Backend) -> Result<()> {
     let admin = app.admin().await?;
 
     let minimal = app.create_agent(&admin.token, json!({})).await?;
-    assert_eq!(
-        minimal["visibility"], "private",
-        "private by default: {minimal}"
-    );
+    assert_eq!(minimal["visibility"], "private", "private by default: {minimal}");
     assert_eq!(minimal["library_ids"], json!([]), "{minimal}");
     assert!(
-        minimal["temperature"].is_null()
-            && minimal["top_p"].is_null()
-            && minimal["max_tokens"].is_null(),
+        minimal["temperature"].is_null() && minimal["top_p"].is_null() && minimal["max_tokens"].is_null(),
         "{minimal}"
     );
 
@@ -52,18 +47,10 @@ async fn agent_crud(backend: Backend) -> Result<()> {
     assert_eq!(agent["max_tokens"], 2048);
     assert_eq!(agent["visibility"], "tenant");
     assert_eq!(agent["library_ids"], json!([]));
-    assert!(
-        is_utc_timestamp(&agent["created_at"]) && is_utc_timestamp(&agent["updated_at"]),
-        "{agent}"
-    );
+    assert!(is_utc_timestamp(&agent["created_at"]) && is_utc_timestamp(&agent["updated_at"]), "{agent}");
 
     let path = agent_path(&agent["id"]);
-    let read = app
-        .get(&path)
-        .bearer_auth(&admin.token)
-        .fetch()
-        .await?
-        .expect(200);
+    let read = app.get(&path).bearer_auth(&admin.token).fetch().await?.expect(200);
     assert_eq!(read.body, agent, "GET answers what POST answered");
 
     let patched = app
@@ -75,23 +62,11 @@ async fn agent_crud(backend: Backend) -> Result<()> {
         .expect(200);
     assert_eq!(patched["name"], "NDA reviewer");
     assert_eq!(patched["temperature"].as_f64(), Some(1.5));
-    assert_eq!(
-        patched["instructions"], agent["instructions"],
-        "untouched fields stay"
-    );
+    assert_eq!(patched["instructions"], agent["instructions"], "untouched fields stay");
     assert_eq!(patched["model"], "mock-large");
     assert_eq!(patched["created_at"], agent["created_at"]);
-    assert!(
-        s(&patched["updated_at"]) >= s(&agent["updated_at"]),
-        "{}",
-        patched.text
-    );
-    let read = app
-        .get(&path)
-        .bearer_auth(&admin.token)
-        .fetch()
-        .await?
-        .expect(200);
+    assert!(s(&patched["updated_at"]) >= s(&agent["updated_at"]), "{}", patched.text);
+    let read = app.get(&path).bearer_auth(&admin.token).fetch().await?.expect(200);
     assert_eq!(read["name"], "NDA reviewer");
 
     let list = app.collect("/api/v1/agents", &admin.token, 50).await?;
@@ -101,32 +76,11 @@ async fn agent_crud(backend: Backend) -> Result<()> {
     want.sort();
     assert_eq!(listed, want);
 
-    app.delete(&path)
-        .bearer_auth(&admin.token)
-        .fetch()
-        .await?
-        .expect(204);
-    app.get(&path)
-        .bearer_auth(&admin.token)
-        .fetch()
-        .await?
-        .problem(404);
-    app.patch(&path)
-        .bearer_auth(&admin.token)
-        .json(&json!({"name": "x"}))
-        .fetch()
-        .await?
-        .problem(404);
-    app.delete(&path)
-        .bearer_auth(&admin.token)
-        .fetch()
-        .await?
-        .problem(404);
-    app.get("/api/v1/agents/not-a-uuid")
-        .bearer_auth(&admin.token)
-        .fetch()
-        .await?
-        .problem(404);
+    app.delete(&path).bearer_auth(&admin.token).fetch().await?.expect(204);
+    app.get(&path).bearer_auth(&admin.token).fetch().await?.problem(404);
+    app.patch(&path).bearer_auth(&admin.token).json(&json!({"name": "x"})).fetch().await?.problem(404);
+    app.delete(&path).bearer_auth(&admin.token).fetch().await?.problem(404);
+    app.get("/api/v1/agents/not-a-uuid").bearer_auth(&admin.token).fetch().await?.problem(404);
     app.get(&agent_path(&json!(uuid::Uuid::now_v7().to_string())))
         .bearer_auth(&admin.token)
         .fetch()
@@ -151,10 +105,7 @@ async fn agent_fields_are_validated(backend: Backend) -> Result<()> {
     let cases = [
         (json!({"name": ""}), "name"),
         (json!({"name": "n".repeat(101)}), "name"),
-        (
-            json!({"instructions": too_long_instructions}),
-            "instructions",
-        ),
+        (json!({"instructions": too_long_instructions}), "instructions"),
         (json!({"temperature": 2.01}), "temperature"),
         (json!({"temperature": -0.1}), "temperature"),
         (json!({"top_p": 1.5}), "top_p"),
@@ -162,33 +113,17 @@ async fn agent_fields_are_validated(backend: Backend) -> Result<()> {
         (json!({"max_tokens": 0}), "max_tokens"),
         (json!({"max_tokens": 1_000_001}), "max_tokens"),
         (json!({"model": "gpt-nonexistent"}), "model"),
-        (
-            json!({"library_ids": [uuid::Uuid::now_v7().to_string()]}),
-            "library_ids",
-        ),
+        (json!({"library_ids": [uuid::Uuid::now_v7().to_string()]}), "library_ids"),
         (json!({"visibility": "public"}), "visibility"),
     ];
+    let mut misses = Vec::new();
     for (extra, field) in &cases {
-        app.post("/api/v1/agents")
-            .bearer_auth(&admin.token)
-            .json(&with(extra.clone()))
-            .fetch()
-            .await?
-            .invalid(field);
+        let resp = app.post("/api/v1/agents").bearer_auth(&admin.token).json(&with(extra.clone())).fetch().await?;
+        misses.extend(resp.invalid_miss(field));
     }
     let missing_model = json!({"name": "No model", "instructions": "x"});
-    app.post("/api/v1/agents")
-        .bearer_auth(&admin.token)
-        .json(&missing_model)
-        .fetch()
-        .await?
-        .problem(422);
-    assert!(
-        app.collect("/api/v1/agents", &admin.token, 50)
-            .await?
-            .is_empty(),
-        "nothing was created"
-    );
+    app.post("/api/v1/agents").bearer_auth(&admin.token).json(&missing_model).fetch().await?.problem(422);
+    assert!(app.collect("/api/v1/agents", &admin.token, 50).await?.is_empty(), "nothing was created");
 
     // The limits themselves are allowed.
     let edge = app
@@ -198,29 +133,17 @@ async fn agent_fields_are_validated(backend: Backend) -> Result<()> {
                    "temperature": 2.0, "top_p": 0.0, "max_tokens": 1_000_000}),
         )
         .await?;
-    app.create_agent(
-        &admin.token,
-        json!({"temperature": 0.0, "top_p": 1.0, "max_tokens": 1}),
-    )
-    .await?;
+    app.create_agent(&admin.token, json!({"temperature": 0.0, "top_p": 1.0, "max_tokens": 1})).await?;
 
     // PATCH validates the same way and changes nothing when it refuses.
     let path = agent_path(&edge["id"]);
     for (extra, field) in &cases {
-        app.patch(&path)
-            .bearer_auth(&admin.token)
-            .json(extra)
-            .fetch()
-            .await?
-            .invalid(field);
+        let resp = app.patch(&path).bearer_auth(&admin.token).json(extra).fetch().await?;
+        misses.extend(resp.invalid_miss(field));
     }
-    let read = app
-        .get(&path)
-        .bearer_auth(&admin.token)
-        .fetch()
-        .await?
-        .expect(200);
+    let read = app.get(&path).bearer_auth(&admin.token).fetch().await?.expect(200);
     assert_eq!(read.body, edge);
+    assert!(misses.is_empty(), "validation misses:\n{}", misses.join("\n"));
     Ok(())
 }
 
@@ -229,9 +152,7 @@ async fn agent_list_is_paginated(backend: Backend) -> Result<()> {
     let admin = app.admin().await?;
     let mut made = Vec::new();
     for i in 0..5 {
-        made.push(s(&app
-            .create_agent(&admin.token, json!({"name": format!("Agent {i}")}))
-            .await?["id"]));
+        made.push(s(&app.create_agent(&admin.token, json!({"name": format!("Agent {i}")})).await?["id"]));
     }
     for limit in [1, 2, 5, 200] {
         let all = app.collect("/api/v1/agents", &admin.token, limit).await?;
@@ -243,39 +164,14 @@ async fn agent_list_is_paginated(backend: Backend) -> Result<()> {
         want.sort();
         assert_eq!(got, want, "limit {limit}: every agent exactly once");
     }
-    let first = app
-        .get("/api/v1/agents?limit=2")
-        .bearer_auth(&admin.token)
-        .fetch()
-        .await?
-        .expect(200);
-    assert!(
-        first["next_cursor"].is_string(),
-        "more pages follow: {}",
-        first.text
-    );
-    let default = app
-        .get("/api/v1/agents")
-        .bearer_auth(&admin.token)
-        .fetch()
-        .await?
-        .expect(200);
+    let first = app.get("/api/v1/agents?limit=2").bearer_auth(&admin.token).fetch().await?.expect(200);
+    assert!(first["next_cursor"].is_string(), "more pages follow: {}", first.text);
+    let default = app.get("/api/v1/agents").bearer_auth(&admin.token).fetch().await?.expect(200);
     assert_eq!(default.items().len(), 5);
     assert!(default["next_cursor"].is_null());
 
-    for bad in [
-        "limit=0",
-        "limit=201",
-        "limit=-1",
-        "limit=ten",
-        "cursor=garbage",
-        "cursor=%00%01",
-    ] {
-        app.get(&format!("/api/v1/agents?{bad}"))
-            .bearer_auth(&admin.token)
-            .fetch()
-            .await?
-            .problem(400);
+    for bad in ["limit=0", "limit=201", "limit=-1", "limit=ten", "cursor=garbage", "cursor=%00%01"] {
+        app.get(&format!("/api/v1/agents?{bad}")).bearer_auth(&admin.token).fetch().await?.problem(400);
     }
     Ok(())
 }
@@ -286,139 +182,50 @@ async fn agent_visibility_and_ownership(backend: Backend) -> Result<()> {
     let alice = app.member("alice").await?;
     let bob = app.member("bob").await?;
 
-    let private = app
-        .create_agent(&alice.token, json!({"name": "Alice private"}))
-        .await?;
-    let shared = app
-        .create_agent(
-            &alice.token,
-            json!({"name": "Alice shared", "visibility": "tenant"}),
-        )
-        .await?;
-    let own = app
-        .create_agent(&bob.token, json!({"name": "Bob's"}))
-        .await?;
+    let private = app.create_agent(&alice.token, json!({"name": "Alice private"})).await?;
+    let shared = app.create_agent(&alice.token, json!({"name": "Alice shared", "visibility": "tenant"})).await?;
+    let own = app.create_agent(&bob.token, json!({"name": "Bob's"})).await?;
 
     let listed = ids(&app.collect("/api/v1/agents", &bob.token, 50).await?);
-    assert!(
-        listed.contains(&s(&shared["id"])),
-        "tenant-visible agents are listed for everyone"
-    );
+    assert!(listed.contains(&s(&shared["id"])), "tenant-visible agents are listed for everyone");
     assert!(listed.contains(&s(&own["id"])));
-    assert!(
-        !listed.contains(&s(&private["id"])),
-        "another member's private agent is not listed"
-    );
+    assert!(!listed.contains(&s(&private["id"])), "another member's private agent is not listed");
 
     // Private: as if it did not exist.
     let p = agent_path(&private["id"]);
-    app.get(&p)
-        .bearer_auth(&bob.token)
-        .fetch()
-        .await?
-        .problem(404);
-    app.patch(&p)
-        .bearer_auth(&bob.token)
-        .json(&json!({"name": "mine now"}))
-        .fetch()
-        .await?
-        .problem(404);
-    app.delete(&p)
-        .bearer_auth(&bob.token)
-        .fetch()
-        .await?
-        .problem(404);
+    app.get(&p).bearer_auth(&bob.token).fetch().await?.problem(404);
+    app.patch(&p).bearer_auth(&bob.token).json(&json!({"name": "mine now"})).fetch().await?.problem(404);
+    app.delete(&p).bearer_auth(&bob.token).fetch().await?.problem(404);
 
     // Visible but not Bob's to change.
     let sh = agent_path(&shared["id"]);
-    assert_eq!(
-        app.get(&sh)
-            .bearer_auth(&bob.token)
-            .fetch()
-            .await?
-            .expect(200)["name"],
-        "Alice shared"
-    );
-    app.patch(&sh)
-        .bearer_auth(&bob.token)
-        .json(&json!({"name": "mine now"}))
-        .fetch()
-        .await?
-        .problem(403);
-    app.delete(&sh)
-        .bearer_auth(&bob.token)
-        .fetch()
-        .await?
-        .problem(403);
+    assert_eq!(app.get(&sh).bearer_auth(&bob.token).fetch().await?.expect(200)["name"], "Alice shared");
+    app.patch(&sh).bearer_auth(&bob.token).json(&json!({"name": "mine now"})).fetch().await?.problem(403);
+    app.delete(&sh).bearer_auth(&bob.token).fetch().await?.problem(403);
 
     // Nothing changed for Alice.
-    assert_eq!(
-        app.get(&p)
-            .bearer_auth(&alice.token)
-            .fetch()
-            .await?
-            .expect(200)["name"],
-        "Alice private"
-    );
-    assert_eq!(
-        app.get(&sh)
-            .bearer_auth(&alice.token)
-            .fetch()
-            .await?
-            .expect(200)["name"],
-        "Alice shared"
-    );
+    assert_eq!(app.get(&p).bearer_auth(&alice.token).fetch().await?.expect(200)["name"], "Alice private");
+    assert_eq!(app.get(&sh).bearer_auth(&alice.token).fetch().await?.expect(200)["name"], "Alice shared");
 
     // The admin may change and delete any agent visible to them.
-    let renamed = app
-        .patch(&sh)
-        .bearer_auth(&admin.token)
-        .json(&json!({"name": "Moderated"}))
-        .fetch()
-        .await?
-        .expect(200);
+    let renamed =
+        app.patch(&sh).bearer_auth(&admin.token).json(&json!({"name": "Moderated"})).fetch().await?.expect(200);
     assert_eq!(renamed["name"], "Moderated");
     assert_eq!(renamed["owner_id"], alice.user["id"], "the owner stays");
-    app.delete(&sh)
-        .bearer_auth(&admin.token)
-        .fetch()
-        .await?
-        .expect(204);
-    app.get(&sh)
-        .bearer_auth(&alice.token)
-        .fetch()
-        .await?
-        .problem(404);
+    app.delete(&sh).bearer_auth(&admin.token).fetch().await?.expect(204);
+    app.get(&sh).bearer_auth(&alice.token).fetch().await?.problem(404);
 
     // Making an agent private again hides it.
-    let sh2 = app
-        .create_agent(
-            &alice.token,
-            json!({"name": "Briefly shared", "visibility": "tenant"}),
-        )
-        .await?;
-    app.get(&agent_path(&sh2["id"]))
-        .bearer_auth(&bob.token)
-        .fetch()
-        .await?
-        .expect(200);
+    let sh2 = app.create_agent(&alice.token, json!({"name": "Briefly shared", "visibility": "tenant"})).await?;
+    app.get(&agent_path(&sh2["id"])).bearer_auth(&bob.token).fetch().await?.expect(200);
     app.patch(&agent_path(&sh2["id"]))
         .bearer_auth(&alice.token)
         .json(&json!({"visibility": "private"}))
         .fetch()
         .await?
         .expect(200);
-    app.get(&agent_path(&sh2["id"]))
-        .bearer_auth(&bob.token)
-        .fetch()
-        .await?
-        .problem(404);
+    app.get(&agent_path(&sh2["id"])).bearer_auth(&bob.token).fetch().await?.problem(404);
     Ok(())
 }
 
-backend_tests!(
-    agent_crud,
-    agent_fields_are_validated,
-    agent_list_is_paginated,
-    agent_visibility_and_ownership
-);
+backend_tests!(agent_crud, agent_fields_are_validated, agent_list_is_paginated, agent_visibility_and_ownership);

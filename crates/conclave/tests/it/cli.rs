@@ -11,35 +11,23 @@ use crate::app::{run_cli, Backend, CliOutput, Fetch, Site, TempDir, TestApp};
 const QUICK: Duration = Duration::from_secs(30);
 
 fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-    pairs
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect()
+    pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
 }
 
 fn data_dir_env(dir: &TempDir) -> (String, String) {
-    (
-        "CONCLAVE_DATA_DIR".to_owned(),
-        dir.path().to_string_lossy().into_owned(),
-    )
+    ("CONCLAVE_DATA_DIR".to_owned(), dir.path().to_string_lossy().into_owned())
 }
 
 #[tokio::test]
 async fn version_and_help() -> Result<()> {
     let out = run_cli(&["--version"], &[], QUICK).await?;
     assert!(out.status.success(), "{out}");
-    assert!(
-        out.stdout.contains(env!("CARGO_PKG_VERSION")),
-        "--version prints the version: {out}"
-    );
+    assert!(out.stdout.contains(env!("CARGO_PKG_VERSION")), "--version prints the version: {out}");
 
     let out = run_cli(&["--help"], &[], QUICK).await?;
     assert!(out.status.success(), "{out}");
     for command in ["serve", "migrate", "check-config", "admin"] {
-        assert!(
-            out.stdout.contains(command),
-            "--help lists `{command}`: {out}"
-        );
+        assert!(out.stdout.contains(command), "--help lists `{command}`: {out}");
     }
     Ok(())
 }
@@ -52,27 +40,18 @@ async fn check_config_reports_unsafe_production_settings() -> Result<()> {
     production.push(data_dir_env(&dir));
 
     let out = run_cli(&["check-config"], &production, QUICK).await?;
-    assert!(
-        !out.status.success(),
-        "unsafe production defaults must fail check-config: {out}"
-    );
+    assert!(!out.status.success(), "unsafe production defaults must fail check-config: {out}");
     let report = out.all();
-    for var in [
-        "CONCLAVE_PROVIDER_BASE_URL",
-        "CONCLAVE_KEY_PROVIDER",
-        "CONCLAVE_TRUSTED_PROXIES",
-        "CONCLAVE_OIDC_ISSUER",
-    ] {
+    for var in
+        ["CONCLAVE_PROVIDER_BASE_URL", "CONCLAVE_KEY_PROVIDER", "CONCLAVE_TRUSTED_PROXIES", "CONCLAVE_OIDC_ISSUER"]
+    {
         assert!(report.contains(var), "the report should name {var}: {out}");
     }
 
     // Wildcard CORS and open sign-up each add a finding. The report may list every setting, so
     // count mentions rather than look for the first one.
     let mut worse = production.clone();
-    worse.extend(env(&[
-        ("CONCLAVE_CORS_ORIGINS", "*"),
-        ("CONCLAVE_SIGNUP", "open"),
-    ]));
+    worse.extend(env(&[("CONCLAVE_CORS_ORIGINS", "*"), ("CONCLAVE_SIGNUP", "open")]));
     let worse_out = run_cli(&["check-config"], &worse, QUICK).await?;
     assert!(!worse_out.status.success(), "{worse_out}");
     let worse_report = worse_out.all();
@@ -82,18 +61,12 @@ async fn check_config_reports_unsafe_production_settings() -> Result<()> {
             "setting {var} unsafely should add a finding naming it:\n{worse_out}\n--- without it ---\n{out}"
         );
     }
-    assert!(
-        worse_report.contains("CONCLAVE_PROVIDER_BASE_URL"),
-        "{worse_out}"
-    );
+    assert!(worse_report.contains("CONCLAVE_PROVIDER_BASE_URL"), "{worse_out}");
 
     // Dev defaults are fine.
     let dev_dir = TempDir::new()?;
     let out = run_cli(&["check-config"], &[data_dir_env(&dev_dir)], QUICK).await?;
-    assert!(
-        out.status.success(),
-        "check-config in dev with defaults passes: {out}"
-    );
+    assert!(out.status.success(), "check-config in dev with defaults passes: {out}");
     Ok(())
 }
 
@@ -103,41 +76,22 @@ async fn serve_refuses_unsafe_production_defaults() -> Result<()> {
     let mut production = env(&[("CONCLAVE_PROFILE", "production")]);
     production.push(data_dir_env(&dir));
     let out = run_cli(&["serve"], &production, QUICK).await?;
-    assert!(
-        !out.status.success(),
-        "serve must refuse unsafe production settings: {out}"
-    );
-    assert!(
-        out.all().contains("CONCLAVE_"),
-        "the refusal names what to set: {out}"
-    );
-    assert!(
-        !out.all().contains("\"listening\""),
-        "it must not have listened: {out}"
-    );
+    assert!(!out.status.success(), "serve must refuse unsafe production settings: {out}");
+    assert!(out.all().contains("CONCLAVE_"), "the refusal names what to set: {out}");
+    assert!(!out.all().contains("\"listening\""), "it must not have listened: {out}");
     Ok(())
 }
 
 #[tokio::test]
 async fn serve_fails_fast_without_its_database() -> Result<()> {
     let dir = TempDir::new()?;
-    let mut vars = env(&[(
-        "CONCLAVE_DATABASE_URL",
-        "postgres://postgres@127.0.0.1:1/nothing",
-    )]);
+    let mut vars = env(&[("CONCLAVE_DATABASE_URL", "postgres://postgres@127.0.0.1:1/nothing")]);
     vars.push(data_dir_env(&dir));
     let started = std::time::Instant::now();
     let out = run_cli(&["serve"], &vars, Duration::from_secs(20)).await?;
     assert!(!out.status.success(), "{out}");
-    assert!(
-        started.elapsed() < Duration::from_secs(15),
-        "took {:?} to give up",
-        started.elapsed()
-    );
-    assert!(
-        out.all().to_lowercase().contains("database"),
-        "the error mentions the database: {out}"
-    );
+    assert!(started.elapsed() < Duration::from_secs(15), "took {:?} to give up", started.elapsed());
+    assert!(out.all().to_lowercase().contains("database"), "the error mentions the database: {out}");
     Ok(())
 }
 
@@ -160,10 +114,7 @@ fn password_candidates(out: &CliOutput) -> Vec<String> {
     for line in out.all().lines() {
         if let Ok(v) = serde_json::from_str::<Value>(line) {
             for key in ["temporary_password", "password"] {
-                if let Some(p) = v
-                    .get(key)
-                    .or_else(|| v.get("fields").and_then(|f| f.get(key)))
-                    .and_then(Value::as_str)
+                if let Some(p) = v.get(key).or_else(|| v.get("fields").and_then(|f| f.get(key))).and_then(Value::as_str)
                 {
                     found.push(p.to_owned());
                 }
@@ -181,28 +132,15 @@ fn password_candidates(out: &CliOutput) -> Vec<String> {
 
 async fn admin_create_prints_a_temporary_password(backend: Backend) -> Result<()> {
     let site = Site::new(backend).await?;
-    let args = [
-        "admin",
-        "create",
-        "--email",
-        "root@example.test",
-        "--display-name",
-        "Root",
-    ];
+    let args = ["admin", "create", "--email", "root@example.test", "--display-name", "Root"];
     let out = run_cli(&args, &site.env(), Duration::from_secs(60)).await?;
     assert!(out.status.success(), "{out}");
     let candidates = password_candidates(&out);
-    assert!(
-        !candidates.is_empty(),
-        "no temporary password printed: {out}"
-    );
+    assert!(!candidates.is_empty(), "no temporary password printed: {out}");
 
     // The same address twice is refused.
     let again = run_cli(&args, &site.env(), Duration::from_secs(60)).await?;
-    assert!(
-        !again.status.success(),
-        "a second admin with the same email must fail: {again}"
-    );
+    assert!(!again.status.success(), "a second admin with the same email must fail: {again}");
 
     let app = TestApp::builder(backend).site(site).start().await?;
     let mut signed_in = None;
@@ -217,28 +155,16 @@ async fn admin_create_prints_a_temporary_password(backend: Backend) -> Result<()
             break;
         }
     }
-    let (password, resp) =
-        signed_in.unwrap_or_else(|| panic!("none of {candidates:?} signs in: {out}"));
+    let (password, resp) = signed_in.unwrap_or_else(|| panic!("none of {candidates:?} signs in: {out}"));
     assert_eq!(resp["user"]["role"], "admin");
     let token = resp["access_token"].as_str().unwrap_or_default();
-    let me = app
-        .get("/api/v1/me")
-        .bearer_auth(token)
-        .fetch()
-        .await?
-        .expect(200);
+    let me = app.get("/api/v1/me").bearer_auth(token).fetch().await?.expect(200);
     assert_eq!(me["must_change_password"], true);
     assert_eq!(me["display_name"], "Root");
     // The password is shown once: it is not in the server's logs.
     let logs = app.logs().join("\n");
-    assert!(
-        !logs.contains(&password),
-        "the temporary password appears in the server log"
-    );
+    assert!(!logs.contains(&password), "the temporary password appears in the server log");
     Ok(())
 }
 
-backend_tests!(
-    migrate_is_idempotent,
-    admin_create_prints_a_temporary_password
-);
+backend_tests!(migrate_is_idempotent, admin_create_prints_a_temporary_password);

@@ -19,11 +19,7 @@ async fn probes_answer_ok(backend: Backend) -> Result<()> {
     let index = app.get("/").fetch().await?.expect(200);
     let ct = index.header("content-type").unwrap_or_default();
     assert!(ct.starts_with("text/html"), "GET / content-type: {ct}");
-    assert!(
-        index.text.contains("/api/v1/openapi.json"),
-        "GET / should point to the OpenAPI document: {}",
-        index.text
-    );
+    assert!(index.text.contains("/api/v1/openapi.json"), "GET / should point to the OpenAPI document: {}", index.text);
     Ok(())
 }
 
@@ -72,17 +68,11 @@ async fn openapi_describes_every_route(backend: Backend) -> Result<()> {
     let app = TestApp::start(backend).await?;
     let doc = app.get("/api/v1/openapi.json").fetch().await?.expect(200);
     let version = doc["openapi"].as_str().unwrap_or_default();
-    assert!(
-        version.starts_with("3.1"),
-        "openapi version should be 3.1.x, got {version:?}"
-    );
+    assert!(version.starts_with("3.1"), "openapi version should be 3.1.x, got {version:?}");
     let paths = doc["paths"].as_object().expect("openapi.json has paths");
     let by_norm: Vec<(String, &Value)> = paths.iter().map(|(p, v)| (normalize(p), v)).collect();
 
-    let mut expected: Vec<(String, Vec<&str>)> = DOCUMENTED
-        .iter()
-        .map(|(p, m)| (p.to_string(), m.to_vec()))
-        .collect();
+    let mut expected: Vec<(String, Vec<&str>)> = DOCUMENTED.iter().map(|(p, m)| (p.to_string(), m.to_vec())).collect();
     // Optional in this version; when the route exists, the document must say so.
     if app.get("/api/v1/auth/config").fetch().await?.status != 404 {
         expected.push(("/api/v1/auth/config".into(), vec!["get"]));
@@ -117,23 +107,10 @@ async fn listening_line_follows_the_contract(backend: Backend) -> Result<()> {
         .iter()
         .filter_map(|l| serde_json::from_str::<Value>(l).ok())
         .find(|v| v["msg"] == "listening")
-        .unwrap_or_else(|| {
-            panic!(
-                "no JSON line with a top-level \"msg\":\"listening\" in:\n{}",
-                logs.join("\n")
-            )
-        });
-    assert_eq!(
-        line["addr"],
-        json!(app.addr.to_string()),
-        "addr field of {line}"
-    );
+        .unwrap_or_else(|| panic!("no JSON line with a top-level \"msg\":\"listening\" in:\n{}", logs.join("\n")));
+    assert_eq!(line["addr"], json!(app.addr.to_string()), "addr field of {line}");
     assert_ne!(app.addr.port(), 0);
     Ok(())
 }
 
-backend_tests!(
-    probes_answer_ok,
-    openapi_describes_every_route,
-    listening_line_follows_the_contract
-);
+backend_tests!(probes_answer_ok, openapi_describes_every_route, listening_line_follows_the_contract);

@@ -18,96 +18,54 @@ async fn post_expecting_failure(
     content: &str,
     statuses: &[u16],
 ) -> Result<Resp> {
-    let conv = app
-        .create_conversation(&who.token, &agent["id"], Some(content))
-        .await?;
-    let resp = app
-        .post_message(&who.token, &conv["id"], content)
-        .await?
-        .problem_in(statuses);
+    let conv = app.create_conversation(&who.token, &agent["id"], Some(content)).await?;
+    let resp = app.post_message(&who.token, &conv["id"], content).await?.problem_in(statuses);
     let msgs = app.messages(&who.token, &conv["id"]).await?;
     let users: Vec<&Value> = msgs.iter().filter(|m| m["role"] == "user").collect();
-    assert_eq!(
-        users.len(),
-        1,
-        "{content}: the user message is kept: {msgs:?}"
-    );
+    assert_eq!(users.len(), 1, "{content}: the user message is kept: {msgs:?}");
     assert_eq!(users[0]["content"], content, "{content}: intact");
     for m in msgs.iter().filter(|m| m["role"] == "assistant") {
-        assert_eq!(
-            m["status"], "failed",
-            "{content}: a reply stored for a failed call is `failed`: {m}"
-        );
+        assert_eq!(m["status"], "failed", "{content}: a reply stored for a failed call is `failed`: {m}");
     }
     Ok(resp)
 }
 
 async fn provider_failures_are_reported_and_nothing_is_lost(backend: Backend) -> Result<()> {
     let mock = crate::app::start_mock().await?;
-    let app = TestApp::builder(backend)
-        .provider(&mock)
-        .env("CONCLAVE_PROVIDER_TIMEOUT_SECONDS", "1")
-        .start()
-        .await?;
+    let app = TestApp::builder(backend).provider(&mock).env("CONCLAVE_PROVIDER_TIMEOUT_SECONDS", "1").start().await?;
     let admin = app.admin().await?;
     let agent = app.create_agent(&admin.token, json!({})).await?;
     let key = PROVIDER_KEY;
 
     mock.set_script(
-        Script::text("never")
-            .with_api_key(key)
-            .with_failure(Failure::Status {
-                status: 500,
-                message: "boom".into(),
-            }),
+        Script::text("never").with_api_key(key).with_failure(Failure::Status { status: 500, message: "boom".into() }),
     );
     post_expecting_failure(&app, &admin, &agent, "status 500", &[502]).await?;
 
     mock.set_script(
         Script::text("never")
             .with_api_key(key)
-            .with_failure(Failure::Status {
-                status: 429,
-                message: "slow down".into(),
-            }),
+            .with_failure(Failure::Status { status: 429, message: "slow down".into() }),
     );
     post_expecting_failure(&app, &admin, &agent, "status 429", &[429, 502, 503]).await?;
 
-    mock.set_script(
-        Script::text("never")
-            .with_api_key(key)
-            .with_failure(Failure::Garbage),
-    );
+    mock.set_script(Script::text("never").with_api_key(key).with_failure(Failure::Garbage));
     post_expecting_failure(&app, &admin, &agent, "garbage", &[502]).await?;
 
     mock.set_script(
-        Script::text("partial answer here")
-            .with_api_key(key)
-            .with_chunks(4)
-            .with_failure(Failure::DropAfterChunks(2)),
+        Script::text("partial answer here").with_api_key(key).with_chunks(4).with_failure(Failure::DropAfterChunks(2)),
     );
     post_expecting_failure(&app, &admin, &agent, "dropped after two chunks", &[502]).await?;
 
     mock.set_script(
-        Script::text("partial answer here")
-            .with_api_key(key)
-            .with_chunks(4)
-            .with_failure(Failure::ErrorAfterChunks(2)),
+        Script::text("partial answer here").with_api_key(key).with_chunks(4).with_failure(Failure::ErrorAfterChunks(2)),
     );
     post_expecting_failure(&app, &admin, &agent, "error after two chunks", &[502]).await?;
 
-    mock.set_script(
-        Script::text("never")
-            .with_api_key(key)
-            .with_failure(Failure::Hang),
-    );
+    mock.set_script(Script::text("never").with_api_key(key).with_failure(Failure::Hang));
     post_expecting_failure(&app, &admin, &agent, "hang", &[504]).await?;
 
-    mock.set_script(
-        Script::text("too late")
-            .with_api_key(key)
-            .with_response_delay(Duration::from_millis(2500)),
-    );
+    mock.set_script(Script::text("too late").with_api_key(key).with_response_delay(Duration::from_millis(2500)));
     post_expecting_failure(&app, &admin, &agent, "slow response", &[504]).await?;
 
     // A wrong key on the server's side is the provider refusing: not the caller's fault.
@@ -116,13 +74,8 @@ async fn provider_failures_are_reported_and_nothing_is_lost(backend: Backend) ->
 
     // It recovers once the provider does.
     mock.set_script(Script::echo().with_api_key(key));
-    let conv = app
-        .create_conversation(&admin.token, &agent["id"], None)
-        .await?;
-    let ok = app
-        .post_message(&admin.token, &conv["id"], "all good?")
-        .await?
-        .expect(201);
+    let conv = app.create_conversation(&admin.token, &agent["id"], None).await?;
+    let ok = app.post_message(&admin.token, &conv["id"], "all good?").await?.expect(201);
     assert_eq!(ok["assistant_message"]["content"], "echo: all good?");
     assert_eq!(ok["assistant_message"]["status"], "complete");
 
