@@ -35,6 +35,8 @@ pub struct CoreConfig {
     /// failed this long after its last save.
     pub reply_lease: Duration,
     pub limits: ReplyLimits,
+    /// Model id -> price, for the estimated cost of usage.
+    pub prices: std::collections::HashMap<String, crate::service::usage::Price>,
 }
 
 /// Bounds on concurrent replies, answered with 429 beyond them.
@@ -61,6 +63,7 @@ impl Default for CoreConfig {
             default_tenant_name: "Default".into(),
             reply_lease: Duration::from_secs(30),
             limits: ReplyLimits::default(),
+            prices: Default::default(),
         }
     }
 }

@@ -285,3 +285,47 @@ pub struct AuditEvent {
     pub request_id: Option<String>,
     pub detail: Option<serde_json::Value>,
 }
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum UsageSource {
+    Conversation,
+    Gateway,
+}
+
+impl UsageSource {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            UsageSource::Conversation => "conversation",
+            UsageSource::Gateway => "gateway",
+        }
+    }
+}
+
+/// The tokens and estimated cost of one model call.
+#[derive(Debug, Clone)]
+pub struct UsageRecord {
+    pub tenant_id: TenantId,
+    pub id: uuid::Uuid,
+    pub user_id: UserId,
+    pub api_key_id: Option<ApiKeyId>,
+    pub source: UsageSource,
+    pub message_id: Option<MessageId>,
+    pub model: String,
+    pub prompt_tokens: u32,
+    pub completion_tokens: u32,
+    /// The provider reported no usage; the counts are estimated.
+    pub estimated: bool,
+    /// Millionths of a US dollar, from the configured price table (0 when unpriced).
+    pub cost_micro_usd: i64,
+    pub at: OffsetDateTime,
+}
+
+/// Sums over some usage records.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct UsageTotals {
+    pub prompt_tokens: i64,
+    pub completion_tokens: i64,
+    pub cost_micro_usd: i64,
+    pub requests: i64,
+}

@@ -176,6 +176,25 @@ pub trait Store: Send + Sync + 'static {
     /// Stores the end of a reply that is still `streaming`; `Ok(false)` if it had already ended.
     async fn finish_reply(&self, tenant: TenantId, id: MessageId, outcome: &ReplyOutcome) -> StoreResult<bool>;
 
+    // --- usage ----------------------------------------------------------------------------
+    async fn record_usage(&self, usage: &UsageRecord) -> StoreResult<()>;
+    /// Sums of the tenant's usage (or one user's) in `[from, to)`.
+    async fn usage_totals(
+        &self,
+        tenant: TenantId,
+        user: Option<UserId>,
+        from: OffsetDateTime,
+        to: OffsetDateTime,
+    ) -> StoreResult<UsageTotals>;
+    /// The records themselves, oldest first, for reports.
+    async fn usage_records(
+        &self,
+        tenant: TenantId,
+        user: Option<UserId>,
+        from: OffsetDateTime,
+        to: OffsetDateTime,
+    ) -> StoreResult<Vec<UsageRecord>>;
+
     // --- audit ----------------------------------------------------------------------------
     /// Appends an event, giving it the tenant's next sequence number.
     async fn append_audit(&self, event: &NewAuditEvent) -> StoreResult<i64>;

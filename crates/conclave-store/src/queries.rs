@@ -976,6 +976,81 @@ macro_rules! store_impl {
                 Ok(r.rows_affected() == 1)
             }
 
+            async fn record_usage(&self, u: &UsageRecord) -> StoreResult<()> {
+                sqlx::query(
+                    "INSERT INTO usage_events (tenant_id, usage_id, user_id, api_key_id, source, message_id, model, prompt_tokens, \
+                     completion_tokens, estimated, cost_micro_usd, at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
+                )
+                .bind(u.tenant_id.0)
+                .bind(u.id)
+                .bind(u.user_id.0)
+                .bind(u.api_key_id.map(|k| k.0))
+                .bind(u.source.as_str())
+                .bind(u.message_id.map(|m| m.0))
+                .bind(&u.model)
+                .bind(i64::from(u.prompt_tokens))
+                .bind(i64::from(u.completion_tokens))
+                .bind(u.estimated)
+                .bind(u.cost_micro_usd)
+                .bind(DbTime(u.at))
+                .execute(&self.pool)
+                .await
+                .map_err(store_error)?;
+                Ok(())
+            }
+
+            async fn usage_totals(&self, tenant: TenantId, user: Option<UserId>, from: OffsetDateTime, to: OffsetDateTime) -> StoreResult<UsageTotals> {
+                let row = sqlx::query(
+                    "SELECT CAST(COALESCE(SUM(prompt_tokens), 0) AS BIGINT) AS p, CAST(COALESCE(SUM(completion_tokens), 0) AS BIGINT) AS c, \
+                     CAST(COALESCE(SUM(cost_micro_usd), 0) AS BIGINT) AS cost, COUNT(*) AS n FROM usage_events \
+                     WHERE tenant_id = $1 AND ($2 IS NULL OR user_id = $2) AND at >= $3 AND at < $4",
+                )
+                .bind(tenant.0)
+                .bind(user.map(|u| u.0))
+                .bind(DbTime(from))
+                .bind(DbTime(to))
+                .fetch_one(&self.pool)
+                .await
+                .map_err(store_error)?;
+                let get = |name: &str| -> StoreResult<i64> { row.try_get::<i64, _>(name).map_err(store_error) };
+                Ok(UsageTotals { prompt_tokens: get("p")?, completion_tokens: get("c")?, cost_micro_usd: get("cost")?, requests: get("n")? })
+            }
+
+            async fn usage_records(&self, tenant: TenantId, user: Option<UserId>, from: OffsetDateTime, to: OffsetDateTime) -> StoreResult<Vec<UsageRecord>> {
+                let rows = sqlx::query(
+                    "SELECT tenant_id, usage_id, user_id, api_key_id, source, message_id, model, prompt_tokens, completion_tokens, \
+                     estimated, cost_micro_usd, at FROM usage_events \
+                     WHERE tenant_id = $1 AND ($2 IS NULL OR user_id = $2) AND at >= $3 AND at < $4 ORDER BY at",
+                )
+                .bind(tenant.0)
+                .bind(user.map(|u| u.0))
+                .bind(DbTime(from))
+                .bind(DbTime(to))
+                .fetch_all(&self.pool)
+                .await
+                .map_err(store_error)?;
+                rows.iter()
+                    .map(|r| -> Result<UsageRecord, sqlx::Error> {
+                        let source: &str = r.try_get("source")?;
+                        Ok(UsageRecord {
+                            tenant_id: TenantId(r.try_get("tenant_id")?),
+                            id: r.try_get("usage_id")?,
+                            user_id: UserId(r.try_get("user_id")?),
+                            api_key_id: r.try_get::<Option<Uuid>, _>("api_key_id")?.map(ApiKeyId),
+                            source: if source == "gateway" { UsageSource::Gateway } else { UsageSource::Conversation },
+                            message_id: r.try_get::<Option<Uuid>, _>("message_id")?.map(MessageId),
+                            model: r.try_get("model")?,
+                            prompt_tokens: to_u32(r.try_get("prompt_tokens")?).unwrap_or(0),
+                            completion_tokens: to_u32(r.try_get("completion_tokens")?).unwrap_or(0),
+                            estimated: r.try_get("estimated")?,
+                            cost_micro_usd: r.try_get("cost_micro_usd")?,
+                            at: r.try_get::<DbTime, _>("at")?.0,
+                        })
+                    })
+                    .collect::<Result<Vec<_>, _>>()
+                    .map_err(store_error)
+            }
+
             async fn append_audit(&self, e: &NewAuditEvent) -> StoreResult<i64> {
                 let mut tx = self.pool.begin().await.map_err(store_error)?;
                 let seq: i64 = sqlx::query_scalar("UPDATE tenants SET audit_seq = audit_seq + 1 WHERE tenant_id = $1 RETURNING audit_seq")

@@ -31,6 +31,8 @@ pub struct Config {
     pub redis_url: Option<String>,
     pub log: LogConfig,
     pub providers: Vec<ProviderConfig>,
+    /// Model id -> price in US dollars per million tokens, for usage cost estimates.
+    pub prices: HashMap<String, conclave_core::service::usage::Price>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -169,6 +171,7 @@ impl Default for Config {
             redis_url: None,
             log: LogConfig::default(),
             providers: Vec::new(),
+            prices: HashMap::new(),
         }
     }
 }
@@ -384,6 +387,35 @@ impl Config {
         }
         if let Some(v) = parse_env(env, "CONCLAVE_REPLY_LEASE_SECONDS", "a number of seconds")? {
             self.limits.reply_lease_seconds = v;
+        }
+        if let Some(v) = env.get("CONCLAVE_PRICES").filter(|v| !v.trim().is_empty()) {
+            for entry in list(v) {
+                let parsed = entry.rsplit_once('=').and_then(|(model, price)| {
+                    let (input, output) = price.split_once(':')?;
+                    Some((
+                        model.trim().to_owned(),
+                        conclave_core::service::usage::Price {
+                            input_per_million_usd: input
+                                .trim()
+                                .parse()
+                                .ok()
+                                .filter(|v: &f64| v.is_finite() && *v >= 0.0)?,
+                            output_per_million_usd: output
+                                .trim()
+                                .parse()
+                                .ok()
+                                .filter(|v: &f64| v.is_finite() && *v >= 0.0)?,
+                        },
+                    ))
+                });
+                let (model, price) = parsed.ok_or_else(|| {
+                    env_err(
+                        "CONCLAVE_PRICES",
+                        format!("'{entry}' is not model=input:output (US dollars per million tokens)"),
+                    )
+                })?;
+                self.prices.insert(model, price);
+            }
         }
         if let Some(v) = env.get("CONCLAVE_LOG").filter(|v| !v.is_empty()) {
             self.log.filter = v.clone();
@@ -712,6 +744,10 @@ mod tests {
         .unwrap();
         assert!(errors(&c).is_empty(), "{:?}", c.findings());
         assert_eq!(c.providers[0].models, vec!["openai/gpt-4o-mini"]);
+        let priced =
+            Config::load(None, &env(&[("CONCLAVE_PRICES", "openai/gpt-4o-mini=0.15:0.6, other=1:2")])).unwrap();
+        assert_eq!(priced.prices["openai/gpt-4o-mini"].output_per_million_usd, 0.6);
+        assert_eq!(priced.prices.len(), 2);
     }
 
     #[test]
@@ -723,6 +759,7 @@ mod tests {
             ("CONCLAVE_TRUSTED_PROXIES", "10.0.0.0/99"),
             ("CONCLAVE_ALLOW_LOCAL_KEY", "perhaps"),
             ("CONCLAVE_MODELS", "a,b"),
+            ("CONCLAVE_PRICES", "gpt=cheap"),
         ] {
             let err = Config::load(None, &env(&[(var, value)])).unwrap_err().to_string();
             assert!(err.starts_with(var), "{err}");

@@ -46,6 +46,7 @@ fn core_config(config: &Config) -> CoreConfig {
             max_replies_per_user: config.limits.max_replies_per_user,
             max_replies_per_server: config.limits.max_replies_per_server,
         },
+        prices: config.prices.clone(),
     }
 }
 

@@ -7,5 +7,7 @@ pub mod api_keys;
 pub mod conversations;
 pub mod events;
 pub mod export;
+pub mod gateway;
 pub mod models;
 pub mod replies;
+pub mod usage;

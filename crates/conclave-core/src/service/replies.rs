@@ -37,6 +37,7 @@ pub struct StartedReply {
 
 /// Everything the detached task needs; no borrow of the request.
 struct ReplyJob {
+    payer: crate::service::usage::Payer,
     tenant: TenantId,
     conversation: ConversationId,
     route: ModelRoute,
@@ -82,6 +83,7 @@ impl Conclave {
         let conversation = self.owned_conversation(caller, conversation_id).await?;
         let (route, agent) = self.conversation_agent(caller, &conversation).await?;
         self.check_reply_limits(caller).await?;
+        self.check_budget(caller).await?;
 
         let mut messages = self.system_prompt(&agent).await?;
         messages.extend(self.history(caller.tenant(), conversation_id, None).await?);
@@ -156,6 +158,7 @@ impl Conclave {
         };
         let (route, agent) = self.conversation_agent(caller, &conversation).await?;
         self.check_reply_limits(caller).await?;
+        self.check_budget(caller).await?;
         let mut messages = self.system_prompt(&agent).await?;
         messages.extend(self.history(caller.tenant(), conversation_id, Some(user_message.id)).await?);
         let reply_record = self.pending_reply(&user_message, &agent.model).await?;
@@ -299,7 +302,14 @@ impl Conclave {
             stop: Vec::new(),
             user: Some(caller.user().to_string()),
         };
-        let job = ReplyJob { tenant: caller.tenant(), conversation, route, request: Some(request), live: live.clone() };
+        let job = ReplyJob {
+            payer: crate::service::usage::Payer::of(caller),
+            tenant: caller.tenant(),
+            conversation,
+            route,
+            request: Some(request),
+            live: live.clone(),
+        };
         let this = Arc::clone(self);
         self.replies.spawn(async move { this.run_reply(job).await });
         live
@@ -411,12 +421,16 @@ impl Conclave {
         if failure.is_some() {
             status = MessageStatus::Failed;
         }
+        let estimated = usage.is_none();
         let usage = usage.or_else(|| {
             (status == MessageStatus::Complete || !text.is_empty()).then(|| Usage {
                 prompt_tokens: prompt_estimate,
                 completion_tokens: estimate_tokens(std::iter::once(text.as_str())),
             })
         });
+        if let Some(u) = usage {
+            self.record_usage(job.payer, UsageSource::Conversation, Some(reply_id), &job.route.id, u, estimated).await;
+        }
         let outcome = match self.seal_message(job.tenant, job.conversation, reply_id, &text).await {
             Ok(content) => Some(ReplyOutcome {
                 content,

@@ -12,10 +12,12 @@ pub mod agents;
 pub mod api_keys;
 pub mod auth;
 pub mod conversations;
+pub mod gateway;
 pub mod health;
 pub mod me;
 pub mod models;
 pub mod root;
+pub mod usage;
 
 pub fn api() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -27,6 +29,8 @@ pub fn api() -> OpenApiRouter<AppState> {
         .merge(agents::router())
         .merge(conversations::router())
         .merge(models::router())
+        .merge(usage::router())
+        .merge(gateway::router())
 }
 
 /// One page of a list.

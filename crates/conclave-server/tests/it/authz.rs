@@ -65,6 +65,10 @@ fn rule(method: &Method, path: &str) -> Option<(Rule, Option<Value>)> {
         ("POST", "/api/v1/conversations") => {
             (Signed, Some(json!({"agent_id": "01890000-0000-7000-8000-000000000000"})))
         }
+        ("GET", "/api/v1/usage") | ("GET", "/v1/models") => (Signed, None),
+        ("POST", "/v1/chat/completions") => {
+            (Signed, Some(json!({"model": "conclave-demo", "messages": [{"role": "user", "content": "hi"}]})))
+        }
         ("GET", "/api/v1/admin/users") | ("GET", "/api/v1/admin/tenant") => (Admin, None),
         ("POST", "/api/v1/admin/users") => {
             (Admin, Some(json!({"email": unique_email(), "display_name": "N", "role": "member"})))

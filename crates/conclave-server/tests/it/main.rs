@@ -2,6 +2,7 @@
 //! serves, and the OpenAPI document against the router.
 
 mod authz;
+mod gateway;
 mod harness;
 mod openapi;
 mod streaming;

@@ -1,0 +1,221 @@
+//! The OpenAI-compatible gateway: chat completions for existing clients (the `openai` SDKs,
+//! editors, scripts), with the tenant's model allow-list, budgets, usage records and audit.
+//! `model` is an allowed model id, or `agent:<id>` to apply that agent's instructions and
+//! parameters. Nothing is stored but usage and the audit event: a gateway call is not a
+//! conversation.
+
+use std::sync::Arc;
+
+use futures::StreamExt;
+
+use crate::app::{AuditRecord, Conclave};
+use crate::content::SealScope;
+use crate::error::{Error, Result};
+use crate::ids::AgentId;
+use crate::policy;
+use crate::principal::{Caller, Scope};
+use crate::provider::{ChatEvent, ChatMessage, ChatRequest, ChatStream, ProviderError};
+use crate::records::{Usage, UsageSource};
+use crate::service::replies::{estimate_tokens, MAX_MESSAGE_BYTES};
+use crate::service::usage::Payer;
+
+/// Most messages one request may carry, and most bytes of text over all of them.
+pub const MAX_GATEWAY_MESSAGES: usize = 1_000;
+pub const MAX_GATEWAY_TEXT_BYTES: usize = 4 * 1024 * 1024;
+
+#[derive(Debug, Clone)]
+pub struct GatewayMessage {
+    pub role: String,
+    pub content: String,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct GatewayRequest {
+    pub model: String,
+    pub messages: Vec<GatewayMessage>,
+    pub temperature: Option<f64>,
+    pub top_p: Option<f64>,
+    pub max_tokens: Option<u32>,
+    pub stop: Vec<String>,
+    pub user: Option<String>,
+    pub stream: bool,
+}
+
+/// A started completion: the model's events, and the meter that records usage when the call
+/// ends (or is abandoned).
+pub struct GatewayCall {
+    /// The model id answered with (an agent's model for `agent:<id>`).
+    pub model: String,
+    pub events: ChatStream,
+    pub meter: UsageMeter,
+}
+
+impl Conclave {
+    pub async fn gateway_start(self: &Arc<Self>, caller: &Caller, req: GatewayRequest) -> Result<GatewayCall> {
+        policy::require(caller, Scope::ConversationsWrite)?;
+        if req.messages.is_empty() {
+            return Err(Error::field("messages", "Send at least one message."));
+        }
+        if req.messages.len() > MAX_GATEWAY_MESSAGES {
+            return Err(Error::field("messages", format!("At most {MAX_GATEWAY_MESSAGES} messages a request.")));
+        }
+        let total: usize = req.messages.iter().map(|m| m.content.len()).sum();
+        if total > MAX_GATEWAY_TEXT_BYTES {
+            return Err(Error::field(
+                "messages",
+                format!("At most {} MiB of text a request.", MAX_GATEWAY_TEXT_BYTES >> 20),
+            ));
+        }
+        for (field, value, range) in [("temperature", req.temperature, 0.0..=2.0), ("top_p", req.top_p, 0.0..=1.0)] {
+            if value.is_some_and(|v| !range.contains(&v)) {
+                return Err(Error::field(field, format!("Must be between {} and {}.", range.start(), range.end())));
+            }
+        }
+        let mut messages = Vec::with_capacity(req.messages.len() + 1);
+        let (model, mut params, agent_id) = match req.model.strip_prefix("agent:") {
+            Some(id) => {
+                let id: AgentId = id.parse().map_err(|_| Error::NotFound("model"))?;
+                let agent = self.visible_agent(caller, id).await.map_err(|_| Error::NotFound("model"))?;
+                let instructions = self
+                    .codec
+                    .open(
+                        SealScope::AgentInstructions { tenant: agent.tenant_id, agent: agent.id },
+                        &agent.instructions,
+                    )
+                    .await?;
+                if !instructions.trim().is_empty() {
+                    messages.push(ChatMessage { role: "system", content: instructions });
+                }
+                (agent.model.clone(), (agent.temperature, agent.top_p, agent.max_tokens), Some(agent.id))
+            }
+            None => (req.model.clone(), (None, None, None), None),
+        };
+        let route = self.check_model_allowed(caller, &model).await.map_err(|reason| {
+            if self.catalog().route(&model).is_none() {
+                Error::NotFound("model")
+            } else {
+                Error::Forbidden(reason)
+            }
+        })?;
+        for (i, m) in req.messages.into_iter().enumerate() {
+            let role = match m.role.as_str() {
+                "system" | "developer" => "system",
+                "user" => "user",
+                "assistant" => "assistant",
+                other => {
+                    return Err(Error::field(
+                        format!("messages[{i}].role"),
+                        format!("Role '{other}' is not supported; use system, user or assistant."),
+                    ))
+                }
+            };
+            if m.content.len() > MAX_MESSAGE_BYTES * 16 {
+                return Err(Error::field(format!("messages[{i}].content"), "This message is too long."));
+            }
+            messages.push(ChatMessage { role, content: m.content });
+        }
+        params.0 = req.temperature.or(params.0);
+        params.1 = req.top_p.or(params.1);
+        params.2 = req.max_tokens.or(params.2);
+        self.check_budget(caller).await?;
+        let prompt_estimate = estimate_tokens(messages.iter().map(|m| m.content.as_str()));
+        let request = ChatRequest {
+            model: model.clone(),
+            messages,
+            temperature: params.0,
+            top_p: params.1,
+            max_tokens: params.2,
+            stop: req.stop,
+            user: Some(caller.user().to_string()),
+        };
+        self.audit_by(
+            caller,
+            AuditRecord::new("gateway.completion", "model", &model).detail(serde_json::json!({
+                "agent_id": agent_id,
+                "stream": req.stream,
+            })),
+        )
+        .await;
+        let events = route.provider.client.stream_chat(request).await?;
+        let meter = UsageMeter {
+            core: Arc::clone(self),
+            payer: Payer::of(caller),
+            model: model.clone(),
+            prompt_estimate,
+            completion_chars: 0,
+            reported: None,
+            recorded: false,
+        };
+        Ok(GatewayCall { model, events, meter })
+    }
+}
+
+/// Counts what a gateway call produced and records its usage once: when told the call ended,
+/// or, if the client went away first, when dropped.
+pub struct UsageMeter {
+    core: Arc<Conclave>,
+    payer: Payer,
+    model: String,
+    prompt_estimate: u32,
+    completion_chars: usize,
+    reported: Option<Usage>,
+    recorded: bool,
+}
+
+impl UsageMeter {
+    /// Notes one event on its way to the client.
+    pub fn observe(&mut self, event: &Result<ChatEvent, ProviderError>) {
+        match event {
+            Ok(ChatEvent::Delta(text)) => self.completion_chars += text.chars().count(),
+            Ok(ChatEvent::Usage(u)) => self.reported = Some(*u),
+            _ => {}
+        }
+    }
+
+    /// The usage to report to the client: the provider's, or the estimate.
+    pub fn usage(&self) -> Usage {
+        self.reported.unwrap_or(Usage {
+            prompt_tokens: self.prompt_estimate,
+            completion_tokens: u32::try_from(self.completion_chars.div_ceil(4)).unwrap_or(u32::MAX),
+        })
+    }
+
+    pub async fn finish(mut self) {
+        self.recorded = true;
+        let (usage, estimated) = (self.usage(), self.reported.is_none());
+        self.core.record_usage(self.payer, UsageSource::Gateway, None, &self.model, usage, estimated).await;
+    }
+}
+
+impl Drop for UsageMeter {
+    fn drop(&mut self) {
+        if self.recorded {
+            return;
+        }
+        let (core, payer, model) = (self.core.clone(), self.payer, std::mem::take(&mut self.model));
+        let (usage, estimated) = (self.usage(), self.reported.is_none());
+        if let Ok(handle) = tokio::runtime::Handle::try_current() {
+            handle.spawn(async move {
+                core.record_usage(payer, UsageSource::Gateway, None, &model, usage, estimated).await;
+            });
+        }
+    }
+}
+
+/// Drives a call to its end, collecting the whole text (for the non-streamed answer).
+pub async fn collect(mut call: GatewayCall) -> Result<(String, Option<String>, Usage, String)> {
+    let mut text = String::new();
+    let mut finish = None;
+    while let Some(event) = call.events.next().await {
+        call.meter.observe(&event);
+        match event? {
+            ChatEvent::Delta(d) => text.push_str(&d),
+            ChatEvent::Finish { reason } => finish = reason,
+            ChatEvent::Usage(_) => {}
+        }
+    }
+    let usage = call.meter.usage();
+    let model = call.model.clone();
+    call.meter.finish().await;
+    Ok((text, finish, usage, model))
+}
