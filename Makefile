@@ -6,7 +6,7 @@ SHELL := bash
 CARGO ?= cargo
 export CARGO_TERM_PROGRESS_WHEN ?= never
 
-.PHONY: help run build build-release test lint fmt services test-rust bench clean
+.PHONY: help run build build-release test lint fmt services test-rust test-sdk bench clean
 
 help:
 	@echo "make run    build Conclave and start it on http://127.0.0.1:8080 (SQLite, local data folder)"
@@ -24,7 +24,10 @@ build-release:
 	$(CARGO) build --release --locked -p conclave
 
 ## Everything CI runs: fast lints first, then the suites against the real services.
-test: lint services test-rust
+test: lint services test-rust test-sdk
+
+VENV := .venv
+PY := $(VENV)/bin/python
 
 lint:
 	$(CARGO) fmt --all --check
@@ -43,6 +46,17 @@ test-rust:
 	else \
 	  $(CARGO) test --workspace --locked --no-fail-fast; \
 	fi
+
+## Python tools in a project venv (ignored by git), installed once.
+$(VENV)/.installed: tests/sdk/requirements.txt
+	python3 -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check -r tests/sdk/requirements.txt
+	touch $@
+
+## The official openai SDK, unchanged, against the gateway of a real server.
+test-sdk: $(VENV)/.installed
+	$(CARGO) build --locked -p conclave -p conclave-mock-provider
+	$(PY) -m pytest -q tests/sdk
 
 bench: build-release
 	bench/startup.py

@@ -80,8 +80,13 @@ where
     }
 }
 
+/// Lines every operator and script relies on (`listening`, `stopped`) whatever the filter.
+pub const LIFECYCLE: &str = "conclave::lifecycle";
+
 pub fn init(filter: &str) {
-    let filter = EnvFilter::try_new(filter).unwrap_or_else(|_| EnvFilter::new("info"));
+    let filter = EnvFilter::try_new(filter)
+        .unwrap_or_else(|_| EnvFilter::new("info"))
+        .add_directive(format!("{LIFECYCLE}=info").parse().expect("a valid directive"));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .event_format(JsonLines)

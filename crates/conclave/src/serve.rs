@@ -180,6 +180,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         .with_context(|| format!("cannot listen on {}", config.http.listen))?;
     let addr = listener.local_addr()?;
     tracing::info!(
+        target: crate::log::LIFECYCLE,
         addr = %addr,
         profile = if config.profile == Profile::Dev { "dev" } else { "production" },
         database = db.backend(),
@@ -219,7 +220,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         );
     }
     db.close().await;
-    tracing::info!("stopped");
+    tracing::info!(target: crate::log::LIFECYCLE, "stopped");
     Ok(())
 }
 
