@@ -11,6 +11,7 @@ use crate::content::ContentCodec;
 use crate::error::{Error, Result};
 use crate::ids::TenantId;
 use crate::live::ReplyHub;
+use crate::notify::{Notice, Notifier};
 use crate::principal::{Caller, RequestMeta};
 use crate::provider::ModelCatalog;
 use crate::records::{NewAuditEvent, Outcome};
@@ -77,6 +78,7 @@ pub struct Conclave {
     /// Replies run as detached tasks; shutdown waits for them.
     pub(crate) replies: TaskTracker,
     pub(crate) hub: ReplyHub,
+    pub(crate) notifier: Arc<dyn Notifier>,
     /// This process, as the owner of reply leases.
     pub(crate) replica: uuid::Uuid,
 }
@@ -87,6 +89,7 @@ impl Conclave {
         store: Arc<dyn Store>,
         codec: Arc<dyn ContentCodec>,
         catalog: ModelCatalog,
+        notifier: Arc<dyn Notifier>,
     ) -> Result<Arc<Self>> {
         let hasher = PasswordHasher::new(config.password_hashing).map_err(Error::internal)?;
         Ok(Arc::new(Self {
@@ -97,6 +100,7 @@ impl Conclave {
             hasher,
             replies: TaskTracker::new(),
             hub: ReplyHub::default(),
+            notifier,
             replica: uuid::Uuid::new_v4(),
         }))
     }
@@ -143,9 +147,32 @@ impl Conclave {
         self.hub.len()
     }
 
+    /// The background work of a serving process: the lease sweeper, and acting on cancel
+    /// notices for the replies this process generates.
+    pub fn start_background(self: &Arc<Self>) {
+        self.start_lease_sweeper();
+        let this = Arc::downgrade(self);
+        let mut notices = self.notifier.subscribe();
+        tokio::spawn(async move {
+            loop {
+                match notices.recv().await {
+                    Ok(Notice::Cancel { message }) => {
+                        let Some(core) = this.upgrade() else { return };
+                        if let Some(live) = core.hub.get_any(message) {
+                            live.cancel.cancel();
+                        }
+                    }
+                    Ok(Notice::Progress { .. }) => {}
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+                }
+            }
+        });
+    }
+
     /// Marks replies whose replica died (expired lease) as failed, now and then periodically,
     /// until the process ends.
-    pub fn start_lease_sweeper(self: &Arc<Self>) {
+    fn start_lease_sweeper(self: &Arc<Self>) {
         let this = Arc::downgrade(self);
         let every = (self.config.reply_lease / 2).max(Duration::from_millis(200));
         tokio::spawn(async move {

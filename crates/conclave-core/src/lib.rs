@@ -9,6 +9,7 @@ pub mod content;
 pub mod error;
 pub mod ids;
 pub mod live;
+pub mod notify;
 pub mod page;
 pub mod policy;
 pub mod principal;

@@ -33,6 +33,8 @@ pub struct LiveReply {
     pub tenant: TenantId,
     pub conversation: ConversationId,
     pub id: MessageId,
+    /// The user message it answers.
+    pub question: MessageId,
     text: RwLock<String>,
     progress: watch::Sender<Progress>,
     /// A person asked to stop the reply.
@@ -56,10 +58,25 @@ impl LiveReply {
         self.text_from(0)
     }
 
+    pub fn len(&self) -> usize {
+        self.progress.borrow().len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
     /// Bytes `from..to` of the text, if both are character boundaries within it.
     pub fn piece(&self, from: usize, to: usize) -> Option<String> {
         let text = self.text.read().unwrap_or_else(|e| e.into_inner());
         text.get(from..to).map(str::to_owned)
+    }
+
+    /// At most `max` bytes of the text from `from` towards `to`, cut on a character boundary,
+    /// with the offset where the piece ends. `None` if `from` is not a boundary.
+    pub fn bounded_piece(&self, from: usize, to: usize, max: usize) -> Option<(String, usize)> {
+        let text = self.text.read().unwrap_or_else(|e| e.into_inner());
+        bounded(&text, from, to, max)
     }
 
     pub(crate) fn push(&self, delta: &str) {
@@ -83,12 +100,19 @@ pub struct ReplyHub {
 }
 
 impl ReplyHub {
-    pub(crate) fn register(&self, tenant: TenantId, conversation: ConversationId, id: MessageId) -> Arc<LiveReply> {
+    pub(crate) fn register(
+        &self,
+        tenant: TenantId,
+        conversation: ConversationId,
+        id: MessageId,
+        question: MessageId,
+    ) -> Arc<LiveReply> {
         let (progress, _) = watch::channel(Progress::default());
         let live = Arc::new(LiveReply {
             tenant,
             conversation,
             id,
+            question,
             text: RwLock::new(String::new()),
             progress,
             cancel: CancellationToken::new(),
@@ -100,6 +124,11 @@ impl ReplyHub {
 
     pub fn get(&self, tenant: TenantId, id: MessageId) -> Option<Arc<LiveReply>> {
         self.lock().get(&id).filter(|r| r.tenant == tenant).cloned()
+    }
+
+    /// The reply with this id, whatever its tenant (for notices, which carry ids only).
+    pub(crate) fn get_any(&self, id: MessageId) -> Option<Arc<LiveReply>> {
+        self.lock().get(&id).cloned()
     }
 
     pub(crate) fn remove(&self, id: MessageId) {
@@ -123,5 +152,31 @@ impl ReplyHub {
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<MessageId, Arc<LiveReply>>> {
         self.replies.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// `text[from..end]` with `end` at most `to` and `from + max`, on a character boundary.
+pub fn bounded(text: &str, from: usize, to: usize, max: usize) -> Option<(String, usize)> {
+    if !text.is_char_boundary(from) {
+        return None;
+    }
+    let mut end = to.min(text.len()).min(from.saturating_add(max.max(4)));
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    Some((text[from..end].to_owned(), end))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::bounded;
+
+    #[test]
+    fn pieces_are_bounded_and_cut_on_characters() {
+        let text = "ab日本語cd";
+        assert_eq!(bounded(text, 0, text.len(), 4), Some(("ab".to_owned(), 2)));
+        assert_eq!(bounded(text, 2, text.len(), 4), Some(("日".to_owned(), 5)));
+        assert_eq!(bounded(text, 5, 8, 100), Some(("本".to_owned(), 8)));
+        assert_eq!(bounded(text, 3, text.len(), 4), None);
     }
 }

@@ -4,6 +4,7 @@
 
 mod db_time;
 mod error;
+mod notify;
 mod queries;
 
 use std::path::Path;
@@ -11,6 +12,7 @@ use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use conclave_core::notify::{LocalNotifier, Notifier};
 use conclave_core::store::Store;
 use sqlx::postgres::PgPoolOptions;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
@@ -98,6 +100,20 @@ impl Database {
         match self {
             Database::Sqlite(s) => Arc::new(s),
             Database::Postgres(s) => Arc::new(s),
+        }
+    }
+
+    /// How this database's replicas tell each other about replies: LISTEN/NOTIFY on
+    /// PostgreSQL, in memory for SQLite (one process).
+    pub async fn notifier(&self) -> Result<Arc<dyn Notifier>, ConnectError> {
+        match self {
+            Database::Sqlite(_) => Ok(Arc::new(LocalNotifier::default())),
+            Database::Postgres(s) => {
+                let n = notify::PgNotifier::start(s.pool.clone())
+                    .await
+                    .map_err(|e| ConnectError::Unreachable { backend: "PostgreSQL", detail: error::describe(&e) })?;
+                Ok(n)
+            }
         }
     }
 

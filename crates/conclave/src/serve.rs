@@ -66,9 +66,14 @@ pub async fn admin_create(
 ) -> anyhow::Result<()> {
     crate::log::init("warn");
     let db = open_database(&config).await?;
-    let core =
-        Conclave::new(core_config(&config), db.clone().into_store(), Arc::new(PlaintextCodec), ModelCatalog::new())
-            .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let core = Conclave::new(
+        core_config(&config),
+        db.clone().into_store(),
+        Arc::new(PlaintextCodec),
+        ModelCatalog::new(),
+        Arc::new(conclave_core::notify::LocalNotifier::default()),
+    )
+    .map_err(|e| anyhow::anyhow!("{e}"))?;
     let created = core
         .bootstrap_user(AdminNewUser { email, password, display_name, role: Role::Admin })
         .await
@@ -158,13 +163,15 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
 
     let db = open_database(&config).await?;
     let catalog = catalog(&config).await?;
-    let core = Conclave::new(core_config(&config), db.clone().into_store(), Arc::new(PlaintextCodec), catalog)
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let notifier = db.notifier().await.context("reply notices")?;
+    let core =
+        Conclave::new(core_config(&config), db.clone().into_store(), Arc::new(PlaintextCodec), catalog, notifier)
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
     core.store()
         .default_tenant(&core.config().default_tenant_name)
         .await
         .map_err(|e| anyhow::anyhow!("preparing the default tenant: {e}"))?;
-    core.start_lease_sweeper();
+    core.start_background();
 
     let state = AppState {
         core: core.clone(),

@@ -13,14 +13,20 @@ use crate::content::SealScope;
 use crate::error::{Error, Result};
 use crate::ids::{ConversationId, MessageId, TenantId};
 use crate::live::{LiveReply, Progress, ReplyEnd};
+use crate::notify::Notice;
 use crate::policy;
 use crate::principal::{Caller, Scope};
 use crate::provider::ProviderError;
 use crate::records::{MessageRole, MessageStatus};
 use crate::views::MessageView;
 
-/// How often a reply owned by another replica is read back from the store.
-pub const REMOTE_POLL: Duration = Duration::from_millis(250);
+/// The most text one `delta` event carries: a client that attaches late to a long reply, then
+/// stops reading, holds at most this much in the server's buffers.
+pub const MAX_DELTA_BYTES: usize = 16 * 1024;
+
+/// A reply owned by another replica is read back from the store when a notice says it grew,
+/// and at least this often in case a notice was missed.
+pub const REMOTE_POLL: Duration = Duration::from_secs(1);
 
 #[derive(Debug)]
 pub enum ReplyEvent {
@@ -48,7 +54,7 @@ pub enum ReplyEvent {
 
 enum Source {
     Live(Arc<LiveReply>, tokio::sync::watch::Receiver<Progress>),
-    Stored,
+    Stored(tokio::sync::broadcast::Receiver<Notice>),
 }
 
 struct Cursor {
@@ -98,14 +104,23 @@ impl Conclave {
     ) -> Result<impl Stream<Item = ReplyEvent> + Send + 'static> {
         policy::require(caller, Scope::ConversationsRead)?;
         self.owned_conversation(caller, conversation).await?;
-        let reply = self.store.get_message(caller.tenant(), conversation, reply_id).await.map_err(|e| match e {
+        let not_found = |e: crate::StoreError| match e {
             crate::StoreError::NotFound => Error::NotFound("message"),
             other => other.into(),
-        })?;
-        if reply.role != MessageRole::Assistant {
-            return Err(Error::NotFound("reply"));
-        }
-        let user_message = match reply.reply_to {
+        };
+        // A live reply needs no read of its (possibly long) text from the store.
+        let live = self.hub.get(caller.tenant(), reply_id).filter(|l| l.conversation == conversation);
+        let question = match &live {
+            Some(l) => Some(l.question),
+            None => {
+                let reply = self.store.get_message(caller.tenant(), conversation, reply_id).await.map_err(not_found)?;
+                if reply.role != MessageRole::Assistant {
+                    return Err(Error::NotFound("reply"));
+                }
+                reply.reply_to
+            }
+        };
+        let user_message = match question {
             Some(q) => match self.store.get_message(caller.tenant(), conversation, q).await {
                 Ok(m) => Some(self.message_view(&m).await?),
                 Err(_) => None,
@@ -113,12 +128,12 @@ impl Conclave {
             None => None,
         };
         let resume_at = last_event_id.and_then(|id| id.trim().parse::<usize>().ok());
-        let source = match self.hub.get(caller.tenant(), reply_id) {
+        let source = match live {
             Some(live) => {
                 let progress = live.subscribe();
                 Source::Live(live, progress)
             }
-            None => Source::Stored,
+            None => Source::Stored(self.notifier.subscribe()),
         };
         let (opening, sent) = match resume_at {
             Some(offset) => (None, offset),
@@ -147,7 +162,7 @@ fn events(cursor: Cursor) -> impl Stream<Item = ReplyEvent> + Send + 'static {
         }
         let event = match c.source {
             Source::Live(..) => c.next_live().await,
-            Source::Stored => c.next_stored().await,
+            Source::Stored(_) => c.next_stored().await,
         };
         Some((event, c))
     })
@@ -163,9 +178,9 @@ impl Cursor {
                 self.sent = 0;
             }
             if len > self.sent {
-                if let Some(text) = live.piece(self.sent, len) {
-                    self.sent = len;
-                    return ReplyEvent::Delta { id: len.to_string(), message_id: self.reply_id, text };
+                if let Some((text, end)) = live.bounded_piece(self.sent, len, MAX_DELTA_BYTES) {
+                    self.sent = end;
+                    return ReplyEvent::Delta { id: end.to_string(), message_id: self.reply_id, text };
                 }
             }
             if let Some(end) = snapshot.end {
@@ -180,25 +195,27 @@ impl Cursor {
             }
             if progress.changed().await.is_err() {
                 // The task went away without an end: read what the store has.
-                self.source = Source::Stored;
+                self.source = Source::Stored(self.core.notifier.subscribe());
                 return Box::pin(self.next_stored()).await;
             }
         }
     }
 
-    /// The text between what was sent and `len`, if any. A resume offset that is not a
-    /// character boundary of this text restarts from the beginning.
+    /// The text between what was sent and `len`, if any. The stored text may lag behind what
+    /// a client already received live (it is saved every half second): then there is nothing
+    /// new yet. An offset that is not a character boundary of this text restarts from the
+    /// beginning.
     fn delta(&mut self, text: &str, len: usize) -> Option<ReplyEvent> {
         let len = len.min(text.len());
-        if self.sent > len || !text.is_char_boundary(self.sent) {
-            self.sent = 0;
-        }
         if len <= self.sent {
             return None;
         }
-        let piece = text[self.sent..len].to_owned();
-        self.sent = len;
-        Some(ReplyEvent::Delta { id: len.to_string(), message_id: self.reply_id, text: piece })
+        if !text.is_char_boundary(self.sent) {
+            self.sent = 0;
+        }
+        let (piece, end) = crate::live::bounded(text, self.sent, len, MAX_DELTA_BYTES)?;
+        self.sent = end;
+        Some(ReplyEvent::Delta { id: end.to_string(), message_id: self.reply_id, text: piece })
     }
 
     async fn next_stored(&mut self) -> ReplyEvent {
@@ -242,8 +259,24 @@ impl Cursor {
                 self.source = Source::Live(live, progress);
                 return Box::pin(self.next_live()).await;
             }
-            tokio::time::sleep(REMOTE_POLL).await;
+            self.wait_for_notice().await;
         }
+    }
+
+    /// Until a notice about this reply arrives, or `REMOTE_POLL` passes.
+    async fn wait_for_notice(&mut self) {
+        let Source::Stored(notices) = &mut self.source else { return };
+        let id = self.reply_id;
+        let _ = tokio::time::timeout(REMOTE_POLL, async {
+            loop {
+                match notices.recv().await {
+                    Ok(n) if n.message() == id => return,
+                    Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => std::future::pending::<()>().await,
+                }
+            }
+        })
+        .await;
     }
 
     async fn read_stored(&self) -> Result<(MessageView, String)> {

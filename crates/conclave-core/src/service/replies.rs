@@ -14,6 +14,7 @@ use crate::content::{SealScope, Sealed};
 use crate::error::{Error, Result};
 use crate::ids::{ConversationId, MessageId, TenantId};
 use crate::live::{LiveReply, ReplyEnd};
+use crate::notify::Notice;
 use crate::page::all_pages;
 use crate::policy;
 use crate::principal::{Caller, Scope};
@@ -201,7 +202,9 @@ impl Conclave {
         match self.hub.get(caller.tenant(), message_id) {
             Some(live) => live.cancel.cancel(),
             None => {
-                self.store.request_cancel(caller.tenant(), conversation_id, message_id).await?;
+                if self.store.request_cancel(caller.tenant(), conversation_id, message_id).await? {
+                    self.notifier.publish(Notice::Cancel { message: message_id }).await;
+                }
             }
         }
         self.audit_by(caller, AuditRecord::new("message.cancel", "message", message_id)).await;
@@ -292,7 +295,7 @@ impl Conclave {
         agent: &AgentRecord,
         messages: Vec<ChatMessage>,
     ) -> Arc<LiveReply> {
-        let live = self.hub.register(caller.tenant(), conversation, reply.id);
+        let live = self.hub.register(caller.tenant(), conversation, reply.id, reply.reply_to.unwrap_or(reply.id));
         let request = ChatRequest {
             model: agent.model.clone(),
             messages,
@@ -368,10 +371,31 @@ impl Conclave {
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         tick.tick().await;
 
-        let stream = tokio::select! {
-            s = job.route.provider.client.stream_chat(request) => Some(s),
-            () = live.cancel.cancelled() => None,
-            () = live.abort.cancelled() => None,
+        // Waiting for the provider to start answering can take long: keep the lease alive and
+        // listen for cancel requests meanwhile, as during the reply itself.
+        let start = job.route.provider.client.stream_chat(request);
+        tokio::pin!(start);
+        let stream = loop {
+            tokio::select! {
+                s = &mut start => break Some(s),
+                () = live.cancel.cancelled() => break None,
+                () = live.abort.cancelled() => break None,
+                _ = tick.tick() => {
+                    if last_save.elapsed() < renew_every {
+                        continue;
+                    }
+                    last_save = tokio::time::Instant::now();
+                    match self.save_partial(&job, "").await {
+                        Some(saved) if saved.cancel_requested => live.cancel.cancel(),
+                        Some(saved) if !saved.still_owned => {
+                            tracing::warn!(message_id = %reply_id, "the reply was taken over or ended elsewhere; stopping");
+                            self.hub.remove(reply_id);
+                            return;
+                        }
+                        _ => {}
+                    }
+                }
+            }
         };
         match stream {
             None if live.abort.is_cancelled() => failure = Some(ProviderError::Stream(SHUTDOWN.into())),
@@ -390,10 +414,10 @@ impl Conclave {
                         }
                     },
                     _ = tick.tick() => {
-                        let text = live.text();
-                        if text.len() == saved_len && last_save.elapsed() < renew_every {
+                        if live.len() == saved_len && last_save.elapsed() < renew_every {
                             continue;
                         }
+                        let text = live.text();
                         last_save = tokio::time::Instant::now();
                         match self.save_partial(&job, &text).await {
                             Some(saved) if saved.cancel_requested => live.cancel.cancel(),
@@ -402,7 +426,13 @@ impl Conclave {
                                 self.hub.remove(reply_id);
                                 return;
                             }
-                            _ => saved_len = text.len(),
+                            Some(_) => {
+                                if text.len() != saved_len {
+                                    self.notifier.publish(Notice::Progress { message: reply_id, offset: text.len() }).await;
+                                }
+                                saved_len = text.len();
+                            }
+                            None => {}
                         }
                     }
                     () = live.cancel.cancelled() => {
@@ -468,6 +498,7 @@ impl Conclave {
             error: failure.as_ref().map(|e| e.to_string()),
             created_at: crate::clock::now(),
         });
+        self.notifier.publish(Notice::Progress { message: reply_id, offset: text.len() }).await;
         match failure {
             Some(error) => {
                 tracing::warn!(message_id = %reply_id, error = %error, "reply failed");

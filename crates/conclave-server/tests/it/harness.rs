@@ -101,7 +101,9 @@ impl Harness {
             ..CoreConfig::default()
         };
         adjust(&mut config);
-        let core = Conclave::new(config, db.into_store(), Arc::new(PlaintextCodec), catalog).unwrap();
+        let notifier = db.notifier().await.unwrap();
+        let core = Conclave::new(config, db.into_store(), Arc::new(PlaintextCodec), catalog, notifier).unwrap();
+        core.start_background();
         let state = AppState {
             core: core.clone(),
             http: Arc::new(HttpSettings { secure_cookies: false, trusted_proxies: vec![], max_json_bytes: 1 << 20 }),

@@ -3,6 +3,7 @@
 
 mod backend;
 mod isolation;
+mod notify;
 mod records;
 
 /// Declares `sqlite::$name` and `postgres::$name` for a test body taking `&dyn Store`.
