@@ -58,8 +58,12 @@ test-sdk: $(VENV)/.installed
 	$(CARGO) build --locked -p conclave -p conclave-mock-provider
 	$(PY) -m pytest -q tests/sdk
 
+## Benchmarks: figures printed and recorded in bench/RESULTS.md (never part of `make test`).
 bench: build-release
+	$(CARGO) build --release --locked -p conclave-mock-provider
+	$(CARGO) build --release --locked -p conclave-loadgen
 	bench/startup.py
+	bench/stream.py
 
 clean:
 	$(CARGO) clean

@@ -13,13 +13,28 @@ use crate::ids::{ConversationId, MessageId, TenantId};
 use crate::provider::ProviderError;
 use crate::views::MessageView;
 
+/// A reply's final message, with its JSON encoding made once: every watcher of the reply
+/// shares these bytes instead of holding a copy of a possibly long text each.
+#[derive(Debug)]
+pub struct EndedMessage {
+    pub view: MessageView,
+    pub json: bytes::Bytes,
+}
+
+impl EndedMessage {
+    pub fn new(view: MessageView) -> Arc<EndedMessage> {
+        let json = bytes::Bytes::from(serde_json::to_vec(&view).unwrap_or_default());
+        Arc::new(EndedMessage { view, json })
+    }
+}
+
 /// How a reply ended, as subscribers learn it.
 #[derive(Debug, Clone)]
 pub enum ReplyEnd {
     /// Complete or cancelled: the stored message.
-    Done(MessageView),
+    Done(Arc<EndedMessage>),
     /// The provider failed; the stored message (status `failed`) keeps the text so far.
-    Failed { error: ProviderError, message: MessageView },
+    Failed { error: ProviderError, message: Arc<EndedMessage> },
 }
 
 #[derive(Debug, Clone, Default)]

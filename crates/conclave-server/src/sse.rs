@@ -1,12 +1,19 @@
 //! Server-Sent Events for replies: `message`, `delta`…, then one `done` or `error`, each with an
 //! `id`, and a `: ping` comment every 15 s while the reply is quiet.
+//!
+//! The body is written frame by frame, so the HTTP layer asks for the next frame only when the
+//! client has taken the previous ones: a client that stops reading stops the stream where it is.
+//! The `done` event's JSON is shared by every watcher of the reply, not copied per client.
 
+use std::collections::VecDeque;
 use std::convert::Infallible;
+use std::pin::Pin;
 use std::time::Duration;
 
-use axum::http::{header, HeaderMap, HeaderValue};
-use axum::response::sse::{Event, KeepAlive, Sse};
-use axum::response::{IntoResponse, Response};
+use axum::body::Body;
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::Response;
+use bytes::Bytes;
 use conclave_core::service::events::ReplyEvent;
 use futures::{Stream, StreamExt};
 use serde_json::json;
@@ -14,6 +21,7 @@ use serde_json::json;
 use crate::error::ApiError;
 
 pub const PING_INTERVAL: Duration = Duration::from_secs(15);
+const PING: &[u8] = b": ping\n\n";
 
 /// Whether the client asked for an event stream.
 pub fn wants_stream(headers: &HeaderMap) -> bool {
@@ -30,18 +38,62 @@ pub fn last_event_id(headers: &HeaderMap) -> Option<String> {
 
 /// The reply's events as an SSE response.
 pub fn respond(events: impl Stream<Item = ReplyEvent> + Send + 'static, request_id: Option<String>) -> Response {
-    let stream = events.map(move |event| Ok::<_, Infallible>(to_sse(event, request_id.as_deref())));
-    let mut response =
-        Sse::new(stream).keep_alive(KeepAlive::new().interval(PING_INTERVAL).text(" ping")).into_response();
+    let frames = frames(events.map(move |e| encode(e, request_id.as_deref())));
+    stream_response(Body::from_stream(frames))
+}
+
+/// Wraps already-encoded SSE frames (e.g. the gateway's `data:` lines) with pings.
+pub fn respond_frames(frames_in: impl Stream<Item = Vec<Bytes>> + Send + 'static) -> Response {
+    stream_response(Body::from_stream(frames(frames_in)))
+}
+
+fn stream_response(body: Body) -> Response {
+    let mut response = Response::new(body);
+    *response.status_mut() = StatusCode::OK;
     let headers = response.headers_mut();
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache, no-store"));
     // Tells buffering proxies (nginx and friends) to pass each event on at once.
     headers.insert("x-accel-buffering", HeaderValue::from_static("no"));
     response
 }
 
-fn to_sse(event: ReplyEvent, request_id: Option<&str>) -> Event {
-    match event {
+struct Framer {
+    events: Pin<Box<dyn Stream<Item = Vec<Bytes>> + Send>>,
+    pending: VecDeque<Bytes>,
+    ended: bool,
+}
+
+/// One body frame at a time, with a ping after each quiet interval.
+fn frames(
+    events: impl Stream<Item = Vec<Bytes>> + Send + 'static,
+) -> impl Stream<Item = Result<Bytes, Infallible>> + Send {
+    let framer = Framer { events: Box::pin(events), pending: VecDeque::new(), ended: false };
+    futures::stream::unfold(framer, |mut f| async move {
+        loop {
+            if let Some(frame) = f.pending.pop_front() {
+                return Some((Ok(frame), f));
+            }
+            if f.ended {
+                return None;
+            }
+            tokio::select! {
+                next = f.events.next() => match next {
+                    Some(frames) => f.pending.extend(frames),
+                    None => f.ended = true,
+                },
+                () = tokio::time::sleep(PING_INTERVAL) => f.pending.push_back(Bytes::from_static(PING)),
+            }
+        }
+    })
+}
+
+fn event(name: &str, id: &str, data: &str) -> Bytes {
+    Bytes::from(format!("event: {name}\nid: {id}\ndata: {data}\n\n"))
+}
+
+fn encode(event_in: ReplyEvent, request_id: Option<&str>) -> Vec<Bytes> {
+    match event_in {
         ReplyEvent::Message { id, user_message, reply_id } => {
             let mut data = serde_json::to_value(&user_message).unwrap_or_default();
             match data.as_object_mut() {
@@ -50,23 +102,26 @@ fn to_sse(event: ReplyEvent, request_id: Option<&str>) -> Event {
                 }
                 None => data = json!({ "reply_id": reply_id }),
             }
-            Event::default().event("message").id(id).data(data.to_string())
+            vec![event("message", &id, &data.to_string())]
         }
         ReplyEvent::Delta { id, message_id, text } => {
-            Event::default().event("delta").id(id).data(json!({ "message_id": message_id, "text": text }).to_string())
+            vec![event("delta", &id, &json!({ "message_id": message_id, "text": text }).to_string())]
         }
-        ReplyEvent::Done { id, message } => {
-            Event::default().event("done").id(id).data(serde_json::to_string(&message).unwrap_or_default())
-        }
+        // Compact JSON has no raw newline, so it is one `data:` line.
+        ReplyEvent::Done { id, message } => vec![
+            Bytes::from(format!("event: done\nid: {id}\ndata: ")),
+            message.json.clone(),
+            Bytes::from_static(b"\n\n"),
+        ],
         ReplyEvent::Error { id, error, message } => {
             let mut problem = ApiError::Domain(error).problem();
             problem.request_id = request_id.map(str::to_owned);
             let mut data = serde_json::to_value(&problem).unwrap_or_default();
             if let Some(obj) = data.as_object_mut() {
-                obj.insert("message_id".into(), json!(message.id));
-                obj.insert("partial_content".into(), json!(message.content));
+                obj.insert("message_id".into(), json!(message.view.id));
+                obj.insert("partial_content".into(), json!(message.view.content));
             }
-            Event::default().event("error").id(id).data(data.to_string())
+            vec![event("error", &id, &data.to_string())]
         }
     }
 }

@@ -67,7 +67,9 @@ impl Database {
                 .synchronous(SqliteSynchronous::Normal)
                 .foreign_keys(true)
                 .busy_timeout(Duration::from_secs(10));
+            // A local file does not drop connections: no liveness check before each use.
             let pool = SqlitePoolOptions::new()
+                .test_before_acquire(false)
                 .max_connections(8)
                 .min_connections(1)
                 .acquire_timeout(timeout)

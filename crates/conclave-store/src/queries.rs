@@ -393,11 +393,11 @@ macro_rules! store_impl {
 
             async fn list_users(&self, tenant: TenantId, page: PageRequest) -> StoreResult<Page<User>> {
                 let sql = format!(
-                    "SELECT {USER_COLUMNS} FROM users WHERE tenant_id = $1 AND ($2 IS NULL OR user_id > $2) ORDER BY user_id LIMIT $3"
+                    "SELECT {USER_COLUMNS} FROM users WHERE tenant_id = $1 AND user_id > $2 ORDER BY user_id LIMIT $3"
                 );
                 let rows = sqlx::query(&sql)
                     .bind(tenant.0)
-                    .bind(page.after)
+                    .bind(page.after.unwrap_or(Uuid::nil()))
                     .bind(page.fetch_limit())
                     .fetch_all(&self.pool)
                     .await
@@ -604,13 +604,13 @@ macro_rules! store_impl {
 
             async fn list_api_keys(&self, tenant: TenantId, user: UserId, page: PageRequest) -> StoreResult<Page<ApiKey>> {
                 let sql = format!(
-                    "SELECT {API_KEY_COLUMNS} FROM api_keys WHERE tenant_id = $1 AND user_id = $2 AND ($3 IS NULL OR api_key_id < $3) \
+                    "SELECT {API_KEY_COLUMNS} FROM api_keys WHERE tenant_id = $1 AND user_id = $2 AND api_key_id < $3 \
                      ORDER BY api_key_id DESC LIMIT $4"
                 );
                 let rows = sqlx::query(&sql)
                     .bind(tenant.0)
                     .bind(user.0)
-                    .bind(page.after)
+                    .bind(page.after.unwrap_or(Uuid::max()))
                     .bind(page.fetch_limit())
                     .fetch_all(&self.pool)
                     .await
@@ -688,12 +688,12 @@ macro_rules! store_impl {
             async fn list_agents(&self, tenant: TenantId, viewer: UserId, page: PageRequest) -> StoreResult<Page<AgentRecord>> {
                 let sql = format!(
                     "SELECT {AGENT_COLUMNS} FROM agents WHERE tenant_id = $1 AND (owner_id = $2 OR visibility = 'tenant') \
-                     AND ($3 IS NULL OR agent_id < $3) ORDER BY agent_id DESC LIMIT $4"
+                     AND agent_id < $3 ORDER BY agent_id DESC LIMIT $4"
                 );
                 let rows = sqlx::query(&sql)
                     .bind(tenant.0)
                     .bind(viewer.0)
-                    .bind(page.after)
+                    .bind(page.after.unwrap_or(Uuid::max()))
                     .bind(page.fetch_limit())
                     .fetch_all(&self.pool)
                     .await
@@ -705,12 +705,12 @@ macro_rules! store_impl {
             async fn list_owned_agents(&self, tenant: TenantId, owner: UserId, page: PageRequest) -> StoreResult<Page<AgentRecord>> {
                 let sql = format!(
                     "SELECT {AGENT_COLUMNS} FROM agents WHERE tenant_id = $1 AND owner_id = $2 \
-                     AND ($3 IS NULL OR agent_id < $3) ORDER BY agent_id DESC LIMIT $4"
+                     AND agent_id < $3 ORDER BY agent_id DESC LIMIT $4"
                 );
                 let rows = sqlx::query(&sql)
                     .bind(tenant.0)
                     .bind(owner.0)
-                    .bind(page.after)
+                    .bind(page.after.unwrap_or(Uuid::max()))
                     .bind(page.fetch_limit())
                     .fetch_all(&self.pool)
                     .await
@@ -934,12 +934,12 @@ macro_rules! store_impl {
             async fn list_messages(&self, tenant: TenantId, conversation: ConversationId, page: PageRequest) -> StoreResult<Page<MessageRecord>> {
                 let sql = format!(
                     "SELECT {MESSAGE_COLUMNS} FROM messages WHERE tenant_id = $1 AND conversation_id = $2 \
-                     AND ($3 IS NULL OR message_id > $3) ORDER BY message_id LIMIT $4"
+                     AND message_id > $3 ORDER BY message_id LIMIT $4"
                 );
                 let rows = sqlx::query(&sql)
                     .bind(tenant.0)
                     .bind(conversation.0)
-                    .bind(page.after)
+                    .bind(page.after.unwrap_or(Uuid::nil()))
                     .bind(page.fetch_limit())
                     .fetch_all(&self.pool)
                     .await

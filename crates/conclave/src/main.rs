@@ -52,7 +52,26 @@ enum AdminCommand {
     },
 }
 
+/// glibc gives each thread that allocates its own arena; SQLite's connection threads, handling
+/// large sealed blobs, would then each keep freed memory resident. Two arenas keep the resident
+/// size close to what is in use, at no measurable speed cost for this workload.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+fn limit_malloc_arenas() {
+    extern "C" {
+        fn mallopt(param: i32, value: i32) -> i32;
+    }
+    const M_ARENA_MAX: i32 = -8;
+    // SAFETY: mallopt only tunes the allocator; called before any other thread exists.
+    unsafe {
+        mallopt(M_ARENA_MAX, 2);
+    }
+}
+
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+fn limit_malloc_arenas() {}
+
 fn main() -> ExitCode {
+    limit_malloc_arenas();
     let cli = Cli::parse();
     let env: HashMap<String, String> = std::env::vars().collect();
     let config = match Config::load(cli.config.as_deref(), &env) {

@@ -12,7 +12,7 @@ use crate::app::Conclave;
 use crate::content::SealScope;
 use crate::error::{Error, Result};
 use crate::ids::{ConversationId, MessageId, TenantId};
-use crate::live::{LiveReply, Progress, ReplyEnd};
+use crate::live::{EndedMessage, LiveReply, Progress, ReplyEnd};
 use crate::notify::Notice;
 use crate::policy;
 use crate::principal::{Caller, Scope};
@@ -43,12 +43,12 @@ pub enum ReplyEvent {
     },
     Done {
         id: String,
-        message: MessageView,
+        message: Arc<EndedMessage>,
     },
     Error {
         id: String,
         error: Error,
-        message: MessageView,
+        message: Arc<EndedMessage>,
     },
 }
 
@@ -236,7 +236,7 @@ impl Cursor {
                         error: None,
                         created_at: crate::clock::now(),
                     };
-                    return ReplyEvent::Error { id: "1".into(), error, message };
+                    return ReplyEvent::Error { id: "1".into(), error, message: EndedMessage::new(message) };
                 }
             };
             if let Some(delta) = self.delta(&text, text.len()) {
@@ -248,9 +248,13 @@ impl Cursor {
                 return match message.status {
                     MessageStatus::Failed => {
                         let why = message.error.clone().unwrap_or_else(|| "the reply failed".into());
-                        ReplyEvent::Error { id, error: Error::Provider(ProviderError::Stream(why)), message }
+                        ReplyEvent::Error {
+                            id,
+                            error: Error::Provider(ProviderError::Stream(why)),
+                            message: EndedMessage::new(message),
+                        }
                     }
-                    _ => ReplyEvent::Done { id, message },
+                    _ => ReplyEvent::Done { id, message: EndedMessage::new(message) },
                 };
             }
             // Generated elsewhere: the live task may have moved here since, or poll the store.

@@ -13,7 +13,7 @@ use crate::app::{AuditRecord, Conclave};
 use crate::content::{SealScope, Sealed};
 use crate::error::{Error, Result};
 use crate::ids::{ConversationId, MessageId, TenantId};
-use crate::live::{LiveReply, ReplyEnd};
+use crate::live::{EndedMessage, LiveReply, ReplyEnd};
 use crate::notify::Notice;
 use crate::page::all_pages;
 use crate::policy;
@@ -387,11 +387,7 @@ impl Conclave {
                     last_save = tokio::time::Instant::now();
                     match self.save_partial(&job, "").await {
                         Some(saved) if saved.cancel_requested => live.cancel.cancel(),
-                        Some(saved) if !saved.still_owned => {
-                            tracing::warn!(message_id = %reply_id, "the reply was taken over or ended elsewhere; stopping");
-                            self.hub.remove(reply_id);
-                            return;
-                        }
+                        Some(saved) if !saved.still_owned => return self.lost_reply(&job).await,
                         _ => {}
                     }
                 }
@@ -421,11 +417,7 @@ impl Conclave {
                         last_save = tokio::time::Instant::now();
                         match self.save_partial(&job, &text).await {
                             Some(saved) if saved.cancel_requested => live.cancel.cancel(),
-                            Some(saved) if !saved.still_owned => {
-                                tracing::warn!(message_id = %reply_id, "the reply was taken over or ended elsewhere; stopping");
-                                self.hub.remove(reply_id);
-                                return;
-                            }
+                            Some(saved) if !saved.still_owned => return self.lost_reply(&job).await,
                             Some(_) => {
                                 if text.len() != saved_len {
                                     self.notifier.publish(Notice::Progress { message: reply_id, offset: text.len() }).await;
@@ -502,11 +494,43 @@ impl Conclave {
         match failure {
             Some(error) => {
                 tracing::warn!(message_id = %reply_id, error = %error, "reply failed");
-                live.end(ReplyEnd::Failed { error, message });
+                live.end(ReplyEnd::Failed { error, message: EndedMessage::new(message) });
             }
-            None => live.end(ReplyEnd::Done(message)),
+            None => live.end(ReplyEnd::Done(EndedMessage::new(message))),
         }
         self.hub.remove(reply_id);
+    }
+
+    /// The reply ended elsewhere (its lease expired while this process was stalled and another
+    /// replica marked it failed): stop, and tell subscribers how it stands in the store.
+    async fn lost_reply(&self, job: &ReplyJob) {
+        let live = &job.live;
+        tracing::warn!(message_id = %live.id, "the reply was ended elsewhere while this server generated it; stopping");
+        let stored = match self.store.get_message(job.tenant, job.conversation, live.id).await {
+            Ok(m) => self.message_view(&m).await.ok(),
+            Err(_) => None,
+        };
+        let message = stored.unwrap_or_else(|| MessageView {
+            id: live.id,
+            conversation_id: job.conversation,
+            role: MessageRole::Assistant,
+            content: live.text(),
+            status: MessageStatus::Failed,
+            model: Some(job.route.id.clone()),
+            usage: None,
+            finish_reason: None,
+            error: Some(crate::app::ORPHANED.into()),
+            created_at: crate::clock::now(),
+        });
+        let end = match message.status {
+            MessageStatus::Complete | MessageStatus::Cancelled => ReplyEnd::Done(EndedMessage::new(message)),
+            _ => {
+                let why = message.error.clone().unwrap_or_else(|| crate::app::ORPHANED.into());
+                ReplyEnd::Failed { error: ProviderError::Stream(why), message: EndedMessage::new(message) }
+            }
+        };
+        live.end(end);
+        self.hub.remove(live.id);
     }
 
     async fn save_partial(&self, job: &ReplyJob, text: &str) -> Option<crate::store::PartialSaved> {
@@ -534,7 +558,7 @@ pub async fn wait_for_end(live: &LiveReply) -> Result<MessageView> {
         .end
         .clone();
     match end {
-        Some(ReplyEnd::Done(message)) => Ok(message),
+        Some(ReplyEnd::Done(message)) => Ok(message.view.clone()),
         Some(ReplyEnd::Failed { error, .. }) => Err(Error::Provider(error)),
         None => Err(Error::Internal("the reply has no end".into())),
     }

@@ -1,14 +1,12 @@
 //! The OpenAI-compatible gateway (`/v1/models`, `/v1/chat/completions`), so that existing
 //! clients work unchanged. Errors on this path use OpenAI's shape `{error: {message, type, code}}`.
 
-use std::convert::Infallible;
 use std::time::Duration;
 
 use axum::body::Bytes;
 use axum::extract::{FromRequestParts, State};
 use axum::http::request::Parts;
 use axum::http::{header, HeaderValue, StatusCode};
-use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use conclave_core::principal::Caller;
@@ -327,14 +325,10 @@ async fn chat_completions(
     }
     let chunks = Chunks { id, created, model: call.model, include_usage };
     let state = Relay { events: call.events, meter: Some(call.meter), chunks, phase: Phase::Start, finished: false };
-    let stream = futures::stream::unfold(state, |mut relay| async move {
-        relay.next().await.map(|line| (Ok::<_, Infallible>(Event::default().data(line)), relay))
+    let lines = futures::stream::unfold(state, |mut relay| async move {
+        relay.next().await.map(|line| (vec![Bytes::from(format!("data: {line}\n\n"))], relay))
     });
-    let mut response =
-        Sse::new(stream).keep_alive(KeepAlive::new().interval(crate::sse::PING_INTERVAL).text(" ping")).into_response();
-    response.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache, no-store"));
-    response.headers_mut().insert("x-accel-buffering", HeaderValue::from_static("no"));
-    Ok(response)
+    Ok(crate::sse::respond_frames(lines))
 }
 
 fn usage_json(u: conclave_core::records::Usage) -> Value {

@@ -95,7 +95,11 @@ impl Harness {
             ProviderEntry { name: "demo".into(), region: None, client: Arc::new(DemoProvider::new(Duration::ZERO)) },
         );
         let gated = Arc::new(GatedProvider::default());
-        catalog.add("gated", ProviderEntry { name: "gated".into(), region: None, client: gated.clone() });
+        catalog.add("gated", ProviderEntry { name: "gated".into(), region: Some("us".into()), client: gated.clone() });
+        catalog.add(
+            "gated-eu",
+            ProviderEntry { name: "gated-eu".into(), region: Some("eu".into()), client: gated.clone() },
+        );
         let mut config = CoreConfig {
             password_hashing: PasswordHashingParams { memory_kib: 64, iterations: 1, parallelism: 1 },
             ..CoreConfig::default()

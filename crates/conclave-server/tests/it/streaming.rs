@@ -388,3 +388,61 @@ async fn regenerate_answers_the_same_question_again() {
     assert_eq!(events.last().unwrap().data["content"], "Third");
     assert_eq!(c.messages().await.len(), 4);
 }
+
+#[tokio::test]
+async fn a_quiet_reply_gets_a_ping_comment_every_15_seconds() {
+    let c = chat().await;
+    let tx = c.h.gated.next_reply();
+    let response = c.post_stream("think hard").await;
+    let mut body = response.into_body().into_data_stream();
+    let started = std::time::Instant::now();
+    let mut seen = String::new();
+    while !seen.contains(": ping") {
+        let chunk =
+            tokio::time::timeout(Duration::from_secs(20), body.next()).await.expect("a ping within 20 s").unwrap();
+        seen.push_str(std::str::from_utf8(&chunk.unwrap()).unwrap());
+    }
+    assert!(started.elapsed() >= Duration::from_secs(14), "no ping before the interval");
+    drop(tx);
+}
+
+#[tokio::test]
+async fn a_region_pin_refuses_providers_elsewhere() {
+    let c = chat().await;
+    let r =
+        c.h.call(
+            Method::PATCH,
+            "/api/v1/admin/tenant",
+            Some(&c.token),
+            Some(json!({"settings": {"provider_regions": ["eu"]}})),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    let models = c.h.call(Method::GET, "/api/v1/models", Some(&c.token), None).await;
+    let ids: Vec<_> = models.body["items"].as_array().unwrap().iter().map(|m| m["id"].as_str().unwrap()).collect();
+    assert_eq!(ids, ["gated-eu"], "only models served from an allowed region");
+    let agent =
+        c.h.call(Method::POST, "/api/v1/agents", Some(&c.token), Some(json!({"name": "US", "model": "gated"}))).await;
+    assert_eq!(agent.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(agent.body["errors"][0]["message"].as_str().unwrap().contains("region"));
+    // The conversation made before the pin cannot reach its US model any more.
+    let m =
+        c.h.call(
+            Method::POST,
+            &format!("/api/v1/conversations/{}/messages", c.conversation),
+            Some(&c.token),
+            Some(json!({"content": "q"})),
+        )
+        .await;
+    assert_eq!(m.status, StatusCode::CONFLICT, "{}", m.body);
+    assert_eq!(c.h.gated.requests.lock().unwrap().len(), 0, "nothing was sent to the provider");
+    let bad =
+        c.h.call(
+            Method::PATCH,
+            "/api/v1/admin/tenant",
+            Some(&c.token),
+            Some(json!({"settings": {"provider_regions": ["mars"]}})),
+        )
+        .await;
+    assert_eq!(bad.status, StatusCode::UNPROCESSABLE_ENTITY);
+}

@@ -199,6 +199,8 @@ pub struct TestAppBuilder {
     backend: Backend,
     site: Option<Site>,
     env: Vec<(String, String)>,
+    /// The site of another running server, shared rather than owned (a second replica).
+    shared_site: Option<Vec<(String, String)>>,
 }
 
 impl TestAppBuilder {
@@ -220,13 +222,28 @@ impl TestAppBuilder {
         self
     }
 
+    /// Runs as another replica of `other`: the same data folder (so the same local key) and, on
+    /// PostgreSQL, the same database. `other` must outlive this server, which owns nothing.
+    pub fn alongside(mut self, other: &TestApp) -> Self {
+        self.shared_site = Some(other.site_env.clone());
+        self
+    }
+
     pub async fn start(self) -> Result<TestApp> {
-        let site = match self.site {
-            Some(site) => site,
-            None => Site::new(self.backend).await?,
+        let (site, site_env) = match (self.site, self.shared_site) {
+            (_, Some(shared)) => (None, shared),
+            (Some(site), None) => {
+                let env = site.env();
+                (Some(site), env)
+            }
+            (None, None) => {
+                let site = Site::new(self.backend).await?;
+                let env = site.env();
+                (Some(site), env)
+            }
         };
         let mut env = base_env();
-        env.extend(site.env());
+        env.extend(site_env.iter().cloned());
         env.extend(self.env);
 
         let mut cmd = conclave_command(&env);
@@ -262,7 +279,7 @@ impl TestAppBuilder {
             .redirect(reqwest::redirect::Policy::none())
             .timeout(Duration::from_secs(60))
             .build()?;
-        Ok(TestApp { addr, base: format!("http://{addr}"), client, child: Some(child), logs, site: Some(site) })
+        Ok(TestApp { addr, base: format!("http://{addr}"), client, child: Some(child), logs, site, site_env })
     }
 }
 
@@ -310,11 +327,13 @@ pub struct TestApp {
     child: Option<Child>,
     logs: Arc<Mutex<Vec<String>>>,
     site: Option<Site>,
+    /// The variables pointing at its site, owned or shared.
+    site_env: Vec<(String, String)>,
 }
 
 impl TestApp {
     pub fn builder(backend: Backend) -> TestAppBuilder {
-        TestAppBuilder { backend, site: None, env: Vec::new() }
+        TestAppBuilder { backend, site: None, env: Vec::new(), shared_site: None }
     }
 
     /// A server with no provider configured (the built-in demo model in dev).
@@ -385,6 +404,32 @@ impl TestApp {
     pub fn into_site(mut self) -> Site {
         self.kill();
         self.site.take().expect("site present until drop")
+    }
+
+    /// Kills the process with SIGKILL (no chance to clean up) and waits for it to be gone.
+    pub fn sigkill(&mut self) {
+        self.kill();
+    }
+
+    /// Freezes the process (SIGSTOP), as a paused VM or a starved container would be.
+    pub fn pause(&self) -> Result<()> {
+        self.signal("-STOP")
+    }
+
+    /// Lets a paused process run again (SIGCONT).
+    pub fn resume(&self) -> Result<()> {
+        self.signal("-CONT")
+    }
+
+    fn signal(&self, which: &str) -> Result<()> {
+        let status = std::process::Command::new("kill").arg(which).arg(self.pid().to_string()).status()?;
+        anyhow::ensure!(status.success(), "kill {which} failed: {status}");
+        Ok(())
+    }
+
+    /// The resident memory of the server process (VmRSS), in KiB.
+    pub fn rss_kib(&self) -> Result<u64> {
+        rss_kib(self.pid())
     }
 
     fn kill(&mut self) {
@@ -465,6 +510,74 @@ impl TestApp {
             .await
     }
 
+    /// Posts a message with `stream: true` and checks that the answer is an event stream.
+    pub async fn post_streamed(&self, token: &str, conversation_id: &Value, content: &str) -> Result<EventStream> {
+        let req = self
+            .post(&format!("/api/v1/conversations/{}/messages", s(conversation_id)))
+            .bearer_auth(token)
+            .json(&json!({"content": content, "stream": true}));
+        EventStream::open(req).await
+    }
+
+    /// Re-attaches to a reply's events, resuming after `last_event_id` when given.
+    pub async fn reply_events(
+        &self,
+        token: &str,
+        conversation_id: &Value,
+        reply_id: &Value,
+        last_event_id: Option<&str>,
+    ) -> Result<EventStream> {
+        let mut req = self
+            .get(&format!("/api/v1/conversations/{}/messages/{}/events", s(conversation_id), s(reply_id)))
+            .bearer_auth(token);
+        if let Some(id) = last_event_id {
+            req = req.header("Last-Event-ID", id);
+        }
+        EventStream::open(req).await
+    }
+
+    pub async fn cancel_reply(&self, token: &str, conversation_id: &Value, reply_id: &Value) -> Result<Resp> {
+        self.post(&format!("/api/v1/conversations/{}/messages/{}/cancel", s(conversation_id), s(reply_id)))
+            .bearer_auth(token)
+            .fetch()
+            .await
+    }
+
+    /// One message of a conversation, from the listing.
+    pub async fn message(&self, token: &str, conversation_id: &Value, id: &Value) -> Result<Value> {
+        let all = self.messages(token, conversation_id).await?;
+        all.into_iter().find(|m| m["id"] == *id).with_context(|| format!("message {id} is not listed"))
+    }
+
+    /// Polls a reply until it is no longer `streaming`, and returns it.
+    pub async fn wait_for_reply(
+        &self,
+        token: &str,
+        conversation_id: &Value,
+        id: &Value,
+        within: Duration,
+    ) -> Result<Value> {
+        let deadline = Instant::now() + within;
+        loop {
+            let m = self.message(token, conversation_id, id).await?;
+            if m["status"] != "streaming" {
+                return Ok(m);
+            }
+            if Instant::now() > deadline {
+                bail!("reply {id} still `streaming` after {within:?}: {m}");
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Signs up the admin and opens a conversation with an agent on `mock-model`.
+    pub async fn admin_conversation(&self) -> Result<(Session, Value)> {
+        let admin = self.admin().await?;
+        let agent = self.create_agent(&admin.token, json!({})).await?;
+        let conv = self.create_conversation(&admin.token, &agent["id"], None).await?;
+        Ok((admin, conv["id"].clone()))
+    }
+
     /// Every message of a conversation, following cursors.
     pub async fn messages(&self, token: &str, conversation_id: &Value) -> Result<Vec<Value>> {
         self.collect(&format!("/api/v1/conversations/{}/messages", s(conversation_id)), token, 50).await
@@ -509,6 +622,14 @@ impl Drop for TestApp {
             eprintln!("{line}");
         }
     }
+}
+
+/// The resident memory (VmRSS) of process `pid`, in KiB.
+pub fn rss_kib(pid: u32) -> Result<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .with_context(|| format!("reading /proc/{pid}/status"))?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:")).context("no VmRSS line")?;
+    line.trim_start_matches("VmRSS:").trim().trim_end_matches("kB").trim().parse().context("VmRSS value")
 }
 
 /// A mock provider with the default script: echo, and only the harness's key accepted.
@@ -748,4 +869,189 @@ pub fn is_utc_timestamp(v: &Value) -> bool {
         && (b[10] == b'T' || b[10] == b't')
         && b[13] == b':'
         && (t.ends_with('Z') || t.ends_with('z') || t.ends_with("+00:00"))
+}
+
+/// One Server-Sent Event as the client sees it.
+#[derive(Clone, Debug)]
+pub struct SseEvent {
+    pub event: String,
+    pub id: Option<String>,
+    pub data: String,
+}
+
+impl SseEvent {
+    /// The data as JSON (`Null` when it is not JSON).
+    pub fn json(&self) -> Value {
+        serde_json::from_str(&self.data).unwrap_or(Value::Null)
+    }
+
+    /// The `id:` as a number: the contract makes ids decimal byte offsets into the reply.
+    pub fn offset(&self) -> Option<usize> {
+        self.id.as_deref().and_then(|id| id.parse().ok())
+    }
+
+    pub fn is_end(&self) -> bool {
+        self.event == "done" || self.event == "error"
+    }
+}
+
+impl std::fmt::Display for SseEvent {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let data: String = self.data.chars().take(300).collect();
+        write!(f, "event: {} id: {:?} data: {data}", self.event, self.id)
+    }
+}
+
+/// An open `text/event-stream` answer, read event by event. Dropping it closes the connection.
+pub struct EventStream {
+    pub what: String,
+    pub headers: HeaderMap,
+    resp: reqwest::Response,
+    buf: Vec<u8>,
+    /// Comment lines seen (`: ping`).
+    pub comments: Vec<String>,
+    /// The body ended.
+    pub closed: bool,
+    /// How far `buf` is known to hold no blank line.
+    scanned: usize,
+}
+
+/// How long one event may take to arrive unless a test says otherwise.
+pub const EVENT_TIMEOUT: Duration = Duration::from_secs(15);
+
+impl EventStream {
+    /// Sends the request and checks for `200 text/event-stream`.
+    pub async fn open(req: reqwest::RequestBuilder) -> Result<Self> {
+        let (client, req) = req.build_split();
+        let req = req?;
+        let what = format!("{} {}", req.method(), req.url().path());
+        let resp = client.execute(req).await.with_context(|| format!("sending {what}"))?;
+        let status = resp.status().as_u16();
+        let headers = resp.headers().clone();
+        if status != 200 {
+            let text = resp.text().await.unwrap_or_default();
+            bail!("{what}: expected a 200 event stream, got {status}: {text}");
+        }
+        let ct = headers.get(CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or_default();
+        anyhow::ensure!(ct.starts_with("text/event-stream"), "{what}: content-type {ct:?}, not text/event-stream");
+        Ok(Self { what, headers, resp, buf: Vec::new(), comments: Vec::new(), closed: false, scanned: 0 })
+    }
+
+    /// The next event, or `None` once the body ended; fails after `within` without one.
+    pub async fn next_within(&mut self, within: Duration) -> Result<Option<SseEvent>> {
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            if let Some(event) = self.parse_one()? {
+                return Ok(Some(event));
+            }
+            if self.closed {
+                anyhow::ensure!(
+                    self.buf.iter().all(|b| b.is_ascii_whitespace()),
+                    "{}: the body ended inside an event: {:?}",
+                    self.what,
+                    String::from_utf8_lossy(&self.buf)
+                );
+                return Ok(None);
+            }
+            let chunk = tokio::time::timeout_at(deadline, self.resp.chunk())
+                .await
+                .map_err(|_| anyhow!("{}: no event within {within:?}", self.what))?
+                .with_context(|| format!("{}: reading the event stream", self.what))?;
+            match chunk {
+                Some(bytes) => self.buf.extend_from_slice(&bytes),
+                None => self.closed = true,
+            }
+        }
+    }
+
+    pub async fn next(&mut self) -> Result<Option<SseEvent>> {
+        self.next_within(EVENT_TIMEOUT).await
+    }
+
+    /// The next event, failing if the stream ended.
+    pub async fn expect_event(&mut self) -> Result<SseEvent> {
+        self.next().await?.with_context(|| format!("{}: the stream ended early", self.what))
+    }
+
+    /// Every event up to and including the first `done` or `error`, then checks that the body
+    /// ends there.
+    pub async fn until_end(&mut self, within: Duration) -> Result<Vec<SseEvent>> {
+        let deadline = tokio::time::Instant::now() + within;
+        let mut events = Vec::new();
+        loop {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            let Some(event) = self.next_within(left).await.with_context(|| format!("after {} events", events.len()))?
+            else {
+                bail!("{}: the stream ended without done or error after {} events", self.what, events.len());
+            };
+            let end = event.is_end();
+            events.push(event);
+            if end {
+                let left = deadline.saturating_duration_since(tokio::time::Instant::now()).max(Duration::from_secs(2));
+                if let Some(extra) = self.next_within(left).await? {
+                    bail!("{}: an event after the end: {extra}", self.what);
+                }
+                return Ok(events);
+            }
+        }
+    }
+
+    /// One whole event from the buffer, skipping blocks that only hold comments.
+    fn parse_one(&mut self) -> Result<Option<SseEvent>> {
+        loop {
+            let from = self.scanned.saturating_sub(3);
+            let Some((end, sep)) = find_blank_line(&self.buf[from..]).map(|(i, n)| (from + i, n)) else {
+                self.scanned = self.buf.len();
+                return Ok(None);
+            };
+            let block: Vec<u8> = self.buf.drain(..end + sep).collect();
+            self.scanned = 0;
+            let block =
+                std::str::from_utf8(&block[..end]).with_context(|| format!("{}: event not UTF-8", self.what))?;
+            let mut event = None;
+            let mut id = None;
+            let mut data: Option<String> = None;
+            for line in block.split('\n').map(|l| l.strip_suffix('\r').unwrap_or(l)) {
+                if let Some(comment) = line.strip_prefix(':') {
+                    self.comments.push(comment.trim().to_owned());
+                    continue;
+                }
+                let (field, value) = line.split_once(':').unwrap_or((line, ""));
+                let value = value.strip_prefix(' ').unwrap_or(value);
+                match field {
+                    "event" => event = Some(value.to_owned()),
+                    "id" => id = Some(value.to_owned()),
+                    "data" => match &mut data {
+                        Some(d) => {
+                            d.push('\n');
+                            d.push_str(value);
+                        }
+                        None => data = Some(value.to_owned()),
+                    },
+                    _ => {}
+                }
+            }
+            if event.is_none() && id.is_none() && data.is_none() {
+                continue;
+            }
+            return Ok(Some(SseEvent {
+                event: event.unwrap_or_else(|| "message".to_owned()),
+                id,
+                data: data.unwrap_or_default(),
+            }));
+        }
+    }
+}
+
+/// Where the first blank line (end of an event) is: its start and the separator's length.
+fn find_blank_line(buf: &[u8]) -> Option<(usize, usize)> {
+    (0..buf.len()).find_map(|i| {
+        if buf[i..].starts_with(b"\n\n") {
+            Some((i, 2))
+        } else if buf[i..].starts_with(b"\r\n\r\n") {
+            Some((i, 4))
+        } else {
+            None
+        }
+    })
 }

@@ -1,0 +1,391 @@
+#!/usr/bin/env python3
+"""Streaming relay: what Conclave costs per streamed reply, against the same client talking to
+the model provider directly.
+
+Starts the mock provider (64 chunks, 2 KiB per reply; a burst, 20 ms apart, or slow) and
+`conclave serve` on a fresh SQLite data folder, signs up a user, creates an API key, and runs
+`conclave-loadgen` in three modes: `direct` (the mock provider itself: the baseline), `gateway`
+(`POST /v1/chat/completions`: API key, usage and audit records) and `conversation` (streamed
+`POST /api/v1/conversations/{id}/messages`: both messages stored). The load client reads the
+server's CPU time (utime+stime) and peak VmRSS from /proc around each run, after its set-up.
+Prints the figures and rewrites the "Streaming relay" section of bench/RESULTS.md.
+
+Usage: bench/stream.py [--quick] [--build] [--only ttft,burst,20ms,open] [--modes direct,gateway,conversation]
+                       [--json runs.json] [--no-record]
+(`--only burst --modes gateway`, say, while optimising one path; only a full run is recorded.)
+"""
+
+import argparse
+import json
+import os
+import platform
+import resource
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+RELEASE = ROOT / "target" / "release"
+RESULTS = ROOT / "bench" / "RESULTS.md"
+SECTION = "## Streaming relay"
+PACKAGES = {"conclave": "conclave", "mock": "conclave-mock-provider", "loadgen": "conclave-loadgen"}
+PROVIDER_KEY = "bench-provider-key"
+PASSWORD = "maple-orbit-quarry-lantern"
+CHUNKS, REPLY_BYTES = 64, 2048
+# Upstream paces: a burst, 20 ms apart, and slow enough that thousands of streams are open at once.
+PACES = {"burst": 0, "20ms": 20, "slow": 400}
+# urllib would otherwise honour *_proxy variables; everything here is on 127.0.0.1.
+HTTP = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+
+def child_env(extra: dict[str, str]) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CONCLAVE_") and "proxy" not in k.lower()}
+    env.update(extra)
+    return env
+
+
+def wait_for_line(path: Path, proc: subprocess.Popen, needle: str, timeout: float = 20.0) -> dict:
+    """The first JSON line of a log file that contains `needle`."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{proc.args[0]} exited with {proc.returncode}:\n{path.read_text()[-2000:]}")
+        for line in path.read_text().splitlines():
+            if needle in line:
+                return json.loads(line)
+        time.sleep(0.01)
+    raise RuntimeError(f"{proc.args[0]} did not say {needle!r} within {timeout:.0f} s")
+
+
+def stop(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=10)
+
+
+class Mock:
+    """The mock provider at one pace."""
+
+    def __init__(self, pace: str, workdir: Path):
+        log = workdir / f"mock-{pace}.log"
+        cmd = [str(RELEASE / "conclave-mock-provider"), "--listen", "127.0.0.1:0", "--chunks", str(CHUNKS),
+               "--chunk-delay-ms", str(PACES[pace]), "--reply-bytes", str(REPLY_BYTES), "--api-key", PROVIDER_KEY]
+        with open(log, "w") as out:
+            self.proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=child_env({}))
+        self.addr = wait_for_line(log, self.proc, '"listening"')["addr"]
+        self.url = f"http://{self.addr}"
+
+
+class Conclave:
+    """`conclave serve` on a fresh data folder in front of `mock`, with a user and an API key."""
+
+    def __init__(self, mock: Mock, workdir: Path, name: str):
+        data = workdir / f"data-{name}"
+        log = workdir / f"conclave-{name}.log"
+        env = child_env({
+            "CONCLAVE_LISTEN": "127.0.0.1:0",
+            "CONCLAVE_DATA_DIR": str(data),
+            "CONCLAVE_PROVIDER_BASE_URL": f"{mock.url}/v1",
+            "CONCLAVE_PROVIDER_API_KEY": PROVIDER_KEY,
+            "CONCLAVE_MODELS": "mock-model",
+            # Warnings only, but the start-up line that names the address.
+            "CONCLAVE_LOG": "warn,conclave::serve=info",
+            "CONCLAVE_MAX_REPLIES_PER_USER": "100000",
+            "CONCLAVE_MAX_REPLIES_PER_SERVER": "100000",
+            "CONCLAVE_PASSWORD_HASH_MEMORY_KIB": "19456",
+        })
+        with open(log, "w") as out:
+            self.proc = subprocess.Popen([str(RELEASE / "conclave"), "serve"], stdout=out, stderr=subprocess.STDOUT,
+                                         env=env)
+        addr = wait_for_line(log, self.proc, '"listening"')["addr"]
+        self.url = f"http://{addr}"
+        signup = {"email": f"bench-{name}@example.com", "password": PASSWORD, "display_name": "Bench"}
+        self.access_token = self.post("/api/v1/auth/signup", signup)["access_token"]
+        self.api_key = self.post("/api/v1/api-keys", {"name": "bench"}, self.access_token)["key"]
+
+    def post(self, path: str, body: dict, token: str | None = None) -> dict:
+        req = urllib.request.Request(self.url + path, data=json.dumps(body).encode(), method="POST",
+                                     headers={"content-type": "application/json"})
+        if token:
+            req.add_header("authorization", f"Bearer {token}")
+        with HTTP.open(req, timeout=30) as r:
+            return json.load(r)
+
+
+def loadgen(url: str, mode: str, token: str, pid: int, streams: int, concurrency: int, ramp_s: float = 0) -> dict:
+    """One run of the load client; its JSON report."""
+    cmd = [str(RELEASE / "conclave-loadgen"), "--url", url, "--mode", mode, "--streams", str(streams),
+           "--concurrency", str(concurrency), "--server-pid", str(pid), "--ramp-s", str(ramp_s),
+           "--timeout-s", "120", "--deadline-s", "300"]
+    # The credential goes through the environment, not the command line others can read.
+    run = subprocess.run(cmd, capture_output=True, text=True, timeout=900,
+                         env=child_env({"CONCLAVE_LOADGEN_TOKEN": token}))
+    if run.returncode != 0:
+        raise RuntimeError(f"conclave-loadgen failed: {run.stderr.strip()}")
+    result = json.loads(run.stdout)
+    if result["errors"]:
+        print(f"  {mode}: {result['errors']} errors: {result['error_samples']}", file=sys.stderr)
+    return result
+
+
+def ensure_binaries(force: bool) -> None:
+    for binary, package in PACKAGES.items():
+        path = RELEASE / ("conclave" if binary == "conclave" else package)
+        if force or not path.exists():
+            # One package at a time: built together, features unify differently and `conclave`
+            # would be rebuilt from scratch.
+            subprocess.run(["cargo", "build", "--release", "--locked", "-p", package], cwd=ROOT, check=True)
+
+
+def raise_open_files() -> int:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    want = 65536 if hard == resource.RLIM_INFINITY else min(65536, hard)
+    if soft < want:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
+    return want
+
+
+SCENARIOS = ("ttft", "burst", "20ms", "open")
+MODES = ("direct", "gateway", "conversation")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--quick", action="store_true", help="a smoke run with small counts; records nothing")
+    ap.add_argument("--build", action="store_true", help="run cargo build for the three binaries first")
+    ap.add_argument("--only", default=",".join(SCENARIOS),
+                    help=f"scenarios to run, of {','.join(SCENARIOS)}; a partial run records nothing")
+    ap.add_argument("--modes", default=",".join(MODES), help="modes to run; a partial run records nothing")
+    ap.add_argument("--json", type=Path, help="also write every run's full loadgen output here")
+    ap.add_argument("--no-record", action="store_true", help="do not rewrite bench/RESULTS.md")
+    args = ap.parse_args()
+    only, modes = args.only.split(","), args.modes.split(",")
+    if unknown := (set(only) - set(SCENARIOS)) | (set(modes) - set(MODES)):
+        sys.exit(f"unknown scenario or mode: {', '.join(sorted(unknown))}")
+    # SIGTERM would skip the clean-up below and leave servers running.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    q = args.quick
+    n_ttft, n_burst, rounds_20ms, n_open = (30, 200, 2, 500) if q else (300, 2000, 10, 5000)
+    c_burst, c_20ms = 16, 64
+
+    ensure_binaries(args.build)
+    open_files = raise_open_files()
+    if "open" in only and open_files < 3 * n_open:
+        sys.exit(f"the open-file limit is {open_files}; {n_open} streams need about {3 * n_open}")
+
+    workdir = Path(tempfile.mkdtemp(prefix="conclave-stream-bench-"))
+    procs: list[subprocess.Popen] = []
+    runs: dict[str, dict] = {}
+    started = time.monotonic()
+
+    def run(key: str, label: str, *a, **kw) -> None:
+        t = time.monotonic()
+        r = loadgen(*a, **kw)
+        r["label"] = label
+        runs[key] = r
+        print(f"{label:<52} {r['completed']:>5} ok {r['errors']:>4} err  TTFT p50 {pct(r, 'ttft_ms', 'p50')} ms"
+              f"  total p50 {pct(r, 'total_ms', 'p50')} ms  server CPU {cpu(r)} ms/stream"
+              f"  ({time.monotonic() - t:.0f} s)", flush=True)
+
+    def start(mock: Mock, name: str) -> Conclave:
+        server = Conclave(mock, workdir, name)
+        procs.append(server.proc)
+        return server
+
+    def start_mock(pace: str) -> Mock:
+        mock = Mock(pace, workdir)
+        procs.append(mock.proc)
+        return mock
+
+    try:
+        # One database per upstream pace; its runs go in the order listed, so a run's figures
+        # include what the earlier ones stored.
+        if "ttft" in only or "burst" in only:
+            mock = start_mock("burst")
+            server = start(mock, "burst")
+            for scenario, streams, clients in (("ttft", n_ttft, 1), ("burst", n_burst, c_burst)):
+                for mode in modes if scenario in only else ():
+                    url, token, pid = target(mode, mock, server)
+                    run(f"{scenario}-{mode}", f"burst, {clients} client{'s' * (clients > 1)}, {mode}", url, mode,
+                        token, pid, streams, clients)
+            stop(server.proc)
+            stop(mock.proc)
+        if "20ms" in only:
+            mock = start_mock("20ms")
+            server = start(mock, "20ms")
+            for mode in modes:
+                url, token, pid = target(mode, mock, server)
+                run(f"20ms-{mode}", f"20 ms apart, {c_20ms} clients, {mode}", url, mode, token, pid,
+                    rounds_20ms * c_20ms, c_20ms)
+            stop(server.proc)
+            stop(mock.proc)
+        if "open" in only:
+            # A fresh server for each, so memory freed by an earlier run and kept by the allocator
+            # does not hide what these streams take.
+            mock = start_mock("slow")
+            for mode in (m for m in modes if m != "direct"):
+                server = start(mock, f"open-{mode}")
+                url, token, pid = target(mode, mock, server)
+                run(f"open-{mode}", f"{n_open} open streams (400 ms apart), {mode}", url, mode, token, pid, n_open,
+                    n_open, ramp_s=1 if q else 5)
+                stop(server.proc)
+            stop(mock.proc)
+    except Exception:
+        for log in sorted(workdir.glob("*.log")):
+            print(f"--- {log.name} (tail)\n{log.read_text()[-1500:]}", file=sys.stderr)
+        raise
+    finally:
+        for proc in procs:
+            stop(proc)
+        shutil.rmtree(workdir, ignore_errors=True)
+
+    if args.json:
+        args.json.write_text(json.dumps(runs, indent=2) + "\n")
+    targets = evaluate(runs, n_open)
+    print()
+    print(targets_table(targets))
+    print()
+    print(runs_table(runs))
+    print(f"\nfull run {time.monotonic() - started:.0f} s")
+    complete = set(only) == set(SCENARIOS) and set(modes) == set(MODES)
+    if q or args.no_record or not complete:
+        return
+    record(targets, runs, n_ttft, n_burst, c_burst, rounds_20ms * c_20ms, c_20ms, n_open)
+    print(f"recorded in {RESULTS.relative_to(ROOT)}")
+
+
+def target(mode: str, mock: Mock, server: Conclave) -> tuple[str, str, int]:
+    if mode == "direct":
+        return mock.url, PROVIDER_KEY, mock.proc.pid
+    if mode == "gateway":
+        return server.url, server.api_key, server.proc.pid
+    return server.url, server.access_token, server.proc.pid
+
+
+def num(v: float | None) -> str:
+    """Three significant figures or so: 0.113, 2.97, 45.7, 1361."""
+    if v is None:
+        return "–"
+    return f"{v:.0f}" if abs(v) >= 100 else f"{v:.3g}" if abs(v) >= 1 else f"{v:.3f}".rstrip("0").rstrip(".") or "0"
+
+
+def pct(r: dict, figure: str, p: str) -> float | None:
+    return (r.get(figure) or {}).get(p)
+
+
+def cpu(r: dict) -> float | None:
+    return (r.get("server") or {}).get("cpu_ms_per_stream")
+
+
+def evaluate(runs: dict, n_open: int) -> list[tuple[str, str, bool]]:
+    """(target, measured, met) for each of issue 4's targets whose runs were made."""
+    out = []
+
+    def have(*keys: str) -> bool:
+        return all(k in runs for k in keys)
+
+    def clean(*keys: str) -> bool:
+        return all(runs[k]["errors"] == 0 for k in keys)
+
+    def at_most(name: str, value: float | None, limit: float, shown: str, ok: bool) -> None:
+        out.append((name, shown, value is not None and value <= limit and ok))
+
+    for key, name, limit in (
+        ("burst-gateway", "gateway: server CPU per stream, burst ≤ 0.8 ms", 0.8),
+        ("20ms-gateway", "gateway: server CPU per stream, 20 ms apart ≤ 2 ms", 2.0),
+        ("burst-conversation", "conversation (stored): server CPU per stream, burst ≤ 2 ms", 2.0),
+    ):
+        if have(key):
+            at_most(name, cpu(runs[key]), limit, f"{num(cpu(runs[key]))} ms", clean(key))
+    if have("ttft-direct", "ttft-gateway"):
+        d, gw = pct(runs["ttft-direct"], "ttft_ms", "p50"), pct(runs["ttft-gateway"], "ttft_ms", "p50")
+        added = None if d is None or gw is None else round(gw - d, 3)
+        at_most("gateway: added time to first token, 1 client (p50) ≤ 1 ms", added, 1.0,
+                f"{num(added)} ms ({num(gw)} vs {num(d)} direct)", clean("ttft-gateway"))
+    if have("20ms-direct", "20ms-gateway"):
+        d, gw = pct(runs["20ms-direct"], "total_ms", "p50"), pct(runs["20ms-gateway"], "total_ms", "p50")
+        ratio = None if not d or gw is None else round(gw / d, 4)
+        at_most("gateway: total time, 64 clients, 20 ms apart (p50) ≤ 1.01× direct", ratio, 1.01,
+                f"{ratio}× ({num(gw)} vs {num(d)} ms)", clean("20ms-gateway"))
+    for mode in ("gateway", "conversation"):
+        if not have(f"open-{mode}"):
+            continue
+        r = runs[f"open-{mode}"]
+        s = r.get("server") or {}
+        per = None
+        if s.get("rss_peak_kib") is not None and s.get("rss_idle_kib") is not None:
+            per = round((s["rss_peak_kib"] - s["rss_idle_kib"]) * 1024 / 1000 / n_open, 1)
+        at_most(f"{mode}: {n_open} open streams, RSS per stream ≤ 64 KB, no errors", per, 64.0,
+                f"{per} KB, {r['open_max']} open at once, {r['errors']} errors (TTFT p50 {num(pct(r, 'ttft_ms', 'p50'))} ms)",
+                r["errors"] == 0 and r["open_max"] == n_open)
+    return out
+
+
+def targets_table(targets: list[tuple[str, str, bool]]) -> str:
+    rows = "\n".join(f"| {name} | {shown} | {'pass' if met else '**miss**'} |" for name, shown, met in targets)
+    return f"| target | measured | |\n|---|---|---|\n{rows}"
+
+
+def runs_table(runs: dict) -> str:
+    head = ("| run | ok | errors | TTFT p50 / p95 / max, ms | total p50 / p95 / max, ms "
+            "| server CPU per stream, ms | client CPU per stream, ms | server peak RSS, MiB |\n"
+            "|---|---|---|---|---|---|---|---|")
+    rows = []
+    for r in runs.values():
+        s = r.get("server") or {}
+        client = None if r.get("client_cpu_ms") is None else r["client_cpu_ms"] / max(r["attempted"], 1)
+        peak = None if s.get("rss_peak_kib") is None else s["rss_peak_kib"] / 1024
+        who = " (mock provider)" if r["mode"] == "direct" else ""
+        rows.append(f"| {r['label']} | {r['completed']} | {r['errors']} | {three(r, 'ttft_ms')} "
+                    f"| {three(r, 'total_ms')} | {num(cpu(r))}{who} | {num(client)} | {num(peak)} |")
+    return head + "\n" + "\n".join(rows)
+
+
+def three(r: dict, figure: str) -> str:
+    f = r.get(figure) or {}
+    return " / ".join(num(f.get(p)) for p in ("p50", "p95", "max"))
+
+
+def record(targets, runs, n_ttft, n_burst, c_burst, n_20ms, c_20ms, n_open) -> None:
+    machine = f"{platform.machine()}, {os.cpu_count()} cores, {platform.system()} {platform.release()}"
+    section = (
+        f"{SECTION}\n\n"
+        f"Targets from issue 4. Upstream: `conclave-mock-provider`, {CHUNKS} chunks of a {REPLY_BYTES}-byte reply, "
+        f"sent in a burst, 20 ms apart, or 400 ms apart (open streams). `direct` is the same load client talking to "
+        f"the mock provider itself; `gateway` is `POST /v1/chat/completions` with an API key and "
+        f"`stream_options.include_usage`; `conversation` is a streamed `POST /api/v1/conversations/{{id}}/messages`, "
+        f"the first message of a fresh conversation, stored in SQLite. Server CPU is utime+stime of the `conclave` "
+        f"process (of the mock provider for `direct`) over the run divided by the streams; memory per open stream is "
+        f"(peak VmRSS while the streams are open − VmRSS before) / streams, on a fresh server. The load client, the "
+        f"mock provider and the server share the cores, so compare CPU per stream, not throughput. TTFT is the time to "
+        f"the first chunk with reply text.\n"
+        f"Measured {time.strftime('%Y-%m-%d', time.gmtime())} on {machine}, release build, SQLite on ext4; "
+        f"{n_ttft} streams at 1 client, {n_burst} at {c_burst} clients (burst), {n_20ms} at {c_20ms} clients "
+        f"(20 ms apart), {n_open} at once (ramped over 5 s). One database per upstream pace, its runs in the order "
+        f"listed, so a run's figures include what the earlier ones stored. CPU figures move by about ±15% from run to "
+        f"run on this shared machine.\n"
+        f"Reproduce: `make bench`, or `bench/stream.py --build` (builds the three release binaries, then runs).\n\n"
+        f"{targets_table(targets)}\n\n"
+        f"### Runs\n\n{runs_table(runs)}\n"
+    )
+    text = RESULTS.read_text() if RESULTS.exists() else "# Benchmark results\n\nEach section is rewritten by the script named in it.\n"
+    if SECTION in text:
+        head, _, rest = text.partition(SECTION)
+        nxt = rest.find("\n## ")
+        text = head + section + (rest[nxt:] if nxt != -1 else "")
+    else:
+        text = text.rstrip("\n") + "\n\n" + section
+    RESULTS.write_text(text)
+
+
+if __name__ == "__main__":
+    main()

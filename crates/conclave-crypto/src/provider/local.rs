@@ -1,0 +1,169 @@
+//! [`LocalKeyProvider`]: per-tenant KEK versions kept in a key file on the server's disk (format
+//! in [`super::keyfile`]).
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, PoisonError, RwLock};
+
+use async_trait::async_trait;
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+use super::keyfile::{self, FileMeta};
+use super::keyring::Keyring;
+use super::{check_tenant, KeyProvider, ProviderInfo};
+use crate::binding::Binding;
+use crate::error::{CryptoError, Result};
+use crate::key::{Key, KeyId, KeyRef};
+use crate::wrapped::{unwrap_key, wrap_key, WrappedKey};
+
+/// A key provider backed by a local key file (or by memory only, for tests).
+///
+/// The file is created on first use (mode `0600`, its folder `0700`); each tenant gets its first
+/// KEK version the first time a key is wrapped for it. Keep the file outside what `conclave
+/// backup` copies: a backup must never contain a KEK.
+pub struct LocalKeyProvider {
+    path: Option<PathBuf>,
+    meta: FileMeta,
+    ring: RwLock<Keyring>,
+    /// Serialises changes, so each one is written to disk before the next starts.
+    write: tokio::sync::Mutex<()>,
+}
+
+impl LocalKeyProvider {
+    /// Opens the key file at `path`, creating it (and its folder) if it does not exist. Refuses a
+    /// file that group or others may read.
+    pub async fn open(path: impl Into<PathBuf>) -> Result<Self> {
+        let path = path.into();
+        let load_path = path.clone();
+        let (meta, ring) = tokio::task::spawn_blocking(move || keyfile::load_or_create(&load_path))
+            .await
+            .map_err(|e| CryptoError::KeyUnavailable(format!("key file task failed: {e}")))??;
+        Ok(Self { path: Some(path), meta, ring: RwLock::new(ring), write: tokio::sync::Mutex::new(()) })
+    }
+
+    /// A provider whose keys live only in memory and die with it: for tests and throwaway
+    /// development instances.
+    pub fn ephemeral() -> Self {
+        let meta = FileMeta { key_id: KeyId::new_local(), created_at: OffsetDateTime::now_utc() };
+        Self { path: None, meta, ring: RwLock::new(Keyring::default()), write: tokio::sync::Mutex::new(()) }
+    }
+
+    /// The key file, unless the provider is ephemeral.
+    pub fn path(&self) -> Option<&Path> {
+        self.path.as_deref()
+    }
+
+    /// The local kill switch: every wrap and unwrap for the tenant fails with
+    /// [`CryptoError::KeyRevoked`] until [`enable`](Self::enable).
+    pub async fn disable(&self, tenant: Uuid) -> Result<()> {
+        let key_id = self.meta.key_id.clone();
+        self.change(|ring| ring.set_disabled(&key_id, tenant, true).map(|changed| ((), changed))).await?;
+        tracing::warn!(%tenant, key_id = %self.meta.key_id, "tenant KEK disabled");
+        Ok(())
+    }
+
+    /// Undoes [`disable`](Self::disable).
+    pub async fn enable(&self, tenant: Uuid) -> Result<()> {
+        let key_id = self.meta.key_id.clone();
+        self.change(|ring| ring.set_disabled(&key_id, tenant, false).map(|changed| ((), changed))).await?;
+        tracing::info!(%tenant, key_id = %self.meta.key_id, "tenant KEK enabled");
+        Ok(())
+    }
+
+    fn read<T>(&self, f: impl FnOnce(&Keyring) -> T) -> T {
+        f(&self.ring.read().unwrap_or_else(PoisonError::into_inner))
+    }
+
+    /// Applies a change to a copy of the keyring, writes the copy to the key file, and only then
+    /// makes it the live state: a change that cannot be saved is not made.
+    async fn change<T>(&self, f: impl FnOnce(&mut Keyring) -> Result<(T, bool)>) -> Result<T> {
+        let _guard = self.write.lock().await;
+        let mut next = self.read(Keyring::clone);
+        let (out, changed) = f(&mut next)?;
+        if !changed {
+            return Ok(out);
+        }
+        if let Some(path) = &self.path {
+            let bytes = keyfile::encode(&self.meta, &next)?;
+            let path = path.clone();
+            tokio::task::spawn_blocking(move || keyfile::replace(&path, &bytes).map_err(|source| (path, source)))
+                .await
+                .map_err(|e| CryptoError::KeyUnavailable(format!("key file task failed: {e}")))?
+                .map_err(|(path, source)| CryptoError::Io { path, source })?;
+        }
+        *self.ring.write().unwrap_or_else(PoisonError::into_inner) = next;
+        Ok(out)
+    }
+
+    /// The tenant's current version, creating its first one if needed.
+    async fn ensure(&self, tenant: Uuid) -> Result<u32> {
+        if let Some(current) = self.read(|ring| ring.current(tenant)) {
+            return Ok(current);
+        }
+        let current = self
+            .change(|ring| {
+                let existed = ring.current(tenant).is_some();
+                Ok((ring.ensure(tenant), !existed))
+            })
+            .await?;
+        tracing::info!(%tenant, key_id = %self.meta.key_id, "created tenant KEK version 1");
+        Ok(current)
+    }
+
+    fn not_ours(&self, wrapped: &WrappedKey) -> Option<CryptoError> {
+        let kek = wrapped.kek();
+        (kek.id != self.meta.key_id)
+            .then(|| CryptoError::KeyNotFound { key_id: kek.id.to_string(), version: kek.version })
+    }
+}
+
+impl std::fmt::Debug for LocalKeyProvider {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LocalKeyProvider")
+            .field("path", &self.path)
+            .field("key_id", &self.meta.key_id)
+            .finish_non_exhaustive()
+    }
+}
+
+#[async_trait]
+impl KeyProvider for LocalKeyProvider {
+    fn describe(&self) -> ProviderInfo {
+        ProviderInfo { provider: "local".to_owned(), key_id: self.meta.key_id.clone() }
+    }
+
+    async fn current_version(&self, tenant: Uuid) -> Result<u32> {
+        self.ensure(tenant).await
+    }
+
+    async fn wrap(&self, tenant: Uuid, key: &Key, binding: &Binding) -> Result<WrappedKey> {
+        check_tenant(tenant, binding)?;
+        self.ensure(tenant).await?;
+        let (version, kek) = self.read(|ring| ring.current_kek(&self.meta.key_id, tenant))?;
+        wrap_key(&kek, &KeyRef::new(self.meta.key_id.clone(), version), key, binding)
+    }
+
+    async fn unwrap(&self, tenant: Uuid, wrapped: &WrappedKey, binding: &Binding) -> Result<Key> {
+        check_tenant(tenant, binding)?;
+        if let Some(err) = self.not_ours(wrapped) {
+            return Err(err);
+        }
+        let kek: Arc<Key> = self.read(|ring| ring.kek(&self.meta.key_id, tenant, wrapped.kek().version))?;
+        unwrap_key(&kek, wrapped, binding)
+    }
+
+    async fn rotate(&self, tenant: Uuid) -> Result<u32> {
+        let version = self.change(|ring| ring.rotate(tenant).map(|v| (v, true))).await?;
+        tracing::info!(%tenant, key_id = %self.meta.key_id, version, "rotated tenant KEK");
+        Ok(version)
+    }
+
+    async fn retire(&self, tenant: Uuid, version: u32) -> Result<()> {
+        let key_id = self.meta.key_id.clone();
+        let changed = self.change(|ring| ring.retire(&key_id, tenant, version).map(|c| (c, c))).await?;
+        if changed {
+            tracing::warn!(%tenant, key_id = %self.meta.key_id, version, "retired tenant KEK version: its material is destroyed");
+        }
+        Ok(())
+    }
+}

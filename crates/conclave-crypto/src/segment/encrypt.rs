@@ -1,0 +1,122 @@
+//! The writer: plaintext in, in pieces of any size; header and whole encrypted segments out.
+
+use zeroize::{Zeroize, Zeroizing};
+
+use super::header::SegmentHeader;
+use super::SegmentCipher;
+use crate::binding::Binding;
+use crate::error::{CryptoError, Result};
+use crate::key::Key;
+
+/// Encrypts one object incrementally. Everything it appends to `out`, in order, is the object:
+/// the header first, then each segment as soon as it is complete, then the last (flagged)
+/// segment from [`finish`](Self::finish). It holds at most one segment of plaintext.
+pub struct SegmentEncryptor {
+    writer: Writer,
+    header: SegmentHeader,
+    segment_size: usize,
+    pending: Zeroizing<Vec<u8>>,
+    header_written: bool,
+}
+
+/// The part that seals, apart from the pending buffer so both can be borrowed at once.
+struct Writer {
+    core: SegmentCipher,
+    next_index: u32,
+}
+
+impl SegmentEncryptor {
+    /// A writer with the default segment size (64 KiB) and a fresh nonce prefix.
+    pub fn new(key: &Key, binding: &Binding) -> Self {
+        Self::with_header(key, binding, SegmentHeader::generate_default())
+    }
+
+    /// A writer with another segment size (16 bytes to 16 MiB).
+    pub fn with_segment_size(key: &Key, binding: &Binding, segment_size: u32) -> Result<Self> {
+        Ok(Self::with_header(key, binding, SegmentHeader::generate(segment_size)?))
+    }
+
+    fn with_header(key: &Key, binding: &Binding, header: SegmentHeader) -> Self {
+        let segment_size = header.segment_size() as usize;
+        Self {
+            writer: Writer { core: SegmentCipher::new(key, binding, &header), next_index: 0 },
+            header,
+            segment_size,
+            pending: Zeroizing::new(Vec::with_capacity(segment_size)),
+            header_written: false,
+        }
+    }
+
+    /// The header this writer emits first.
+    pub fn header(&self) -> &SegmentHeader {
+        &self.header
+    }
+
+    /// Takes more plaintext and appends to `out` the header (on the first call) and every
+    /// segment that is now complete.
+    pub fn push(&mut self, mut data: &[u8], out: &mut Vec<u8>) -> Result<()> {
+        self.write_header(out);
+        if !self.pending.is_empty() {
+            let take = (self.segment_size - self.pending.len()).min(data.len());
+            self.pending.extend_from_slice(&data[..take]);
+            data = &data[take..];
+            if self.pending.len() < self.segment_size {
+                return Ok(());
+            }
+            let sealed = self.writer.seal(&self.pending, false, out);
+            self.pending.zeroize();
+            sealed?;
+        }
+        while data.len() >= self.segment_size {
+            let (segment, rest) = data.split_at(self.segment_size);
+            self.writer.seal(segment, false, out)?;
+            data = rest;
+        }
+        self.pending.extend_from_slice(data);
+        Ok(())
+    }
+
+    /// Appends the last segment (flagged, possibly empty) and, if nothing was pushed, the header.
+    pub fn finish(mut self, out: &mut Vec<u8>) -> Result<()> {
+        self.write_header(out);
+        self.writer.seal(&self.pending, true, out)
+    }
+
+    fn write_header(&mut self, out: &mut Vec<u8>) {
+        if !self.header_written {
+            out.extend_from_slice(&self.header.to_bytes());
+            self.header_written = true;
+        }
+    }
+}
+
+impl Writer {
+    fn seal(&mut self, plaintext: &[u8], last: bool, out: &mut Vec<u8>) -> Result<()> {
+        // A segment that is not last must leave a counter value for the last one.
+        if !last && self.next_index == u32::MAX {
+            return Err(CryptoError::InvalidInput("a segmented object has at most 2^32 segments"));
+        }
+        let start = out.len();
+        out.extend_from_slice(plaintext);
+        match self.core.seal(self.next_index, last, &mut out[start..]) {
+            Ok(tag) => out.extend_from_slice(&tag),
+            Err(e) => {
+                out[start..].zeroize();
+                out.truncate(start);
+                return Err(e);
+            }
+        }
+        self.next_index = self.next_index.wrapping_add(1);
+        Ok(())
+    }
+}
+
+/// Encrypts a whole plaintext held in memory (tests, small documents).
+pub fn encrypt(key: &Key, binding: &Binding, plaintext: &[u8], segment_size: u32) -> Result<Vec<u8>> {
+    let mut writer = SegmentEncryptor::with_segment_size(key, binding, segment_size)?;
+    let capacity = writer.header().ciphertext_len(plaintext.len() as u64).unwrap_or(0);
+    let mut out = Vec::with_capacity(usize::try_from(capacity).unwrap_or(0));
+    writer.push(plaintext, &mut out)?;
+    writer.finish(&mut out)?;
+    Ok(out)
+}

@@ -1,0 +1,8 @@
+//! Integration tests of conclave-crypto's public API: one binary, one module per concern.
+
+mod binding_props;
+mod cache;
+mod fuzz_corpus;
+mod local_provider;
+mod segments;
+mod wrap_and_seal;
