@@ -90,7 +90,8 @@ impl Conclave {
             }
             None => (req.model.clone(), (None, None, None), None),
         };
-        let route = self.check_model_allowed(caller, &model).await.map_err(|reason| {
+        let tenant = self.store.get_tenant(caller.tenant()).await?;
+        let route = self.model_route(&tenant, &model).map_err(|reason| {
             if self.catalog().route(&model).is_none() {
                 Error::NotFound("model")
             } else {
@@ -117,7 +118,7 @@ impl Conclave {
         params.0 = req.temperature.or(params.0);
         params.1 = req.top_p.or(params.1);
         params.2 = req.max_tokens.or(params.2);
-        self.check_budget(caller).await?;
+        self.check_budget(caller, &tenant).await?;
         let prompt_estimate = estimate_tokens(messages.iter().map(|m| m.content.as_str()));
         let request = ChatRequest {
             model: model.clone(),

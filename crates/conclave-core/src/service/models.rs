@@ -5,6 +5,7 @@ use crate::app::Conclave;
 use crate::error::Result;
 use crate::principal::Caller;
 use crate::provider::ModelRoute;
+use crate::records::Tenant;
 use crate::settings::TenantSettings;
 use crate::views::ModelView;
 
@@ -29,6 +30,11 @@ impl Conclave {
         model: &str,
     ) -> std::result::Result<ModelRoute, String> {
         let tenant = self.store.get_tenant(caller.tenant()).await.map_err(|e| e.to_string())?;
+        self.model_route(&tenant, model)
+    }
+
+    /// The route to `model` if the tenant's settings allow it.
+    pub(crate) fn model_route(&self, tenant: &Tenant, model: &str) -> std::result::Result<ModelRoute, String> {
         let catalog = self.catalog();
         let route = catalog
             .route(model)

@@ -84,7 +84,6 @@ impl Conclave {
         let conversation = self.owned_conversation(caller, conversation_id).await?;
         let (route, agent) = self.conversation_agent(caller, &conversation).await?;
         self.check_reply_limits(caller).await?;
-        self.check_budget(caller).await?;
 
         let mut messages = self.system_prompt(&agent).await?;
         messages.extend(self.history(caller.tenant(), conversation_id, None).await?);
@@ -159,7 +158,6 @@ impl Conclave {
         };
         let (route, agent) = self.conversation_agent(caller, &conversation).await?;
         self.check_reply_limits(caller).await?;
-        self.check_budget(caller).await?;
         let mut messages = self.system_prompt(&agent).await?;
         messages.extend(self.history(caller.tenant(), conversation_id, Some(user_message.id)).await?);
         let reply_record = self.pending_reply(&user_message, &agent.model).await?;
@@ -211,7 +209,8 @@ impl Conclave {
         Ok(())
     }
 
-    /// The agent a conversation talks to and the route to its model, checked against the tenant.
+    /// The agent a conversation talks to and the route to its model, checked against the
+    /// tenant's allow-list, region pin and budgets.
     async fn conversation_agent(
         &self,
         caller: &Caller,
@@ -223,9 +222,11 @@ impl Conclave {
             }
             other => other,
         })?;
-        let route = self.check_model_allowed(caller, &agent.model).await.map_err(|reason| {
+        let tenant = self.store.get_tenant(caller.tenant()).await?;
+        let route = self.model_route(&tenant, &agent.model).map_err(|reason| {
             Error::Conflict(format!("This conversation's agent cannot be used right now: {reason}"))
         })?;
+        self.check_budget(caller, &tenant).await?;
         Ok((route, agent))
     }
 

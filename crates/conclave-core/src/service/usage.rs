@@ -12,7 +12,7 @@ use crate::error::{Error, Result};
 use crate::ids::{ApiKeyId, MessageId, TenantId, UserId};
 use crate::policy;
 use crate::principal::{Caller, Credential, Scope};
-use crate::records::{Usage, UsageRecord, UsageSource, UsageTotals};
+use crate::records::{Tenant, Usage, UsageRecord, UsageSource, UsageTotals};
 
 /// Price of a model, in US dollars per million tokens.
 #[derive(Debug, Clone, Copy, PartialEq, serde::Deserialize)]
@@ -83,8 +83,7 @@ impl Payer {
 
 impl Conclave {
     /// Refuses a new model call when a monthly budget of the tenant or the user is spent.
-    pub(crate) async fn check_budget(&self, caller: &Caller) -> Result<()> {
-        let tenant = self.store.get_tenant(caller.tenant()).await?;
+    pub(crate) async fn check_budget(&self, caller: &Caller, tenant: &Tenant) -> Result<()> {
         let b = &tenant.settings.budgets;
         let now = crate::clock::now();
         let (start, next) = month_bounds(now);
