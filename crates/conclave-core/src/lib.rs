@@ -6,6 +6,7 @@
 pub mod app;
 pub mod clock;
 pub mod content;
+pub mod envelope;
 pub mod error;
 pub mod ids;
 pub mod live;

@@ -176,6 +176,19 @@ pub trait Store: Send + Sync + 'static {
     /// Stores the end of a reply that is still `streaming`; `Ok(false)` if it had already ended.
     async fn finish_reply(&self, tenant: TenantId, id: MessageId, outcome: &ReplyOutcome) -> StoreResult<bool>;
 
+    // --- content keys (stored wrapped) --------------------------------------------------
+    async fn tenant_key(&self, tenant: TenantId) -> StoreResult<Option<Vec<u8>>>;
+    /// Stores the tenant's wrapped key unless one exists; returns the one in force.
+    async fn put_tenant_key(&self, tenant: TenantId, wrapped: &[u8]) -> StoreResult<Vec<u8>>;
+    async fn conversation_key(&self, tenant: TenantId, conversation: ConversationId) -> StoreResult<Option<Vec<u8>>>;
+    /// Stores the conversation's wrapped key unless one exists; returns the one in force.
+    async fn put_conversation_key(
+        &self,
+        tenant: TenantId,
+        conversation: ConversationId,
+        wrapped: &[u8],
+    ) -> StoreResult<Vec<u8>>;
+
     // --- usage ----------------------------------------------------------------------------
     async fn record_usage(&self, usage: &UsageRecord) -> StoreResult<()>;
     /// Sums of the tenant's usage (or one user's) in `[from, to)`.

@@ -91,6 +91,11 @@ pub struct KeysConfig {
     pub allow_local_in_production: bool,
     pub key_vault_url: Option<String>,
     pub key_name: Option<String>,
+    /// The local key file; default `<data dir>/keys/conclave-kek.json`.
+    pub key_file: Option<PathBuf>,
+    /// How long unwrapped content keys stay in memory: revoking a master key locks its data
+    /// within this time.
+    pub cache_seconds: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -209,7 +214,14 @@ impl Default for AuthConfig {
 
 impl Default for KeysConfig {
     fn default() -> Self {
-        KeysConfig { provider: "local".into(), allow_local_in_production: false, key_vault_url: None, key_name: None }
+        KeysConfig {
+            provider: "local".into(),
+            allow_local_in_production: false,
+            key_vault_url: None,
+            key_name: None,
+            key_file: None,
+            cache_seconds: 300,
+        }
     }
 }
 
@@ -370,6 +382,12 @@ impl Config {
         if let Some(v) = env.get("CONCLAVE_KEY_PROVIDER").filter(|v| !v.is_empty()) {
             self.keys.provider = v.clone();
         }
+        if let Some(v) = env.get("CONCLAVE_KEY_FILE").filter(|v| !v.is_empty()) {
+            self.keys.key_file = Some(PathBuf::from(v));
+        }
+        if let Some(v) = parse_env(env, "CONCLAVE_KEY_CACHE_SECONDS", "a number of seconds")? {
+            self.keys.cache_seconds = v;
+        }
         if let Some(v) = parse_bool(env, "CONCLAVE_ALLOW_LOCAL_KEY")? {
             self.keys.allow_local_in_production = v;
         }
@@ -460,6 +478,10 @@ impl Config {
             .database_url
             .clone()
             .unwrap_or_else(|| format!("sqlite://{}", self.store.data_dir.join("conclave.db").display()))
+    }
+
+    pub fn key_file(&self) -> PathBuf {
+        self.keys.key_file.clone().unwrap_or_else(|| self.store.data_dir.join("keys").join("conclave-kek.json"))
     }
 
     pub fn signup_open(&self) -> bool {

@@ -7,7 +7,8 @@ use std::time::Duration;
 
 use anyhow::{bail, Context as _};
 use conclave_auth::PasswordHashingParams;
-use conclave_core::content::PlaintextCodec;
+use conclave_core::content::{ContentCodec, PlaintextCodec};
+use conclave_core::envelope::EnvelopeCodec;
 use conclave_core::principal::Role;
 use conclave_core::provider::{ModelCatalog, ModelProvider, ProviderEntry};
 use conclave_core::service::admin::AdminNewUser;
@@ -48,6 +49,21 @@ fn core_config(config: &Config) -> CoreConfig {
         },
         prices: config.prices.clone(),
     }
+}
+
+/// Content sealed under the key hierarchy, with the tenant master keys in the configured provider.
+async fn content_codec(
+    config: &Config,
+    store: Arc<dyn conclave_core::store::Store>,
+) -> anyhow::Result<Arc<dyn ContentCodec>> {
+    let path = config.key_file();
+    let provider = conclave_crypto::LocalKeyProvider::open(&path)
+        .await
+        .with_context(|| format!("the local key file {}", path.display()))?;
+    if config.profile == Profile::Production {
+        tracing::warn!(path = %path.display(), "the master keys are in a local file: keep it off backups and restrict who can read it");
+    }
+    Ok(Arc::new(EnvelopeCodec::new(store, Arc::new(provider), Duration::from_secs(config.keys.cache_seconds))))
 }
 
 pub async fn migrate(config: Config) -> anyhow::Result<()> {
@@ -164,9 +180,10 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     let db = open_database(&config).await?;
     let catalog = catalog(&config).await?;
     let notifier = db.notifier().await.context("reply notices")?;
+    let store = db.clone().into_store();
+    let codec = content_codec(&config, store.clone()).await?;
     let core =
-        Conclave::new(core_config(&config), db.clone().into_store(), Arc::new(PlaintextCodec), catalog, notifier)
-            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        Conclave::new(core_config(&config), store, codec, catalog, notifier).map_err(|e| anyhow::anyhow!("{e}"))?;
     core.store()
         .default_tenant(&core.config().default_tenant_name)
         .await

@@ -29,21 +29,27 @@ impl Conclave {
         })?;
         let id = ConversationId::new();
         let now = crate::clock::now();
-        let sealed_title = match &title {
-            Some(t) => Some(self.codec.seal(title_scope(caller, id), t).await?),
-            None => None,
-        };
         let record = ConversationRecord {
             tenant_id: caller.tenant(),
             id,
             owner_id: caller.user(),
             agent_id,
-            title: sealed_title,
+            title: None,
             created_at: now,
             updated_at: now,
         };
         self.store.create_conversation(&record).await?;
+        // The title is sealed under the conversation's own key, which needs the row to exist.
+        if let Some(t) = &title {
+            let sealed = self.codec.seal(title_scope(caller, id), t).await?;
+            self.store.update_conversation_title(caller.tenant(), caller.user(), id, Some(&sealed)).await?;
+        }
         self.audit_by(caller, AuditRecord::new("conversation.create", "conversation", id)).await;
+        if title.is_some() {
+            // The title's write moved `updated_at`: answer with the row as stored.
+            let stored = self.owned_conversation(caller, id).await?;
+            return self.conversation_view(&stored).await;
+        }
         Ok(ConversationView { id, agent_id, title, created_at: now, updated_at: now })
     }
 

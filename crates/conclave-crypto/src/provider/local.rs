@@ -74,10 +74,45 @@ impl LocalKeyProvider {
         f(&self.ring.read().unwrap_or_else(PoisonError::into_inner))
     }
 
+    /// Reads the key file again: another process on this machine (a second replica sharing the
+    /// data folder) may have added a tenant or a version since this one loaded it.
+    async fn reload(&self) -> Result<()> {
+        let Some(path) = self.path.clone() else { return Ok(()) };
+        let loaded = tokio::task::spawn_blocking(move || keyfile::load(&path))
+            .await
+            .map_err(|e| CryptoError::KeyUnavailable(format!("key file task failed: {e}")))??;
+        if let Some((_, ring)) = loaded {
+            *self.ring.write().unwrap_or_else(PoisonError::into_inner) = ring;
+        }
+        Ok(())
+    }
+
+    /// An exclusive lock on `<key file>.lock`, held while a change is read, made and written, so
+    /// that processes sharing the key file never overwrite each other's keys.
+    async fn lock_file(&self) -> Result<Option<std::fs::File>> {
+        let Some(path) = self.path.clone() else { return Ok(None) };
+        let lock_path = path.with_extension("lock");
+        tokio::task::spawn_blocking(move || {
+            let mut options = std::fs::OpenOptions::new();
+            options.create(true).truncate(false).write(true);
+            #[cfg(unix)]
+            std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+            let file =
+                options.open(&lock_path).map_err(|source| CryptoError::Io { path: lock_path.clone(), source })?;
+            file.lock().map_err(|source| CryptoError::Io { path: lock_path, source })?;
+            Ok(Some(file))
+        })
+        .await
+        .map_err(|e| CryptoError::KeyUnavailable(format!("key file task failed: {e}")))?
+    }
+
     /// Applies a change to a copy of the keyring, writes the copy to the key file, and only then
-    /// makes it the live state: a change that cannot be saved is not made.
+    /// makes it the live state: a change that cannot be saved is not made. The change is made on
+    /// the file's latest content, under the file lock.
     async fn change<T>(&self, f: impl FnOnce(&mut Keyring) -> Result<(T, bool)>) -> Result<T> {
         let _guard = self.write.lock().await;
+        let _file_lock = self.lock_file().await?;
+        self.reload().await?;
         let mut next = self.read(Keyring::clone);
         let (out, changed) = f(&mut next)?;
         if !changed {
@@ -148,7 +183,16 @@ impl KeyProvider for LocalKeyProvider {
         if let Some(err) = self.not_ours(wrapped) {
             return Err(err);
         }
-        let kek: Arc<Key> = self.read(|ring| ring.kek(&self.meta.key_id, tenant, wrapped.kek().version))?;
+        let version = wrapped.kek().version;
+        let kek: Arc<Key> = match self.read(|ring| ring.kek(&self.meta.key_id, tenant, version)) {
+            Ok(kek) => kek,
+            Err(CryptoError::KeyNotFound { .. }) => {
+                // Made by another process sharing the key file since this one read it?
+                self.reload().await?;
+                self.read(|ring| ring.kek(&self.meta.key_id, tenant, version))?
+            }
+            Err(e) => return Err(e),
+        };
         unwrap_key(&kek, wrapped, binding)
     }
 

@@ -34,9 +34,13 @@ async fn creates_the_file_and_folder_private() {
     assert_eq!(wrapped.kek().version, 1);
     assert_eq!(wrapped.kek().id, info.key_id);
     assert_eq!(mode(&path), 0o600);
-    // No temporary files left beside it.
-    let names: Vec<_> = std::fs::read_dir(path.parent().unwrap()).unwrap().map(|e| e.unwrap().file_name()).collect();
-    assert_eq!(names, vec![std::ffi::OsString::from("keys.json")]);
+    // No temporary files left beside it; only the (empty, private) lock file that serialises
+    // changes between processes sharing the key file.
+    let mut names: Vec<_> =
+        std::fs::read_dir(path.parent().unwrap()).unwrap().map(|e| e.unwrap().file_name()).collect();
+    names.sort();
+    assert_eq!(names, vec![std::ffi::OsString::from("keys.json"), std::ffi::OsString::from("keys.lock")]);
+    assert_eq!(mode(&path.with_extension("lock")), 0o600);
 }
 
 #[tokio::test]
@@ -214,4 +218,38 @@ async fn a_file_that_cannot_be_written_leaves_the_state_unchanged() {
     std::fs::write(&folder, b"").unwrap();
     assert!(matches!(provider.rotate(tenant).await, Err(CryptoError::Io { .. })));
     assert_eq!(provider.current_version(tenant).await.unwrap(), 1);
+}
+
+/// Two processes sharing one data folder (two replicas on one machine): what either creates,
+/// both can use, and neither overwrites the other's keys.
+#[tokio::test]
+async fn providers_sharing_a_key_file_see_each_others_keys() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("keys.json");
+    let a = LocalKeyProvider::open(&path).await.unwrap();
+    let b = LocalKeyProvider::open(&path).await.unwrap();
+    let tenants: Vec<Uuid> = (0..6).map(|_| Uuid::now_v7()).collect();
+    let key = Key::generate();
+    let bindings: Vec<Binding> = tenants.iter().map(|t| lek(*t)).collect();
+    // Both create tenant KEKs at the same time, each for its own and for shared tenants.
+    let (from_a, from_b) = tokio::join!(
+        futures::future::join_all(tenants.iter().zip(&bindings).map(|(t, bd)| a.wrap(*t, &key, bd))),
+        futures::future::join_all(tenants.iter().zip(&bindings).rev().map(|(t, bd)| b.wrap(*t, &key, bd))),
+    );
+    let from_b: Vec<_> = from_b.into_iter().rev().collect();
+    for (i, t) in tenants.iter().enumerate() {
+        let wa = from_a[i].as_ref().unwrap();
+        let wb = from_b[i].as_ref().unwrap();
+        for provider in [&a, &b] {
+            for w in [wa, wb] {
+                let k = provider.unwrap(*t, w, &lek(*t)).await.unwrap();
+                assert_eq!(k.expose_secret(), key.expose_secret());
+            }
+        }
+    }
+    // A third process opening the file later sees everything.
+    let c = LocalKeyProvider::open(&path).await.unwrap();
+    for (i, t) in tenants.iter().enumerate() {
+        assert!(c.unwrap(*t, from_a[i].as_ref().unwrap(), &lek(*t)).await.is_ok());
+    }
 }

@@ -9,7 +9,7 @@ use axum::extract::ConnectInfo;
 use axum::http::{Method, Request, StatusCode};
 use axum::Router;
 use conclave_auth::PasswordHashingParams;
-use conclave_core::content::PlaintextCodec;
+use conclave_core::envelope::EnvelopeCodec;
 use std::collections::VecDeque;
 use std::sync::Mutex;
 
@@ -106,7 +106,10 @@ impl Harness {
         };
         adjust(&mut config);
         let notifier = db.notifier().await.unwrap();
-        let core = Conclave::new(config, db.into_store(), Arc::new(PlaintextCodec), catalog, notifier).unwrap();
+        let store = db.into_store();
+        let keys = Arc::new(conclave_crypto::LocalKeyProvider::ephemeral());
+        let codec = Arc::new(EnvelopeCodec::new(store.clone(), keys, Duration::from_secs(60)));
+        let core = Conclave::new(config, store, codec, catalog, notifier).unwrap();
         core.start_background();
         let state = AppState {
             core: core.clone(),

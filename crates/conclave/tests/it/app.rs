@@ -349,6 +349,12 @@ impl TestApp {
         Ok((app, mock))
     }
 
+    /// The value of one of the variables that point this process at its site
+    /// (`CONCLAVE_DATA_DIR`, `CONCLAVE_DATABASE_URL`).
+    pub fn site_var(&self, name: &str) -> Option<String> {
+        self.site_env.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone())
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("{}{path}", self.base)
     }

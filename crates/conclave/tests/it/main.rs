@@ -34,6 +34,7 @@ mod cli;
 mod conventions;
 mod conversations;
 mod demo;
+mod encryption;
 mod export;
 mod health;
 mod messages;
