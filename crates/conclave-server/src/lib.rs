@@ -64,11 +64,18 @@ pub fn app(state: AppState) -> Router {
     let (api, doc) = api();
     let doc = std::sync::Arc::new(doc);
     let max_json = state.http.max_json_bytes;
-    api.route("/api/v1/openapi.json", get(move || async move { Json(doc.as_ref().clone()) }))
+    let hsts = middleware::security_headers::Hsts(state.http.hsts);
+    let cors = middleware::cors::layer(&state.http.cors_origins);
+    let mut app = api
+        .route("/api/v1/openapi.json", get(move || async move { Json(doc.as_ref().clone()) }))
         .route("/", get(routes::root::index))
         .fallback(|| async { ApiError::RouteNotFound })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .layer(DefaultBodyLimit::max(max_json))
+        .with_state(state);
+    if let Some(cors) = cors {
+        app = app.layer(cors);
+    }
+    app.layer(axum::middleware::from_fn_with_state(hsts, middleware::security_headers::layer))
         .layer(axum::middleware::from_fn(middleware::request_id::layer))
-        .with_state(state)
 }

@@ -13,6 +13,10 @@ pub struct HttpSettings {
     pub trusted_proxies: Vec<IpNet>,
     /// Largest JSON body accepted, in bytes.
     pub max_json_bytes: usize,
+    /// Origins allowed to call the API from a browser (none: same origin only).
+    pub cors_origins: Vec<String>,
+    /// Send HSTS (production, behind HTTPS).
+    pub hsts: bool,
 }
 
 #[derive(Clone)]

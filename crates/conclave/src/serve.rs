@@ -196,6 +196,8 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
             secure_cookies: config.secure_cookies(),
             trusted_proxies: config.http.trusted_proxies.clone(),
             max_json_bytes: config.http.max_json_bytes,
+            cors_origins: config.http.cors_origins.clone(),
+            hsts: config.profile == Profile::Production,
         }),
     };
     let app = conclave_server::app(state);

@@ -1,3 +1,5 @@
 //! Request-path layers, one a file.
 
+pub mod cors;
 pub mod request_id;
+pub mod security_headers;

@@ -113,7 +113,13 @@ impl Harness {
         core.start_background();
         let state = AppState {
             core: core.clone(),
-            http: Arc::new(HttpSettings { secure_cookies: false, trusted_proxies: vec![], max_json_bytes: 1 << 20 }),
+            http: Arc::new(HttpSettings {
+                secure_cookies: false,
+                trusted_proxies: vec![],
+                max_json_bytes: 1 << 20,
+                cors_origins: vec!["https://app.firm.example".into()],
+                hsts: true,
+            }),
         };
         Harness { app: conclave_server::app(state), core, gated, dir }
     }

@@ -2,6 +2,7 @@
 //! serves, and the OpenAPI document against the router.
 
 mod authz;
+mod edge;
 mod gateway;
 mod harness;
 mod openapi;
