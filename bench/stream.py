@@ -100,6 +100,8 @@ class Conclave:
             # Warnings only, but the start-up line that names the address.
             "CONCLAVE_LOG": "warn,conclave::serve=info",
             "CONCLAVE_MAX_REPLIES_PER_USER": "100000",
+            "CONCLAVE_RATE_LIMIT_PER_MINUTE": "10000000",
+            "CONCLAVE_LOGIN_ATTEMPTS_PER_MINUTE": "100000",
             "CONCLAVE_MAX_REPLIES_PER_SERVER": "100000",
             "CONCLAVE_PASSWORD_HASH_MEMORY_KIB": "19456",
         })

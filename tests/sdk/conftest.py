@@ -70,6 +70,7 @@ def server():
         CONCLAVE_PASSWORD_HASH_MEMORY_KIB="256",
         CONCLAVE_PASSWORD_HASH_ITERATIONS="1",
         CONCLAVE_LOG="warn",
+        CONCLAVE_RATE_LIMIT_PER_MINUTE="100000",
     )
     conclave, addr = _spawn([str(TARGET / "conclave"), "serve"], env)
     base = f"http://{addr}"

@@ -58,6 +58,10 @@ impl Problem {
         }
         if let Some(after) = self.retry_after {
             headers.insert(header::RETRY_AFTER, HeaderValue::from(after.as_secs().max(1)));
+            if status == StatusCode::TOO_MANY_REQUESTS {
+                headers.insert("ratelimit-remaining", HeaderValue::from(0));
+                headers.insert("ratelimit-reset", HeaderValue::from(after.as_secs().max(1)));
+            }
         }
         response.extensions_mut().insert(self.clone());
         response

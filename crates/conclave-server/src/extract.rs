@@ -204,9 +204,26 @@ impl FromRequestParts<AppState> for Authenticated {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        let token = bearer(parts).ok_or(ApiError::Domain(Error::Unauthenticated))?;
-        let principal = state.core.authenticate(token).await?;
         let Meta(meta) = Meta::from_request_parts(parts, state).await?;
+        let authenticated = match bearer(parts) {
+            Some(token) => state.core.authenticate(token).await,
+            None => Err(Error::Unauthenticated),
+        };
+        let principal = match authenticated {
+            Ok(p) => p,
+            Err(e) => {
+                // Failed attempts count against the address, so guessing tokens is slow too.
+                if let Some(ip) = meta.ip {
+                    state.limit(&format!("ip:{ip}")).await?;
+                }
+                return Err(e.into());
+            }
+        };
+        let key = match &principal.credential {
+            conclave_core::principal::Credential::Session(_) => format!("user:{}", principal.user_id),
+            conclave_core::principal::Credential::ApiKey { id, .. } => format!("key:{id}"),
+        };
+        state.limit(&key).await?;
         Ok(Authenticated(Caller { principal, meta }))
     }
 }

@@ -17,10 +17,29 @@ pub struct HttpSettings {
     pub cors_origins: Vec<String>,
     /// Send HSTS (production, behind HTTPS).
     pub hsts: bool,
+    /// Requests a minute per principal (or per client address before sign-in).
+    pub rate_limit_per_minute: u32,
+    /// Sign-in attempts a minute per account and per client address.
+    pub login_attempts_per_minute: u32,
 }
 
 #[derive(Clone)]
 pub struct AppState {
     pub core: Arc<Conclave>,
     pub http: Arc<HttpSettings>,
+    pub limiter: Arc<crate::middleware::rate_limit::RateLimiter>,
+}
+
+impl AppState {
+    /// Counts a request against `key` with the general per-principal quota.
+    pub async fn limit(&self, key: &str) -> Result<(), conclave_core::Error> {
+        let quota = crate::middleware::rate_limit::Quota { per_minute: self.http.rate_limit_per_minute };
+        self.limiter.check(key, quota).await.map(|_| ())
+    }
+
+    /// Counts a sign-in attempt against `key`.
+    pub async fn limit_login(&self, key: &str) -> Result<(), conclave_core::Error> {
+        let quota = crate::middleware::rate_limit::Quota { per_minute: self.http.login_attempts_per_minute };
+        self.limiter.check(key, quota).await.map(|_| ())
+    }
 }

@@ -102,6 +102,10 @@ pub struct KeysConfig {
 #[serde(default, deny_unknown_fields)]
 pub struct LimitsConfig {
     pub rate_limit_per_minute: u32,
+    /// Sign-in attempts a minute per account and per client address.
+    pub login_attempts_per_minute: u32,
+    /// With Redis unreachable: let requests through (true) or refuse them with 503 (false).
+    pub rate_limit_fail_open: bool,
     pub max_upload_bytes: u64,
     /// Replies one user may have generating at once (429 beyond).
     pub max_replies_per_user: u32,
@@ -229,6 +233,8 @@ impl Default for LimitsConfig {
     fn default() -> Self {
         LimitsConfig {
             rate_limit_per_minute: 100,
+            login_attempts_per_minute: 10,
+            rate_limit_fail_open: false,
             max_upload_bytes: 1 << 30,
             max_replies_per_user: 4,
             max_replies_per_server: 10_000,
@@ -396,6 +402,12 @@ impl Config {
         }
         if let Some(v) = parse_env(env, "CONCLAVE_MAX_UPLOAD_BYTES", "a number of bytes")? {
             self.limits.max_upload_bytes = v;
+        }
+        if let Some(v) = parse_env(env, "CONCLAVE_LOGIN_ATTEMPTS_PER_MINUTE", "a number")? {
+            self.limits.login_attempts_per_minute = v;
+        }
+        if let Some(v) = parse_bool(env, "CONCLAVE_RATE_LIMIT_FAIL_OPEN")? {
+            self.limits.rate_limit_fail_open = v;
         }
         if let Some(v) = parse_env(env, "CONCLAVE_MAX_REPLIES_PER_USER", "a number")? {
             self.limits.max_replies_per_user = v;
@@ -657,8 +669,17 @@ impl Config {
                 "a reply lease shorter than 2 s would fail live replies".into(),
             ));
         }
-        if self.redis_url.is_some() {
-            out.push(Finding::note("CONCLAVE_REDIS_URL", "Redis is not used by this build yet; it is ignored".into()));
+        if self.limits.rate_limit_per_minute == 0 || self.limits.login_attempts_per_minute == 0 {
+            out.push(Finding::error(
+                "CONCLAVE_RATE_LIMIT_PER_MINUTE",
+                "rate limits must allow at least one request a minute".into(),
+            ));
+        }
+        if prod && self.redis_url.is_none() && self.database_url().starts_with("postgres") {
+            out.push(Finding::warning(
+                "CONCLAVE_REDIS_URL",
+                "without Redis each replica keeps its own rate limits; set it so replicas share one budget".into(),
+            ));
         }
         out
     }

@@ -66,6 +66,19 @@ async fn content_codec(
     Ok(Arc::new(EnvelopeCodec::new(store, Arc::new(provider), Duration::from_secs(config.keys.cache_seconds))))
 }
 
+/// Shared through Redis when configured, else in this process.
+async fn rate_limiter(config: &Config) -> anyhow::Result<conclave_server::middleware::rate_limit::RateLimiter> {
+    use conclave_server::middleware::rate_limit::RateLimiter;
+    let Some(url) = &config.redis_url else { return Ok(RateLimiter::local()) };
+    let client = redis::Client::open(url.as_str()).context("CONCLAVE_REDIS_URL is not a Redis URL")?;
+    let manager = tokio::time::timeout(Duration::from_secs(5), redis::aio::ConnectionManager::new(client))
+        .await
+        .map_err(|_| anyhow::anyhow!("Redis at {} did not answer within 5 s", crate::redact(url)))?
+        .with_context(|| format!("cannot reach Redis at {}", crate::redact(url)))?;
+    tracing::info!(fail_open = config.limits.rate_limit_fail_open, "rate limits shared through Redis");
+    Ok(RateLimiter::redis(manager, config.limits.rate_limit_fail_open, "conclave:rl:"))
+}
+
 pub async fn migrate(config: Config) -> anyhow::Result<()> {
     crate::log::init(&config.log.filter);
     let db = open_database(&config).await?;
@@ -198,7 +211,10 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
             max_json_bytes: config.http.max_json_bytes,
             cors_origins: config.http.cors_origins.clone(),
             hsts: config.profile == Profile::Production,
+            rate_limit_per_minute: config.limits.rate_limit_per_minute,
+            login_attempts_per_minute: config.limits.login_attempts_per_minute,
         }),
+        limiter: Arc::new(rate_limiter(&config).await?),
     };
     let app = conclave_server::app(state);
     let listener = tokio::net::TcpListener::bind(config.http.listen)

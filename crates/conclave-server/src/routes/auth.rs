@@ -88,6 +88,8 @@ async fn login(
     Meta(meta): Meta,
     ApiJson(body): ApiJson<LoginRequest>,
 ) -> ApiResult<Response> {
+    limit_address(&state, &meta, true).await?;
+    state.limit_login(&format!("login:{}", body.email.trim().to_lowercase())).await?;
     let signed_in = state.core.login(&body.email, &body.password, &meta).await?;
     Ok(with_cookie(&state.http, StatusCode::OK, signed_in))
 }
@@ -99,6 +101,7 @@ async fn login(
     (status = 401, body = Problem, description = "No, expired, revoked or reused refresh cookie"),
 ))]
 async fn refresh(State(state): State<AppState>, Meta(meta): Meta, headers: HeaderMap) -> ApiResult<Response> {
+    limit_address(&state, &meta, false).await?;
     let token = refresh_cookie(&headers).ok_or(conclave_core::Error::Unauthenticated)?;
     let signed_in = state.core.refresh(&token, &meta).await?;
     Ok(with_cookie(&state.http, StatusCode::OK, signed_in))
@@ -119,6 +122,18 @@ async fn logout(
         response.headers_mut().insert(header::SET_COOKIE, v);
     }
     Ok(response)
+}
+
+/// Counts an unauthenticated request against the client's address.
+async fn limit_address(state: &AppState, meta: &conclave_core::principal::RequestMeta, login: bool) -> ApiResult<()> {
+    if let Some(ip) = meta.ip {
+        if login {
+            state.limit_login(&format!("login-ip:{ip}")).await?;
+        } else {
+            state.limit(&format!("ip:{ip}")).await?;
+        }
+    }
+    Ok(())
 }
 
 fn with_cookie(http: &HttpSettings, status: StatusCode, signed_in: SignedIn) -> Response {

@@ -85,6 +85,11 @@ impl Harness {
     }
 
     pub async fn with(adjust: impl FnOnce(&mut CoreConfig)) -> Harness {
+        Self::limited(100_000, adjust).await
+    }
+
+    /// With `rate_limit` requests (and sign-in attempts) a minute.
+    pub async fn limited(rate_limit: u32, adjust: impl FnOnce(&mut CoreConfig)) -> Harness {
         let dir = std::env::temp_dir().join(format!("conclave-server-it-{}", uuid()));
         let url = format!("sqlite://{}", dir.join("t.db").display());
         let db = conclave_store::Database::connect(&url, Duration::from_secs(5)).await.unwrap();
@@ -119,7 +124,10 @@ impl Harness {
                 max_json_bytes: 1 << 20,
                 cors_origins: vec!["https://app.firm.example".into()],
                 hsts: true,
+                rate_limit_per_minute: rate_limit,
+                login_attempts_per_minute: rate_limit,
             }),
+            limiter: Arc::new(conclave_server::middleware::rate_limit::RateLimiter::local()),
         };
         Harness { app: conclave_server::app(state), core, gated, dir }
     }

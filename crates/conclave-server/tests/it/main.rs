@@ -5,5 +5,6 @@ mod authz;
 mod edge;
 mod gateway;
 mod harness;
+mod limits;
 mod openapi;
 mod streaming;

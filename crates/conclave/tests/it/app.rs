@@ -39,6 +39,7 @@ fn base_env() -> Vec<(String, String)> {
         ("CONCLAVE_LOG", "info"),
         // Scenarios make more than the default 100 requests a minute from one address.
         ("CONCLAVE_RATE_LIMIT_PER_MINUTE", "100000"),
+        ("CONCLAVE_LOGIN_ATTEMPTS_PER_MINUTE", "100000"),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_owned(), v.to_owned()))

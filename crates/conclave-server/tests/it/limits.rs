@@ -1,0 +1,139 @@
+//! Rate limits: per principal after sign-in, per address before, sign-in attempts per account
+//! and address, 429 with Retry-After and RateLimit-* headers, a spoofed X-Forwarded-For from an
+//! untrusted peer changes nothing; shared through a real Redis between two limiters (two
+//! replicas), failing open or closed as configured when Redis goes away.
+
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::http::{Method, Request, StatusCode};
+use conclave_core::Error;
+use conclave_server::middleware::rate_limit::{Quota, RateLimiter};
+use serde_json::json;
+
+use crate::harness::Harness;
+
+#[tokio::test]
+async fn each_principal_has_its_own_budget_and_429_says_when_to_retry() {
+    let h = Harness::limited(5, |_| {}).await;
+    let (ada, _) = h.signup("ada@example.com").await; // 1 of the address's 5
+    let (bob, _) = h.signup("bob@example.com").await; // 2
+    for _ in 0..5 {
+        assert_eq!(h.call(Method::GET, "/api/v1/me", Some(&ada), None).await.status, StatusCode::OK);
+    }
+    let over = h
+        .send(Request::get("/api/v1/me").header("authorization", format!("Bearer {ada}")).body(Body::empty()).unwrap())
+        .await;
+    assert_eq!(over.status(), StatusCode::TOO_MANY_REQUESTS);
+    let retry: u64 = over.headers()["retry-after"].to_str().unwrap().parse().unwrap();
+    assert!((1..=60).contains(&retry), "{retry}");
+    assert_eq!(over.headers()["ratelimit-remaining"], "0");
+    assert!(over.headers().contains_key("ratelimit-reset"));
+    assert_eq!(
+        h.call(Method::GET, "/api/v1/me", Some(&bob), None).await.status,
+        StatusCode::OK,
+        "another user is not affected"
+    );
+}
+
+#[tokio::test]
+async fn sign_in_attempts_are_limited_per_account_and_a_spoofed_address_changes_nothing() {
+    let h = Harness::limited(3, |_| {}).await;
+    let login = |email: &'static str, xff: &'static str| {
+        Request::post("/api/v1/auth/login")
+            .header("content-type", "application/json")
+            .header("x-forwarded-for", xff)
+            .body(Body::from(json!({"email": email, "password": "wrong-password-guess"}).to_string()))
+            .unwrap()
+    };
+    // The peer (127.0.0.1) is not a trusted proxy: each "different" forwarded address is ignored.
+    for (i, xff) in ["203.0.113.1", "203.0.113.2", "203.0.113.3"].into_iter().enumerate() {
+        let r = h.send(login("victim@example.com", xff)).await;
+        assert_eq!(r.status(), StatusCode::UNAUTHORIZED, "attempt {i}");
+    }
+    let r = h.send(login("victim@example.com", "203.0.113.4")).await;
+    assert_eq!(r.status(), StatusCode::TOO_MANY_REQUESTS, "the fourth attempt from the same peer is refused");
+    assert!(r.headers().contains_key("retry-after"));
+}
+
+struct PrivateRedis {
+    child: Child,
+    url: String,
+}
+
+impl PrivateRedis {
+    fn start() -> PrivateRedis {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let child = Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server (Debian package redis-server) is needed by the Redis rate-limit test");
+        PrivateRedis { child, url: format!("redis://127.0.0.1:{port}") }
+    }
+
+    async fn manager(&self) -> redis::aio::ConnectionManager {
+        for _ in 0..50 {
+            if let Ok(client) = redis::Client::open(self.url.as_str()) {
+                if let Ok(Ok(m)) =
+                    tokio::time::timeout(Duration::from_secs(1), redis::aio::ConnectionManager::new(client)).await
+                {
+                    return m;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("the private Redis at {} did not start", self.url);
+    }
+}
+
+impl Drop for PrivateRedis {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[tokio::test]
+async fn replicas_share_one_budget_through_redis() {
+    // The machine's Redis (127.0.0.1:6379), with a prefix of this run's own.
+    let client = redis::Client::open("redis://127.0.0.1:6379").unwrap();
+    let manager = tokio::time::timeout(Duration::from_secs(5), redis::aio::ConnectionManager::new(client))
+        .await
+        .expect("Redis at 127.0.0.1:6379 answers")
+        .expect("Redis at 127.0.0.1:6379 is needed by this test");
+    let prefix = format!("conclave-test:{}:", uuid::Uuid::new_v4().simple());
+    let a = RateLimiter::redis(manager.clone(), false, prefix.clone());
+    let b = RateLimiter::redis(manager, false, prefix);
+    let q = Quota { per_minute: 4 };
+    let mut allowed = 0;
+    for i in 0..6 {
+        let limiter = if i % 2 == 0 { &a } else { &b };
+        match limiter.check("user:shared", q).await {
+            Ok(d) => {
+                allowed += 1;
+                assert_eq!(d.remaining, 4 - allowed);
+            }
+            Err(Error::RateLimited { retry_after, .. }) => assert!(retry_after >= Duration::from_secs(1)),
+            Err(e) => panic!("{e}"),
+        }
+    }
+    assert_eq!(allowed, 4, "one budget across both replicas");
+    assert!(a.check("user:other", q).await.is_ok());
+}
+
+#[tokio::test]
+async fn losing_redis_fails_closed_or_open_as_configured() {
+    let redis = PrivateRedis::start();
+    let manager = redis.manager().await;
+    let closed = RateLimiter::redis(manager.clone(), false, "c:");
+    let open = RateLimiter::redis(manager, true, "o:");
+    let q = Quota { per_minute: 100 };
+    assert!(closed.check("k", q).await.is_ok());
+    drop(redis); // Redis goes away
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(matches!(closed.check("k", q).await, Err(Error::Unavailable { service: "rate limiter", .. })));
+    assert!(open.check("k", q).await.is_ok(), "fail open lets the request through");
+}
