@@ -36,51 +36,53 @@ pub struct Quota {
 }
 
 impl Quota {
-    fn interval_ms(self) -> u64 {
-        60_000 / u64::from(self.per_minute.max(1))
+    /// Microseconds between two requests at the sustained rate (at least 1).
+    fn interval_us(self) -> u64 {
+        (60_000_000 / u64::from(self.per_minute.max(1))).max(1)
     }
 
-    fn tolerance_ms(self) -> u64 {
-        self.interval_ms() * u64::from(self.per_minute.max(1) - 1)
+    /// How far ahead of now the bucket may run: the burst.
+    fn tolerance_us(self) -> u64 {
+        self.interval_us() * u64::from(self.per_minute.max(1) - 1)
     }
 }
 
-/// The GCRA step on a theoretical arrival time (`tat`, ms): the new `tat` if allowed, and the
+/// The GCRA step on a theoretical arrival time (`tat`, µs): the new `tat` if allowed, and the
 /// decision. Shared by the in-process limiter and mirrored by the Redis script.
-fn gcra(now_ms: u64, tat_ms: u64, quota: Quota) -> (Option<u64>, Decision) {
-    let t = quota.interval_ms();
-    let tau = quota.tolerance_ms();
-    let tat = tat_ms.max(now_ms);
+fn gcra(now_us: u64, tat_us: u64, quota: Quota) -> (Option<u64>, Decision) {
+    let t = quota.interval_us();
+    let tau = quota.tolerance_us();
+    let tat = tat_us.max(now_us);
     let allow_at = tat.saturating_sub(tau);
-    if now_ms < allow_at {
+    if now_us < allow_at {
         let decision = Decision {
             allowed: false,
             limit: quota.per_minute,
             remaining: 0,
-            reset: Duration::from_millis(allow_at - now_ms),
+            reset: Duration::from_micros(allow_at - now_us),
         };
         return (None, decision);
     }
     let new_tat = tat + t;
-    let used = new_tat - now_ms;
+    let used = new_tat - now_us;
     let remaining = u32::try_from((tau + t).saturating_sub(used) / t).unwrap_or(0);
-    (Some(new_tat), Decision { allowed: true, limit: quota.per_minute, remaining, reset: Duration::from_millis(used) })
+    (Some(new_tat), Decision { allowed: true, limit: quota.per_minute, remaining, reset: Duration::from_micros(used) })
 }
 
 const SCRIPT: &str = r#"
 local t = tonumber(ARGV[1])
 local tau = tonumber(ARGV[2])
 local now = redis.call('TIME')
-local now_ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
+local now_us = tonumber(now[1]) * 1000000 + tonumber(now[2])
 local tat = tonumber(redis.call('GET', KEYS[1]) or '0')
-if tat < now_ms then tat = now_ms end
+if tat < now_us then tat = now_us end
 local allow_at = tat - tau
-if now_ms < allow_at then
-  return {0, allow_at - now_ms, 0}
+if now_us < allow_at then
+  return {0, allow_at - now_us, 0}
 end
 local new_tat = tat + t
-redis.call('SET', KEYS[1], new_tat, 'PX', new_tat - now_ms + 1000)
-local used = new_tat - now_ms
+redis.call('SET', KEYS[1], string.format('%d', new_tat), 'PX', math.floor((new_tat - now_us) / 1000) + 1000)
+local used = new_tat - now_us
 return {1, used, math.floor(math.max(0, tau + t - used) / t)}
 "#;
 
@@ -114,7 +116,7 @@ impl RateLimiter {
     pub async fn check(&self, key: &str, quota: Quota) -> Result<Decision, Error> {
         let decision = match &self.backend {
             Backend::Local(map) => {
-                let now = u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX);
+                let now = u64::try_from(self.epoch.elapsed().as_micros()).unwrap_or(u64::MAX);
                 let mut map = map.lock().unwrap_or_else(|e| e.into_inner());
                 if map.len() > 100_000 {
                     // Forget buckets that are full again: they carry no state worth keeping.
@@ -130,7 +132,7 @@ impl RateLimiter {
             Backend::Redis { conn, script, fail_open, prefix } => {
                 let mut conn = conn.clone();
                 let mut invocation = script.key(format!("{prefix}{key}"));
-                invocation.arg(quota.interval_ms()).arg(quota.tolerance_ms());
+                invocation.arg(quota.interval_us()).arg(quota.tolerance_us());
                 let call = invocation.invoke_async::<(u8, u64, u64)>(&mut conn);
                 // A Redis that went away must not hold requests: its answer is due at once.
                 let result = match tokio::time::timeout(REDIS_TIMEOUT, call).await {
@@ -142,7 +144,7 @@ impl RateLimiter {
                         allowed: allowed == 1,
                         limit: quota.per_minute,
                         remaining: u32::try_from(remaining).unwrap_or(0),
-                        reset: Duration::from_millis(ms),
+                        reset: Duration::from_micros(ms),
                     },
                     Err(e) if *fail_open => {
                         tracing::error!(error = %e, "rate limiter: Redis unavailable; letting the request through (fail open)");
@@ -184,15 +186,15 @@ mod tests {
         let q = Quota { per_minute: 6 }; // one every 10 s, six at once
         let mut tat = 0;
         for i in 0..6 {
-            let (next, d) = gcra(1_000, tat, q);
+            let (next, d) = gcra(1_000_000, tat, q);
             assert!(d.allowed, "request {i}");
             assert_eq!(d.remaining, 5 - i);
             tat = next.unwrap();
         }
-        let (next, d) = gcra(1_000, tat, q);
+        let (next, d) = gcra(1_000_000, tat, q);
         assert!(!d.allowed && next.is_none());
         assert_eq!(d.reset, Duration::from_secs(10));
-        let (_, d) = gcra(11_000, tat, q);
+        let (_, d) = gcra(11_000_000, tat, q);
         assert!(d.allowed, "one more after an interval");
     }
 
@@ -204,5 +206,10 @@ mod tests {
         assert!(l.check("a", q).await.is_ok());
         assert!(matches!(l.check("a", q).await, Err(Error::RateLimited { .. })));
         assert!(l.check("b", q).await.is_ok());
+        // Very high limits (more than one request a millisecond) still work.
+        let fast = Quota { per_minute: 10_000_000 };
+        for _ in 0..1000 {
+            assert!(l.check("fast", fast).await.is_ok());
+        }
     }
 }
