@@ -17,6 +17,9 @@ use crate::provider::ModelCatalog;
 use crate::records::{NewAuditEvent, Outcome};
 use crate::store::Store;
 
+/// How old a cached tenant may be.
+pub const TENANT_CACHE: Duration = Duration::from_secs(2);
+
 /// Stored as the error of a reply whose server died while generating it.
 pub const ORPHANED: &str = "the server generating this reply stopped before it was complete; the text so far was kept";
 
@@ -79,6 +82,9 @@ pub struct Conclave {
     pub(crate) replies: TaskTracker,
     pub(crate) hub: ReplyHub,
     pub(crate) notifier: Arc<dyn Notifier>,
+    /// Tenants read recently, with when: settings are consulted on every call (IP allow-list,
+    /// models, budgets), changed rarely.
+    tenants: std::sync::Mutex<std::collections::HashMap<TenantId, (crate::records::Tenant, std::time::Instant)>>,
     /// This process, as the owner of reply leases.
     pub(crate) replica: uuid::Uuid,
 }
@@ -101,6 +107,7 @@ impl Conclave {
             replies: TaskTracker::new(),
             hub: ReplyHub::default(),
             notifier,
+            tenants: Default::default(),
             replica: uuid::Uuid::new_v4(),
         }))
     }
@@ -122,6 +129,39 @@ impl Conclave {
         if let Ok(mut c) = self.catalog.write() {
             *c = catalog;
         }
+    }
+
+    /// The tenant, from a cache of at most `TENANT_CACHE` age (a change made through this
+    /// process is seen at once; one made on another replica within that time).
+    pub async fn tenant(&self, id: TenantId) -> Result<crate::records::Tenant> {
+        if let Some((t, at)) = self.tenants.lock().unwrap_or_else(|e| e.into_inner()).get(&id) {
+            if at.elapsed() < TENANT_CACHE {
+                return Ok(t.clone());
+            }
+        }
+        let t = self.store.get_tenant(id).await?;
+        self.tenants.lock().unwrap_or_else(|e| e.into_inner()).insert(id, (t.clone(), std::time::Instant::now()));
+        Ok(t)
+    }
+
+    pub(crate) fn forget_tenant(&self, id: TenantId) {
+        self.tenants.lock().unwrap_or_else(|e| e.into_inner()).remove(&id);
+    }
+
+    /// Refuses a caller whose address the tenant's IP allow-list does not cover (an empty list
+    /// allows every address). The refusal is audited.
+    pub async fn check_tenant_address(&self, caller: &Caller) -> Result<()> {
+        let tenant = self.tenant(caller.tenant()).await?;
+        let list = &tenant.settings.ip_allowlist;
+        if list.is_empty() || caller.meta.ip.is_some_and(|ip| list.iter().any(|net| net.contains(&ip))) {
+            return Ok(());
+        }
+        self.audit_by(
+            caller,
+            AuditRecord::new("auth.ip_denied", "tenant", caller.tenant()).outcome(crate::records::Outcome::Denied),
+        )
+        .await;
+        Err(Error::Forbidden("Your network address is not on your organisation's allow-list.".into()))
     }
 
     /// Readiness: the database answers.

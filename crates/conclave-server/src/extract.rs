@@ -181,7 +181,7 @@ impl FromRequestParts<AppState> for Meta {
 
 /// The client's address: the peer, unless the peer is a trusted proxy, in which case the
 /// right-most `X-Forwarded-For` entry that is not itself a trusted proxy.
-fn client_ip(peer: IpAddr, parts: &Parts, trusted: &[ipnet::IpNet]) -> IpAddr {
+pub(crate) fn client_ip(peer: IpAddr, parts: &Parts, trusted: &[ipnet::IpNet]) -> IpAddr {
     let is_trusted = |ip: &IpAddr| trusted.iter().any(|net| net.contains(ip));
     if !is_trusted(&peer) {
         return peer;
@@ -224,7 +224,9 @@ impl FromRequestParts<AppState> for Authenticated {
             conclave_core::principal::Credential::ApiKey { id, .. } => format!("key:{id}"),
         };
         state.limit(&key).await?;
-        Ok(Authenticated(Caller { principal, meta }))
+        let caller = Caller { principal, meta };
+        state.core.check_tenant_address(&caller).await?;
+        Ok(Authenticated(caller))
     }
 }
 

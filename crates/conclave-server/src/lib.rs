@@ -66,6 +66,7 @@ pub fn app(state: AppState) -> Router {
     let max_json = state.http.max_json_bytes;
     let hsts = middleware::security_headers::Hsts(state.http.hsts);
     let cors = middleware::cors::layer(&state.http.cors_origins);
+    let http = state.http.clone();
     let mut app = api
         .route("/api/v1/openapi.json", get(move || async move { Json(doc.as_ref().clone()) }))
         .route("/", get(routes::root::index))
@@ -76,6 +77,7 @@ pub fn app(state: AppState) -> Router {
     if let Some(cors) = cors {
         app = app.layer(cors);
     }
-    app.layer(axum::middleware::from_fn_with_state(hsts, middleware::security_headers::layer))
+    app.layer(axum::middleware::from_fn_with_state(http, middleware::ip_allowlist::layer))
+        .layer(axum::middleware::from_fn_with_state(hsts, middleware::security_headers::layer))
         .layer(axum::middleware::from_fn(middleware::request_id::layer))
 }

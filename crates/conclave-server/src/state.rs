@@ -21,6 +21,8 @@ pub struct HttpSettings {
     pub rate_limit_per_minute: u32,
     /// Sign-in attempts a minute per account and per client address.
     pub login_attempts_per_minute: u32,
+    /// Addresses allowed to reach the server at all (empty: any); probes are exempt.
+    pub ip_allowlist: Vec<IpNet>,
 }
 
 #[derive(Clone)]

@@ -41,6 +41,8 @@ pub struct HttpConfig {
     pub listen: SocketAddr,
     pub cors_origins: Vec<String>,
     pub trusted_proxies: Vec<IpNet>,
+    /// Addresses allowed to reach the server at all (empty: any).
+    pub ip_allowlist: Vec<IpNet>,
     pub max_json_bytes: usize,
     /// How long in-flight requests and replies may run on after SIGTERM.
     pub shutdown_grace_seconds: u64,
@@ -191,6 +193,7 @@ impl Default for HttpConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             cors_origins: Vec::new(),
             trusted_proxies: Vec::new(),
+            ip_allowlist: Vec::new(),
             max_json_bytes: 1024 * 1024,
             shutdown_grace_seconds: 30,
         }
@@ -286,6 +289,17 @@ fn parse_bool(env: &HashMap<String, String>, var: &'static str) -> Result<Option
     }
 }
 
+fn nets(var: &'static str, v: &str) -> Result<Vec<IpNet>, ConfigError> {
+    list(v)
+        .into_iter()
+        .map(|item| {
+            item.parse::<IpNet>()
+                .or_else(|_| item.parse::<std::net::IpAddr>().map(IpNet::from))
+                .map_err(|_| env_err(var, format!("'{item}' is not an address or CIDR block")))
+        })
+        .collect()
+}
+
 fn list(v: &str) -> Vec<String> {
     v.split(',').map(str::trim).filter(|s| !s.is_empty()).map(str::to_owned).collect()
 }
@@ -335,15 +349,10 @@ impl Config {
             self.http.cors_origins = list(v);
         }
         if let Some(v) = env.get("CONCLAVE_TRUSTED_PROXIES") {
-            let mut nets = Vec::new();
-            for item in list(v) {
-                let net =
-                    item.parse::<IpNet>().or_else(|_| item.parse::<std::net::IpAddr>().map(IpNet::from)).map_err(
-                        |_| env_err("CONCLAVE_TRUSTED_PROXIES", format!("'{item}' is not an address or CIDR block")),
-                    )?;
-                nets.push(net);
-            }
-            self.http.trusted_proxies = nets;
+            self.http.trusted_proxies = nets("CONCLAVE_TRUSTED_PROXIES", v)?;
+        }
+        if let Some(v) = env.get("CONCLAVE_IP_ALLOWLIST") {
+            self.http.ip_allowlist = nets("CONCLAVE_IP_ALLOWLIST", v)?;
         }
         if let Some(v) = parse_env(env, "CONCLAVE_MAX_JSON_BYTES", "a number of bytes")? {
             self.http.max_json_bytes = v;

@@ -213,6 +213,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
             hsts: config.profile == Profile::Production,
             rate_limit_per_minute: config.limits.rate_limit_per_minute,
             login_attempts_per_minute: config.limits.login_attempts_per_minute,
+            ip_allowlist: config.http.ip_allowlist.clone(),
         }),
         limiter: Arc::new(rate_limiter(&config).await?),
     };

@@ -181,6 +181,7 @@ impl Conclave {
             return Err(Error::Validation(errors));
         }
         let t = self.store.update_tenant(caller.tenant(), &name, &settings).await?;
+        self.forget_tenant(caller.tenant());
         self.audit_by(
             caller,
             AuditRecord::new("tenant.update", "tenant", t.id)

@@ -90,7 +90,7 @@ impl Conclave {
             }
             None => (req.model.clone(), (None, None, None), None),
         };
-        let tenant = self.store.get_tenant(caller.tenant()).await?;
+        let tenant = self.tenant(caller.tenant()).await?;
         let route = self.model_route(&tenant, &model).map_err(|reason| {
             if self.catalog().route(&model).is_none() {
                 Error::NotFound("model")

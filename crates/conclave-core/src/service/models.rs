@@ -13,7 +13,7 @@ impl Conclave {
     pub async fn list_models(&self, caller: &Caller) -> Result<Vec<ModelView>> {
         crate::policy::require(caller, crate::principal::Scope::AgentsRead)
             .or_else(|_| crate::policy::require(caller, crate::principal::Scope::ConversationsRead))?;
-        let tenant = self.store.get_tenant(caller.tenant()).await?;
+        let tenant = self.tenant(caller.tenant()).await?;
         Ok(self
             .catalog()
             .routes()
@@ -29,7 +29,7 @@ impl Conclave {
         caller: &Caller,
         model: &str,
     ) -> std::result::Result<ModelRoute, String> {
-        let tenant = self.store.get_tenant(caller.tenant()).await.map_err(|e| e.to_string())?;
+        let tenant = self.tenant(caller.tenant()).await.map_err(|e| e.to_string())?;
         self.model_route(&tenant, model)
     }
 

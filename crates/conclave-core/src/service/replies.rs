@@ -222,7 +222,7 @@ impl Conclave {
             }
             other => other,
         })?;
-        let tenant = self.store.get_tenant(caller.tenant()).await?;
+        let tenant = self.tenant(caller.tenant()).await?;
         let route = self.model_route(&tenant, &agent.model).map_err(|reason| {
             Error::Conflict(format!("This conversation's agent cannot be used right now: {reason}"))
         })?;

@@ -48,3 +48,44 @@ async fn cross_origin_calls_only_from_configured_origins() {
     assert_eq!(simple.status(), StatusCode::OK);
     assert!(!simple.headers().contains_key("access-control-allow-origin"));
 }
+
+#[tokio::test]
+async fn the_server_allow_list_refuses_other_addresses_but_not_probes() {
+    let h = Harness::allowlisted(vec!["10.0.0.0/8".parse().unwrap()]).await;
+    let inside: std::net::SocketAddr = "10.1.2.3:5000".parse().unwrap();
+    let outside: std::net::SocketAddr = "192.0.2.7:5000".parse().unwrap();
+    let r = h.send_from(inside, Request::get("/api/v1/auth/config").body(Body::empty()).unwrap()).await;
+    assert_eq!(r.status(), StatusCode::OK);
+    let r = h.send_from(outside, Request::get("/api/v1/auth/config").body(Body::empty()).unwrap()).await;
+    assert_eq!(r.status(), StatusCode::FORBIDDEN);
+    assert_eq!(r.headers()["content-type"], "application/problem+json");
+    let r = h.send_from(outside, Request::get("/healthz").body(Body::empty()).unwrap()).await;
+    assert_eq!(r.status(), StatusCode::OK, "probes stay reachable");
+}
+
+#[tokio::test]
+async fn a_tenant_allow_list_applies_after_sign_in_and_denials_are_audited() {
+    let h = Harness::new().await;
+    let (admin, _) = h.signup("admin@example.com").await;
+    let set = h
+        .call(
+            Method::PATCH,
+            "/api/v1/admin/tenant",
+            Some(&admin),
+            Some(serde_json::json!({"settings": {"ip_allowlist": ["127.0.0.0/8"]}})),
+        )
+        .await;
+    assert_eq!(set.status, StatusCode::OK, "{}", set.body);
+    // From 127.0.0.1 (the harness's address) everything works.
+    assert_eq!(h.call(Method::GET, "/api/v1/me", Some(&admin), None).await.status, StatusCode::OK);
+    // From elsewhere, the same token is refused.
+    let away: std::net::SocketAddr = "198.51.100.9:443".parse().unwrap();
+    let req =
+        Request::get("/api/v1/me").header("authorization", format!("Bearer {admin}")).body(Body::empty()).unwrap();
+    let r = h.send_from(away, req).await;
+    assert_eq!(r.status(), StatusCode::FORBIDDEN);
+    let tenant = h.core.store().default_tenant("Default").await.unwrap();
+    let events = h.core.store().list_audit(tenant.id, 0, 100).await.unwrap();
+    let denial = events.iter().find(|e| e.action == "auth.ip_denied").expect("the denial is audited");
+    assert_eq!(denial.ip.as_deref(), Some("198.51.100.9"));
+}

@@ -90,6 +90,15 @@ impl Harness {
 
     /// With `rate_limit` requests (and sign-in attempts) a minute.
     pub async fn limited(rate_limit: u32, adjust: impl FnOnce(&mut CoreConfig)) -> Harness {
+        Self::build(rate_limit, vec![], adjust).await
+    }
+
+    /// Reachable only from `allowlist` (the server-wide IP allow-list).
+    pub async fn allowlisted(allowlist: Vec<ipnet::IpNet>) -> Harness {
+        Self::build(100_000, allowlist, |_| {}).await
+    }
+
+    async fn build(rate_limit: u32, allowlist: Vec<ipnet::IpNet>, adjust: impl FnOnce(&mut CoreConfig)) -> Harness {
         let dir = std::env::temp_dir().join(format!("conclave-server-it-{}", uuid()));
         let url = format!("sqlite://{}", dir.join("t.db").display());
         let db = conclave_store::Database::connect(&url, Duration::from_secs(5)).await.unwrap();
@@ -126,6 +135,7 @@ impl Harness {
                 hsts: true,
                 rate_limit_per_minute: rate_limit,
                 login_attempts_per_minute: rate_limit,
+                ip_allowlist: allowlist,
             }),
             limiter: Arc::new(conclave_server::middleware::rate_limit::RateLimiter::local()),
         };
@@ -151,9 +161,13 @@ impl Harness {
         Reply { status, body }
     }
 
-    /// Sends a prepared request; the response body is left to the caller (streams).
-    pub async fn send(&self, mut req: Request<Body>) -> axum::response::Response {
-        req.extensions_mut().insert(ConnectInfo(SocketAddr::from(([127, 0, 0, 1], 40000))));
+    /// Sends a prepared request from 127.0.0.1; the response body is left to the caller (streams).
+    pub async fn send(&self, req: Request<Body>) -> axum::response::Response {
+        self.send_from(SocketAddr::from(([127, 0, 0, 1], 40000)), req).await
+    }
+
+    pub async fn send_from(&self, peer: SocketAddr, mut req: Request<Body>) -> axum::response::Response {
+        req.extensions_mut().insert(ConnectInfo(peer));
         self.app.clone().oneshot(req).await.unwrap()
     }
 

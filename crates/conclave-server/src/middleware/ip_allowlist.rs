@@ -1,0 +1,30 @@
+//! The server-wide IP allow-list, checked before anything else (the tenant's own list is
+//! checked after authentication). The client address is the peer's, or what a trusted proxy
+//! says it forwarded. Health probes stay reachable for the platform.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::extract::{ConnectInfo, Request, State};
+use axum::http::StatusCode;
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+
+use crate::error::Problem;
+use crate::state::HttpSettings;
+
+pub async fn layer(State(http): State<Arc<HttpSettings>>, req: Request, next: Next) -> Response {
+    if http.ip_allowlist.is_empty() || matches!(req.uri().path(), "/healthz" | "/readyz") {
+        return next.run(req).await;
+    }
+    let peer = req.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip());
+    let (parts, body) = req.into_parts();
+    let client = peer.map(|p| crate::extract::client_ip(p, &parts, &http.trusted_proxies));
+    if client.is_some_and(|ip| http.ip_allowlist.iter().any(|net| net.contains(&ip))) {
+        return next.run(Request::from_parts(parts, body)).await;
+    }
+    tracing::warn!(client = ?client, "refused by the server's IP allow-list");
+    Problem::new(StatusCode::FORBIDDEN, "ip-not-allowed", "Your network address is not allowed to reach this server.")
+        .render()
+        .into_response()
+}
