@@ -13,6 +13,24 @@ use crate::settings::TenantSettings;
 
 pub type StoreResult<T> = Result<T, StoreError>;
 
+/// Which audit events to list.
+#[derive(Debug, Clone, Default)]
+pub struct AuditFilter {
+    pub after_seq: i64,
+    pub limit: u32,
+    pub actor_id: Option<UserId>,
+    pub action: Option<String>,
+    pub resource_type: Option<String>,
+    pub from: Option<OffsetDateTime>,
+    pub to: Option<OffsetDateTime>,
+}
+
+impl AuditFilter {
+    pub fn after(after_seq: i64, limit: u32) -> Self {
+        AuditFilter { after_seq, limit, ..Default::default() }
+    }
+}
+
 /// A replica's hold on a reply it is generating.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Lease {
@@ -211,5 +229,6 @@ pub trait Store: Send + Sync + 'static {
     // --- audit ----------------------------------------------------------------------------
     /// Appends an event, giving it the tenant's next sequence number.
     async fn append_audit(&self, event: &NewAuditEvent) -> StoreResult<i64>;
-    async fn list_audit(&self, tenant: TenantId, after_seq: i64, limit: u32) -> StoreResult<Vec<AuditEvent>>;
+    /// Events after `filter.after_seq`, in sequence order, that match the filter.
+    async fn list_audit(&self, tenant: TenantId, filter: &AuditFilter) -> StoreResult<Vec<AuditEvent>>;
 }

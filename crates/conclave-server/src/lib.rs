@@ -27,7 +27,7 @@ pub use crate::state::{AppState, HttpSettings};
         (name = "me", description = "The signed-in user"),
         (name = "api-keys", description = "API keys of the signed-in user"),
         (name = "admin", description = "Tenant administration"),
-        (name = "agents"), (name = "conversations"), (name = "models"), (name = "usage"), (name = "health"),
+        (name = "agents"), (name = "conversations"), (name = "models"), (name = "usage"), (name = "audit"), (name = "health"),
         (name = "gateway", description = "OpenAI-compatible endpoints; errors use OpenAI's shape"),
     )
 )]

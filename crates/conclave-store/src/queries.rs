@@ -12,7 +12,7 @@ use conclave_core::page::{Page, PageRequest};
 use conclave_core::principal::{Role, Scope};
 use conclave_core::records::*;
 use conclave_core::settings::TenantSettings;
-use conclave_core::store::{constraints, Lease, PartialSaved, Store, StoreResult};
+use conclave_core::store::{constraints, AuditFilter, Lease, PartialSaved, Store, StoreResult};
 use conclave_core::StoreError;
 use sqlx::types::Json;
 use sqlx::Row;
@@ -1127,14 +1127,21 @@ macro_rules! store_impl {
                 Ok(seq)
             }
 
-            async fn list_audit(&self, tenant: TenantId, after_seq: i64, limit: u32) -> StoreResult<Vec<AuditEvent>> {
+            async fn list_audit(&self, tenant: TenantId, f: &AuditFilter) -> StoreResult<Vec<AuditEvent>> {
                 let rows = sqlx::query(
                     "SELECT tenant_id, seq, event_id, at, actor_id, actor_kind, action, resource_type, resource_id, outcome, ip, \
-                     request_id, detail FROM audit_events WHERE tenant_id = $1 AND seq > $2 ORDER BY seq LIMIT $3",
+                     request_id, detail FROM audit_events WHERE tenant_id = $1 AND seq > $2 \
+                     AND ($4 IS NULL OR actor_id = $4) AND ($5 IS NULL OR action = $5) AND ($6 IS NULL OR resource_type = $6) \
+                     AND ($7 IS NULL OR at >= $7) AND ($8 IS NULL OR at < $8) ORDER BY seq LIMIT $3",
                 )
                 .bind(tenant.0)
-                .bind(after_seq)
-                .bind(i64::from(limit))
+                .bind(f.after_seq)
+                .bind(i64::from(f.limit))
+                .bind(f.actor_id.map(|a| a.0))
+                .bind(f.action.as_deref())
+                .bind(f.resource_type.as_deref())
+                .bind(f.from.map(DbTime))
+                .bind(f.to.map(DbTime))
                 .fetch_all(&self.pool)
                 .await
                 .map_err(store_error)?;

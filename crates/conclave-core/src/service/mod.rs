@@ -4,6 +4,7 @@ pub mod accounts;
 pub mod admin;
 pub mod agents;
 pub mod api_keys;
+pub mod audit;
 pub mod conversations;
 pub mod events;
 pub mod export;

@@ -10,6 +10,7 @@ use crate::state::AppState;
 pub mod admin;
 pub mod agents;
 pub mod api_keys;
+pub mod audit;
 pub mod auth;
 pub mod conversations;
 pub mod gateway;
@@ -30,6 +31,7 @@ pub fn api() -> OpenApiRouter<AppState> {
         .merge(conversations::router())
         .merge(models::router())
         .merge(usage::router())
+        .merge(audit::router())
         .merge(gateway::router())
 }
 

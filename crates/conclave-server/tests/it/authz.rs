@@ -23,6 +23,8 @@ enum Rule {
     Signed,
     /// Tenant administrators only.
     Admin,
+    /// Administrators and auditors.
+    Auditors,
     /// Administrators, on a user of their own tenant (the `{id}`).
     AdminOnUser,
     /// Only the owner of the `{id}` resource sees it; everyone else gets 404.
@@ -70,6 +72,7 @@ fn rule(method: &Method, path: &str) -> Option<(Rule, Option<Value>)> {
             (Signed, Some(json!({"model": "conclave-demo", "messages": [{"role": "user", "content": "hi"}]})))
         }
         ("GET", "/api/v1/admin/users") | ("GET", "/api/v1/admin/tenant") => (Admin, None),
+        ("GET", "/api/v1/audit/events") => (Auditors, None),
         ("POST", "/api/v1/admin/users") => {
             (Admin, Some(json!({"email": unique_email(), "display_name": "N", "role": "member"})))
         }
@@ -250,6 +253,14 @@ async fn every_route_has_a_rule_and_denies_whoever_it_must() {
                 }
                 let s = h.call(method.clone(), &concrete, Some(&w.admin), body()).await.status;
                 check(format!("admin {method} {path}"), s, s.is_success());
+            }
+            Rule::Auditors => {
+                let s = h.call(method.clone(), &concrete, Some(&w.other), body()).await.status;
+                check(format!("member {method} {path}"), s, s == StatusCode::FORBIDDEN);
+                for (who, token) in [("auditor", &w.auditor), ("admin", &w.admin)] {
+                    let s = h.call(method.clone(), &concrete, Some(token), body()).await.status;
+                    check(format!("{who} {method} {path}"), s, s.is_success());
+                }
             }
             Rule::AdminOnUser => {
                 for (who, token) in [("member", &w.other), ("auditor", &w.auditor)] {

@@ -85,7 +85,7 @@ async fn a_tenant_allow_list_applies_after_sign_in_and_denials_are_audited() {
     let r = h.send_from(away, req).await;
     assert_eq!(r.status(), StatusCode::FORBIDDEN);
     let tenant = h.core.store().default_tenant("Default").await.unwrap();
-    let events = h.core.store().list_audit(tenant.id, 0, 100).await.unwrap();
+    let events = h.core.store().list_audit(tenant.id, &conclave_core::store::AuditFilter::after(0, 100)).await.unwrap();
     let denial = events.iter().find(|e| e.action == "auth.ip_denied").expect("the denial is audited");
     assert_eq!(denial.ip.as_deref(), Some("198.51.100.9"));
 }

@@ -1,6 +1,7 @@
 //! In-process tests of the HTTP surface: the authorisation matrix over every route the router
 //! serves, and the OpenAPI document against the router.
 
+mod audit;
 mod authz;
 mod edge;
 mod gateway;

@@ -96,7 +96,10 @@ async fn postgres_refuses_to_change_or_delete_audit_events() {
     assert!(update.unwrap_err().to_string().contains("append-only"));
     let delete = sqlx::query("DELETE FROM audit_events").execute(&mut conn).await;
     assert!(delete.unwrap_err().to_string().contains("append-only"));
-    assert_eq!(db.store().list_audit(tenant.id, 0, 10).await.unwrap()[0].action, "user.signup");
+    assert_eq!(
+        db.store().list_audit(tenant.id, &conclave_core::store::AuditFilter::after(0, 10)).await.unwrap()[0].action,
+        "user.signup"
+    );
     conn.close().await.ok();
     db.finish().await;
 }

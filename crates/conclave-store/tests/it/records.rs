@@ -446,11 +446,16 @@ async fn audit_sequence_per_tenant(store: &dyn Store) {
     let mut seqs: Vec<i64> = concurrent.into_iter().map(Result::unwrap).collect();
     seqs.sort_unstable();
     assert_eq!(seqs, (3..=12).collect::<Vec<_>>(), "no gaps, no duplicates");
-    let events = store.list_audit(a.id, 1, 100).await.unwrap();
+    let events = store.list_audit(a.id, &conclave_core::store::AuditFilter::after(1, 100)).await.unwrap();
     assert_eq!(events.len(), 11);
     assert_eq!((events[0].seq, events[0].action.as_str()), (2, "two"));
     assert_eq!(events[0].detail, Some(serde_json::json!({"k": 1})));
-    assert!(store.list_audit(b.id, 0, 100).await.unwrap().iter().all(|e| e.action == "other"));
+    assert!(store
+        .list_audit(b.id, &conclave_core::store::AuditFilter::after(0, 100))
+        .await
+        .unwrap()
+        .iter()
+        .all(|e| e.action == "other"));
 }
 
 async fn reply_leases_cancel_and_expiry(store: &dyn Store) {
