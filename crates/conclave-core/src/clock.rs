@@ -4,6 +4,10 @@
 use time::OffsetDateTime;
 
 pub fn now() -> OffsetDateTime {
-    let t = OffsetDateTime::now_utc();
+    truncate_micros(OffsetDateTime::now_utc())
+}
+
+/// `t` without its sub-microsecond part, as the store keeps it.
+pub fn truncate_micros(t: OffsetDateTime) -> OffsetDateTime {
     t.replace_nanosecond(t.nanosecond() / 1_000 * 1_000).unwrap_or(t)
 }

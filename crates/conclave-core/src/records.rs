@@ -271,6 +271,8 @@ pub struct NewAuditEvent {
 /// A stored audit event, as read back.
 #[derive(Debug, Clone)]
 pub struct AuditEvent {
+    /// SHA-256 over the previous event's hash and this event (see [`audit_hash`]).
+    pub hash: Option<Vec<u8>>,
     pub tenant_id: TenantId,
     pub seq: i64,
     pub id: AuditEventId,
@@ -328,4 +330,51 @@ pub struct UsageTotals {
     pub completion_tokens: i64,
     pub cost_micro_usd: i64,
     pub requests: i64,
+}
+
+/// The chain link of an audit event: SHA-256 of the previous event's hash (32 zero bytes for
+/// the first) followed by a canonical JSON array of the event's fields in a fixed order
+/// (objects in `detail` with sorted keys). Both the writer and every verifier use this.
+pub fn audit_hash(prev: &[u8], e: &AuditEvent) -> [u8; 32] {
+    use sha2::{Digest, Sha256};
+    let micros = i64::try_from(e.at.unix_timestamp_nanos() / 1_000).unwrap_or(i64::MAX);
+    let canonical = serde_json::json!([
+        e.seq,
+        e.id.to_string(),
+        micros,
+        e.actor_id.map(|a| a.to_string()),
+        e.actor_kind,
+        e.action,
+        e.resource_type,
+        e.resource_id,
+        e.outcome.as_str(),
+        e.ip,
+        e.request_id,
+        e.detail,
+    ]);
+    let mut h = Sha256::new();
+    h.update(prev);
+    h.update(serde_json::to_vec(&canonical).unwrap_or_default());
+    h.finalize().into()
+}
+
+impl From<&NewAuditEvent> for AuditEvent {
+    fn from(e: &NewAuditEvent) -> Self {
+        AuditEvent {
+            hash: None,
+            tenant_id: e.tenant_id,
+            seq: 0,
+            id: e.id,
+            at: e.at,
+            actor_id: e.actor_id,
+            actor_kind: e.actor_kind.to_owned(),
+            action: e.action.to_owned(),
+            resource_type: e.resource_type.to_owned(),
+            resource_id: e.resource_id.clone(),
+            outcome: e.outcome,
+            ip: e.ip.clone(),
+            request_id: e.request_id.clone(),
+            detail: e.detail.clone(),
+        }
+    }
 }

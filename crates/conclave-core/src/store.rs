@@ -229,6 +229,8 @@ pub trait Store: Send + Sync + 'static {
     // --- audit ----------------------------------------------------------------------------
     /// Appends an event, giving it the tenant's next sequence number.
     async fn append_audit(&self, event: &NewAuditEvent) -> StoreResult<i64>;
+    /// The tenant's last sequence number and the hash of its newest event.
+    async fn audit_head(&self, tenant: TenantId) -> StoreResult<(i64, Option<Vec<u8>>)>;
     /// Events after `filter.after_seq`, in sequence order, that match the filter.
     async fn list_audit(&self, tenant: TenantId, filter: &AuditFilter) -> StoreResult<Vec<AuditEvent>>;
 }

@@ -1098,19 +1098,31 @@ macro_rules! store_impl {
 
             async fn append_audit(&self, e: &NewAuditEvent) -> StoreResult<i64> {
                 let mut tx = self.pool.begin().await.map_err(store_error)?;
-                let seq: i64 = sqlx::query_scalar("UPDATE tenants SET audit_seq = audit_seq + 1 WHERE tenant_id = $1 RETURNING audit_seq")
-                    .bind(e.tenant_id.0)
-                    .fetch_one(&mut *tx)
-                    .await
-                    .map_err(store_error)?;
+                // The tenant row is the lock that orders the tenant's events: sequence and head
+                // of the hash chain move together.
+                let row = sqlx::query(
+                    "UPDATE tenants SET audit_seq = audit_seq + 1 WHERE tenant_id = $1 RETURNING audit_seq, audit_head",
+                )
+                .bind(e.tenant_id.0)
+                .fetch_one(&mut *tx)
+                .await
+                .map_err(store_error)?;
+                let seq: i64 = row.try_get("audit_seq").map_err(store_error)?;
+                let prev: Option<Vec<u8>> = row.try_get("audit_head").map_err(store_error)?;
+                // Stored times have microsecond precision: hash what will be read back.
+                let at = DbTime(e.at);
+                let mut event = AuditEvent::from(e);
+                event.seq = seq;
+                event.at = conclave_core::clock::truncate_micros(e.at);
+                let hash = audit_hash(prev.as_deref().unwrap_or(&[0u8; 32]), &event);
                 sqlx::query(
                     "INSERT INTO audit_events (tenant_id, seq, event_id, at, actor_id, actor_kind, action, resource_type, resource_id, \
-                     outcome, ip, request_id, detail) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
+                     outcome, ip, request_id, detail, hash) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
                 )
                 .bind(e.tenant_id.0)
                 .bind(seq)
                 .bind(e.id.0)
-                .bind(DbTime(e.at))
+                .bind(at)
                 .bind(e.actor_id.map(|a| a.0))
                 .bind(e.actor_kind)
                 .bind(e.action)
@@ -1120,17 +1132,33 @@ macro_rules! store_impl {
                 .bind(&e.ip)
                 .bind(&e.request_id)
                 .bind(e.detail.as_ref().map(Json))
+                .bind(&hash[..])
                 .execute(&mut *tx)
                 .await
                 .map_err(store_error)?;
+                sqlx::query("UPDATE tenants SET audit_head = $2 WHERE tenant_id = $1")
+                    .bind(e.tenant_id.0)
+                    .bind(&hash[..])
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(store_error)?;
                 tx.commit().await.map_err(store_error)?;
                 Ok(seq)
+            }
+
+            async fn audit_head(&self, tenant: TenantId) -> StoreResult<(i64, Option<Vec<u8>>)> {
+                let row = sqlx::query("SELECT audit_seq, audit_head FROM tenants WHERE tenant_id = $1")
+                    .bind(tenant.0)
+                    .fetch_one(&self.pool)
+                    .await
+                    .map_err(store_error)?;
+                Ok((row.try_get("audit_seq").map_err(store_error)?, row.try_get("audit_head").map_err(store_error)?))
             }
 
             async fn list_audit(&self, tenant: TenantId, f: &AuditFilter) -> StoreResult<Vec<AuditEvent>> {
                 let rows = sqlx::query(
                     "SELECT tenant_id, seq, event_id, at, actor_id, actor_kind, action, resource_type, resource_id, outcome, ip, \
-                     request_id, detail FROM audit_events WHERE tenant_id = $1 AND seq > $2 \
+                     request_id, detail, hash FROM audit_events WHERE tenant_id = $1 AND seq > $2 \
                      AND ($4 IS NULL OR actor_id = $4) AND ($5 IS NULL OR action = $5) AND ($6 IS NULL OR resource_type = $6) \
                      AND ($7 IS NULL OR at >= $7) AND ($8 IS NULL OR at < $8) ORDER BY seq LIMIT $3",
                 )
@@ -1148,6 +1176,7 @@ macro_rules! store_impl {
                 rows.iter()
                     .map(|r| -> Result<AuditEvent, sqlx::Error> {
                         Ok(AuditEvent {
+                            hash: r.try_get("hash")?,
                             tenant_id: TenantId(r.try_get("tenant_id")?),
                             seq: r.try_get("seq")?,
                             id: AuditEventId(r.try_get("event_id")?),

@@ -4,7 +4,7 @@ use axum::extract::State;
 use axum::Json;
 use conclave_core::ids::UserId;
 use conclave_core::page::{DEFAULT_LIMIT, MAX_LIMIT};
-use conclave_core::service::audit::AuditEventView;
+use conclave_core::service::audit::{AuditEventView, AuditVerification};
 use conclave_core::store::AuditFilter;
 use conclave_core::FieldError;
 use serde::{Deserialize, Serialize};
@@ -17,7 +17,7 @@ use crate::extract::{ApiQuery, Authenticated};
 use crate::state::AppState;
 
 pub fn router() -> OpenApiRouter<AppState> {
-    OpenApiRouter::new().routes(routes!(events))
+    OpenApiRouter::new().routes(routes!(events)).routes(routes!(verify))
 }
 
 #[derive(Deserialize, utoipa::IntoParams)]
@@ -74,4 +74,16 @@ async fn events(
     };
     let (items, next) = state.core.audit_events(&caller, filter).await?;
     Ok(Json(AuditPage { items, next_cursor: next.map(|s| s.to_string()) }))
+}
+
+/// Checks the tenant's hash chain: names the first edited, deleted, inserted or reordered event.
+#[utoipa::path(get, path = "/api/v1/audit/verify", tag = "audit", security(("bearer" = [])), responses(
+    (status = 200, body = AuditVerification),
+    (status = 403, body = Problem),
+))]
+async fn verify(
+    State(state): State<AppState>,
+    Authenticated(caller): Authenticated,
+) -> ApiResult<Json<AuditVerification>> {
+    Ok(Json(state.core.verify_audit(&caller).await?))
 }

@@ -55,3 +55,58 @@ async fn events_are_listed_in_order_filtered_and_paged() {
     let bad = h.call(Method::GET, "/api/v1/audit/events?limit=0", Some(&admin), None).await;
     assert_eq!(bad.status, StatusCode::BAD_REQUEST);
 }
+
+async fn verify(h: &Harness, token: &str) -> serde_json::Value {
+    let r = h.call(Method::GET, "/api/v1/audit/verify", Some(token), None).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    r.body
+}
+
+#[tokio::test]
+async fn verify_names_the_first_edited_deleted_reordered_or_truncated_event() {
+    use sqlx::Connection;
+    let h = Harness::new().await;
+    let (admin, _) = h.signup("admin@example.com").await;
+    for i in 0..5 {
+        h.call(
+            Method::POST,
+            "/api/v1/agents",
+            Some(&admin),
+            Some(json!({"name": format!("A{i}"), "model": "conclave-demo"})),
+        )
+        .await;
+    }
+    let ok = verify(&h, &admin).await;
+    assert_eq!((ok["ok"].as_bool(), ok["events"].as_i64(), ok["first_bad_seq"].as_i64()), (Some(true), Some(6), None));
+    assert_eq!(ok["head"].as_str().unwrap().len(), 64);
+
+    let mut db = sqlx::SqliteConnection::connect(&h.db_url()).await.unwrap();
+    let exec = |sql: &'static str| sql;
+    // Edited.
+    sqlx::query(exec("UPDATE audit_events SET action = 'agent.read' WHERE seq = 3")).execute(&mut db).await.unwrap();
+    assert_eq!(verify(&h, &admin).await["first_bad_seq"], 3);
+    sqlx::query(exec("UPDATE audit_events SET action = 'agent.create' WHERE seq = 3")).execute(&mut db).await.unwrap();
+    assert_eq!(verify(&h, &admin).await["ok"], true, "restored, the chain holds again");
+    // Reordered: two events swap places.
+    sqlx::query(exec("UPDATE audit_events SET seq = -1 WHERE seq = 4")).execute(&mut db).await.unwrap();
+    sqlx::query(exec("UPDATE audit_events SET seq = 4 WHERE seq = 5")).execute(&mut db).await.unwrap();
+    sqlx::query(exec("UPDATE audit_events SET seq = 5 WHERE seq = -1")).execute(&mut db).await.unwrap();
+    assert_eq!(verify(&h, &admin).await["first_bad_seq"], 4);
+    // Deleted from the middle.
+    sqlx::query(exec("DELETE FROM audit_events WHERE seq = 2")).execute(&mut db).await.unwrap();
+    assert_eq!(verify(&h, &admin).await["first_bad_seq"], 2);
+    let _ = db.close().await;
+}
+
+#[tokio::test]
+async fn verify_notices_the_newest_events_removed() {
+    use sqlx::Connection;
+    let h = Harness::new().await;
+    let (admin, _) = h.signup("admin@example.com").await;
+    h.call(Method::POST, "/api/v1/agents", Some(&admin), Some(json!({"name": "A", "model": "conclave-demo"}))).await;
+    let mut db = sqlx::SqliteConnection::connect(&h.db_url()).await.unwrap();
+    sqlx::query("DELETE FROM audit_events WHERE seq = 2").execute(&mut db).await.unwrap();
+    let v = verify(&h, &admin).await;
+    assert_eq!((v["ok"].as_bool(), v["first_bad_seq"].as_i64()), (Some(false), Some(2)));
+    let _ = db.close().await;
+}

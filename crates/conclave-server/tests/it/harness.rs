@@ -161,6 +161,11 @@ impl Harness {
         Reply { status, body }
     }
 
+    /// The SQLite database behind this harness, for tests that tamper with it.
+    pub fn db_url(&self) -> String {
+        format!("sqlite://{}", self.dir.join("t.db").display())
+    }
+
     /// Sends a prepared request from 127.0.0.1; the response body is left to the caller (streams).
     pub async fn send(&self, req: Request<Body>) -> axum::response::Response {
         self.send_from(SocketAddr::from(([127, 0, 0, 1], 40000)), req).await

@@ -103,3 +103,38 @@ async fn postgres_refuses_to_change_or_delete_audit_events() {
     conn.close().await.ok();
     db.finish().await;
 }
+
+/// With the append-only trigger dropped (a database owner can), an edited event is still caught
+/// by the hash chain.
+#[tokio::test]
+async fn postgres_tampering_past_the_trigger_breaks_the_chain() {
+    let db = crate::backend::TestDb::postgres().await;
+    let tenant = db.store().default_tenant("Default").await.unwrap();
+    for action in ["user.signup", "agent.create", "agent.update"] {
+        let event = NewAuditEvent {
+            tenant_id: tenant.id,
+            id: AuditEventId::new(),
+            at: now(),
+            actor_id: None,
+            actor_kind: "user",
+            action,
+            resource_type: "agent",
+            resource_id: Some("a".into()),
+            outcome: Outcome::Success,
+            ip: Some("10.0.0.1".into()),
+            request_id: Some("r".into()),
+            detail: Some(serde_json::json!({"visibility": "tenant", "max_tokens": 512, "temperature": 0.25})),
+        };
+        db.store().append_audit(&event).await.unwrap();
+    }
+    let ok = conclave_core::service::audit::verify_chain(db.store(), tenant.id).await.unwrap();
+    assert!(ok.ok, "{ok:?}");
+    assert_eq!(ok.events, 3);
+    let mut conn = sqlx::PgConnection::connect(&db.url).await.unwrap();
+    sqlx::query("DROP TRIGGER audit_events_append_only ON audit_events").execute(&mut conn).await.unwrap();
+    sqlx::query("UPDATE audit_events SET ip = '192.0.2.66' WHERE seq = 2").execute(&mut conn).await.unwrap();
+    let bad = conclave_core::service::audit::verify_chain(db.store(), tenant.id).await.unwrap();
+    assert_eq!((bad.ok, bad.first_bad_seq), (false, Some(2)));
+    conn.close().await.ok();
+    db.finish().await;
+}
