@@ -105,7 +105,7 @@ def main() -> None:
     if SECTION in text:
         head, _, rest = text.partition(SECTION)
         nxt = rest.find("\n## ")
-        text = head + section + (rest[nxt + 1:] if nxt != -1 else "")
+        text = head + section + (rest[nxt:] if nxt != -1 else "")
     else:
         text = text.rstrip("\n") + "\n\n" + section
     RESULTS.write_text(text)

@@ -5,8 +5,9 @@
 //! within that time. Every ciphertext is bound to its tenant, purpose and row: copied to another
 //! row it does not open. Rows written before encryption (format 0) still open.
 
-use std::sync::Arc;
-use std::time::Duration;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use conclave_crypto::{Binding, CryptoError, FieldName, Key, KeyCache, KeyProvider, WrappedKey};
@@ -16,16 +17,39 @@ use crate::error::{Error, Result};
 use crate::ids::{ConversationId, TenantId};
 use crate::store::Store;
 
+/// Where a wrapped key lives: the tenant's (TEK) or one conversation's (CEK).
+type KeySlot = (TenantId, Option<ConversationId>);
+
 pub struct EnvelopeCodec {
     store: Arc<dyn Store>,
     provider: Arc<dyn KeyProvider>,
     cache: KeyCache,
+    /// Wrapped keys as read from the store (no secret in them), so that opening the fifty
+    /// messages of a page reads the conversation's key row once, not fifty times.
+    wrapped: Mutex<HashMap<KeySlot, (Vec<u8>, Instant)>>,
+    ttl: Duration,
 }
 
 impl EnvelopeCodec {
     /// `cache_ttl`: how long an unwrapped key is kept in memory (0 disables the cache).
     pub fn new(store: Arc<dyn Store>, provider: Arc<dyn KeyProvider>, cache_ttl: Duration) -> Self {
-        Self { store, provider, cache: KeyCache::new(cache_ttl, 10_000) }
+        Self { store, provider, cache: KeyCache::new(cache_ttl, 10_000), wrapped: Mutex::default(), ttl: cache_ttl }
+    }
+
+    fn cached_wrapped(&self, slot: KeySlot) -> Option<Vec<u8>> {
+        let map = self.wrapped.lock().unwrap_or_else(|e| e.into_inner());
+        map.get(&slot).filter(|(_, at)| at.elapsed() < self.ttl).map(|(w, _)| w.clone())
+    }
+
+    fn remember_wrapped(&self, slot: KeySlot, wrapped: &[u8]) {
+        if self.ttl.is_zero() {
+            return;
+        }
+        let mut map = self.wrapped.lock().unwrap_or_else(|e| e.into_inner());
+        if map.len() >= 10_000 {
+            map.retain(|_, (_, at)| at.elapsed() < self.ttl);
+        }
+        map.insert(slot, (wrapped.to_vec(), Instant::now()));
     }
 
     /// The key that protects `scope`, created (and stored wrapped) on first use.
@@ -34,11 +58,19 @@ impl EnvelopeCodec {
             SealScope::AgentName { tenant, .. }
             | SealScope::AgentDescription { tenant, .. }
             | SealScope::AgentInstructions { tenant, .. } => {
-                let wrapped = match self.store.tenant_key(tenant).await? {
+                let slot = (tenant, None);
+                let wrapped = match self.cached_wrapped(slot) {
                     Some(w) => w,
                     None => {
-                        let fresh = self.fresh_wrapped(tenant, &Binding::tek(tenant.0)).await?;
-                        self.store.put_tenant_key(tenant, &fresh).await?
+                        let w = match self.store.tenant_key(tenant).await? {
+                            Some(w) => w,
+                            None => {
+                                let fresh = self.fresh_wrapped(tenant, &Binding::tek(tenant.0)).await?;
+                                self.store.put_tenant_key(tenant, &fresh).await?
+                            }
+                        };
+                        self.remember_wrapped(slot, &w);
+                        w
                     }
                 };
                 self.unwrap(tenant, &wrapped, &Binding::tek(tenant.0)).await
@@ -52,11 +84,19 @@ impl EnvelopeCodec {
 
     async fn conversation_key(&self, tenant: TenantId, conversation: ConversationId) -> Result<Arc<Key>> {
         let binding = Binding::cek(tenant.0, conversation.0);
-        let wrapped = match self.store.conversation_key(tenant, conversation).await? {
+        let slot = (tenant, Some(conversation));
+        let wrapped = match self.cached_wrapped(slot) {
             Some(w) => w,
             None => {
-                let fresh = self.fresh_wrapped(tenant, &binding).await?;
-                self.store.put_conversation_key(tenant, conversation, &fresh).await?
+                let w = match self.store.conversation_key(tenant, conversation).await? {
+                    Some(w) => w,
+                    None => {
+                        let fresh = self.fresh_wrapped(tenant, &binding).await?;
+                        self.store.put_conversation_key(tenant, conversation, &fresh).await?
+                    }
+                };
+                self.remember_wrapped(slot, &w);
+                w
             }
         };
         self.unwrap(tenant, &wrapped, &binding).await

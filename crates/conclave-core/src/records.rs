@@ -76,7 +76,8 @@ pub struct ApiKeyRecord {
     pub secret_hash: Vec<u8>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum TokenKind {
     Access,
     Refresh,

@@ -39,51 +39,10 @@ fn bad_value(what: &str, value: &str) -> sqlx::Error {
     sqlx::Error::Decode(format!("unexpected {what} '{value}' in the database").into())
 }
 
-fn role(s: &str) -> Result<Role, sqlx::Error> {
-    s.parse().map_err(|()| bad_value("role", s))
-}
-
-fn visibility(s: &str) -> Result<Visibility, sqlx::Error> {
-    match s {
-        "private" => Ok(Visibility::Private),
-        "tenant" => Ok(Visibility::Tenant),
-        _ => Err(bad_value("visibility", s)),
-    }
-}
-
-fn message_role(s: &str) -> Result<MessageRole, sqlx::Error> {
-    match s {
-        "user" => Ok(MessageRole::User),
-        "assistant" => Ok(MessageRole::Assistant),
-        _ => Err(bad_value("message role", s)),
-    }
-}
-
-fn message_status(s: &str) -> Result<MessageStatus, sqlx::Error> {
-    match s {
-        "streaming" => Ok(MessageStatus::Streaming),
-        "complete" => Ok(MessageStatus::Complete),
-        "cancelled" => Ok(MessageStatus::Cancelled),
-        "failed" => Ok(MessageStatus::Failed),
-        _ => Err(bad_value("message status", s)),
-    }
-}
-
-fn outcome(s: &str) -> Result<Outcome, sqlx::Error> {
-    match s {
-        "success" => Ok(Outcome::Success),
-        "denied" => Ok(Outcome::Denied),
-        "failure" => Ok(Outcome::Failure),
-        _ => Err(bad_value("outcome", s)),
-    }
-}
-
-fn token_kind(s: &str) -> Result<TokenKind, sqlx::Error> {
-    match s {
-        "access" => Ok(TokenKind::Access),
-        "refresh" => Ok(TokenKind::Refresh),
-        _ => Err(bad_value("token kind", s)),
-    }
+/// A stored enum from its text, by the same names the API uses (serde's snake_case, which each
+/// enum's `as_str` writes).
+fn text_enum<T: serde::de::DeserializeOwned>(what: &str, s: &str) -> Result<T, sqlx::Error> {
+    serde_json::from_value(serde_json::Value::String(s.to_owned())).map_err(|_| bad_value(what, s))
 }
 
 fn to_u32(v: Option<i64>) -> Option<u32> {
@@ -108,7 +67,7 @@ macro_rules! store_impl {
                     id: UserId(r.try_get("user_id")?),
                     email: r.try_get("email")?,
                     display_name: r.try_get("display_name")?,
-                    role: role(r.try_get::<&str, _>("role")?)?,
+                    role: text_enum("role", r.try_get::<&str, _>("role")?)?,
                     disabled: r.try_get("disabled")?,
                     must_change_password: r.try_get("must_change_password")?,
                     created_at: r.try_get::<DbTime, _>("created_at")?.0,
@@ -159,7 +118,7 @@ macro_rules! store_impl {
                     top_p: r.try_get("top_p")?,
                     max_tokens: to_u32(r.try_get("max_tokens")?),
                     library_ids: r.try_get::<Json<Vec<LibraryId>>, _>("library_ids")?.0,
-                    visibility: visibility(r.try_get::<&str, _>("visibility")?)?,
+                    visibility: text_enum("visibility", r.try_get::<&str, _>("visibility")?)?,
                     created_at: r.try_get::<DbTime, _>("created_at")?.0,
                     updated_at: r.try_get::<DbTime, _>("updated_at")?.0,
                 })
@@ -184,9 +143,9 @@ macro_rules! store_impl {
                     tenant_id: TenantId(r.try_get("tenant_id")?),
                     id: MessageId(r.try_get("message_id")?),
                     conversation_id: ConversationId(r.try_get("conversation_id")?),
-                    role: message_role(r.try_get::<&str, _>("role")?)?,
+                    role: text_enum("message role", r.try_get::<&str, _>("role")?)?,
                     content: Sealed(r.try_get("content")?),
-                    status: message_status(r.try_get::<&str, _>("status")?)?,
+                    status: text_enum("message status", r.try_get::<&str, _>("status")?)?,
                     model: r.try_get("model")?,
                     usage: match (to_u32(prompt), to_u32(completion)) {
                         (Some(p), Some(c)) => Some(Usage { prompt_tokens: p, completion_tokens: c }),
@@ -206,7 +165,7 @@ macro_rules! store_impl {
                     id: TokenId(r.try_get("token_id")?),
                     session_id: SessionId(r.try_get("session_id")?),
                     user_id: UserId(r.try_get("user_id")?),
-                    kind: token_kind(r.try_get::<&str, _>("kind")?)?,
+                    kind: text_enum("token kind", r.try_get::<&str, _>("kind")?)?,
                     secret_hash: r.try_get("secret_hash")?,
                     expires_at: r.try_get::<DbTime, _>("expires_at")?.0,
                     used_at: r.try_get::<Option<DbTime>, _>("used_at")?.map(|t| t.0),
@@ -1186,7 +1145,7 @@ macro_rules! store_impl {
                             action: r.try_get("action")?,
                             resource_type: r.try_get("resource_type")?,
                             resource_id: r.try_get("resource_id")?,
-                            outcome: outcome(r.try_get::<&str, _>("outcome")?)?,
+                            outcome: text_enum("outcome", r.try_get::<&str, _>("outcome")?)?,
                             ip: r.try_get("ip")?,
                             request_id: r.try_get("request_id")?,
                             detail: r.try_get::<Option<Json<serde_json::Value>>, _>("detail")?.map(|j| j.0),

@@ -37,7 +37,6 @@ pub struct GatewayRequest {
     pub top_p: Option<f64>,
     pub max_tokens: Option<u32>,
     pub stop: Vec<String>,
-    pub user: Option<String>,
     pub stream: bool,
 }
 

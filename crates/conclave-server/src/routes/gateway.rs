@@ -215,6 +215,8 @@ pub struct ChatCompletionRequest {
     max_tokens: Option<u32>,
     #[schema(value_type = Option<Object>)]
     stop: Option<Stop>,
+    /// Accepted for compatibility; the provider is always told the Conclave user's id instead.
+    #[allow(dead_code)]
     user: Option<String>,
 }
 
@@ -304,7 +306,6 @@ async fn chat_completions(
             Some(Stop::One(s)) => vec![s],
             Some(Stop::Many(v)) => v,
         },
-        user: body.user,
         stream: body.stream,
     };
     let stream = request.stream;
