@@ -62,6 +62,7 @@ pub mod key;
 pub mod provider;
 pub mod sealed;
 pub mod segment;
+pub mod signing;
 pub mod wrapped;
 
 mod aead;
@@ -76,4 +77,5 @@ pub use key::{Key, KeyId, KeyRef};
 pub use provider::{KeyProvider, LocalKeyProvider, ProviderInfo};
 pub use sealed::{open, seal};
 pub use segment::{RangeDecryptor, RangePlan, SegmentDecryptor, SegmentEncryptor, SegmentHeader};
+pub use signing::{CheckpointSigner, SignatureAlgorithm};
 pub use wrapped::{unwrap_key, wrap_key, WrappedKey};
