@@ -41,6 +41,8 @@ pub struct CoreConfig {
     pub limits: ReplyLimits,
     /// Model id -> price, for the estimated cost of usage.
     pub prices: std::collections::HashMap<String, crate::service::usage::Price>,
+    /// Sizes and types of documents.
+    pub uploads: crate::service::documents::UploadPolicy,
 }
 
 /// Bounds on concurrent replies, answered with 429 beyond them.
@@ -68,6 +70,7 @@ impl Default for CoreConfig {
             reply_lease: Duration::from_secs(30),
             limits: ReplyLimits::default(),
             prices: Default::default(),
+            uploads: Default::default(),
         }
     }
 }
@@ -82,6 +85,10 @@ pub struct Conclave {
     pub(crate) replies: TaskTracker,
     pub(crate) hub: ReplyHub,
     pub(crate) notifier: Arc<dyn Notifier>,
+    /// Encrypted document content.
+    pub(crate) objects: crate::objects::Objects,
+    /// This service itself, for work that must outlive the request that started it.
+    pub(crate) me: std::sync::Weak<Conclave>,
     /// Tenants read recently, with when: settings are consulted on every call (IP allow-list,
     /// models, budgets), changed rarely.
     tenants: std::sync::Mutex<std::collections::HashMap<TenantId, (crate::records::Tenant, std::time::Instant)>>,
@@ -96,9 +103,12 @@ impl Conclave {
         codec: Arc<dyn ContentCodec>,
         catalog: ModelCatalog,
         notifier: Arc<dyn Notifier>,
+        objects: crate::objects::Objects,
     ) -> Result<Arc<Self>> {
         let hasher = PasswordHasher::new(config.password_hashing).map_err(Error::internal)?;
-        Ok(Arc::new(Self {
+        Ok(Arc::new_cyclic(|me| Self {
+            objects,
+            me: me.clone(),
             store,
             codec,
             catalog: RwLock::new(catalog),

@@ -8,7 +8,12 @@
 use async_trait::async_trait;
 
 use crate::error::{Error, Result};
-use crate::ids::{AgentId, ConversationId, MessageId, TenantId};
+use std::sync::Arc;
+
+use conclave_crypto::Key;
+
+use crate::ids::{AgentId, ConversationId, DocumentId, LibraryId, MessageId, TenantId};
+use crate::libraries::WrappedKeyKind;
 
 pub const FORMAT_PLAINTEXT: u8 = 0;
 
@@ -32,11 +37,47 @@ impl Sealed {
 /// copied into another row or field fails to open.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SealScope {
-    AgentName { tenant: TenantId, agent: AgentId },
-    AgentDescription { tenant: TenantId, agent: AgentId },
-    AgentInstructions { tenant: TenantId, agent: AgentId },
-    ConversationTitle { tenant: TenantId, conversation: ConversationId },
-    MessageContent { tenant: TenantId, conversation: ConversationId, message: MessageId },
+    AgentName {
+        tenant: TenantId,
+        agent: AgentId,
+    },
+    AgentDescription {
+        tenant: TenantId,
+        agent: AgentId,
+    },
+    AgentInstructions {
+        tenant: TenantId,
+        agent: AgentId,
+    },
+    ConversationTitle {
+        tenant: TenantId,
+        conversation: ConversationId,
+    },
+    MessageContent {
+        tenant: TenantId,
+        conversation: ConversationId,
+        message: MessageId,
+    },
+    LibraryName {
+        tenant: TenantId,
+        library: LibraryId,
+    },
+    LibraryDescription {
+        tenant: TenantId,
+        library: LibraryId,
+    },
+    DocumentName {
+        tenant: TenantId,
+        library: LibraryId,
+        document: DocumentId,
+    },
+    /// The SHA-256 of a document version's plaintext (hex).
+    DocumentDigest {
+        tenant: TenantId,
+        library: LibraryId,
+        document: DocumentId,
+        version: u64,
+    },
 }
 
 /// Seals and opens content. Async because opening may need a key from the key service.
@@ -44,6 +85,56 @@ pub enum SealScope {
 pub trait ContentCodec: Send + Sync {
     async fn seal(&self, scope: SealScope, plaintext: &str) -> Result<Sealed>;
     async fn open(&self, scope: SealScope, sealed: &Sealed) -> Result<String>;
+
+    /// A new library key (LEK), wrapped by the tenant's master key: the bytes to store and the
+    /// master-key version that wrapped them.
+    async fn new_library_key(&self, _tenant: TenantId, _library: LibraryId) -> Result<(Vec<u8>, u32)> {
+        Err(no_key_hierarchy())
+    }
+
+    /// A new key for one document version (FEK) and its wrapping under the library's key.
+    async fn new_document_key(
+        &self,
+        _tenant: TenantId,
+        _library: LibraryId,
+        _document: DocumentId,
+        _version: u64,
+    ) -> Result<(Arc<Key>, Vec<u8>)> {
+        Err(no_key_hierarchy())
+    }
+
+    /// Unwraps a document version's key.
+    async fn document_key(
+        &self,
+        _tenant: TenantId,
+        _library: LibraryId,
+        _document: DocumentId,
+        _version: u64,
+        _wrapped: &[u8],
+    ) -> Result<Arc<Key>> {
+        Err(no_key_hierarchy())
+    }
+
+    /// The keyed tag of a normalised document name in a library (equal names, equal tags).
+    async fn name_tag(&self, _tenant: TenantId, _library: LibraryId, _name: &str) -> Result<Vec<u8>> {
+        Err(no_key_hierarchy())
+    }
+
+    /// Unwraps a key wrapped by the tenant's master key and wraps it again under the current
+    /// master-key version: the new bytes and that version. Content is not touched.
+    async fn rewrap(
+        &self,
+        _tenant: TenantId,
+        _kind: WrappedKeyKind,
+        _id: uuid::Uuid,
+        _wrapped: &[u8],
+    ) -> Result<(Vec<u8>, u32)> {
+        Err(no_key_hierarchy())
+    }
+}
+
+fn no_key_hierarchy() -> Error {
+    Error::Internal("documents and keys need the key hierarchy (an envelope codec)".into())
 }
 
 /// Format 0: content kept as UTF-8. Used until the key hierarchy is configured.

@@ -10,15 +10,23 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use conclave_crypto::{Binding, CryptoError, FieldName, Key, KeyCache, KeyProvider, WrappedKey};
+use conclave_crypto::{
+    Binding, CryptoError, FieldName, Key, KeyCache, KeyId, KeyProvider, KeyRef, Purpose, WrappedKey,
+};
 
 use crate::content::{ContentCodec, PlaintextCodec, SealScope, Sealed, FORMAT_PLAINTEXT};
 use crate::error::{Error, Result};
-use crate::ids::{ConversationId, TenantId};
+use crate::ids::{ConversationId, DocumentId, LibraryId, TenantId};
+use crate::libraries::WrappedKeyKind;
 use crate::store::Store;
 
-/// Where a wrapped key lives: the tenant's (TEK) or one conversation's (CEK).
-type KeySlot = (TenantId, Option<ConversationId>);
+/// Where a wrapped key lives: the tenant's (TEK), one conversation's (CEK) or one library's (LEK).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum KeySlot {
+    Tenant(TenantId),
+    Conversation(TenantId, ConversationId),
+    Library(TenantId, LibraryId),
+}
 
 pub struct EnvelopeCodec {
     store: Arc<dyn Store>,
@@ -57,42 +65,30 @@ impl EnvelopeCodec {
         match scope {
             SealScope::AgentName { tenant, .. }
             | SealScope::AgentDescription { tenant, .. }
-            | SealScope::AgentInstructions { tenant, .. } => {
-                let slot = (tenant, None);
-                let wrapped = match self.cached_wrapped(slot) {
-                    Some(w) => w,
-                    None => {
-                        let w = match self.store.tenant_key(tenant).await? {
-                            Some(w) => w,
-                            None => {
-                                let fresh = self.fresh_wrapped(tenant, &Binding::tek(tenant.0)).await?;
-                                self.store.put_tenant_key(tenant, &fresh).await?
-                            }
-                        };
-                        self.remember_wrapped(slot, &w);
-                        w
-                    }
-                };
-                self.unwrap(tenant, &wrapped, &Binding::tek(tenant.0)).await
-            }
+            | SealScope::AgentInstructions { tenant, .. }
+            | SealScope::LibraryName { tenant, .. }
+            | SealScope::LibraryDescription { tenant, .. } => self.tenant_key(tenant).await,
             SealScope::ConversationTitle { tenant, conversation }
             | SealScope::MessageContent { tenant, conversation, .. } => {
                 self.conversation_key(tenant, conversation).await
             }
+            SealScope::DocumentName { tenant, library, .. } | SealScope::DocumentDigest { tenant, library, .. } => {
+                self.library_key(tenant, library).await
+            }
         }
     }
 
-    async fn conversation_key(&self, tenant: TenantId, conversation: ConversationId) -> Result<Arc<Key>> {
-        let binding = Binding::cek(tenant.0, conversation.0);
-        let slot = (tenant, Some(conversation));
+    async fn tenant_key(&self, tenant: TenantId) -> Result<Arc<Key>> {
+        let binding = Binding::tek(tenant.0);
+        let slot = KeySlot::Tenant(tenant);
         let wrapped = match self.cached_wrapped(slot) {
             Some(w) => w,
             None => {
-                let w = match self.store.conversation_key(tenant, conversation).await? {
+                let w = match self.store.tenant_key(tenant).await? {
                     Some(w) => w,
                     None => {
-                        let fresh = self.fresh_wrapped(tenant, &binding).await?;
-                        self.store.put_conversation_key(tenant, conversation, &fresh).await?
+                        let (fresh, version) = self.fresh_wrapped(tenant, &binding).await?;
+                        self.store.put_tenant_key(tenant, &fresh, version).await?
                     }
                 };
                 self.remember_wrapped(slot, &w);
@@ -102,10 +98,46 @@ impl EnvelopeCodec {
         self.unwrap(tenant, &wrapped, &binding).await
     }
 
-    async fn fresh_wrapped(&self, tenant: TenantId, binding: &Binding) -> Result<Vec<u8>> {
+    async fn conversation_key(&self, tenant: TenantId, conversation: ConversationId) -> Result<Arc<Key>> {
+        let binding = Binding::cek(tenant.0, conversation.0);
+        let slot = KeySlot::Conversation(tenant, conversation);
+        let wrapped = match self.cached_wrapped(slot) {
+            Some(w) => w,
+            None => {
+                let w = match self.store.conversation_key(tenant, conversation).await? {
+                    Some(w) => w,
+                    None => {
+                        let (fresh, version) = self.fresh_wrapped(tenant, &binding).await?;
+                        self.store.put_conversation_key(tenant, conversation, &fresh, version).await?
+                    }
+                };
+                self.remember_wrapped(slot, &w);
+                w
+            }
+        };
+        self.unwrap(tenant, &wrapped, &binding).await
+    }
+
+    /// A library's key; libraries get theirs when they are created.
+    async fn library_key(&self, tenant: TenantId, library: LibraryId) -> Result<Arc<Key>> {
+        let binding = Binding::lek(tenant.0, library.0);
+        let slot = KeySlot::Library(tenant, library);
+        let wrapped = match self.cached_wrapped(slot) {
+            Some(w) => w,
+            None => {
+                let w = self.store.library_key(tenant, library).await?.ok_or(Error::NotFound("library"))?;
+                self.remember_wrapped(slot, &w);
+                w
+            }
+        };
+        self.unwrap(tenant, &wrapped, &binding).await
+    }
+
+    /// A fresh key wrapped by the tenant's master key, and the master-key version used.
+    async fn fresh_wrapped(&self, tenant: TenantId, binding: &Binding) -> Result<(Vec<u8>, u32)> {
         let key = Key::generate();
         let wrapped = self.provider.wrap(tenant.0, &key, binding).await.map_err(key_error)?;
-        Ok(wrapped.to_bytes())
+        Ok((wrapped.to_bytes(), wrapped.kek().version))
     }
 
     async fn unwrap(&self, tenant: TenantId, wrapped: &[u8], binding: &Binding) -> Result<Arc<Key>> {
@@ -125,6 +157,18 @@ fn binding(scope: SealScope) -> Result<Binding> {
         SealScope::ConversationTitle { tenant, conversation } => Binding::conversation_title(tenant.0, conversation.0),
         SealScope::MessageContent { tenant, conversation, message } => {
             Binding::message_content(tenant.0, conversation.0, message.0)
+        }
+        SealScope::LibraryName { tenant, library } => Binding::library_field(tenant.0, library.0, field("name")?),
+        SealScope::LibraryDescription { tenant, library } => {
+            Binding::library_field(tenant.0, library.0, field("description")?)
+        }
+        SealScope::DocumentName { tenant, library, document } => {
+            Binding::document_name(tenant.0, library.0, document.0)
+        }
+        SealScope::DocumentDigest { tenant, library, document, version } => {
+            Binding::document_name(tenant.0, library.0, document.0)
+                .with_document_version(version)
+                .with_field(field("sha256")?)
         }
     })
 }
@@ -165,5 +209,83 @@ impl ContentCodec for EnvelopeCodec {
             other => key_error(other),
         })?;
         String::from_utf8(bytes).map_err(|_| Error::Internal("decrypted content is not UTF-8".into()))
+    }
+
+    async fn new_library_key(&self, tenant: TenantId, library: LibraryId) -> Result<(Vec<u8>, u32)> {
+        self.fresh_wrapped(tenant, &Binding::lek(tenant.0, library.0)).await
+    }
+
+    async fn new_document_key(
+        &self,
+        tenant: TenantId,
+        library: LibraryId,
+        document: DocumentId,
+        version: u64,
+    ) -> Result<(Arc<Key>, Vec<u8>)> {
+        let lek = self.library_key(tenant, library).await?;
+        let fek = Key::generate();
+        let binding = Binding::fek(tenant.0, library.0, document.0, version);
+        let wrapped = conclave_crypto::wrap_key(&lek, &lek_ref(library)?, &fek, &binding).map_err(key_error)?;
+        Ok((Arc::new(fek), wrapped.to_bytes()))
+    }
+
+    async fn document_key(
+        &self,
+        tenant: TenantId,
+        library: LibraryId,
+        document: DocumentId,
+        version: u64,
+        wrapped: &[u8],
+    ) -> Result<Arc<Key>> {
+        let lek = self.library_key(tenant, library).await?;
+        let wrapped = WrappedKey::parse(wrapped).map_err(integrity)?;
+        let binding = Binding::fek(tenant.0, library.0, document.0, version);
+        conclave_crypto::unwrap_key(&lek, &wrapped, &binding).map(Arc::new).map_err(integrity)
+    }
+
+    async fn name_tag(&self, tenant: TenantId, library: LibraryId, name: &str) -> Result<Vec<u8>> {
+        let lek = self.library_key(tenant, library).await?;
+        let binding = Binding::new(Purpose::DocumentName, tenant.0)
+            .with_library(library.0)
+            .with_field(FieldName::from_static("name-tag"));
+        Ok(conclave_crypto::lookup_tag(&lek, &binding, name.as_bytes()).to_vec())
+    }
+
+    async fn rewrap(
+        &self,
+        tenant: TenantId,
+        kind: WrappedKeyKind,
+        id: uuid::Uuid,
+        wrapped: &[u8],
+    ) -> Result<(Vec<u8>, u32)> {
+        let binding = match kind {
+            WrappedKeyKind::Tenant => Binding::tek(tenant.0),
+            WrappedKeyKind::Library => Binding::lek(tenant.0, id),
+            WrappedKeyKind::Conversation => Binding::cek(tenant.0, id),
+        };
+        let old = WrappedKey::parse(wrapped).map_err(integrity)?;
+        let key = self.provider.unwrap(tenant.0, &old, &binding).await.map_err(key_error)?;
+        let new = self.provider.wrap(tenant.0, &key, &binding).await.map_err(key_error)?;
+        self.wrapped.lock().unwrap_or_else(|e| e.into_inner()).clear();
+        Ok((new.to_bytes(), new.kek().version))
+    }
+}
+
+/// The reference a library key writes into the document keys it wraps.
+fn lek_ref(library: LibraryId) -> Result<KeyRef> {
+    let id = KeyId::new(format!("lek:{}", library.0)).map_err(|e| Error::Internal(e.to_string()))?;
+    Ok(KeyRef::new(id, 1))
+}
+
+/// Stored key bytes that fail to parse or open were altered (or copied from another row).
+fn integrity(e: CryptoError) -> Error {
+    match e {
+        CryptoError::KeyUnavailable { .. } | CryptoError::KeyRevoked { .. } | CryptoError::VersionRetired { .. } => {
+            key_error(e)
+        }
+        other => {
+            tracing::error!(error = %other, "a stored document key failed its integrity check");
+            Error::Internal("a stored document key failed its integrity check".into())
+        }
     }
 }

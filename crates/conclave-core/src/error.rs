@@ -35,6 +35,15 @@ pub enum Error {
     Validation(Vec<FieldError>),
     #[error("conflict: {0}")]
     Conflict(String),
+    /// A request the server cannot read (a broken upload, for one).
+    #[error("bad request: {0}")]
+    BadRequest(String),
+    /// Beyond a configured size.
+    #[error("too large: {0}")]
+    TooLarge(String),
+    /// A content type that is not accepted, or content that is not what it claims to be.
+    #[error("unsupported media type: {0}")]
+    UnsupportedMediaType(String),
     #[error("too many requests")]
     RateLimited { retry_after: Duration, detail: String },
     /// A dependency (database, key service, object store) cannot be reached.

@@ -71,5 +71,7 @@ id_type!(
     ConversationId,
     MessageId,
     LibraryId,
+    /// A document in a library; its versions are numbered 1, 2, 3…
+    DocumentId,
     AuditEventId,
 );

@@ -7,6 +7,7 @@ use time::OffsetDateTime;
 
 use crate::error::StoreError;
 use crate::ids::*;
+use crate::libraries::{KeyStore, LibraryStore};
 use crate::page::{Page, PageRequest};
 use crate::records::*;
 use crate::settings::TenantSettings;
@@ -53,7 +54,7 @@ pub mod constraints {
 }
 
 #[async_trait]
-pub trait Store: Send + Sync + 'static {
+pub trait Store: LibraryStore + KeyStore + Send + Sync + 'static {
     /// Answers when the database does.
     async fn ping(&self) -> StoreResult<()>;
 
@@ -196,16 +197,8 @@ pub trait Store: Send + Sync + 'static {
 
     // --- content keys (stored wrapped) --------------------------------------------------
     async fn tenant_key(&self, tenant: TenantId) -> StoreResult<Option<Vec<u8>>>;
-    /// Stores the tenant's wrapped key unless one exists; returns the one in force.
-    async fn put_tenant_key(&self, tenant: TenantId, wrapped: &[u8]) -> StoreResult<Vec<u8>>;
     async fn conversation_key(&self, tenant: TenantId, conversation: ConversationId) -> StoreResult<Option<Vec<u8>>>;
-    /// Stores the conversation's wrapped key unless one exists; returns the one in force.
-    async fn put_conversation_key(
-        &self,
-        tenant: TenantId,
-        conversation: ConversationId,
-        wrapped: &[u8],
-    ) -> StoreResult<Vec<u8>>;
+    // (storing them, with the master-key version: `KeyStore`)
 
     // --- usage ----------------------------------------------------------------------------
     async fn record_usage(&self, usage: &UsageRecord) -> StoreResult<()>;

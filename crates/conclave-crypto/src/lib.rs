@@ -63,6 +63,7 @@ pub mod provider;
 pub mod sealed;
 pub mod segment;
 pub mod signing;
+pub mod tag;
 pub mod wrapped;
 
 mod aead;
@@ -78,4 +79,5 @@ pub use provider::{KeyProvider, LocalKeyProvider, ProviderInfo};
 pub use sealed::{open, seal};
 pub use segment::{RangeDecryptor, RangePlan, SegmentDecryptor, SegmentEncryptor, SegmentHeader};
 pub use signing::{CheckpointSigner, SignatureAlgorithm};
+pub use tag::lookup_tag;
 pub use wrapped::{unwrap_key, wrap_key, WrappedKey};

@@ -137,6 +137,9 @@ fn domain_problem(e: Error) -> Problem {
             Problem::new(S::UNPROCESSABLE_ENTITY, "validation", detail).with_errors(errors)
         }
         Error::Conflict(detail) => Problem::new(S::CONFLICT, "conflict", detail),
+        Error::BadRequest(detail) => Problem::new(S::BAD_REQUEST, "bad-request", detail),
+        Error::TooLarge(detail) => Problem::new(S::PAYLOAD_TOO_LARGE, "payload-too-large", detail),
+        Error::UnsupportedMediaType(detail) => Problem::new(S::UNSUPPORTED_MEDIA_TYPE, "unsupported-media-type", detail),
         Error::RateLimited { retry_after, detail } => {
             let mut p = Problem::new(S::TOO_MANY_REQUESTS, "rate-limited", detail);
             p.retry_after = Some(retry_after);

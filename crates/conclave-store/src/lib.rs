@@ -4,6 +4,7 @@
 
 mod db_time;
 mod error;
+mod libraries;
 mod notify;
 mod queries;
 

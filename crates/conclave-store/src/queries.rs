@@ -943,17 +943,6 @@ macro_rules! store_impl {
                     .map_err(store_error)
             }
 
-            async fn put_tenant_key(&self, tenant: TenantId, wrapped: &[u8]) -> StoreResult<Vec<u8>> {
-                sqlx::query("INSERT INTO tenant_keys (tenant_id, wrapped_key, created_at) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING")
-                    .bind(tenant.0)
-                    .bind(wrapped)
-                    .bind(now())
-                    .execute(&self.pool)
-                    .await
-                    .map_err(store_error)?;
-                self.tenant_key(tenant).await?.ok_or(StoreError::NotFound)
-            }
-
             async fn conversation_key(&self, tenant: TenantId, conversation: ConversationId) -> StoreResult<Option<Vec<u8>>> {
                 let key: Option<Option<Vec<u8>>> =
                     sqlx::query_scalar("SELECT wrapped_key FROM conversations WHERE tenant_id = $1 AND conversation_id = $2")
@@ -963,21 +952,6 @@ macro_rules! store_impl {
                         .await
                         .map_err(store_error)?;
                 Ok(key.flatten())
-            }
-
-            async fn put_conversation_key(&self, tenant: TenantId, conversation: ConversationId, wrapped: &[u8]) -> StoreResult<Vec<u8>> {
-                let key: Option<Vec<u8>> = sqlx::query_scalar(
-                    "UPDATE conversations SET wrapped_key = COALESCE(wrapped_key, $3) \
-                     WHERE tenant_id = $1 AND conversation_id = $2 RETURNING wrapped_key",
-                )
-                .bind(tenant.0)
-                .bind(conversation.0)
-                .bind(wrapped)
-                .fetch_optional(&self.pool)
-                .await
-                .map_err(store_error)?
-                .flatten();
-                key.ok_or(StoreError::NotFound)
             }
 
             async fn record_usage(&self, u: &UsageRecord) -> StoreResult<()> {

@@ -109,6 +109,8 @@ pub struct LimitsConfig {
     /// With Redis unreachable: let requests through (true) or refuse them with 503 (false).
     pub rate_limit_fail_open: bool,
     pub max_upload_bytes: u64,
+    /// Media types documents may have (the content must match the claimed type).
+    pub upload_types: Vec<String>,
     /// Replies one user may have generating at once (429 beyond).
     pub max_replies_per_user: u32,
     /// Replies this server generates at once (429 beyond).
@@ -239,6 +241,7 @@ impl Default for LimitsConfig {
             login_attempts_per_minute: 10,
             rate_limit_fail_open: false,
             max_upload_bytes: 1 << 30,
+            upload_types: conclave_core::service::documents::DEFAULT_TYPES.iter().map(|t| t.to_string()).collect(),
             max_replies_per_user: 4,
             max_replies_per_server: 10_000,
             reply_lease_seconds: 30,
@@ -411,6 +414,16 @@ impl Config {
         }
         if let Some(v) = parse_env(env, "CONCLAVE_MAX_UPLOAD_BYTES", "a number of bytes")? {
             self.limits.max_upload_bytes = v;
+        }
+        if let Some(v) = env.get("CONCLAVE_UPLOAD_TYPES").filter(|v| !v.trim().is_empty()) {
+            let types = list(v);
+            if let Some(bad) = types.iter().find(|t| !t.contains('/') || t.contains(char::is_whitespace)) {
+                return Err(env_err(
+                    "CONCLAVE_UPLOAD_TYPES",
+                    format!("'{bad}' is not a media type such as application/pdf"),
+                ));
+            }
+            self.limits.upload_types = types.into_iter().map(|t| t.to_ascii_lowercase()).collect();
         }
         if let Some(v) = parse_env(env, "CONCLAVE_LOGIN_ATTEMPTS_PER_MINUTE", "a number")? {
             self.limits.login_attempts_per_minute = v;

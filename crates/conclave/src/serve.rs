@@ -9,6 +9,7 @@ use anyhow::{bail, Context as _};
 use conclave_auth::PasswordHashingParams;
 use conclave_core::content::{ContentCodec, PlaintextCodec};
 use conclave_core::envelope::EnvelopeCodec;
+use conclave_core::objects::Objects;
 use conclave_core::principal::Role;
 use conclave_core::provider::{ModelCatalog, ModelProvider, ProviderEntry};
 use conclave_core::service::admin::AdminNewUser;
@@ -48,7 +49,39 @@ fn core_config(config: &Config) -> CoreConfig {
             max_replies_per_server: config.limits.max_replies_per_server,
         },
         prices: config.prices.clone(),
+        uploads: conclave_core::service::documents::UploadPolicy {
+            max_bytes: config.limits.max_upload_bytes,
+            allowed_types: config.limits.upload_types.clone(),
+        },
     }
+}
+
+/// Where document content goes: `CONCLAVE_OBJECT_STORE_URL`, else `objects/` in the data folder.
+pub(crate) fn object_store(config: &Config) -> anyhow::Result<Objects> {
+    let Some(url) = config.store.object_store_url.as_deref() else {
+        return Objects::local(&config.store.data_dir.join("objects")).map_err(|e| anyhow::anyhow!("{e}"));
+    };
+    if let Some(path) = url.strip_prefix("file://") {
+        return Objects::local(std::path::Path::new(path)).map_err(|e| anyhow::anyhow!("{e}"));
+    }
+    let parsed = url::Url::parse(url).context("CONCLAVE_OBJECT_STORE_URL is not a URL")?;
+    let describe = format!("{}://{}{}", parsed.scheme(), parsed.host_str().unwrap_or_default(), parsed.path());
+    let store: Arc<dyn object_store::ObjectStore> = match parsed.scheme() {
+        "az" | "azure" | "abfs" | "abfss" | "adl" | "https" if !url.contains("amazonaws.com") => Arc::new(
+            object_store::azure::MicrosoftAzureBuilder::from_env()
+                .with_url(url)
+                .build()
+                .context("CONCLAVE_OBJECT_STORE_URL (Azure Blob; AZURE_STORAGE_* variables)")?,
+        ),
+        "s3" | "s3a" | "https" => Arc::new(
+            object_store::aws::AmazonS3Builder::from_env()
+                .with_url(url)
+                .build()
+                .context("CONCLAVE_OBJECT_STORE_URL (S3; AWS_* variables)")?,
+        ),
+        other => anyhow::bail!("CONCLAVE_OBJECT_STORE_URL: '{other}://' is not supported (file://, az://, s3://)"),
+    };
+    Ok(Objects::new(store, describe))
 }
 
 /// Content sealed under the key hierarchy, with the tenant master keys in the configured provider.
@@ -101,6 +134,7 @@ pub async fn admin_create(
         Arc::new(PlaintextCodec),
         ModelCatalog::new(),
         Arc::new(conclave_core::notify::LocalNotifier::default()),
+        Objects::in_memory(),
     )
     .map_err(|e| anyhow::anyhow!("{e}"))?;
     let created = core
@@ -195,8 +229,9 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     let notifier = db.notifier().await.context("reply notices")?;
     let store = db.clone().into_store();
     let codec = content_codec(&config, store.clone()).await?;
-    let core =
-        Conclave::new(core_config(&config), store, codec, catalog, notifier).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let objects = object_store(&config)?;
+    let core = Conclave::new(core_config(&config), store, codec, catalog, notifier, objects)
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
     core.store()
         .default_tenant(&core.config().default_tenant_name)
         .await

@@ -92,6 +92,9 @@ impl From<Error> for GatewayError {
                 err
             }
             Error::Conflict(m) => Self::new(S::CONFLICT, "invalid_request_error", None, m),
+            Error::BadRequest(m) => Self::bad_request(m),
+            Error::TooLarge(m) => Self::new(S::PAYLOAD_TOO_LARGE, "invalid_request_error", None, m),
+            Error::UnsupportedMediaType(m) => Self::new(S::UNSUPPORTED_MEDIA_TYPE, "invalid_request_error", None, m),
             Error::RateLimited { retry_after, detail } => {
                 let mut err = Self::new(S::TOO_MANY_REQUESTS, "rate_limit_error", Some("rate_limit_exceeded"), detail);
                 err.retry_after = Some(retry_after);

@@ -13,8 +13,10 @@ pub mod api_keys;
 pub mod audit;
 pub mod auth;
 pub mod conversations;
+pub mod documents;
 pub mod gateway;
 pub mod health;
+pub mod libraries;
 pub mod me;
 pub mod models;
 pub mod root;
@@ -29,6 +31,8 @@ pub fn api() -> OpenApiRouter<AppState> {
         .merge(admin::router())
         .merge(agents::router())
         .merge(conversations::router())
+        .merge(libraries::router())
+        .merge(documents::router())
         .merge(models::router())
         .merge(usage::router())
         .merge(audit::router())

@@ -123,7 +123,8 @@ impl Harness {
         let store = db.into_store();
         let keys = Arc::new(conclave_crypto::LocalKeyProvider::ephemeral());
         let codec = Arc::new(EnvelopeCodec::new(store.clone(), keys, Duration::from_secs(60)));
-        let core = Conclave::new(config, store, codec, catalog, notifier).unwrap();
+        let objects = conclave_core::objects::Objects::local(&dir.join("objects")).unwrap();
+        let core = Conclave::new(config, store, codec, catalog, notifier, objects).unwrap();
         core.start_background();
         let state = AppState {
             core: core.clone(),

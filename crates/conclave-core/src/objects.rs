@@ -1,0 +1,85 @@
+//! Where encrypted document content lives: any `object_store` backend (a local folder by default,
+//! Azure Blob, S3-compatible). Objects hold only ciphertext in the segmented format; their names
+//! carry ids, never document names.
+
+use std::sync::Arc;
+
+use object_store::path::Path;
+use object_store::{ObjectStore, ObjectStoreExt};
+
+use crate::error::{Error, Result};
+use crate::ids::{DocumentId, LibraryId, TenantId};
+
+/// The object store and what to call it in logs and errors.
+#[derive(Clone)]
+pub struct Objects {
+    store: Arc<dyn ObjectStore>,
+    describe: String,
+}
+
+impl std::fmt::Debug for Objects {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Objects({})", self.describe)
+    }
+}
+
+impl Objects {
+    /// `describe` names the store for operators (a folder, a container), without secrets.
+    pub fn new(store: Arc<dyn ObjectStore>, describe: impl Into<String>) -> Self {
+        Self { store, describe: describe.into() }
+    }
+
+    /// Objects in a local folder, created if missing.
+    pub fn local(dir: &std::path::Path) -> Result<Self> {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| Error::Internal(format!("cannot create the object folder {}: {e}", dir.display())))?;
+        let store = object_store::local::LocalFileSystem::new_with_prefix(dir)
+            .map_err(|e| Error::Internal(format!("object folder {}: {e}", dir.display())))?;
+        Ok(Self::new(Arc::new(store), dir.display().to_string()))
+    }
+
+    /// Objects in memory (tests).
+    pub fn in_memory() -> Self {
+        Self::new(Arc::new(object_store::memory::InMemory::new()), "memory")
+    }
+
+    pub fn describe(&self) -> &str {
+        &self.describe
+    }
+
+    pub(crate) fn store(&self) -> &Arc<dyn ObjectStore> {
+        &self.store
+    }
+
+    /// A fresh object name for one upload of a document version: ids only, and a random part
+    /// so two uploads racing for one version never write the same object.
+    pub(crate) fn new_key(tenant: TenantId, library: LibraryId, document: DocumentId, version: u64) -> String {
+        format!(
+            "tenants/{}/libraries/{}/documents/{}/v{version}-{}",
+            tenant.0,
+            library.0,
+            document.0,
+            uuid::Uuid::new_v4()
+        )
+    }
+
+    /// Removes an object; one already gone is not an error.
+    pub async fn delete(&self, key: &str) -> Result<()> {
+        match self.store.delete(&Path::from(key)).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(e) => Err(unavailable(e)),
+        }
+    }
+
+    /// Answers when the store does (readiness).
+    pub async fn ping(&self) -> Result<()> {
+        match self.store.head(&Path::from("conclave-readiness-probe")).await {
+            Ok(_) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(e) => Err(unavailable(e)),
+        }
+    }
+}
+
+pub(crate) fn unavailable(e: object_store::Error) -> Error {
+    Error::Unavailable { service: "object store", detail: e.to_string() }
+}
