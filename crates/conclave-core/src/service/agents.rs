@@ -178,10 +178,22 @@ impl Conclave {
             f.max_tokens = m;
         }
         if let Some(libraries) = input.library_ids {
-            // Libraries arrive with the document store; until then no library is visible to anyone.
+            // The agent reads them on its owner's behalf: its owner must be able to read them.
             for (i, id) in libraries.iter().enumerate() {
-                errors
-                    .push(FieldError::new(format!("library_ids[{i}]"), format!("No library {id} is visible to you.")));
+                let readable = match self.store.get_library(caller.tenant(), caller.user(), *id).await {
+                    Ok(access) => access.role.is_some(),
+                    Err(StoreError::NotFound) => false,
+                    Err(e) => return Err(e.into()),
+                };
+                if !readable {
+                    errors.push(FieldError::new(
+                        format!("library_ids[{i}]"),
+                        format!("No library {id} is readable by you: only its members can attach it."),
+                    ));
+                }
+            }
+            if libraries.len() > 20 {
+                errors.push(FieldError::new("library_ids", "An agent reads at most 20 libraries."));
             }
             f.library_ids = libraries;
         }

@@ -183,6 +183,13 @@ struct Reading {
 }
 
 impl Conclave {
+    /// Whether the caller may upload to the library: checked before a request body is read.
+    pub async fn check_upload_allowed(&self, caller: &Caller, library: LibraryId) -> Result<()> {
+        policy::require(caller, Scope::LibrariesWrite)?;
+        let access = self.visible_library(caller, library).await?;
+        self.require_library_role(caller, &access, LibraryRole::Editor, "upload to").await
+    }
+
     /// Stores an upload as a new document, or as the next version of the library's document of
     /// the same name.
     pub async fn upload_document<S, E>(
@@ -197,9 +204,7 @@ impl Conclave {
         S: Stream<Item = std::result::Result<Bytes, E>> + Send + Unpin,
         E: std::fmt::Display,
     {
-        policy::require(caller, Scope::LibrariesWrite)?;
-        let access = self.visible_library(caller, library).await?;
-        self.require_library_role(caller, &access, LibraryRole::Editor, "upload to").await?;
+        self.check_upload_allowed(caller, library).await?;
         let name = sanitize_file_name(file_name)?;
         let limits = &self.config.uploads;
         let claimed = claimed_type(&name, part_type, &limits.allowed_types)?;

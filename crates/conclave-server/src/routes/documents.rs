@@ -81,6 +81,7 @@ async fn upload(
     ApiPath(id): ApiPath<LibraryId>,
     multipart: Result<Multipart, MultipartRejection>,
 ) -> ApiResult<(StatusCode, Json<DocumentView>)> {
+    state.core.check_upload_allowed(&caller, id).await?;
     let mut multipart = multipart.map_err(|_| {
         ApiError::UnsupportedMediaType("Send the document as multipart/form-data with one part named 'file'.".into())
     })?;

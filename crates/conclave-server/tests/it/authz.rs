@@ -29,6 +29,19 @@ enum Rule {
     AdminOnUser,
     /// Only the owner of the `{id}` resource sees it; everyone else gets 404.
     Owner(Resource),
+    /// A library only its members see; administrators get what `AdminSees` says.
+    Library(AdminSees),
+}
+
+/// What a tenant administrator who is not a member gets on a library route.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum AdminSees {
+    /// Administrators manage every library.
+    Success,
+    /// Documents are for members only.
+    Forbidden,
+    /// Destructive for the fixture (deleting the library or its owner's membership): not tried.
+    NotTried,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -36,6 +49,7 @@ enum Resource {
     Agent,
     Conversation,
     ApiKey,
+    Document,
 }
 
 static COUNTER: AtomicUsize = AtomicUsize::new(0);
@@ -87,6 +101,25 @@ fn rule(method: &Method, path: &str) -> Option<(Rule, Option<Value>)> {
         ("PATCH", "/api/v1/conversations/{id}") => (Owner(Conversation), Some(json!({"title": "Stolen"}))),
         ("POST", "/api/v1/conversations/{id}/messages") => (Owner(Conversation), Some(json!({"content": "hi"}))),
         ("DELETE", "/api/v1/api-keys/{id}") => (Owner(ApiKey), None),
+        ("GET", "/api/v1/libraries") => (Signed, None),
+        ("POST", "/api/v1/libraries") => (Signed, Some(json!({"name": "Matrix library"}))),
+        ("GET", "/api/v1/libraries/{id}") | ("GET", "/api/v1/libraries/{id}/members") => {
+            (Library(AdminSees::Success), None)
+        }
+        ("PATCH", "/api/v1/libraries/{id}") => (Library(AdminSees::Success), Some(json!({"description": "Seen"}))),
+        ("PUT", "/api/v1/libraries/{id}/members/{user_id}") => {
+            (Library(AdminSees::Success), Some(json!({"role": "manager"})))
+        }
+        ("DELETE", "/api/v1/libraries/{id}") | ("DELETE", "/api/v1/libraries/{id}/members/{user_id}") => {
+            (Library(AdminSees::NotTried), None)
+        }
+        ("GET", "/api/v1/libraries/{id}/documents") | ("POST", "/api/v1/libraries/{id}/documents") => {
+            (Library(AdminSees::Forbidden), None)
+        }
+        ("GET", "/api/v1/documents/{id}")
+        | ("GET", "/api/v1/documents/{id}/versions")
+        | ("GET", "/api/v1/documents/{id}/content")
+        | ("DELETE", "/api/v1/documents/{id}") => (Owner(Document), None),
         ("GET", "/api/v1/conversations/{id}/messages/{message_id}/events") => (Owner(Conversation), None),
         ("POST", "/api/v1/conversations/{id}/messages/{message_id}/cancel") => (Owner(Conversation), None),
         ("POST", "/api/v1/conversations/{id}/messages/{message_id}/regenerate") => (Owner(Conversation), None),
@@ -106,6 +139,8 @@ struct World {
     /// The reply to a message the owner posted.
     reply: String,
     api_key: String,
+    library: String,
+    document: String,
 }
 
 async fn world(h: &Harness) -> World {
@@ -166,7 +201,25 @@ async fn world(h: &Harness) -> World {
     let reply = exchange.body["assistant_message"]["id"].as_str().unwrap().to_owned();
     let key = h.call(Method::POST, "/api/v1/api-keys", Some(&owner), Some(json!({"name": "mine"}))).await;
     let api_key = key.body["id"].as_str().unwrap().to_owned();
-    World { admin, owner, owner_id, other, auditor, foreign_admin, agent, conversation, reply, api_key }
+    let library = h.call(Method::POST, "/api/v1/libraries", Some(&owner), Some(json!({"name": "Owner's"}))).await;
+    let library = library.body["id"].as_str().unwrap().to_owned();
+    let document = h.upload(&owner, &library, "memo.txt", "text/plain", b"privileged memo").await;
+    assert_eq!(document.status, StatusCode::CREATED, "{}", document.body);
+    let document = document.body["id"].as_str().unwrap().to_owned();
+    World {
+        admin,
+        owner,
+        owner_id,
+        other,
+        auditor,
+        foreign_admin,
+        agent,
+        conversation,
+        reply,
+        api_key,
+        library,
+        document,
+    }
 }
 
 async fn login(h: &Harness, email: &str) -> String {
@@ -215,6 +268,8 @@ async fn every_route_has_a_rule_and_denies_whoever_it_must() {
                 path.replace("{id}", &w.conversation).replace("{message_id}", &w.reply)
             }
             Rule::Owner(Resource::ApiKey) => path.replace("{id}", &w.api_key),
+            Rule::Owner(Resource::Document) => path.replace("{id}", &w.document),
+            Rule::Library(_) => path.replace("{id}", &w.library).replace("{user_id}", &w.owner_id),
             Rule::AdminOnUser => path.replace("{id}", &w.owner_id),
             _ => path.clone(),
         };
@@ -270,6 +325,21 @@ async fn every_route_has_a_rule_and_denies_whoever_it_must() {
                 let s = h.call(method.clone(), &concrete, Some(&w.foreign_admin), body()).await.status;
                 check(format!("foreign admin {method} {path}"), s, s == StatusCode::NOT_FOUND);
             }
+            Rule::Library(admin_sees) => {
+                for (who, token) in
+                    [("other member", &w.other), ("auditor", &w.auditor), ("foreign admin", &w.foreign_admin)]
+                {
+                    let s = h.call(method.clone(), &concrete, Some(token), body()).await.status;
+                    check(format!("{who} {method} {path}"), s, s == StatusCode::NOT_FOUND);
+                }
+                let expected = match admin_sees {
+                    AdminSees::Success => |s: StatusCode| s.is_success(),
+                    AdminSees::Forbidden => |s: StatusCode| s == StatusCode::FORBIDDEN,
+                    AdminSees::NotTried => continue,
+                };
+                let s = h.call(method.clone(), &concrete, Some(&w.admin), body()).await.status;
+                check(format!("admin {method} {path}"), s, expected(s));
+            }
             Rule::Owner(_) => {
                 for (who, token) in [
                     ("other member", &w.other),
@@ -290,6 +360,8 @@ async fn every_route_has_a_rule_and_denies_whoever_it_must() {
         format!("/api/v1/agents/{}", w.agent),
         format!("/api/v1/conversations/{}", w.conversation),
         format!("/api/v1/conversations/{}/messages", w.conversation),
+        format!("/api/v1/libraries/{}", w.library),
+        format!("/api/v1/documents/{}/content", w.document),
     ] {
         let r = h.call(Method::GET, &path, Some(&w.owner), None).await;
         assert_eq!(r.status, StatusCode::OK, "{path}: {}", r.body);

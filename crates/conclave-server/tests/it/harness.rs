@@ -162,6 +162,27 @@ impl Harness {
         Reply { status, body }
     }
 
+    /// Uploads `content` as a multipart part `file` named `name` to a library.
+    pub async fn upload(&self, token: &str, library: &str, name: &str, content_type: &str, content: &[u8]) -> Reply {
+        let (boundary, body) = multipart(name, content_type, content);
+        let req = Request::builder()
+            .method(Method::POST)
+            .uri(format!("/api/v1/libraries/{library}/documents"))
+            .header("authorization", format!("Bearer {token}"))
+            .header("content-type", format!("multipart/form-data; boundary={boundary}"))
+            .body(Body::from(body))
+            .unwrap();
+        let response = self.send(req).await;
+        let status = response.status();
+        let bytes = axum::body::to_bytes(response.into_body(), 1 << 22).await.unwrap();
+        Reply { status, body: serde_json::from_slice(&bytes).unwrap_or(Value::Null) }
+    }
+
+    /// The folder holding this harness's database and objects.
+    pub fn dir(&self) -> &std::path::Path {
+        &self.dir
+    }
+
     /// The SQLite database behind this harness, for tests that tamper with it.
     pub fn db_url(&self) -> String {
         format!("sqlite://{}", self.dir.join("t.db").display())
@@ -196,6 +217,18 @@ impl Drop for Harness {
     fn drop(&mut self) {
         std::fs::remove_dir_all(&self.dir).ok();
     }
+}
+
+/// A multipart/form-data body with one part `file`: (boundary, bytes).
+pub fn multipart(name: &str, content_type: &str, content: &[u8]) -> (String, Vec<u8>) {
+    let boundary = "conclave-test-boundary-7d1f".to_owned();
+    let mut body = format!(
+        "--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"{name}\"\r\nContent-Type: {content_type}\r\n\r\n"
+    )
+    .into_bytes();
+    body.extend_from_slice(content);
+    body.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
+    (boundary, body)
 }
 
 pub fn uuid() -> String {

@@ -3,6 +3,7 @@
 
 mod audit;
 mod authz;
+mod documents;
 mod edge;
 mod gateway;
 mod harness;

@@ -1,0 +1,492 @@
+//! Libraries and documents end to end through the HTTP layer, on a local object folder: uploads,
+//! versions, downloads with ETag and Range, roles, legal hold, limits, type checks, aborted
+//! uploads, tampering, and what the data folder reveals.
+
+use axum::body::Body;
+use axum::http::{Method, Request, StatusCode};
+use serde_json::{json, Value};
+use sha2::{Digest, Sha256};
+
+use crate::harness::{multipart, Harness};
+
+async fn library(h: &Harness, token: &str, name: &str) -> String {
+    let r = h.call(Method::POST, "/api/v1/libraries", Some(token), Some(json!({"name": name}))).await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+    assert_eq!(r.body["role"], "manager");
+    r.body["id"].as_str().unwrap().to_owned()
+}
+
+/// Text of `len` bytes that is not a repetition of a short pattern.
+fn text(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed | 1;
+    (0..len)
+        .map(|i| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            if i % 61 == 60 {
+                b'\n'
+            } else {
+                b"abcdefghijklmnopqrstuvwxyz ,."[(x % 29) as usize]
+            }
+        })
+        .collect()
+}
+
+struct Download {
+    status: StatusCode,
+    headers: axum::http::HeaderMap,
+    body: Result<Vec<u8>, String>,
+}
+
+async fn download(h: &Harness, token: &str, path: &str, headers: &[(&str, &str)]) -> Download {
+    let mut req = Request::builder().method(Method::GET).uri(path).header("authorization", format!("Bearer {token}"));
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let response = h.send(req.body(Body::empty()).unwrap()).await;
+    let status = response.status();
+    let headers = response.headers().clone();
+    let body = axum::body::to_bytes(response.into_body(), 1 << 26).await.map(|b| b.to_vec()).map_err(|e| e.to_string());
+    Download { status, headers, body }
+}
+
+/// Every file under `dir`, read whole.
+fn files(dir: &std::path::Path) -> Vec<(std::path::PathBuf, Vec<u8>)> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for entry in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                stack.push(path);
+            } else if let Ok(bytes) = std::fs::read(&path) {
+                out.push((path, bytes));
+            }
+        }
+    }
+    out
+}
+
+fn object_files(h: &Harness) -> Vec<std::path::PathBuf> {
+    files(&h.dir().join("objects")).into_iter().map(|(p, _)| p).collect()
+}
+
+#[tokio::test]
+async fn upload_versions_and_downloads_with_etag_and_ranges() {
+    let h = Harness::new().await;
+    let (owner, _) = h.signup("owner@example.com").await;
+    let lib = library(&h, &owner, "Matter 2024-117").await;
+
+    let v1 = text(300_000, 7);
+    let r = h.upload(&owner, &lib, "Witness statement.txt", "text/plain", &v1).await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+    let doc = r.body["id"].as_str().unwrap().to_owned();
+    assert_eq!(r.body["name"], "Witness statement.txt");
+    assert_eq!(r.body["content_type"], "text/plain");
+    assert_eq!(r.body["size"], v1.len() as u64);
+    assert_eq!(r.body["version"], 1);
+    assert_eq!(r.body["library_id"], lib.as_str());
+    let sha1 = format!("{:x}", Sha256::digest(&v1));
+    assert_eq!(r.body["sha256"], sha1.as_str());
+
+    let whole = download(&h, &owner, &format!("/api/v1/documents/{doc}/content"), &[]).await;
+    assert_eq!(whole.status, StatusCode::OK);
+    assert_eq!(whole.body.as_deref().unwrap(), &v1[..]);
+    assert_eq!(whole.headers["etag"], format!("\"{sha1}\"").as_str());
+    assert_eq!(whole.headers["content-type"], "text/plain");
+    assert_eq!(whole.headers["accept-ranges"], "bytes");
+    assert_eq!(whole.headers["content-length"], v1.len().to_string().as_str());
+    assert!(whole.headers["content-disposition"].to_str().unwrap().starts_with("attachment;"));
+
+    let etag = format!("\"{sha1}\"");
+    let unchanged =
+        download(&h, &owner, &format!("/api/v1/documents/{doc}/content"), &[("if-none-match", etag.as_str())]).await;
+    assert_eq!(unchanged.status, StatusCode::NOT_MODIFIED);
+    assert!(unchanged.body.unwrap().is_empty());
+
+    // Ranges inside one segment, across segments, open-ended and suffix.
+    for (header, range) in [
+        ("bytes=100-199", 100..200),
+        ("bytes=65530-131080", 65530..131081),
+        ("bytes=299000-", 299000..300_000),
+        ("bytes=-10", 299_990..300_000),
+    ] {
+        let part = download(&h, &owner, &format!("/api/v1/documents/{doc}/content"), &[("range", header)]).await;
+        assert_eq!(part.status, StatusCode::PARTIAL_CONTENT, "{header}");
+        assert_eq!(part.body.as_deref().unwrap(), &v1[range.clone()], "{header}");
+        assert_eq!(
+            part.headers["content-range"],
+            format!("bytes {}-{}/{}", range.start, range.end - 1, v1.len()).as_str()
+        );
+    }
+    let outside =
+        download(&h, &owner, &format!("/api/v1/documents/{doc}/content"), &[("range", "bytes=300000-")]).await;
+    assert_eq!(outside.status, StatusCode::RANGE_NOT_SATISFIABLE);
+    assert_eq!(outside.headers["content-range"], "bytes */300000");
+    let several =
+        download(&h, &owner, &format!("/api/v1/documents/{doc}/content"), &[("range", "bytes=0-1,4-5")]).await;
+    assert_eq!(several.status, StatusCode::OK, "several ranges: the whole document");
+
+    // The same name (any case) makes version 2; version 1 stays readable.
+    let v2 = text(70_000, 11);
+    let r = h.upload(&owner, &lib, "witness STATEMENT.txt", "text/plain", &v2).await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+    assert_eq!(r.body["id"], doc.as_str());
+    assert_eq!(r.body["version"], 2);
+    assert_eq!(r.body["name"], "Witness statement.txt", "the document keeps its first name");
+    let current = download(&h, &owner, &format!("/api/v1/documents/{doc}/content"), &[]).await;
+    assert_eq!(current.body.unwrap(), v2);
+    let old = download(&h, &owner, &format!("/api/v1/documents/{doc}/content?version=1"), &[]).await;
+    assert_eq!(old.body.unwrap(), v1);
+    let missing = h.call(Method::GET, &format!("/api/v1/documents/{doc}/content?version=3"), Some(&owner), None).await;
+    assert_eq!(missing.status, StatusCode::NOT_FOUND);
+    let versions = h.call(Method::GET, &format!("/api/v1/documents/{doc}/versions"), Some(&owner), None).await;
+    let items = versions.body["items"].as_array().unwrap();
+    assert_eq!(items.iter().map(|v| v["version"].as_u64().unwrap()).collect::<Vec<_>>(), [2, 1]);
+    assert_eq!(items[1]["sha256"], sha1.as_str());
+    let list = h.call(Method::GET, &format!("/api/v1/libraries/{lib}/documents"), Some(&owner), None).await;
+    assert_eq!(list.body["items"].as_array().unwrap().len(), 1);
+    assert_eq!(list.body["items"][0]["version"], 2);
+    let meta = h.call(Method::GET, &format!("/api/v1/documents/{doc}"), Some(&owner), None).await;
+    assert_eq!(meta.body["size"], v2.len() as u64);
+
+    // Empty documents are documents too.
+    let empty = h.upload(&owner, &lib, "empty.txt", "text/plain", b"").await;
+    assert_eq!(empty.status, StatusCode::CREATED, "{}", empty.body);
+    let id = empty.body["id"].as_str().unwrap();
+    assert_eq!(download(&h, &owner, &format!("/api/v1/documents/{id}/content"), &[]).await.body.unwrap(), b"");
+}
+
+#[tokio::test]
+async fn roles_decide_who_reads_uploads_deletes_and_manages() {
+    let h = Harness::new().await;
+    let (admin, _) = h.signup("admin@example.com").await;
+    let (manager, _) = h.signup("manager@example.com").await;
+    let (reader, reader_id) = h.signup("reader@example.com").await;
+    let (editor, editor_id) = h.signup("editor@example.com").await;
+    let (outsider, _) = h.signup("outsider@example.com").await;
+    let lib = library(&h, &manager, "Privileged").await;
+    let doc = h.upload(&manager, &lib, "brief.md", "text/markdown", b"# Brief\nconfidential").await;
+    let doc = doc.body["id"].as_str().unwrap().to_owned();
+
+    for (user, role) in [(&reader_id, "reader"), (&editor_id, "editor")] {
+        let r = h
+            .call(
+                Method::PUT,
+                &format!("/api/v1/libraries/{lib}/members/{user}"),
+                Some(&manager),
+                Some(json!({"role": role})),
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    }
+    let members = h.call(Method::GET, &format!("/api/v1/libraries/{lib}/members"), Some(&reader), None).await;
+    let roles: Vec<(&str, &str)> = members.body["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| (m["email"].as_str().unwrap(), m["role"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        roles,
+        [("editor@example.com", "editor"), ("manager@example.com", "manager"), ("reader@example.com", "reader")]
+    );
+
+    // Reader: reads, cannot upload or delete or manage.
+    let read = download(&h, &reader, &format!("/api/v1/documents/{doc}/content"), &[]).await;
+    assert_eq!(read.body.unwrap(), b"# Brief\nconfidential");
+    assert_eq!(h.upload(&reader, &lib, "x.txt", "text/plain", b"x").await.status, StatusCode::FORBIDDEN);
+    assert_eq!(
+        h.call(Method::DELETE, &format!("/api/v1/documents/{doc}"), Some(&reader), None).await.status,
+        StatusCode::FORBIDDEN
+    );
+    let promote = h
+        .call(
+            Method::PUT,
+            &format!("/api/v1/libraries/{lib}/members/{reader_id}"),
+            Some(&reader),
+            Some(json!({"role": "manager"})),
+        )
+        .await;
+    assert_eq!(promote.status, StatusCode::FORBIDDEN);
+    // Editor: uploads, cannot delete.
+    assert_eq!(h.upload(&editor, &lib, "notes.txt", "text/plain", b"notes").await.status, StatusCode::CREATED);
+    assert_eq!(
+        h.call(Method::DELETE, &format!("/api/v1/documents/{doc}"), Some(&editor), None).await.status,
+        StatusCode::FORBIDDEN
+    );
+    // Outsider: nothing exists.
+    for path in [
+        format!("/api/v1/libraries/{lib}"),
+        format!("/api/v1/libraries/{lib}/members"),
+        format!("/api/v1/libraries/{lib}/documents"),
+        format!("/api/v1/documents/{doc}"),
+        format!("/api/v1/documents/{doc}/content"),
+        format!("/api/v1/documents/{doc}/versions"),
+    ] {
+        assert_eq!(h.call(Method::GET, &path, Some(&outsider), None).await.status, StatusCode::NOT_FOUND, "{path}");
+    }
+    assert_eq!(h.upload(&outsider, &lib, "x.txt", "text/plain", b"x").await.status, StatusCode::NOT_FOUND);
+    let listed = h.call(Method::GET, "/api/v1/libraries", Some(&outsider), None).await;
+    assert!(listed.body["items"].as_array().unwrap().is_empty());
+    // Admin: sees and manages the library, but reads documents only as a member.
+    let seen = h.call(Method::GET, &format!("/api/v1/libraries/{lib}"), Some(&admin), None).await;
+    assert_eq!(seen.status, StatusCode::OK);
+    assert!(seen.body["role"].is_null());
+    let docs = h.call(Method::GET, &format!("/api/v1/libraries/{lib}/documents"), Some(&admin), None).await;
+    assert_eq!(docs.status, StatusCode::FORBIDDEN);
+    assert_eq!(
+        h.call(Method::GET, &format!("/api/v1/documents/{doc}"), Some(&admin), None).await.status,
+        StatusCode::NOT_FOUND
+    );
+    let unknown = h
+        .call(
+            Method::PUT,
+            &format!("/api/v1/libraries/{lib}/members/01890000-0000-7000-8000-000000000000"),
+            Some(&admin),
+            Some(json!({"role": "reader"})),
+        )
+        .await;
+    assert_eq!(unknown.status, StatusCode::NOT_FOUND);
+    let bad_role = h
+        .call(
+            Method::PUT,
+            &format!("/api/v1/libraries/{lib}/members/{reader_id}"),
+            Some(&admin),
+            Some(json!({"role": "owner"})),
+        )
+        .await;
+    assert_eq!(bad_role.status, StatusCode::UNPROCESSABLE_ENTITY);
+    let removed =
+        h.call(Method::DELETE, &format!("/api/v1/libraries/{lib}/members/{reader_id}"), Some(&admin), None).await;
+    assert_eq!(removed.status, StatusCode::NO_CONTENT);
+    assert_eq!(
+        h.call(Method::GET, &format!("/api/v1/documents/{doc}"), Some(&reader), None).await.status,
+        StatusCode::NOT_FOUND
+    );
+
+    // Manager deletes; every change is in the audit log, without names or content.
+    assert_eq!(
+        h.call(Method::DELETE, &format!("/api/v1/documents/{doc}"), Some(&manager), None).await.status,
+        StatusCode::NO_CONTENT
+    );
+    let log = h.call(Method::GET, "/api/v1/audit/events?limit=200", Some(&admin), None).await;
+    let actions: Vec<&str> =
+        log.body["items"].as_array().unwrap().iter().map(|e| e["action"].as_str().unwrap()).collect();
+    for expected in [
+        "library.create",
+        "document.upload",
+        "library.member.put",
+        "document.read",
+        "library.access",
+        "library.member.remove",
+        "document.delete",
+    ] {
+        assert!(actions.contains(&expected), "{expected} missing from {actions:?}");
+    }
+    let text = log.body.to_string();
+    assert!(!text.contains("brief.md") && !text.contains("confidential") && !text.contains("Privileged"));
+}
+
+#[tokio::test]
+async fn legal_hold_blocks_every_deletion_until_lifted() {
+    let h = Harness::new().await;
+    let (admin, _) = h.signup("admin@example.com").await;
+    let (member, _) = h.signup("member@example.com").await;
+    let lib = library(&h, &admin, "Litigation").await;
+    let doc = h.upload(&admin, &lib, "exhibit.txt", "text/plain", b"exhibit A").await;
+    let doc = doc.body["id"].as_str().unwrap().to_owned();
+    let mine = library(&h, &member, "Member's").await;
+    let refused = h
+        .call(Method::PATCH, &format!("/api/v1/libraries/{mine}"), Some(&member), Some(json!({"legal_hold": true})))
+        .await;
+    assert_eq!(refused.status, StatusCode::FORBIDDEN, "only administrators set holds");
+
+    let hold = h
+        .call(Method::PATCH, &format!("/api/v1/libraries/{lib}"), Some(&admin), Some(json!({"legal_hold": true})))
+        .await;
+    assert_eq!(hold.status, StatusCode::OK, "{}", hold.body);
+    assert_eq!(hold.body["legal_hold"], true);
+    let del_doc = h.call(Method::DELETE, &format!("/api/v1/documents/{doc}"), Some(&admin), None).await;
+    assert_eq!(del_doc.status, StatusCode::CONFLICT);
+    assert!(del_doc.body["detail"].as_str().unwrap().contains("legal hold"));
+    let del_lib = h.call(Method::DELETE, &format!("/api/v1/libraries/{lib}"), Some(&admin), None).await;
+    assert_eq!(del_lib.status, StatusCode::CONFLICT);
+    // Uploads continue under a hold.
+    assert_eq!(h.upload(&admin, &lib, "exhibit B.txt", "text/plain", b"exhibit B").await.status, StatusCode::CREATED);
+    assert_eq!(object_files(&h).len(), 2);
+
+    let lift = h
+        .call(Method::PATCH, &format!("/api/v1/libraries/{lib}"), Some(&admin), Some(json!({"legal_hold": false})))
+        .await;
+    assert_eq!(lift.body["legal_hold"], false);
+    assert_eq!(
+        h.call(Method::DELETE, &format!("/api/v1/documents/{doc}"), Some(&admin), None).await.status,
+        StatusCode::NO_CONTENT
+    );
+    assert_eq!(object_files(&h).len(), 1, "the deleted document's object is removed");
+    assert_eq!(
+        h.call(Method::DELETE, &format!("/api/v1/libraries/{lib}"), Some(&admin), None).await.status,
+        StatusCode::NO_CONTENT
+    );
+    assert!(object_files(&h).is_empty(), "the library's objects are removed");
+    assert_eq!(
+        h.call(Method::GET, &format!("/api/v1/libraries/{lib}"), Some(&admin), None).await.status,
+        StatusCode::NOT_FOUND
+    );
+    let log = h.call(Method::GET, "/api/v1/audit/events?limit=200", Some(&admin), None).await;
+    let actions: Vec<&str> =
+        log.body["items"].as_array().unwrap().iter().map(|e| e["action"].as_str().unwrap()).collect();
+    for expected in ["library.legal_hold.set", "library.legal_hold.lift", "library.delete"] {
+        assert!(actions.contains(&expected), "{expected} missing");
+    }
+}
+
+#[tokio::test]
+async fn bad_uploads_are_refused_and_leave_nothing_behind() {
+    let h = Harness::with(|c| c.uploads.max_bytes = 100_000).await;
+    let (owner, _) = h.signup("owner@example.com").await;
+    let lib = library(&h, &owner, "Inbox").await;
+
+    let too_big = h.upload(&owner, &lib, "big.txt", "text/plain", &text(100_001, 3)).await;
+    assert_eq!(too_big.status, StatusCode::PAYLOAD_TOO_LARGE, "{}", too_big.body);
+    assert!(too_big.body["detail"].as_str().unwrap().contains("100000 bytes"));
+    assert_eq!(h.upload(&owner, &lib, "exact.txt", "text/plain", &text(100_000, 3)).await.status, StatusCode::CREATED);
+
+    let elf = [&[0x7f, b'E', b'L', b'F', 2, 1, 1, 0][..], &[0u8; 64][..]].concat();
+    let exe = h.upload(&owner, &lib, "contract.pdf", "application/pdf", &elf).await;
+    assert_eq!(exe.status, StatusCode::UNSUPPORTED_MEDIA_TYPE, "{}", exe.body);
+    assert!(exe.body["detail"].as_str().unwrap().contains("application/pdf"));
+    let not_pdf = h.upload(&owner, &lib, "contract.pdf", "application/pdf", b"plain words").await;
+    assert_eq!(not_pdf.status, StatusCode::UNSUPPORTED_MEDIA_TYPE);
+    let disallowed = h.upload(&owner, &lib, "tool.exe", "application/octet-stream", b"MZ\x90\x00").await;
+    assert_eq!(disallowed.status, StatusCode::UNSUPPORTED_MEDIA_TYPE);
+    let binary_text = h.upload(&owner, &lib, "notes.txt", "text/plain", b"abc\x00def").await;
+    assert_eq!(binary_text.status, StatusCode::UNSUPPORTED_MEDIA_TYPE);
+    let pdf = h
+        .upload(&owner, &lib, "../../etc/contract.pdf", "application/pdf", b"%PDF-1.7\n%\xe2\xe3\xcf\xd3\n1 0 obj")
+        .await;
+    assert_eq!(pdf.status, StatusCode::CREATED, "{}", pdf.body);
+    assert_eq!(pdf.body["name"], "contract.pdf", "path tricks are dropped");
+    let nameless = h.upload(&owner, &lib, "", "text/plain", b"x").await;
+    assert_eq!(nameless.status, StatusCode::UNPROCESSABLE_ENTITY);
+
+    let json_body = h
+        .call(Method::POST, &format!("/api/v1/libraries/{lib}/documents"), Some(&owner), Some(json!({"file": "x"})))
+        .await;
+    assert_eq!(json_body.status, StatusCode::UNSUPPORTED_MEDIA_TYPE);
+
+    // A body that breaks off half-way: 400, and neither an object nor a row remains.
+    let (boundary, body) = multipart("half.txt", "text/plain", &text(50_000, 5));
+    let head = body[..30_000].to_vec();
+    let stream =
+        futures::stream::iter(vec![Ok::<_, std::io::Error>(head), Err(std::io::Error::other("connection reset"))]);
+    let req = Request::builder()
+        .method(Method::POST)
+        .uri(format!("/api/v1/libraries/{lib}/documents"))
+        .header("authorization", format!("Bearer {owner}"))
+        .header("content-type", format!("multipart/form-data; boundary={boundary}"))
+        .body(Body::from_stream(stream))
+        .unwrap();
+    let response = h.send(req).await;
+    assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+
+    let list = h.call(Method::GET, &format!("/api/v1/libraries/{lib}/documents"), Some(&owner), None).await;
+    let names: Vec<&str> = list.body["items"].as_array().unwrap().iter().map(|d| d["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["contract.pdf", "exact.txt"]);
+    assert_eq!(object_files(&h).len(), 2, "only the two stored documents have objects");
+}
+
+#[tokio::test]
+async fn the_data_folder_reveals_no_name_or_content_and_tampering_is_detected() {
+    let h = Harness::new().await;
+    let (owner, _) = h.signup("owner@example.com").await;
+    let lib = library(&h, &owner, "MARKER-LIB-3d9e").await;
+    let mut content = b"MARKER-BODY-5a1c ".repeat(10_000);
+    content.extend_from_slice(b"end");
+    let r = h.upload(&owner, &lib, "MARKER-NAME-77b2.txt", "text/plain", &content).await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+    let doc = r.body["id"].as_str().unwrap().to_owned();
+    let sha = r.body["sha256"].as_str().unwrap().to_owned();
+
+    for (path, bytes) in files(h.dir()) {
+        for marker in [&b"MARKER-"[..], sha.as_bytes()] {
+            assert!(
+                !bytes.windows(marker.len()).any(|w| w == marker),
+                "{} holds {}",
+                path.display(),
+                String::from_utf8_lossy(marker)
+            );
+        }
+    }
+
+    // One flipped bit in the stored object: the download fails instead of returning altered text.
+    let object = object_files(&h).pop().unwrap();
+    let mut bytes = std::fs::read(&object).unwrap();
+    bytes[100_000] ^= 1;
+    std::fs::write(&object, &bytes).unwrap();
+    let broken = download(&h, &owner, &format!("/api/v1/documents/{doc}/content"), &[]).await;
+    assert!(broken.body.is_err(), "a tampered object must not download completely");
+    let range = download(&h, &owner, &format!("/api/v1/documents/{doc}/content"), &[("range", "bytes=0-99")]).await;
+    assert_eq!(range.body.unwrap(), &content[..100], "untouched segments still read");
+    let far =
+        download(&h, &owner, &format!("/api/v1/documents/{doc}/content"), &[("range", "bytes=99000-99999")]).await;
+    assert!(far.body.is_err(), "the tampered segment does not");
+}
+
+#[tokio::test]
+async fn agents_attach_only_libraries_their_owner_reads() {
+    let h = Harness::new().await;
+    let (owner, _) = h.signup("owner@example.com").await;
+    let (other, _) = h.signup("other@example.com").await;
+    let lib = library(&h, &owner, "Precedents").await;
+    let ok = h
+        .call(
+            Method::POST,
+            "/api/v1/agents",
+            Some(&owner),
+            Some(json!({"name": "Researcher", "model": "conclave-demo", "library_ids": [lib]})),
+        )
+        .await;
+    assert_eq!(ok.status, StatusCode::CREATED, "{}", ok.body);
+    assert_eq!(ok.body["library_ids"], json!([lib]));
+    let refused = h
+        .call(
+            Method::POST,
+            "/api/v1/agents",
+            Some(&other),
+            Some(json!({"name": "Snoop", "model": "conclave-demo", "library_ids": [lib]})),
+        )
+        .await;
+    assert_eq!(refused.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(refused.body["errors"][0]["field"], "library_ids[0]");
+}
+
+#[tokio::test]
+async fn library_fields_are_checked() {
+    let h = Harness::new().await;
+    let (owner, _) = h.signup("owner@example.com").await;
+    for body in
+        [json!({}), json!({"name": ""}), json!({"name": "x".repeat(101)}), json!({"name": "ok", "legal_hold": true})]
+    {
+        let r: Value = h.call(Method::POST, "/api/v1/libraries", Some(&owner), Some(body.clone())).await.body;
+        assert_eq!(r["status"], 422, "{body} -> {r}");
+    }
+    let lib = library(&h, &owner, "Old name").await;
+    let renamed = h
+        .call(
+            Method::PATCH,
+            &format!("/api/v1/libraries/{lib}"),
+            Some(&owner),
+            Some(json!({"name": "New name", "description": "Desc"})),
+        )
+        .await;
+    assert_eq!(renamed.body["name"], "New name");
+    assert_eq!(renamed.body["description"], "Desc");
+    let cleared = h
+        .call(Method::PATCH, &format!("/api/v1/libraries/{lib}"), Some(&owner), Some(json!({"description": null})))
+        .await;
+    assert!(cleared.body["description"].is_null());
+    assert_eq!(cleared.body["name"], "New name");
+}
