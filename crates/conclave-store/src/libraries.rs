@@ -292,13 +292,13 @@ macro_rules! library_store_impl {
             ) -> StoreResult<()> {
                 let mut tx = self.pool.begin().await.map_err(store_error)?;
                 Self::lock_library(&mut tx, tenant, library).await?;
-                let exists: Option<i64> = sqlx::query_scalar("SELECT 1 FROM users WHERE tenant_id = $1 AND user_id = $2")
+                let exists: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM users WHERE tenant_id = $1 AND user_id = $2")
                     .bind(tenant.0)
                     .bind(user.0)
-                    .fetch_optional(&mut *tx)
+                    .fetch_one(&mut *tx)
                     .await
                     .map_err(store_error)?;
-                if exists.is_none() {
+                if exists == 0 {
                     return Err(StoreError::NotFound);
                 }
                 sqlx::query(
@@ -509,12 +509,12 @@ macro_rules! library_store_impl {
             }
 
             async fn object_in_use(&self, object_key: &str) -> StoreResult<bool> {
-                let found: Option<i64> = sqlx::query_scalar("SELECT 1 FROM document_versions WHERE object_key = $1 LIMIT 1")
+                let found: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM document_versions WHERE object_key = $1")
                     .bind(object_key)
-                    .fetch_optional(&self.pool)
+                    .fetch_one(&self.pool)
                     .await
                     .map_err(store_error)?;
-                Ok(found.is_some())
+                Ok(found > 0)
             }
         }
 

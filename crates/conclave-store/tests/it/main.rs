@@ -3,6 +3,7 @@
 
 mod backend;
 mod isolation;
+mod libraries;
 mod notify;
 mod records;
 
