@@ -120,6 +120,11 @@ pub trait ContentCodec: Send + Sync {
         Err(no_key_hierarchy())
     }
 
+    /// The provider of the tenants' master keys, where there is one.
+    fn key_provider(&self) -> Option<Arc<dyn conclave_crypto::KeyProvider>> {
+        None
+    }
+
     /// Unwraps a key wrapped by the tenant's master key and wraps it again under the current
     /// master-key version: the new bytes and that version. Content is not touched.
     async fn rewrap(

@@ -251,6 +251,10 @@ impl ContentCodec for EnvelopeCodec {
         Ok(conclave_crypto::lookup_tag(&lek, &binding, name.as_bytes()).to_vec())
     }
 
+    fn key_provider(&self) -> Option<Arc<dyn KeyProvider>> {
+        Some(self.provider.clone())
+    }
+
     async fn rewrap(
         &self,
         tenant: TenantId,

@@ -10,6 +10,7 @@ pub mod documents;
 pub mod events;
 pub mod export;
 pub mod gateway;
+pub mod keys;
 pub mod libraries;
 pub mod models;
 pub mod replies;

@@ -16,6 +16,7 @@ pub mod conversations;
 pub mod documents;
 pub mod gateway;
 pub mod health;
+pub mod keys;
 pub mod libraries;
 pub mod me;
 pub mod models;
@@ -29,6 +30,7 @@ pub fn api() -> OpenApiRouter<AppState> {
         .merge(me::router())
         .merge(api_keys::router())
         .merge(admin::router())
+        .merge(keys::router())
         .merge(agents::router())
         .merge(conversations::router())
         .merge(libraries::router())

@@ -85,7 +85,10 @@ fn rule(method: &Method, path: &str) -> Option<(Rule, Option<Value>)> {
         ("POST", "/v1/chat/completions") => {
             (Signed, Some(json!({"model": "conclave-demo", "messages": [{"role": "user", "content": "hi"}]})))
         }
-        ("GET", "/api/v1/admin/users") | ("GET", "/api/v1/admin/tenant") => (Admin, None),
+        ("GET", "/api/v1/admin/users") | ("GET", "/api/v1/admin/tenant") | ("GET", "/api/v1/admin/keys") => {
+            (Admin, None)
+        }
+        ("POST", "/api/v1/admin/keys/rotate") => (Admin, None),
         ("GET", "/api/v1/audit/events") | ("GET", "/api/v1/audit/verify") => (Auditors, None),
         ("POST", "/api/v1/admin/users") => {
             (Admin, Some(json!({"email": unique_email(), "display_name": "N", "role": "member"})))

@@ -490,3 +490,83 @@ async fn library_fields_are_checked() {
     assert!(cleared.body["description"].is_null());
     assert_eq!(cleared.body["name"], "New name");
 }
+
+#[tokio::test]
+async fn rotation_rewraps_every_key_and_retiring_the_old_version_kills_backed_up_keys() {
+    let h = Harness::new().await;
+    let (admin, _) = h.signup("admin@example.com").await;
+    let lib = library(&h, &admin, "Rotated").await;
+    let doc = h.upload(&admin, &lib, "a.txt", "text/plain", b"before rotation").await;
+    let doc = doc.body["id"].as_str().unwrap().to_owned();
+    let agent = h
+        .call(Method::POST, "/api/v1/agents", Some(&admin), Some(json!({"name": "A", "model": "conclave-demo"})))
+        .await;
+    let conv =
+        h.call(Method::POST, "/api/v1/conversations", Some(&admin), Some(json!({"agent_id": agent.body["id"]}))).await;
+    let conv = conv.body["id"].as_str().unwrap().to_owned();
+    let title = h
+        .call(
+            Method::PATCH,
+            &format!("/api/v1/conversations/{conv}"),
+            Some(&admin),
+            Some(json!({"title": "Sealed title"})),
+        )
+        .await;
+    assert_eq!(title.status, StatusCode::OK, "{}", title.body);
+
+    let status = h.call(Method::GET, "/api/v1/admin/keys", Some(&admin), None).await;
+    assert_eq!(status.status, StatusCode::OK, "{}", status.body);
+    assert_eq!(status.body["provider"], "local");
+    assert_eq!(status.body["current_version"], 1);
+    assert_eq!(
+        status.body["versions"],
+        json!([{"version": 1, "tenant_keys": 1, "library_keys": 1, "conversation_keys": 1}])
+    );
+
+    // What a backup taken now holds: the library key wrapped under version 1.
+    let me = h.call(Method::GET, "/api/v1/me", Some(&admin), None).await;
+    let tenant = conclave_core::ids::TenantId(me.body["tenant_id"].as_str().unwrap().parse().unwrap());
+    let library_id = conclave_core::ids::LibraryId(lib.parse().unwrap());
+    let backed_up = h.core.store().library_key(tenant, library_id).await.unwrap().unwrap();
+
+    let rotate = h.call(Method::POST, "/api/v1/admin/keys/rotate", Some(&admin), None).await;
+    assert_eq!(rotate.status, StatusCode::ACCEPTED, "{}", rotate.body);
+    assert_eq!(rotate.body["version"], 2);
+    // The rewrap runs in the background; the status shows its progress.
+    let mut done = false;
+    for _ in 0..200 {
+        let s = h.call(Method::GET, "/api/v1/admin/keys", Some(&admin), None).await;
+        if s.body["versions"] == json!([{"version": 2, "tenant_keys": 1, "library_keys": 1, "conversation_keys": 1}]) {
+            done = true;
+            break;
+        }
+        tokio::task::yield_now().await;
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert!(done, "every key rewrapped under version 2");
+    // An upload after rotation, and everything still opens.
+    assert_eq!(h.upload(&admin, &lib, "b.txt", "text/plain", b"after rotation").await.status, StatusCode::CREATED);
+    assert_eq!(
+        download(&h, &admin, &format!("/api/v1/documents/{doc}/content"), &[]).await.body.unwrap(),
+        b"before rotation"
+    );
+    let c = h.call(Method::GET, &format!("/api/v1/conversations/{conv}"), Some(&admin), None).await;
+    assert_eq!(c.body["title"], "Sealed title");
+
+    // Version 2 is in use: refused. Version 1 is not: retired.
+    assert!(matches!(h.core.retire_tenant_key(tenant, 2).await, Err(conclave_core::Error::Conflict(_))));
+    h.core.retire_tenant_key(tenant, 1).await.unwrap();
+    assert_eq!(
+        download(&h, &admin, &format!("/api/v1/documents/{doc}/content"), &[]).await.body.unwrap(),
+        b"before rotation"
+    );
+    // The backed-up wrapped key no longer opens: the backup's documents are gone for good.
+    let wrapped = conclave_crypto::WrappedKey::parse(&backed_up).unwrap();
+    assert_eq!(wrapped.kek().version, 1);
+    let keys = h.core.tenant_keys_status(tenant).await.unwrap();
+    assert_eq!(keys.current_version, 2);
+    let provider = h.core.master_keys().unwrap();
+    let binding = conclave_crypto::Binding::lek(tenant.0, library_id.0);
+    let reopened = provider.unwrap(tenant.0, &wrapped, &binding).await;
+    assert!(matches!(reopened, Err(conclave_crypto::CryptoError::VersionRetired { .. })), "{reopened:?}");
+}
