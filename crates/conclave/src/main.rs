@@ -1,6 +1,7 @@
-//! The `conclave` command: `serve`, `migrate`, `check-config` and `admin create`.
+//! The `conclave` command: `serve`, `migrate`, `check-config`, `admin create` and `keys`.
 
 mod config;
+mod keys_cli;
 mod log;
 mod serve;
 
@@ -35,6 +36,11 @@ enum Command {
     Admin {
         #[command(subcommand)]
         command: AdminCommand,
+    },
+    /// The tenants' master keys: status, rotation, retirement.
+    Keys {
+        #[command(subcommand)]
+        command: keys_cli::KeysCommand,
     },
 }
 
@@ -105,6 +111,7 @@ fn main() -> ExitCode {
                         };
                         serve::admin_create(config, email, display_name, password).await
                     }
+                    Command::Keys { command } => keys_cli::run(config, command).await,
                     Command::CheckConfig => unreachable!("handled above"),
                 }
             });

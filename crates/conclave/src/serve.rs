@@ -120,6 +120,23 @@ pub async fn migrate(config: Config) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The services on the configured database, object store and key provider, without serving:
+/// for the command-line tools.
+pub(crate) async fn offline_core(config: &Config) -> anyhow::Result<Arc<Conclave>> {
+    let db = open_database(config).await?;
+    let store = db.clone().into_store();
+    let codec = content_codec(config, store.clone()).await?;
+    Conclave::new(
+        core_config(config),
+        store,
+        codec,
+        ModelCatalog::new(),
+        Arc::new(conclave_core::notify::LocalNotifier::default()),
+        object_store(config)?,
+    )
+    .map_err(|e| anyhow::anyhow!("{e}"))
+}
+
 pub async fn admin_create(
     config: Config,
     email: String,

@@ -37,6 +37,7 @@ mod demo;
 mod encryption;
 mod export;
 mod health;
+mod keys;
 mod messages;
 mod provider_failures;
 mod replicas;
