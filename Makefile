@@ -6,7 +6,7 @@ SHELL := bash
 CARGO ?= cargo
 export CARGO_TERM_PROGRESS_WHEN ?= never
 
-.PHONY: help run build build-release test lint fmt services test-rust test-sdk bench clean
+.PHONY: help run build build-release test lint fmt services azurite test-rust test-sdk bench clean
 
 help:
 	@echo "make run    build Conclave and start it on http://127.0.0.1:8080 (SQLite, local data folder)"
@@ -24,7 +24,7 @@ build-release:
 	$(CARGO) build --release --locked -p conclave
 
 ## Everything CI runs: fast lints first, then the suites against the real services.
-test: lint services test-rust test-sdk
+test: lint services azurite test-rust test-sdk
 
 VENV := .venv
 PY := $(VENV)/bin/python
@@ -39,6 +39,15 @@ fmt:
 ## PostgreSQL and Redis must answer on 127.0.0.1; restart them if they are down.
 services:
 	@scripts/services.sh
+
+## Azurite (npm), the Azure Blob emulator the object-store tests run against, installed into
+## tests/azurite/node_modules from its lock file, again only when the lock changes.
+AZURITE_DIR := tests/azurite
+azurite: $(AZURITE_DIR)/node_modules/.installed
+
+$(AZURITE_DIR)/node_modules/.installed: $(AZURITE_DIR)/package-lock.json $(AZURITE_DIR)/package.json
+	cd $(AZURITE_DIR) && npm ci --silent --no-audit --no-fund
+	touch $@
 
 test-rust:
 	@if $(CARGO) nextest --version >/dev/null 2>&1; then \

@@ -29,6 +29,7 @@ mod agents;
 mod api_keys;
 mod app;
 mod auth;
+mod azurite;
 mod backpressure;
 mod cli;
 mod conventions;
