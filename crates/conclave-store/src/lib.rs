@@ -7,6 +7,9 @@ mod error;
 mod libraries;
 mod notify;
 mod queries;
+mod redis_notify;
+
+pub use redis_notify::{RedisNotifier, REDIS_CHANNEL};
 
 use std::path::Path;
 use std::str::FromStr;

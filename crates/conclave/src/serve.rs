@@ -99,6 +99,22 @@ async fn content_codec(
     Ok(Arc::new(EnvelopeCodec::new(store, Arc::new(provider), Duration::from_secs(config.keys.cache_seconds))))
 }
 
+/// Reply notices between replicas: Redis pub/sub when `CONCLAVE_REDIS_URL` is set, else the
+/// database's own (PostgreSQL LISTEN/NOTIFY; in process for SQLite).
+async fn reply_notices(config: &Config, db: &Database) -> anyhow::Result<Arc<dyn conclave_core::notify::Notifier>> {
+    let Some(url) = &config.redis_url else { return db.notifier().await.context("reply notices") };
+    let client = redis::Client::open(url.as_str()).context("CONCLAVE_REDIS_URL is not a Redis URL")?;
+    let notifier = tokio::time::timeout(
+        Duration::from_secs(5),
+        conclave_store::RedisNotifier::start(client, conclave_store::REDIS_CHANNEL),
+    )
+    .await
+    .map_err(|_| anyhow::anyhow!("Redis at {} did not answer within 5 s", crate::redact(url)))?
+    .with_context(|| format!("reply notices through Redis at {}", crate::redact(url)))?;
+    tracing::info!("reply notices shared through Redis");
+    Ok(notifier)
+}
+
 /// Shared through Redis when configured, else in this process.
 async fn rate_limiter(config: &Config) -> anyhow::Result<conclave_server::middleware::rate_limit::RateLimiter> {
     use conclave_server::middleware::rate_limit::RateLimiter;
@@ -243,7 +259,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
 
     let db = open_database(&config).await?;
     let catalog = catalog(&config).await?;
-    let notifier = db.notifier().await.context("reply notices")?;
+    let notifier = reply_notices(&config, &db).await?;
     let store = db.clone().into_store();
     let codec = content_codec(&config, store.clone()).await?;
     let objects = object_store(&config)?;

@@ -37,3 +37,24 @@ async fn sqlite_notices_stay_in_the_process() {
     assert_eq!(rx.recv().await.unwrap(), Notice::Cancel { message: id });
     db.finish().await;
 }
+
+#[tokio::test]
+async fn redis_notices_reach_every_replica() {
+    use conclave_core::notify::Notifier;
+    let client = redis::Client::open("redis://127.0.0.1:6379").unwrap();
+    // A channel of this test's own, so parallel runs do not hear each other.
+    let channel = format!("conclave:test:{}", MessageId::new());
+    let a = conclave_store::RedisNotifier::start(client.clone(), &channel)
+        .await
+        .expect("Redis on 127.0.0.1:6379 (make services starts it)");
+    let b = conclave_store::RedisNotifier::start(client, &channel).await.unwrap();
+    let (mut on_a, mut on_b) = (a.subscribe(), b.subscribe());
+    let id = MessageId::new();
+    a.publish(Notice::Progress { message: id, offset: 64 }).await;
+    b.publish(Notice::Cancel { message: id }).await;
+    for rx in [&mut on_a, &mut on_b] {
+        let first = tokio::time::timeout(Duration::from_secs(5), rx.recv()).await.expect("a notice").unwrap();
+        let second = tokio::time::timeout(Duration::from_secs(5), rx.recv()).await.expect("a notice").unwrap();
+        assert_eq!((first, second), (Notice::Progress { message: id, offset: 64 }, Notice::Cancel { message: id }));
+    }
+}

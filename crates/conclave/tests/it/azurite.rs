@@ -103,8 +103,14 @@ async fn documents_on_azure_blob_through_azurite() -> Result<()> {
         .start()
         .await?;
     let admin = app.admin().await?;
-    let lib: Value =
-        app.post("/api/v1/libraries").bearer_auth(&admin.token).json(&serde_json::json!({"name": "Blob"})).send().await?.json().await?;
+    let lib: Value = app
+        .post("/api/v1/libraries")
+        .bearer_auth(&admin.token)
+        .json(&serde_json::json!({"name": "Blob"}))
+        .send()
+        .await?
+        .json()
+        .await?;
     let lib = s(&lib["id"]);
 
     let marker = "AZURITE-MARKER-9e41";

@@ -209,3 +209,42 @@ mod postgres {
         super::restarting_another_replica_never_fails_a_live_reply().await
     }
 }
+
+/// The same two replicas with their notices carried by Redis pub/sub (`CONCLAVE_REDIS_URL`):
+/// B follows A's reply as it grows and B's cancel stops it on A.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn notices_through_redis_follow_and_cancel_across_replicas() -> Result<()> {
+    let mock = start_mock().await?;
+    let redis = "redis://127.0.0.1:6379";
+    let a = TestApp::builder(Backend::Postgres).provider(&mock).env("CONCLAVE_REDIS_URL", redis).start().await?;
+    let b = TestApp::builder(Backend::Postgres)
+        .provider(&mock)
+        .env("CONCLAVE_REDIS_URL", redis)
+        .alongside(&a)
+        .start()
+        .await?;
+    assert!(a.logs().iter().any(|l| l.contains("reply notices shared through Redis")), "A uses Redis");
+    let (admin, conv) = a.admin_conversation().await?;
+
+    mock.set_script(slow(TEXT, 24, Duration::from_millis(80)));
+    let mut on_a = a.post_streamed(&admin.token, &conv, "follow me").await?;
+    let opening = on_a.expect_event().await?;
+    let reply_id = opening.json()["reply_id"].clone();
+    let mut on_b = b.reply_events(&admin.token, &conv, &reply_id, None).await?;
+    let (from_a, from_b) =
+        tokio::join!(on_a.until_end(Duration::from_secs(20)), on_b.until_end(Duration::from_secs(20)));
+    let from_a = check_events(&[vec![opening], from_a?].concat(), None, None)?;
+    let from_b = check_events(&from_b?, Some(&reply_id), None)?;
+    assert_eq!(from_b.text, from_a.text, "B saw the whole reply");
+
+    mock.set_script(slow(TEXT, 40, Duration::from_millis(150)));
+    let mut on_a = a.post_streamed(&admin.token, &conv, "stop me").await?;
+    let mut seen = vec![on_a.expect_event().await?];
+    let reply_id = seen[0].json()["reply_id"].clone();
+    seen.push(on_a.expect_event().await?);
+    b.cancel_reply(&admin.token, &conv, &reply_id).await?.expect(202);
+    seen.extend(on_a.until_end(Duration::from_secs(15)).await?);
+    let got = check_events(&seen, Some(&reply_id), None)?;
+    assert_eq!(got.end.json()["status"], "cancelled", "{}", got.end);
+    Ok(())
+}
