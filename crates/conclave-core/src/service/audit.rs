@@ -52,25 +52,26 @@ impl From<AuditEvent> for AuditEventView {
     }
 }
 
-/// The result of checking the tenant's hash chain.
-#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
-pub struct AuditVerification {
-    /// True when every event is in place and unchanged.
-    pub ok: bool,
-    /// Events checked.
-    pub events: i64,
-    /// Hash of the newest event (hex).
-    pub head: Option<String>,
-    /// The first sequence number that is missing, out of place or altered.
-    pub first_bad_seq: Option<i64>,
-}
+pub use crate::checkpoint::{AuditVerification, CheckpointProblem};
 
 impl Conclave {
-    /// Recomputes the tenant's hash chain from the first event: an edited, deleted, inserted or
-    /// reordered event, or removed newest events, is named by its sequence number.
+    /// Recomputes the tenant's hash chain from the first event and checks the checkpoints
+    /// recorded in the database against it (with the signing key's public key): an edited,
+    /// deleted, inserted or reordered event, removed newest events, or a log rewritten behind a
+    /// checkpoint is named by its sequence number; a forged checkpoint by its own.
     pub async fn verify_audit(&self, caller: &Caller) -> Result<AuditVerification> {
         policy::require_auditor(caller)?;
-        verify_chain(self.store.as_ref(), caller.tenant()).await
+        let tenant = caller.tenant();
+        // The key comes from the key provider, never from the database the checkpoints are in.
+        let keys = match self.checkpointer() {
+            Some(c) => vec![c.signer.public_key().await.map_err(|e| Error::Unavailable {
+                service: "checkpoint signing key",
+                detail: e.to_string(),
+            })?],
+            None => Vec::new(),
+        };
+        let checkpoints = crate::checkpoint::database_checkpoints(self.store.as_ref(), tenant).await?;
+        crate::checkpoint::verify_log(self.store.as_ref(), tenant, checkpoints, &keys, &|_| {}).await
     }
 
     /// Events of the caller's tenant matching the filter, oldest first; the next page starts
@@ -91,44 +92,6 @@ impl Conclave {
     }
 }
 
-/// The chain check itself, shared by the API and the offline `conclave audit verify`.
-pub async fn verify_chain(store: &dyn crate::store::Store, tenant: crate::ids::TenantId) -> Result<AuditVerification> {
-    const PAGE: u32 = 1000;
-    let (last_seq, stored_head) = store.audit_head(tenant).await?;
-    let mut prev = [0u8; 32];
-    let mut expected = 1i64;
-    let bad = |seq: i64, checked: i64, prev: &[u8; 32]| AuditVerification {
-        ok: false,
-        events: checked,
-        head: Some(hex(prev)),
-        first_bad_seq: Some(seq),
-    };
-    loop {
-        let page = store.list_audit(tenant, &AuditFilter::after(expected - 1, PAGE)).await?;
-        let n = page.len();
-        for e in page {
-            if e.seq != expected {
-                return Ok(bad(expected, expected - 1, &prev));
-            }
-            let h = crate::records::audit_hash(&prev, &e);
-            if e.hash.as_deref() != Some(&h[..]) {
-                return Ok(bad(e.seq, expected - 1, &prev));
-            }
-            prev = h;
-            expected += 1;
-        }
-        if n < PAGE as usize {
-            break;
-        }
-    }
-    let checked = expected - 1;
-    // Newest events removed: the tenant's counter and head remember them.
-    if checked != last_seq || (checked > 0 && stored_head.as_deref() != Some(&prev[..])) {
-        return Ok(bad(checked + 1, checked, &prev));
-    }
-    Ok(AuditVerification { ok: true, events: checked, head: (checked > 0).then(|| hex(&prev)), first_bad_seq: None })
-}
-
 fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    crate::records::hex(bytes)
 }
