@@ -308,6 +308,8 @@ pub(crate) struct AuditRecord<'a> {
     pub outcome: Outcome,
     pub detail: Option<serde_json::Value>,
     pub actor: Option<&'a Caller>,
+    /// Who acted when there is no caller (default `anonymous`), e.g. `command_line`.
+    pub actor_kind: Option<&'static str>,
 }
 
 impl<'a> AuditRecord<'a> {
@@ -319,6 +321,7 @@ impl<'a> AuditRecord<'a> {
             outcome: Outcome::Success,
             detail: None,
             actor: None,
+            actor_kind: None,
         }
     }
 
@@ -346,7 +349,7 @@ impl Conclave {
             id: crate::ids::AuditEventId::new(),
             at: crate::clock::now(),
             actor_id: record.actor.map(|c| c.user()),
-            actor_kind: record.actor.map_or("anonymous", |c| c.principal.actor_kind()),
+            actor_kind: record.actor.map_or(record.actor_kind.unwrap_or("anonymous"), |c| c.principal.actor_kind()),
             action: record.action,
             resource_type: record.resource_type,
             resource_id: record.resource_id,
@@ -373,6 +376,31 @@ impl Conclave {
                 );
             }
         }
+    }
+
+    /// Passes a policy check's result through, auditing a refusal (403: the caller is known but
+    /// not allowed) as `action` (`<what>.denied`) with outcome `denied`. A 404 for something the
+    /// caller cannot see is not audited: it reveals nothing and would only cost writes.
+    pub(crate) async fn permit(
+        &self,
+        caller: &Caller,
+        check: Result<()>,
+        action: &'static str,
+        resource_type: &'static str,
+        resource_id: Option<String>,
+    ) -> Result<()> {
+        if let Err(e @ (Error::Forbidden(_) | Error::PasswordChangeRequired)) = &check {
+            let reason = match e {
+                Error::Forbidden(reason) => reason.clone(),
+                _ => "password change required".to_owned(),
+            };
+            let mut record = AuditRecord::new(action, resource_type, "")
+                .outcome(Outcome::Denied)
+                .detail(serde_json::json!({ "reason": reason }));
+            record.resource_id = resource_id;
+            self.audit_by(caller, record).await;
+        }
+        check
     }
 
     pub(crate) async fn audit_by(&self, caller: &Caller, record: AuditRecord<'_>) {

@@ -1,5 +1,7 @@
-//! The `conclave` command: `serve`, `migrate`, `check-config` and `admin create`.
+//! The `conclave` command: `serve`, `migrate`, `check-config`, `admin create` and `audit`.
 
+mod audit_cli;
+mod checkpoint_sink;
 mod config;
 mod log;
 mod serve;
@@ -35,6 +37,11 @@ enum Command {
     Admin {
         #[command(subcommand)]
         command: AdminCommand,
+    },
+    /// The audit log: offline verification, the checkpoint public key, export.
+    Audit {
+        #[command(subcommand)]
+        command: audit_cli::AuditCommand,
     },
 }
 
@@ -105,6 +112,7 @@ fn main() -> ExitCode {
                         };
                         serve::admin_create(config, email, display_name, password).await
                     }
+                    Command::Audit { command } => audit_cli::run(config, command).await,
                     Command::CheckConfig => unreachable!("handled above"),
                 }
             });
