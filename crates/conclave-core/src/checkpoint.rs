@@ -309,9 +309,8 @@ pub async fn verify_log(
             continue;
         }
         let signed = c.signed_bytes();
-        let verified = trusted_keys
-            .iter()
-            .any(|key| conclave_crypto::verify_signature(key, &signed, &c.signature).is_ok());
+        let verified =
+            trusted_keys.iter().any(|key| conclave_crypto::verify_signature(key, &signed, &c.signature).is_ok());
         if !verified {
             note(CheckpointProblem {
                 source: sourced.source,
@@ -379,7 +378,9 @@ pub async fn verify_log(
             note(CheckpointProblem {
                 source: vouched[0].0.clone(),
                 seq: Some(*seq),
-                reason: format!("a signed checkpoint names event {seq}, but the log ends at event {checked}: newest events removed"),
+                reason: format!(
+                    "a signed checkpoint names event {seq}, but the log ends at event {checked}: newest events removed"
+                ),
             });
         } else if checked != last_seq || (checked > 0 && stored_head.as_deref() != Some(&prev[..])) {
             // The tenant's counter and head remember removed newest events.

@@ -240,7 +240,8 @@ pub trait Store: Send + Sync + 'static {
     /// Records a checkpoint; `false` if the tenant already has one at that sequence number.
     async fn append_checkpoint(&self, checkpoint: &AuditCheckpoint) -> StoreResult<bool>;
     /// The tenant's checkpoints with `seq > after_seq`, oldest first, at most `limit`.
-    async fn list_checkpoints(&self, tenant: TenantId, after_seq: i64, limit: u32) -> StoreResult<Vec<AuditCheckpoint>>;
+    async fn list_checkpoints(&self, tenant: TenantId, after_seq: i64, limit: u32)
+        -> StoreResult<Vec<AuditCheckpoint>>;
     /// The tenant's newest checkpoint.
     async fn latest_checkpoint(&self, tenant: TenantId) -> StoreResult<Option<AuditCheckpoint>>;
 }

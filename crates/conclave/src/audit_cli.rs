@@ -53,7 +53,9 @@ pub enum AuditCommand {
 pub async fn run(config: Config, command: AuditCommand) -> anyhow::Result<()> {
     crate::log::init("warn");
     match command {
-        AuditCommand::Verify { tenant, checkpoints, public_key } => verify(&config, tenant, checkpoints, public_key).await,
+        AuditCommand::Verify { tenant, checkpoints, public_key } => {
+            verify(&config, tenant, checkpoints, public_key).await
+        }
         AuditCommand::PublicKey => {
             let signer = local_provider(&config).await?.checkpoint_signer().await?;
             let der = conclave_crypto::CheckpointSigner::public_key(&signer).await?;
@@ -66,10 +68,15 @@ pub async fn run(config: Config, command: AuditCommand) -> anyhow::Result<()> {
 
 async fn local_provider(config: &Config) -> anyhow::Result<conclave_crypto::LocalKeyProvider> {
     if config.keys.provider != "local" {
-        bail!("the checkpoint key of the '{}' key provider is not available to this command yet; pass --public-key", config.keys.provider);
+        bail!(
+            "the checkpoint key of the '{}' key provider is not available to this command yet; pass --public-key",
+            config.keys.provider
+        );
     }
     let path = config.key_file();
-    conclave_crypto::LocalKeyProvider::open(&path).await.with_context(|| format!("the local key file {}", path.display()))
+    conclave_crypto::LocalKeyProvider::open(&path)
+        .await
+        .with_context(|| format!("the local key file {}", path.display()))
 }
 
 /// Turns on signed checkpoints for a serving process.
@@ -123,7 +130,10 @@ async fn verify(
     // Checkpoints for a tenant the database no longer has.
     for c in kept.iter().filter_map(|s| s.checkpoint.as_ref().ok()) {
         if !tenants.contains(&c.tenant_id) && only.is_none_or(|o| o == c.tenant_id.0) {
-            println!("Tenant {}: FAILED: checkpoints name this tenant but the database has no such tenant", c.tenant_id);
+            println!(
+                "Tenant {}: FAILED: checkpoints name this tenant but the database has no such tenant",
+                c.tenant_id
+            );
             tenants.push(c.tenant_id);
             problems += 1;
         }
@@ -131,7 +141,9 @@ async fn verify(
     for tenant in heads.iter().map(|(t, _, _)| *t).filter(|t| only.is_none_or(|o| o == t.0)) {
         let total = heads.iter().find(|(t, _, _)| *t == tenant).map_or(0, |(_, seq, _)| *seq);
         let mut sources = kept.clone();
-        sources.extend(checkpoint::database_checkpoints(store.as_ref(), tenant).await.map_err(|e| anyhow::anyhow!("{e}"))?);
+        sources.extend(
+            checkpoint::database_checkpoints(store.as_ref(), tenant).await.map_err(|e| anyhow::anyhow!("{e}"))?,
+        );
         let bar = indicatif::ProgressBar::new(u64::try_from(total).unwrap_or(0));
         bar.set_style(
             indicatif::ProgressStyle::with_template("{msg} [{bar:40}] {pos}/{len} events ({eta})")
@@ -151,7 +163,9 @@ async fn verify(
             v.checkpoint_seq.map(|s| format!(" (newest at event {s})")).unwrap_or_default()
         );
         if let Some(seq) = v.first_bad_seq {
-            println!("  FAILED: first bad event: seq {seq} (edited, removed, inserted, reordered or rewritten from here)");
+            println!(
+                "  FAILED: first bad event: seq {seq} (edited, removed, inserted, reordered or rewritten from here)"
+            );
         }
         if let Some(bad) = &v.bad_checkpoint {
             let seq = bad.seq.map(|s| format!(" naming event {s}")).unwrap_or_default();
@@ -187,7 +201,9 @@ async fn export(config: &Config, tenant: Option<Uuid>, after_seq: i64, out: Opti
     let store = core.store().clone();
     let heads = store.audit_heads().await.map_err(|e| anyhow::anyhow!("{e}"))?;
     let (tenant, upto) = match tenant {
-        Some(t) => heads.iter().find(|(id, _, _)| id.0 == t).map(|(id, seq, _)| (*id, *seq)).context("no such tenant")?,
+        Some(t) => {
+            heads.iter().find(|(id, _, _)| id.0 == t).map(|(id, seq, _)| (*id, *seq)).context("no such tenant")?
+        }
         None => match heads.as_slice() {
             [(id, seq, _)] => (*id, *seq),
             [] => bail!("the database has no tenant yet"),

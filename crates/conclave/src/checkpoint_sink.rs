@@ -60,8 +60,8 @@ impl ObjectStoreSink {
             .filter(|(k, _)| k.starts_with("AZURE_") || k.starts_with("AWS_") || k.starts_with("OBJECT_STORE_"))
             .map(|(k, v)| (k.to_ascii_lowercase(), v))
             .collect();
-        let (store, prefix) = object_store::parse_url_opts(&parsed, options)
-            .with_context(|| format!("checkpoint container {url}"))?;
+        let (store, prefix) =
+            object_store::parse_url_opts(&parsed, options).with_context(|| format!("checkpoint container {url}"))?;
         Ok(Self::new(Arc::from(store), prefix, url))
     }
 
@@ -71,16 +71,15 @@ impl ObjectStoreSink {
 
     fn name(&self, c: &AuditCheckpoint) -> ObjectPath {
         let micros = c.at.unix_timestamp_nanos() / 1_000;
-        self.prefix.clone().join(c.tenant_id.0.hyphenated().to_string()).join(format!("{:020}-{micros:020}.json", c.seq))
+        self.prefix
+            .clone()
+            .join(c.tenant_id.0.hyphenated().to_string())
+            .join(format!("{:020}-{micros:020}.json", c.seq))
     }
 
     pub async fn read_all(&self) -> anyhow::Result<Vec<SourcedCheckpoint>> {
-        let mut metas: Vec<_> = self
-            .store
-            .list(Some(&self.prefix))
-            .try_collect()
-            .await
-            .with_context(|| format!("listing {}", self.url))?;
+        let mut metas: Vec<_> =
+            self.store.list(Some(&self.prefix)).try_collect().await.with_context(|| format!("listing {}", self.url))?;
         metas.sort_by(|a, b| a.location.as_ref().cmp(b.location.as_ref()));
         let mut out = Vec::with_capacity(metas.len());
         for meta in metas {
@@ -90,7 +89,10 @@ impl ObjectStoreSink {
             let text = String::from_utf8_lossy(&bytes);
             let mut parsed = conclave_core::checkpoint::parse_lines(meta.location.as_ref(), &text);
             if parsed.is_empty() {
-                parsed.push(SourcedCheckpoint { source: meta.location.to_string(), checkpoint: Err("empty object".into()) });
+                parsed.push(SourcedCheckpoint {
+                    source: meta.location.to_string(),
+                    checkpoint: Err("empty object".into()),
+                });
             }
             out.extend(parsed);
         }
@@ -105,13 +107,17 @@ impl CheckpointSink for ObjectStoreSink {
     }
 
     async fn append(&self, checkpoint: &AuditCheckpoint) -> conclave_core::Result<()> {
-        let mut body = serde_json::to_vec(&CheckpointDocument::from(checkpoint)).map_err(conclave_core::Error::internal)?;
+        let mut body =
+            serde_json::to_vec(&CheckpointDocument::from(checkpoint)).map_err(conclave_core::Error::internal)?;
         body.push(b'\n');
         self.store
             .put_opts(&self.name(checkpoint), PutPayload::from(body), PutOptions::from(PutMode::Create))
             .await
             .map(|_| ())
-            .map_err(|e| conclave_core::Error::Unavailable { service: "audit checkpoint container", detail: e.to_string() })
+            .map_err(|e| conclave_core::Error::Unavailable {
+                service: "audit checkpoint container",
+                detail: e.to_string(),
+            })
     }
 }
 

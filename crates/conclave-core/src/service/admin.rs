@@ -85,7 +85,8 @@ impl Conclave {
     }
 
     pub async fn admin_update_user(&self, caller: &Caller, id: UserId, patch: UserPatch) -> Result<UserView> {
-        self.permit(caller, policy::require_admin(caller), "admin.user_update.denied", "user", Some(id.to_string())).await?;
+        self.permit(caller, policy::require_admin(caller), "admin.user_update.denied", "user", Some(id.to_string()))
+            .await?;
         let mut patch = patch;
         if let Some(name) = patch.display_name.take() {
             let existing = self.store.get_user(caller.tenant(), id).await.map_err(user_not_found)?;
@@ -114,7 +115,8 @@ impl Conclave {
 
     /// Sets a temporary password the user must change at next sign-in, and signs them out.
     pub async fn admin_reset_password(&self, caller: &Caller, id: UserId, new_password: &str) -> Result<()> {
-        self.permit(caller, policy::require_admin(caller), "admin.password_reset.denied", "user", Some(id.to_string())).await?;
+        self.permit(caller, policy::require_admin(caller), "admin.password_reset.denied", "user", Some(id.to_string()))
+            .await?;
         let user = self.store.get_user(caller.tenant(), id).await.map_err(user_not_found)?;
         validate_new_password("new_password", new_password, &user.email, &user.display_name)?;
         let hash = self.hash_password(new_password.to_owned()).await?;
@@ -126,7 +128,8 @@ impl Conclave {
 
     /// Deletes a user with their conversations; their tenant-visible agents pass to the caller.
     pub async fn admin_delete_user(&self, caller: &Caller, id: UserId) -> Result<()> {
-        self.permit(caller, policy::require_admin(caller), "admin.user_delete.denied", "user", Some(id.to_string())).await?;
+        self.permit(caller, policy::require_admin(caller), "admin.user_delete.denied", "user", Some(id.to_string()))
+            .await?;
         if id == caller.user() {
             return Err(Error::Conflict("You cannot delete your own account; ask another administrator.".into()));
         }

@@ -77,7 +77,14 @@ impl Conclave {
     }
 
     pub async fn get_agent(&self, caller: &Caller, id: AgentId) -> Result<AgentView> {
-        self.permit(caller, policy::require(caller, Scope::AgentsRead), "agent.read.denied", "agent", Some(id.to_string())).await?;
+        self.permit(
+            caller,
+            policy::require(caller, Scope::AgentsRead),
+            "agent.read.denied",
+            "agent",
+            Some(id.to_string()),
+        )
+        .await?;
         let record = self.visible_agent(caller, id).await?;
         self.agent_view(&record).await
     }
@@ -94,7 +101,14 @@ impl Conclave {
 
     pub async fn update_agent(&self, caller: &Caller, id: AgentId, input: AgentInput) -> Result<AgentView> {
         let existing = self.visible_agent(caller, id).await?;
-        self.permit(caller, policy::require_agent_editor(caller, &existing), "agent.update.denied", "agent", Some(id.to_string())).await?;
+        self.permit(
+            caller,
+            policy::require_agent_editor(caller, &existing),
+            "agent.update.denied",
+            "agent",
+            Some(id.to_string()),
+        )
+        .await?;
         let current = self.open_agent(&existing).await?;
         let fields = self.merge_agent(caller, current, input, Vec::new()).await?;
         let record =
@@ -106,7 +120,14 @@ impl Conclave {
 
     pub async fn delete_agent(&self, caller: &Caller, id: AgentId) -> Result<()> {
         let existing = self.visible_agent(caller, id).await?;
-        self.permit(caller, policy::require_agent_editor(caller, &existing), "agent.delete.denied", "agent", Some(id.to_string())).await?;
+        self.permit(
+            caller,
+            policy::require_agent_editor(caller, &existing),
+            "agent.delete.denied",
+            "agent",
+            Some(id.to_string()),
+        )
+        .await?;
         self.store.delete_agent(caller.tenant(), id).await?;
         self.audit_by(caller, AuditRecord::new("agent.delete", "agent", id)).await;
         Ok(())

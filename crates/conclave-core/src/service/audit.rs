@@ -64,10 +64,11 @@ impl Conclave {
         let tenant = caller.tenant();
         // The key comes from the key provider, never from the database the checkpoints are in.
         let keys = match self.checkpointer() {
-            Some(c) => vec![c.signer.public_key().await.map_err(|e| Error::Unavailable {
-                service: "checkpoint signing key",
-                detail: e.to_string(),
-            })?],
+            Some(c) => vec![c
+                .signer
+                .public_key()
+                .await
+                .map_err(|e| Error::Unavailable { service: "checkpoint signing key", detail: e.to_string() })?],
             None => Vec::new(),
         };
         let checkpoints = crate::checkpoint::database_checkpoints(self.store.as_ref(), tenant).await?;
@@ -90,6 +91,11 @@ impl Conclave {
         let next = (events.len() == limit as usize).then(|| events.last().map(|e| e.seq)).flatten();
         Ok((events.into_iter().map(AuditEventView::from).collect(), next))
     }
+}
+
+/// The hash chain alone (no checkpoints): the same check as [`crate::checkpoint::verify_log`].
+pub async fn verify_chain(store: &dyn crate::store::Store, tenant: crate::ids::TenantId) -> Result<AuditVerification> {
+    crate::checkpoint::verify_log(store, tenant, Vec::new(), &[], &|_| {}).await
 }
 
 fn hex(bytes: &[u8]) -> String {
@@ -150,7 +156,8 @@ impl Conclave {
         let (upto, _) = self.store.audit_head(caller.tenant()).await?;
         self.audit_by(
             caller,
-            crate::app::AuditRecord::new("audit.exported", "audit_log", caller.tenant()).detail(export_detail(&filter, upto)),
+            crate::app::AuditRecord::new("audit.exported", "audit_log", caller.tenant())
+                .detail(export_detail(&filter, upto)),
         )
         .await;
         Ok(ndjson_stream(self.store.clone(), caller.tenant(), filter, upto))
@@ -158,7 +165,8 @@ impl Conclave {
 
     /// Records an export made from the command line (`conclave audit export`) in the tenant's log.
     pub async fn record_offline_export(&self, tenant: crate::ids::TenantId, filter: &ExportFilter, upto: i64) {
-        let mut record = crate::app::AuditRecord::new("audit.exported", "audit_log", tenant).detail(export_detail(filter, upto));
+        let mut record =
+            crate::app::AuditRecord::new("audit.exported", "audit_log", tenant).detail(export_detail(filter, upto));
         record.actor_kind = Some("command_line");
         self.audit(tenant, &crate::principal::RequestMeta::default(), record).await
     }

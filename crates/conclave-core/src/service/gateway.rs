@@ -51,7 +51,14 @@ pub struct GatewayCall {
 
 impl Conclave {
     pub async fn gateway_start(self: &Arc<Self>, caller: &Caller, req: GatewayRequest) -> Result<GatewayCall> {
-        self.permit(caller, policy::require(caller, Scope::ConversationsWrite), "gateway.request.denied", "model", None).await?;
+        self.permit(
+            caller,
+            policy::require(caller, Scope::ConversationsWrite),
+            "gateway.request.denied",
+            "model",
+            None,
+        )
+        .await?;
         if req.messages.is_empty() {
             return Err(Error::field("messages", "Send at least one message."));
         }

@@ -128,7 +128,12 @@ async fn checkpoints(h: &Harness, dir: &std::path::Path) -> Vec<u8> {
 async fn agents(h: &Harness, token: &str, n: usize) {
     for i in 0..n {
         let r = h
-            .call(Method::POST, "/api/v1/agents", Some(token), Some(json!({"name": format!("A{i}"), "model": "conclave-demo"})))
+            .call(
+                Method::POST,
+                "/api/v1/agents",
+                Some(token),
+                Some(json!({"name": format!("A{i}"), "model": "conclave-demo"})),
+            )
             .await;
         assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
     }
@@ -209,7 +214,10 @@ async fn a_forged_checkpoint_is_named() {
     let v = verify(&h, &admin).await;
     assert_eq!(v["ok"], false, "{v}");
     assert_eq!(v["first_bad_seq"], serde_json::Value::Null, "the events themselves are intact: {v}");
-    assert_eq!((v["bad_checkpoint"]["seq"].as_i64(), v["bad_checkpoint"]["source"].as_str()), (Some(2), Some("database")));
+    assert_eq!(
+        (v["bad_checkpoint"]["seq"].as_i64(), v["bad_checkpoint"]["source"].as_str()),
+        (Some(2), Some("database"))
+    );
     assert!(v["bad_checkpoint"]["reason"].as_str().unwrap().contains("signature"), "{v}");
     let _ = db.close().await;
     std::fs::remove_dir_all(&dir).ok();
@@ -226,7 +234,8 @@ async fn export_streams_json_lines_equal_to_the_events_list_and_is_audited() {
         let admin = admin.clone();
         let h = &h;
         async move {
-            let req = Request::get(path).header("authorization", format!("Bearer {admin}")).body(Body::empty()).unwrap();
+            let req =
+                Request::get(path).header("authorization", format!("Bearer {admin}")).body(Body::empty()).unwrap();
             let response = h.send(req).await;
             assert_eq!(response.status(), StatusCode::OK);
             assert_eq!(response.headers()["content-type"], "application/x-ndjson");
@@ -263,7 +272,9 @@ async fn permission_denials_are_audited_but_invisible_resources_are_not() {
     let r = h.call(Method::GET, "/api/v1/audit/events", Some(&member), None).await;
     assert_eq!(r.status, StatusCode::FORBIDDEN);
     // 404: the member cannot see the admin's private agent; not a denial to record.
-    let r = h.call(Method::GET, &format!("/api/v1/agents/{}", agent.body["id"].as_str().unwrap()), Some(&member), None).await;
+    let r = h
+        .call(Method::GET, &format!("/api/v1/agents/{}", agent.body["id"].as_str().unwrap()), Some(&member), None)
+        .await;
     assert_eq!(r.status, StatusCode::NOT_FOUND);
 
     let log = h.call(Method::GET, "/api/v1/audit/events?limit=200", Some(&admin), None).await;
@@ -283,10 +294,12 @@ async fn an_unwritable_audit_log_fails_readiness_until_a_write_succeeds() {
     assert_eq!((ready.status, &ready.body["checks"]["audit_log"]), (StatusCode::OK, &json!("ok")));
 
     let mut db = sqlx::SqliteConnection::connect(&h.db_url()).await.unwrap();
-    sqlx::query("CREATE TRIGGER refuse_audit BEFORE INSERT ON audit_events BEGIN SELECT RAISE(ABORT, 'disk full'); END")
-        .execute(&mut db)
-        .await
-        .unwrap();
+    sqlx::query(
+        "CREATE TRIGGER refuse_audit BEFORE INSERT ON audit_events BEGIN SELECT RAISE(ABORT, 'disk full'); END",
+    )
+    .execute(&mut db)
+    .await
+    .unwrap();
     agents(&h, &admin, 1).await;
     assert_eq!(h.core.audit_failures(), 1, "the failed append is counted");
     let ready = h.call(Method::GET, "/readyz", None, None).await;

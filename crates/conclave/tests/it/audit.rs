@@ -138,7 +138,8 @@ async fn export_writes_the_events_as_json_lines(backend: Backend) -> Result<()> 
     let (site, admin_email) = site_with_events(backend).await?;
     let env = site.env();
     let out_file = std::path::PathBuf::from(site_var(&site, "CONCLAVE_DATA_DIR")).join("audit.jsonl");
-    let out = run_cli(&["audit", "export", "--after-seq", "1", "--out", &out_file.to_string_lossy()], &env, QUICK).await?;
+    let out =
+        run_cli(&["audit", "export", "--after-seq", "1", "--out", &out_file.to_string_lossy()], &env, QUICK).await?;
     assert!(out.status.success(), "{out}");
     let lines: Vec<Value> =
         std::fs::read_to_string(&out_file)?.lines().map(serde_json::from_str).collect::<Result<_, _>>()?;
