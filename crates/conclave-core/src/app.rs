@@ -389,18 +389,34 @@ impl Conclave {
         resource_type: &'static str,
         resource_id: Option<String>,
     ) -> Result<()> {
-        if let Err(e @ (Error::Forbidden(_) | Error::PasswordChangeRequired)) = &check {
-            let reason = match e {
-                Error::Forbidden(reason) => reason.clone(),
-                _ => "password change required".to_owned(),
-            };
-            let mut record = AuditRecord::new(action, resource_type, "")
-                .outcome(Outcome::Denied)
-                .detail(serde_json::json!({ "reason": reason }));
-            record.resource_id = resource_id;
-            self.audit_by(caller, record).await;
+        match check {
+            Err(e @ (Error::Forbidden(_) | Error::PasswordChangeRequired)) => {
+                Err(self.deny(caller, e, action, resource_type, resource_id).await)
+            }
+            other => other,
         }
-        check
+    }
+
+    /// Audits a refusal as `action` (outcome `denied`, the reason in `detail`) and returns it.
+    pub(crate) async fn deny(
+        &self,
+        caller: &Caller,
+        refusal: Error,
+        action: &'static str,
+        resource_type: &'static str,
+        resource_id: Option<String>,
+    ) -> Error {
+        let reason = match &refusal {
+            Error::Forbidden(reason) => reason.clone(),
+            Error::PasswordChangeRequired => "password change required".to_owned(),
+            other => other.to_string(),
+        };
+        let mut record = AuditRecord::new(action, resource_type, "")
+            .outcome(Outcome::Denied)
+            .detail(serde_json::json!({ "reason": reason }));
+        record.resource_id = resource_id;
+        self.audit_by(caller, record).await;
+        refusal
     }
 
     pub(crate) async fn audit_by(&self, caller: &Caller, record: AuditRecord<'_>) {

@@ -119,9 +119,8 @@ async fn export(
         // Headers are sent: the client sees a cut-off body; the reason goes to the log.
         tracing::error!(error = %e, "audit export stopped");
     });
-    Ok(axum::response::Response::builder()
-        .header(axum::http::header::CONTENT_TYPE, "application/x-ndjson")
-        .header(axum::http::header::CACHE_CONTROL, "no-store")
-        .body(axum::body::Body::from_stream(stream))
-        .map_err(|e| ApiError::Domain(conclave_core::Error::internal(e)))?)
+    use axum::http::header;
+    use axum::response::IntoResponse as _;
+    let headers = [(header::CONTENT_TYPE, "application/x-ndjson"), (header::CACHE_CONTROL, "no-store")];
+    Ok((headers, axum::body::Body::from_stream(stream)).into_response())
 }
