@@ -30,9 +30,10 @@ pub enum AuditCommand {
         /// Checkpoint folder or container URL (default: the configured one).
         #[arg(long)]
         checkpoints: Option<String>,
-        /// The checkpoint public key (PEM) to trust (default: the one in the local key file).
+        /// A checkpoint public key (PEM) to trust; repeat it to trust the keys of earlier
+        /// signers too (default: the one in the local key file).
         #[arg(long)]
-        public_key: Option<PathBuf>,
+        public_key: Vec<PathBuf>,
     },
     /// Print the checkpoint signing key's public half (PEM), for auditors to keep.
     PublicKey,
@@ -97,19 +98,22 @@ async fn verify(
     config: &Config,
     only: Option<Uuid>,
     checkpoints: Option<String>,
-    public_key: Option<PathBuf>,
+    public_keys: Vec<PathBuf>,
 ) -> anyhow::Result<()> {
-    let key = match &public_key {
-        Some(path) => {
-            let pem = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-            conclave_crypto::public_key_from_pem(&pem).with_context(|| format!("{}", path.display()))?
-        }
-        None => local_provider(config)
-            .await?
-            .checkpoint_public_key()
-            .await?
-            .context("the local key file has no checkpoint key yet; pass --public-key")?,
-    };
+    let mut keys = Vec::new();
+    for path in &public_keys {
+        let pem = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        keys.push(conclave_crypto::public_key_from_pem(&pem).with_context(|| format!("{}", path.display()))?);
+    }
+    if keys.is_empty() {
+        keys.push(
+            local_provider(config)
+                .await?
+                .checkpoint_public_key()
+                .await?
+                .context("the local key file has no checkpoint key yet; pass --public-key")?,
+        );
+    }
     let db = crate::serve::open_database(config).await?;
     let store = db.clone().into_store();
     let explicit = checkpoints.is_some();
@@ -122,7 +126,8 @@ async fn verify(
         }
         Err(e) => return Err(e),
     };
-    println!("Checkpoints: {} read from {location}; public key {}", kept.len(), fingerprint(&key));
+    let fingerprints: Vec<String> = keys.iter().map(|k| fingerprint(k)).collect();
+    println!("Checkpoints: {} read from {location}; trusted key(s) {}", kept.len(), fingerprints.join(", "));
 
     let heads = store.audit_heads().await.map_err(|e| anyhow::anyhow!("{e}"))?;
     let mut tenants: Vec<TenantId> = heads.iter().map(|(t, _, _)| *t).collect();
@@ -151,7 +156,7 @@ async fn verify(
         );
         bar.set_message(format!("tenant {tenant}"));
         let progress = |n: i64| bar.set_position(u64::try_from(n).unwrap_or(0));
-        let v = checkpoint::verify_log(store.as_ref(), tenant, sources, std::slice::from_ref(&key), &progress)
+        let v = checkpoint::verify_log(store.as_ref(), tenant, sources, &keys, &progress)
             .await
             .map_err(|e| anyhow::anyhow!("{e}"))?;
         bar.finish_and_clear();
