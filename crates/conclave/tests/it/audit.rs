@@ -15,6 +15,7 @@ backend_tests!(
     offline_and_online_verify_name_a_tampered_event,
     a_checkpoint_catches_removed_newest_events_and_a_forged_one_is_named,
     export_writes_the_events_as_json_lines,
+    checkpoints_are_written_periodically_to_an_object_store_container,
 );
 
 fn site_var(site: &Site, name: &str) -> String {
@@ -155,5 +156,50 @@ async fn export_writes_the_events_as_json_lines(backend: Backend) -> Result<()> 
     let streamed = app.get("/api/v1/audit/export").bearer_auth(&admin.token).fetch().await?.expect(200);
     assert_eq!(streamed.header("content-type").as_deref(), Some("application/x-ndjson"));
     assert_eq!(streamed.text.lines().count(), 6, "{}", streamed.text);
+    Ok(())
+}
+
+/// With an interval of one second and a container (the object store's local file system
+/// backend), a running server writes a checkpoint object without being stopped; the offline
+/// verifier reads the container.
+async fn checkpoints_are_written_periodically_to_an_object_store_container(backend: Backend) -> Result<()> {
+    let container = crate::app::TempDir::new()?;
+    let url = format!("file://{}", container.path().display());
+    let mut app = TestApp::builder(backend)
+        .env("CONCLAVE_AUDIT_CHECKPOINT_SECONDS", "1")
+        .env("CONCLAVE_AUDIT_CHECKPOINT_URL", url.clone())
+        .start()
+        .await?;
+    let admin = app.admin().await?;
+    app.create_agent(&admin.token, json!({"model": "conclave-demo"})).await?;
+    // No signal leaves the server when a checkpoint is written: watch the container, bounded.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let objects = loop {
+        let found: Vec<std::path::PathBuf> = std::fs::read_dir(container.path())?
+            .filter_map(|e| e.ok())
+            .filter(|e| e.path().is_dir())
+            .flat_map(|tenant| std::fs::read_dir(tenant.path()).into_iter().flatten().filter_map(|e| e.ok()))
+            .map(|e| e.path())
+            .filter(|p| p.extension().is_some_and(|x| x == "json"))
+            .collect();
+        if !found.is_empty() {
+            break found;
+        }
+        anyhow::ensure!(
+            std::time::Instant::now() < deadline,
+            "no checkpoint object within 30 s:\n{}",
+            app.logs().join("\n")
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let doc: Value = serde_json::from_str(std::fs::read_to_string(&objects[0])?.trim())?;
+    assert_eq!(doc["format"], "conclave-audit-checkpoint");
+    assert!(doc["seq"].as_i64().unwrap_or(0) >= 1, "{doc}");
+    // Killed without a shutdown checkpoint: the periodic ones are there already.
+    app.sigkill();
+    let site = app.into_site();
+    let out = run_cli(&["audit", "verify", "--checkpoints", &url], &site.env(), QUICK).await?;
+    assert!(out.status.success(), "{out}");
+    assert!(out.stdout.contains("checkpoint(s) agree (newest at event"), "{out}");
     Ok(())
 }
