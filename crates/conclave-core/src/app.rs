@@ -94,6 +94,12 @@ pub struct Conclave {
     tenants: std::sync::Mutex<std::collections::HashMap<TenantId, (crate::records::Tenant, std::time::Instant)>>,
     /// This process, as the owner of reply leases.
     pub(crate) replica: uuid::Uuid,
+    /// Signs and writes audit checkpoints, when configured.
+    checkpointer: std::sync::OnceLock<Arc<crate::checkpoint::Checkpointer>>,
+    /// Audit events that could not be stored, since start.
+    audit_failures: std::sync::atomic::AtomicU64,
+    /// The last audit append failed (cleared by the next one that succeeds): readiness fails.
+    audit_unwritable: std::sync::atomic::AtomicBool,
 }
 
 impl Conclave {
@@ -119,6 +125,9 @@ impl Conclave {
             notifier,
             tenants: Default::default(),
             replica: uuid::Uuid::new_v4(),
+            checkpointer: Default::default(),
+            audit_failures: Default::default(),
+            audit_unwritable: Default::default(),
         }))
     }
 
@@ -179,6 +188,36 @@ impl Conclave {
         self.store.ping().await.map_err(Error::from)
     }
 
+    /// Readiness of the audit log: `false` while the last attempt to store an event failed.
+    pub fn audit_writable(&self) -> bool {
+        !self.audit_unwritable.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Audit events that could not be stored since this process started.
+    pub fn audit_failures(&self) -> u64 {
+        self.audit_failures.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Turns on signed audit checkpoints (before [`start_background`](Self::start_background)).
+    pub fn set_checkpointer(&self, checkpointer: crate::checkpoint::Checkpointer) {
+        if self.checkpointer.set(Arc::new(checkpointer)).is_err() {
+            tracing::warn!("audit checkpoints were already configured");
+        }
+    }
+
+    pub fn checkpointer(&self) -> Option<&Arc<crate::checkpoint::Checkpointer>> {
+        self.checkpointer.get()
+    }
+
+    /// Writes a checkpoint now for every tenant whose log moved (the periodic task does this
+    /// every interval; the binary calls it once more at shutdown). Returns how many were written.
+    pub async fn write_checkpoints(&self) -> Result<usize> {
+        match self.checkpointer.get() {
+            Some(c) => c.run_once(self.store.as_ref()).await,
+            None => Ok(0),
+        }
+    }
+
     /// Waits up to `grace` for running replies to finish; the ones still running then are
     /// stopped and stored as failed with their text so far. Returns how many were stopped.
     pub async fn drain(&self, grace: Duration) -> usize {
@@ -201,6 +240,7 @@ impl Conclave {
     /// notices for the replies this process generates.
     pub fn start_background(self: &Arc<Self>) {
         self.start_lease_sweeper();
+        self.start_checkpoints();
         let this = Arc::downgrade(self);
         let mut notices = self.notifier.subscribe();
         tokio::spawn(async move {
@@ -215,6 +255,25 @@ impl Conclave {
                     Ok(Notice::Progress { .. }) => {}
                     Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
                     Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+                }
+            }
+        });
+    }
+
+    /// Writes audit checkpoints every configured interval, until the process ends.
+    fn start_checkpoints(self: &Arc<Self>) {
+        let Some(every) = self.checkpointer.get().map(|c| c.every) else { return };
+        let this = Arc::downgrade(self);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every.max(Duration::from_millis(100)));
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                let Some(core) = this.upgrade() else { return };
+                match core.write_checkpoints().await {
+                    Ok(0) => {}
+                    Ok(n) => tracing::debug!(tenants = n, "audit checkpoints written"),
+                    Err(e) => tracing::error!(error = %e, "audit checkpoints could not be written"),
                 }
             }
         });
@@ -259,6 +318,8 @@ pub(crate) struct AuditRecord<'a> {
     pub outcome: Outcome,
     pub detail: Option<serde_json::Value>,
     pub actor: Option<&'a Caller>,
+    /// Who acted when there is no caller (default `anonymous`), e.g. `command_line`.
+    pub actor_kind: Option<&'static str>,
 }
 
 impl<'a> AuditRecord<'a> {
@@ -270,6 +331,7 @@ impl<'a> AuditRecord<'a> {
             outcome: Outcome::Success,
             detail: None,
             actor: None,
+            actor_kind: None,
         }
     }
 
@@ -297,7 +359,7 @@ impl Conclave {
             id: crate::ids::AuditEventId::new(),
             at: crate::clock::now(),
             actor_id: record.actor.map(|c| c.user()),
-            actor_kind: record.actor.map_or("anonymous", |c| c.principal.actor_kind()),
+            actor_kind: record.actor.map_or(record.actor_kind.unwrap_or("anonymous"), |c| c.principal.actor_kind()),
             action: record.action,
             resource_type: record.resource_type,
             resource_id: record.resource_id,
@@ -306,9 +368,65 @@ impl Conclave {
             request_id: meta.request_id.clone(),
             detail: record.detail,
         };
-        if let Err(e) = self.store.append_audit(&event).await {
-            tracing::error!(action = event.action, error = %e, "audit event could not be stored");
+        use std::sync::atomic::Ordering;
+        match self.store.append_audit(&event).await {
+            Ok(_) => self.audit_unwritable.store(false, Ordering::Relaxed),
+            Err(e) => {
+                // The change itself is already made; an unrecorded change must not go unnoticed:
+                // counted, logged with the request id, and readiness fails until a write succeeds.
+                let failures = self.audit_failures.fetch_add(1, Ordering::Relaxed) + 1;
+                self.audit_unwritable.store(true, Ordering::Relaxed);
+                tracing::error!(
+                    action = event.action,
+                    request_id = event.request_id.as_deref().unwrap_or("-"),
+                    tenant = %tenant,
+                    failures,
+                    error = %e,
+                    "audit event could not be stored"
+                );
+            }
         }
+    }
+
+    /// Passes a policy check's result through, auditing a refusal (403: the caller is known but
+    /// not allowed) as `action` (`<what>.denied`) with outcome `denied`. A 404 for something the
+    /// caller cannot see is not audited: it reveals nothing and would only cost writes.
+    pub(crate) async fn permit(
+        &self,
+        caller: &Caller,
+        check: Result<()>,
+        action: &'static str,
+        resource_type: &'static str,
+        resource_id: Option<String>,
+    ) -> Result<()> {
+        match check {
+            Err(e @ (Error::Forbidden(_) | Error::PasswordChangeRequired)) => {
+                Err(self.deny(caller, e, action, resource_type, resource_id).await)
+            }
+            other => other,
+        }
+    }
+
+    /// Audits a refusal as `action` (outcome `denied`, the reason in `detail`) and returns it.
+    pub(crate) async fn deny(
+        &self,
+        caller: &Caller,
+        refusal: Error,
+        action: &'static str,
+        resource_type: &'static str,
+        resource_id: Option<String>,
+    ) -> Error {
+        let reason = match &refusal {
+            Error::Forbidden(reason) => reason.clone(),
+            Error::PasswordChangeRequired => "password change required".to_owned(),
+            other => other.to_string(),
+        };
+        let mut record = AuditRecord::new(action, resource_type, "")
+            .outcome(Outcome::Denied)
+            .detail(serde_json::json!({ "reason": reason }));
+        record.resource_id = resource_id;
+        self.audit_by(caller, record).await;
+        refusal
     }
 
     pub(crate) async fn audit_by(&self, caller: &Caller, record: AuditRecord<'_>) {

@@ -4,6 +4,7 @@
 //! HTTP or SQL libraries.
 
 pub mod app;
+pub mod checkpoint;
 pub mod clock;
 pub mod content;
 pub mod envelope;

@@ -359,6 +359,66 @@ pub fn audit_hash(prev: &[u8], e: &AuditEvent) -> [u8; 32] {
     h.finalize().into()
 }
 
+pub use conclave_crypto::SignatureAlgorithm;
+
+/// A signed statement "the tenant's audit log had `seq` events and its head hash was `head` at
+/// `at`", written by the checkpoint task to the database and to an append-only sink.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditCheckpoint {
+    /// Format version of [`signed_bytes`](Self::signed_bytes) (1).
+    pub version: u32,
+    pub tenant_id: TenantId,
+    pub seq: i64,
+    /// The hash of event `seq` (32 bytes).
+    pub head: Vec<u8>,
+    /// Microsecond precision, like every stored time.
+    pub at: OffsetDateTime,
+    pub key_id: String,
+    pub algorithm: SignatureAlgorithm,
+    pub signature: Vec<u8>,
+}
+
+impl AuditCheckpoint {
+    pub const VERSION: u32 = 1;
+
+    /// The bytes the signature covers: UTF-8 text, one `name=value` per line, in this order and
+    /// with a final newline, so an auditor can rebuild them with a shell and check the signature
+    /// with `openssl pkeyutl -verify`:
+    ///
+    /// ```text
+    /// conclave-audit-checkpoint
+    /// version=1
+    /// tenant=<uuid, lower-case hyphenated>
+    /// seq=<decimal>
+    /// head=<64 lower-case hex digits>
+    /// at=<unix time in microseconds, decimal>
+    /// key_id=<key id>
+    /// algorithm=<Ed25519 | ES256>
+    /// ```
+    pub fn signed_bytes(&self) -> Vec<u8> {
+        let micros = self.at.unix_timestamp_nanos() / 1_000;
+        let algorithm = match self.algorithm {
+            SignatureAlgorithm::Ed25519 => "Ed25519",
+            SignatureAlgorithm::Es256 => "ES256",
+        };
+        // A key id with a line break could make two different checkpoints sign the same bytes.
+        let key_id: String = self.key_id.chars().filter(|c| !c.is_control()).collect();
+        format!(
+            "conclave-audit-checkpoint\nversion={}\ntenant={}\nseq={}\nhead={}\nat={micros}\nkey_id={key_id}\nalgorithm={algorithm}\n",
+            self.version,
+            self.tenant_id.0.hyphenated(),
+            self.seq,
+            hex(&self.head),
+        )
+        .into_bytes()
+    }
+}
+
+/// Lower-case hex.
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
 impl From<&NewAuditEvent> for AuditEvent {
     fn from(e: &NewAuditEvent) -> Self {
         AuditEvent {

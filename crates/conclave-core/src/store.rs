@@ -226,4 +226,15 @@ pub trait Store: LibraryStore + KeyStore + Send + Sync + 'static {
     async fn audit_head(&self, tenant: TenantId) -> StoreResult<(i64, Option<Vec<u8>>)>;
     /// Events after `filter.after_seq`, in sequence order, that match the filter.
     async fn list_audit(&self, tenant: TenantId, filter: &AuditFilter) -> StoreResult<Vec<AuditEvent>>;
+
+    // --- audit checkpoints ----------------------------------------------------------------
+    /// Every tenant's audit head: (tenant, last sequence number, hash of the newest event).
+    async fn audit_heads(&self) -> StoreResult<Vec<(TenantId, i64, Option<Vec<u8>>)>>;
+    /// Records a checkpoint; `false` if the tenant already has one at that sequence number.
+    async fn append_checkpoint(&self, checkpoint: &AuditCheckpoint) -> StoreResult<bool>;
+    /// The tenant's checkpoints with `seq > after_seq`, oldest first, at most `limit`.
+    async fn list_checkpoints(&self, tenant: TenantId, after_seq: i64, limit: u32)
+        -> StoreResult<Vec<AuditCheckpoint>>;
+    /// The tenant's newest checkpoint.
+    async fn latest_checkpoint(&self, tenant: TenantId) -> StoreResult<Option<AuditCheckpoint>>;
 }

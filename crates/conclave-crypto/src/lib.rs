@@ -75,9 +75,11 @@ pub use binding::{Binding, FieldName, Purpose};
 pub use cache::KeyCache;
 pub use error::{CryptoError, Result};
 pub use key::{Key, KeyId, KeyRef};
-pub use provider::{KeyProvider, LocalKeyProvider, ProviderInfo};
+pub use provider::{KeyProvider, LocalCheckpointSigner, LocalKeyProvider, ProviderInfo};
 pub use sealed::{open, seal};
 pub use segment::{RangeDecryptor, RangePlan, SegmentDecryptor, SegmentEncryptor, SegmentHeader};
-pub use signing::{CheckpointSigner, SignatureAlgorithm};
+pub use signing::{
+    public_key_algorithm, public_key_from_pem, public_key_pem, verify_signature, CheckpointSigner, SignatureAlgorithm,
+};
 pub use tag::lookup_tag;
 pub use wrapped::{unwrap_key, wrap_key, WrappedKey};

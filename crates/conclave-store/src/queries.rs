@@ -1128,8 +1128,95 @@ macro_rules! store_impl {
                     .collect::<Result<Vec<_>, _>>()
                     .map_err(store_error)
             }
+
+            // --- audit checkpoints ----------------------------------------------------------
+            async fn audit_heads(&self) -> StoreResult<Vec<(TenantId, i64, Option<Vec<u8>>)>> {
+                let rows = sqlx::query("SELECT tenant_id, audit_seq, audit_head FROM tenants ORDER BY tenant_id")
+                    .fetch_all(&self.pool)
+                    .await
+                    .map_err(store_error)?;
+                rows.iter()
+                    .map(|r| -> Result<_, sqlx::Error> {
+                        Ok((TenantId(r.try_get("tenant_id")?), r.try_get("audit_seq")?, r.try_get("audit_head")?))
+                    })
+                    .collect::<Result<Vec<_>, _>>()
+                    .map_err(store_error)
+            }
+
+            async fn append_checkpoint(&self, c: &AuditCheckpoint) -> StoreResult<bool> {
+                let done = sqlx::query(
+                    "INSERT INTO audit_checkpoints (tenant_id, seq, head, at, version, key_id, algorithm, signature) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (tenant_id, seq) DO NOTHING",
+                )
+                .bind(c.tenant_id.0)
+                .bind(c.seq)
+                .bind(&c.head)
+                .bind(DbTime(c.at))
+                .bind(i32::try_from(c.version).unwrap_or(i32::MAX))
+                .bind(&c.key_id)
+                .bind(checkpoint_algorithm_name(c.algorithm))
+                .bind(&c.signature)
+                .execute(&self.pool)
+                .await
+                .map_err(store_error)?;
+                Ok(done.rows_affected() == 1)
+            }
+
+            async fn list_checkpoints(
+                &self,
+                tenant: TenantId,
+                after_seq: i64,
+                limit: u32,
+            ) -> StoreResult<Vec<AuditCheckpoint>> {
+                let rows = sqlx::query(
+                    "SELECT tenant_id, seq, head, at, version, key_id, algorithm, signature FROM audit_checkpoints \
+                     WHERE tenant_id = $1 AND seq > $2 ORDER BY seq LIMIT $3",
+                )
+                .bind(tenant.0)
+                .bind(after_seq)
+                .bind(i64::from(limit))
+                .fetch_all(&self.pool)
+                .await
+                .map_err(store_error)?;
+                rows.iter().map(|r| Self::checkpoint_row(r)).collect::<Result<Vec<_>, _>>().map_err(store_error)
+            }
+
+            async fn latest_checkpoint(&self, tenant: TenantId) -> StoreResult<Option<AuditCheckpoint>> {
+                let row = sqlx::query(
+                    "SELECT tenant_id, seq, head, at, version, key_id, algorithm, signature FROM audit_checkpoints \
+                     WHERE tenant_id = $1 ORDER BY seq DESC LIMIT 1",
+                )
+                .bind(tenant.0)
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(store_error)?;
+                row.as_ref().map(|r| Self::checkpoint_row(r)).transpose().map_err(store_error)
+            }
+        }
+
+        impl $store {
+            fn checkpoint_row(r: &<$db as sqlx::Database>::Row) -> Result<AuditCheckpoint, sqlx::Error> {
+                let algorithm: &str = r.try_get("algorithm")?;
+                Ok(AuditCheckpoint {
+                    version: u32::try_from(r.try_get::<i32, _>("version")?).unwrap_or(0),
+                    tenant_id: TenantId(r.try_get("tenant_id")?),
+                    seq: r.try_get("seq")?,
+                    head: r.try_get("head")?,
+                    at: r.try_get::<DbTime, _>("at")?.0,
+                    key_id: r.try_get("key_id")?,
+                    algorithm: text_enum("algorithm", algorithm)?,
+                    signature: r.try_get("signature")?,
+                })
+            }
         }
     };
+}
+
+fn checkpoint_algorithm_name(a: SignatureAlgorithm) -> &'static str {
+    match a {
+        SignatureAlgorithm::Ed25519 => "Ed25519",
+        SignatureAlgorithm::Es256 => "ES256",
+    }
 }
 
 store_impl!(SqliteStore, sqlx::Sqlite);

@@ -27,6 +27,7 @@ pub struct Config {
     pub auth: AuthConfig,
     pub oidc: OidcConfig,
     pub keys: KeysConfig,
+    pub audit: AuditConfig,
     pub limits: LimitsConfig,
     pub redis_url: Option<String>,
     pub log: LogConfig,
@@ -98,6 +99,24 @@ pub struct KeysConfig {
     /// How long unwrapped content keys stay in memory: revoking a master key locks its data
     /// within this time.
     pub cache_seconds: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuditConfig {
+    /// How often each tenant's audit head is signed (when it moved).
+    pub checkpoint_seconds: u64,
+    /// The append-only folder of checkpoint files; default `<data dir>/audit-checkpoints`.
+    pub checkpoint_dir: Option<PathBuf>,
+    /// An object store container for checkpoints (`az://…`, `s3://…`, `file:///…`, `memory://`),
+    /// instead of the folder; give it a time-based immutability policy.
+    pub checkpoint_url: Option<String>,
+}
+
+impl Default for AuditConfig {
+    fn default() -> Self {
+        AuditConfig { checkpoint_seconds: 60, checkpoint_dir: None, checkpoint_url: None }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -180,6 +199,7 @@ impl Default for Config {
             auth: AuthConfig::default(),
             oidc: OidcConfig::default(),
             keys: KeysConfig::default(),
+            audit: AuditConfig::default(),
             limits: LimitsConfig::default(),
             redis_url: None,
             log: LogConfig::default(),
@@ -409,6 +429,18 @@ impl Config {
         if let Some(v) = parse_bool(env, "CONCLAVE_ALLOW_LOCAL_KEY")? {
             self.keys.allow_local_in_production = v;
         }
+        if let Some(v) = parse_env(env, "CONCLAVE_AUDIT_CHECKPOINT_SECONDS", "a number of seconds")? {
+            if v == 0 {
+                return Err(env_err("CONCLAVE_AUDIT_CHECKPOINT_SECONDS", "must be at least 1".to_owned()));
+            }
+            self.audit.checkpoint_seconds = v;
+        }
+        if let Some(v) = env.get("CONCLAVE_AUDIT_CHECKPOINT_DIR").filter(|v| !v.is_empty()) {
+            self.audit.checkpoint_dir = Some(PathBuf::from(v));
+        }
+        if let Some(v) = env.get("CONCLAVE_AUDIT_CHECKPOINT_URL").filter(|v| !v.is_empty()) {
+            self.audit.checkpoint_url = Some(v.clone());
+        }
         if let Some(v) = parse_env(env, "CONCLAVE_RATE_LIMIT_PER_MINUTE", "a number")? {
             self.limits.rate_limit_per_minute = v;
         }
@@ -512,6 +544,18 @@ impl Config {
             .database_url
             .clone()
             .unwrap_or_else(|| format!("sqlite://{}", self.store.data_dir.join("conclave.db").display()))
+    }
+
+    /// Where checkpoints go: the object store container if one is set, else the folder.
+    pub fn checkpoint_location(&self) -> String {
+        self.audit.checkpoint_url.clone().unwrap_or_else(|| {
+            self.audit
+                .checkpoint_dir
+                .clone()
+                .unwrap_or_else(|| self.store.data_dir.join("audit-checkpoints"))
+                .display()
+                .to_string()
+        })
     }
 
     pub fn key_file(&self) -> PathBuf {

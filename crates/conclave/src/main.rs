@@ -1,5 +1,7 @@
-//! The `conclave` command: `serve`, `migrate`, `check-config`, `admin create` and `keys`.
+//! The `conclave` command: `serve`, `migrate`, `check-config`, `admin create`, `keys` and `audit`.
 
+mod audit_cli;
+mod checkpoint_sink;
 mod config;
 mod keys_cli;
 mod log;
@@ -41,6 +43,11 @@ enum Command {
     Keys {
         #[command(subcommand)]
         command: keys_cli::KeysCommand,
+    },
+    /// The audit log: offline verification, the checkpoint public key, export.
+    Audit {
+        #[command(subcommand)]
+        command: audit_cli::AuditCommand,
     },
 }
 
@@ -112,6 +119,7 @@ fn main() -> ExitCode {
                         serve::admin_create(config, email, display_name, password).await
                     }
                     Command::Keys { command } => keys_cli::run(config, command).await,
+                    Command::Audit { command } => audit_cli::run(config, command).await,
                     Command::CheckConfig => unreachable!("handled above"),
                 }
             });

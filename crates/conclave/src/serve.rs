@@ -22,7 +22,7 @@ use crate::config::{Config, Profile, ProviderKindConfig, Severity};
 
 const DATABASE_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
-async fn open_database(config: &Config) -> anyhow::Result<Database> {
+pub(crate) async fn open_database(config: &Config) -> anyhow::Result<Database> {
     let url = config.database_url();
     let db = Database::connect(&url, DATABASE_CONNECT_TIMEOUT)
         .await
@@ -161,15 +161,7 @@ pub async fn admin_create(
 ) -> anyhow::Result<()> {
     crate::log::init("warn");
     let db = open_database(&config).await?;
-    let core = Conclave::new(
-        core_config(&config),
-        db.clone().into_store(),
-        Arc::new(PlaintextCodec),
-        ModelCatalog::new(),
-        Arc::new(conclave_core::notify::LocalNotifier::default()),
-        Objects::in_memory(),
-    )
-    .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let core = plain_core(&config, &db)?;
     let created = core
         .bootstrap_user(AdminNewUser { email, password, display_name, role: Role::Admin })
         .await
@@ -186,6 +178,19 @@ pub async fn admin_create(
     }
     db.close().await;
     Ok(())
+}
+
+/// The domain services for a command-line task (no models, no content keys).
+pub(crate) fn plain_core(config: &Config, db: &Database) -> anyhow::Result<Arc<Conclave>> {
+    Conclave::new(
+        core_config(config),
+        db.clone().into_store(),
+        Arc::new(PlaintextCodec),
+        ModelCatalog::new(),
+        Arc::new(conclave_core::notify::LocalNotifier::default()),
+        Objects::in_memory(),
+    )
+    .map_err(|e| anyhow::anyhow!("{e}"))
 }
 
 /// Every configured provider and the models it serves; the demo model in `dev` when none is.
@@ -269,6 +274,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         .default_tenant(&core.config().default_tenant_name)
         .await
         .map_err(|e| anyhow::anyhow!("preparing the default tenant: {e}"))?;
+    crate::audit_cli::start_checkpoints(&config, &core).await?;
     core.start_background();
 
     let state = AppState {
@@ -333,6 +339,10 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
             stopped,
             "replies still running at the end of the grace period were stored as failed with their text so far"
         );
+    }
+    // The last events before shutdown get their checkpoint too.
+    if let Err(e) = core.write_checkpoints().await {
+        tracing::error!(error = %e, "the final audit checkpoints could not be written");
     }
     db.close().await;
     tracing::info!(target: crate::log::LIFECYCLE, "stopped");

@@ -21,12 +21,12 @@ pub struct AdminNewUser {
 
 impl Conclave {
     pub async fn admin_list_users(&self, caller: &Caller, page: PageRequest) -> Result<Page<UserView>> {
-        policy::require_admin(caller)?;
+        self.permit(caller, policy::require_admin(caller), "admin.user_list.denied", "user", None).await?;
         Ok(self.store.list_users(caller.tenant(), page).await?.map(|u| UserView::from(&u)))
     }
 
     pub async fn admin_create_user(&self, caller: &Caller, input: AdminNewUser) -> Result<CreatedUserView> {
-        policy::require_admin(caller)?;
+        self.permit(caller, policy::require_admin(caller), "admin.user_create.denied", "user", None).await?;
         let created = self.create_local_user(caller.tenant(), input).await?;
         self.audit_by(
             caller,
@@ -85,7 +85,8 @@ impl Conclave {
     }
 
     pub async fn admin_update_user(&self, caller: &Caller, id: UserId, patch: UserPatch) -> Result<UserView> {
-        policy::require_admin(caller)?;
+        self.permit(caller, policy::require_admin(caller), "admin.user_update.denied", "user", Some(id.to_string()))
+            .await?;
         let mut patch = patch;
         if let Some(name) = patch.display_name.take() {
             let existing = self.store.get_user(caller.tenant(), id).await.map_err(user_not_found)?;
@@ -114,7 +115,8 @@ impl Conclave {
 
     /// Sets a temporary password the user must change at next sign-in, and signs them out.
     pub async fn admin_reset_password(&self, caller: &Caller, id: UserId, new_password: &str) -> Result<()> {
-        policy::require_admin(caller)?;
+        self.permit(caller, policy::require_admin(caller), "admin.password_reset.denied", "user", Some(id.to_string()))
+            .await?;
         let user = self.store.get_user(caller.tenant(), id).await.map_err(user_not_found)?;
         validate_new_password("new_password", new_password, &user.email, &user.display_name)?;
         let hash = self.hash_password(new_password.to_owned()).await?;
@@ -126,7 +128,8 @@ impl Conclave {
 
     /// Deletes a user with their conversations; their tenant-visible agents pass to the caller.
     pub async fn admin_delete_user(&self, caller: &Caller, id: UserId) -> Result<()> {
-        policy::require_admin(caller)?;
+        self.permit(caller, policy::require_admin(caller), "admin.user_delete.denied", "user", Some(id.to_string()))
+            .await?;
         if id == caller.user() {
             return Err(Error::Conflict("You cannot delete your own account; ask another administrator.".into()));
         }
@@ -141,7 +144,7 @@ impl Conclave {
     }
 
     pub async fn tenant_settings(&self, caller: &Caller) -> Result<TenantView> {
-        policy::require_admin(caller)?;
+        self.permit(caller, policy::require_admin(caller), "tenant.read.denied", "tenant", None).await?;
         let t = self.store.get_tenant(caller.tenant()).await?;
         Ok(TenantView { id: t.id, name: t.name, settings: t.settings, updated_at: t.updated_at })
     }
@@ -152,7 +155,7 @@ impl Conclave {
         name: Option<String>,
         patch: Option<SettingsPatch>,
     ) -> Result<TenantView> {
-        policy::require_admin(caller)?;
+        self.permit(caller, policy::require_admin(caller), "tenant.update.denied", "tenant", None).await?;
         let tenant = self.store.get_tenant(caller.tenant()).await?;
         let catalog = self.catalog();
         let mut errors = Vec::new();

@@ -48,7 +48,7 @@ struct AgentFields {
 
 impl Conclave {
     pub async fn create_agent(&self, caller: &Caller, input: AgentInput) -> Result<AgentView> {
-        policy::require(caller, Scope::AgentsWrite)?;
+        self.permit(caller, policy::require(caller, Scope::AgentsWrite), "agent.create.denied", "agent", None).await?;
         let mut errors = Vec::new();
         if input.name.is_none() {
             errors.push(FieldError::new("name", "An agent needs a name."));
@@ -77,13 +77,20 @@ impl Conclave {
     }
 
     pub async fn get_agent(&self, caller: &Caller, id: AgentId) -> Result<AgentView> {
-        policy::require(caller, Scope::AgentsRead)?;
+        self.permit(
+            caller,
+            policy::require(caller, Scope::AgentsRead),
+            "agent.read.denied",
+            "agent",
+            Some(id.to_string()),
+        )
+        .await?;
         let record = self.visible_agent(caller, id).await?;
         self.agent_view(&record).await
     }
 
     pub async fn list_agents(&self, caller: &Caller, page: PageRequest) -> Result<Page<AgentView>> {
-        policy::require(caller, Scope::AgentsRead)?;
+        self.permit(caller, policy::require(caller, Scope::AgentsRead), "agent.list.denied", "agent", None).await?;
         let records = self.store.list_agents(caller.tenant(), caller.user(), page).await?;
         let mut items = Vec::with_capacity(records.items.len());
         for r in &records.items {
@@ -94,7 +101,14 @@ impl Conclave {
 
     pub async fn update_agent(&self, caller: &Caller, id: AgentId, input: AgentInput) -> Result<AgentView> {
         let existing = self.visible_agent(caller, id).await?;
-        policy::require_agent_editor(caller, &existing)?;
+        self.permit(
+            caller,
+            policy::require_agent_editor(caller, &existing),
+            "agent.update.denied",
+            "agent",
+            Some(id.to_string()),
+        )
+        .await?;
         let current = self.open_agent(&existing).await?;
         let fields = self.merge_agent(caller, current, input, Vec::new()).await?;
         let record =
@@ -106,7 +120,14 @@ impl Conclave {
 
     pub async fn delete_agent(&self, caller: &Caller, id: AgentId) -> Result<()> {
         let existing = self.visible_agent(caller, id).await?;
-        policy::require_agent_editor(caller, &existing)?;
+        self.permit(
+            caller,
+            policy::require_agent_editor(caller, &existing),
+            "agent.delete.denied",
+            "agent",
+            Some(id.to_string()),
+        )
+        .await?;
         self.store.delete_agent(caller.tenant(), id).await?;
         self.audit_by(caller, AuditRecord::new("agent.delete", "agent", id)).await;
         Ok(())

@@ -23,7 +23,7 @@ pub struct NewApiKey {
 
 impl Conclave {
     pub async fn create_api_key(&self, caller: &Caller, input: NewApiKey) -> Result<CreatedApiKeyView> {
-        require_session(caller)?;
+        self.permit(caller, require_session(caller), "api_key.create.denied", "api_key", None).await?;
         let mut errors = Vec::new();
         let name = input.name.trim().to_owned();
         if name.is_empty() || name.chars().count() > MAX_API_KEY_NAME_CHARS {
@@ -70,7 +70,7 @@ impl Conclave {
     }
 
     pub async fn delete_api_key(&self, caller: &Caller, id: ApiKeyId) -> Result<()> {
-        require_session(caller)?;
+        self.permit(caller, require_session(caller), "api_key.delete.denied", "api_key", Some(id.to_string())).await?;
         self.store.delete_api_key(caller.tenant(), caller.user(), id).await.map_err(|e| match e {
             StoreError::NotFound => Error::NotFound("API key"),
             other => other.into(),

@@ -21,7 +21,14 @@ impl Conclave {
         agent_id: AgentId,
         title: Option<String>,
     ) -> Result<ConversationView> {
-        policy::require(caller, Scope::ConversationsWrite)?;
+        self.permit(
+            caller,
+            policy::require(caller, Scope::ConversationsWrite),
+            "conversation.create.denied",
+            "conversation",
+            None,
+        )
+        .await?;
         let title = normalise_title(title)?;
         self.visible_agent(caller, agent_id).await.map_err(|e| match e {
             Error::NotFound(_) => Error::field("agent_id", "No agent with this id is visible to you."),
@@ -61,7 +68,14 @@ impl Conclave {
         q: Option<&str>,
         page: PageRequest,
     ) -> Result<Page<ConversationView>> {
-        policy::require(caller, Scope::ConversationsRead)?;
+        self.permit(
+            caller,
+            policy::require(caller, Scope::ConversationsRead),
+            "conversation.list.denied",
+            "conversation",
+            None,
+        )
+        .await?;
         let needle = q.map(|q| q.trim().to_lowercase()).filter(|q| !q.is_empty());
         let Some(needle) = needle else {
             let records = self.store.list_conversations(caller.tenant(), caller.user(), page).await?;
@@ -95,7 +109,14 @@ impl Conclave {
     }
 
     pub async fn get_conversation(&self, caller: &Caller, id: ConversationId) -> Result<ConversationView> {
-        policy::require(caller, Scope::ConversationsRead)?;
+        self.permit(
+            caller,
+            policy::require(caller, Scope::ConversationsRead),
+            "conversation.read.denied",
+            "conversation",
+            Some(id.to_string()),
+        )
+        .await?;
         let record = self.owned_conversation(caller, id).await?;
         self.conversation_view(&record).await
     }
@@ -106,7 +127,14 @@ impl Conclave {
         id: ConversationId,
         title: Option<String>,
     ) -> Result<ConversationView> {
-        policy::require(caller, Scope::ConversationsWrite)?;
+        self.permit(
+            caller,
+            policy::require(caller, Scope::ConversationsWrite),
+            "conversation.update.denied",
+            "conversation",
+            Some(id.to_string()),
+        )
+        .await?;
         let title = normalise_title(title)?;
         self.owned_conversation(caller, id).await?;
         let sealed = match &title {
@@ -120,7 +148,14 @@ impl Conclave {
     }
 
     pub async fn delete_conversation(&self, caller: &Caller, id: ConversationId) -> Result<()> {
-        policy::require(caller, Scope::ConversationsWrite)?;
+        self.permit(
+            caller,
+            policy::require(caller, Scope::ConversationsWrite),
+            "conversation.delete.denied",
+            "conversation",
+            Some(id.to_string()),
+        )
+        .await?;
         self.store.delete_conversation(caller.tenant(), caller.user(), id).await.map_err(conversation_not_found)?;
         self.audit_by(caller, AuditRecord::new("conversation.delete", "conversation", id)).await;
         Ok(())
@@ -132,7 +167,14 @@ impl Conclave {
         id: ConversationId,
         page: PageRequest,
     ) -> Result<Page<MessageView>> {
-        policy::require(caller, Scope::ConversationsRead)?;
+        self.permit(
+            caller,
+            policy::require(caller, Scope::ConversationsRead),
+            "message.list.denied",
+            "conversation",
+            None,
+        )
+        .await?;
         self.owned_conversation(caller, id).await?;
         let records = self.store.list_messages(caller.tenant(), id, page).await?;
         let mut items = Vec::with_capacity(records.items.len());

@@ -102,7 +102,14 @@ impl Conclave {
         reply_id: MessageId,
         last_event_id: Option<&str>,
     ) -> Result<impl Stream<Item = ReplyEvent> + Send + 'static> {
-        policy::require(caller, Scope::ConversationsRead)?;
+        self.permit(
+            caller,
+            policy::require(caller, Scope::ConversationsRead),
+            "message.events.denied",
+            "conversation",
+            Some(conversation.to_string()),
+        )
+        .await?;
         self.owned_conversation(caller, conversation).await?;
         let not_found = |e: crate::StoreError| match e {
             crate::StoreError::NotFound => Error::NotFound("message"),

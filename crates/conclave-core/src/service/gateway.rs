@@ -51,7 +51,14 @@ pub struct GatewayCall {
 
 impl Conclave {
     pub async fn gateway_start(self: &Arc<Self>, caller: &Caller, req: GatewayRequest) -> Result<GatewayCall> {
-        policy::require(caller, Scope::ConversationsWrite)?;
+        self.permit(
+            caller,
+            policy::require(caller, Scope::ConversationsWrite),
+            "gateway.request.denied",
+            "model",
+            None,
+        )
+        .await?;
         if req.messages.is_empty() {
             return Err(Error::field("messages", "Send at least one message."));
         }
@@ -90,13 +97,14 @@ impl Conclave {
             None => (req.model.clone(), (None, None, None), None),
         };
         let tenant = self.tenant(caller.tenant()).await?;
-        let route = self.model_route(&tenant, &model).map_err(|reason| {
-            if self.catalog().route(&model).is_none() {
-                Error::NotFound("model")
-            } else {
-                Error::Forbidden(reason)
+        let route = match self.model_route(&tenant, &model) {
+            Ok(route) => route,
+            Err(_) if self.catalog().route(&model).is_none() => return Err(Error::NotFound("model")),
+            Err(reason) => {
+                let refused = Error::Forbidden(reason);
+                return Err(self.deny(caller, refused, "gateway.model.denied", "model", Some(model.clone())).await);
             }
-        })?;
+        };
         for (i, m) in req.messages.into_iter().enumerate() {
             let role = match m.role.as_str() {
                 "system" | "developer" => "system",

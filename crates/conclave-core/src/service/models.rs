@@ -11,8 +11,9 @@ use crate::views::ModelView;
 
 impl Conclave {
     pub async fn list_models(&self, caller: &Caller) -> Result<Vec<ModelView>> {
-        crate::policy::require(caller, crate::principal::Scope::AgentsRead)
-            .or_else(|_| crate::policy::require(caller, crate::principal::Scope::ConversationsRead))?;
+        let allowed = crate::policy::require(caller, crate::principal::Scope::AgentsRead)
+            .or_else(|_| crate::policy::require(caller, crate::principal::Scope::ConversationsRead));
+        self.permit(caller, allowed, "model.list.denied", "model", None).await?;
         let tenant = self.tenant(caller.tenant()).await?;
         Ok(self
             .catalog()

@@ -67,7 +67,14 @@ impl Conclave {
         conversation_id: ConversationId,
         content: String,
     ) -> Result<StartedReply> {
-        policy::require(caller, Scope::ConversationsWrite)?;
+        self.permit(
+            caller,
+            policy::require(caller, Scope::ConversationsWrite),
+            "message.create.denied",
+            "conversation",
+            None,
+        )
+        .await?;
         if content.trim().is_empty() {
             return Err(Error::field("content", "Write a message first."));
         }
@@ -140,7 +147,14 @@ impl Conclave {
         conversation_id: ConversationId,
         message_id: MessageId,
     ) -> Result<StartedReply> {
-        policy::require(caller, Scope::ConversationsWrite)?;
+        self.permit(
+            caller,
+            policy::require(caller, Scope::ConversationsWrite),
+            "message.regenerate.denied",
+            "conversation",
+            None,
+        )
+        .await?;
         let conversation = self.owned_conversation(caller, conversation_id).await?;
         let target =
             self.store.get_message(caller.tenant(), conversation_id, message_id).await.map_err(|e| match e {
@@ -187,7 +201,14 @@ impl Conclave {
         conversation_id: ConversationId,
         message_id: MessageId,
     ) -> Result<()> {
-        policy::require(caller, Scope::ConversationsWrite)?;
+        self.permit(
+            caller,
+            policy::require(caller, Scope::ConversationsWrite),
+            "message.cancel.denied",
+            "conversation",
+            None,
+        )
+        .await?;
         self.owned_conversation(caller, conversation_id).await?;
         let message =
             self.store.get_message(caller.tenant(), conversation_id, message_id).await.map_err(|e| match e {

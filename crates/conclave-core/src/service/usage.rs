@@ -157,7 +157,7 @@ impl Conclave {
         to: Option<OffsetDateTime>,
         group_by: UsageGroup,
     ) -> Result<UsageReport> {
-        policy::require(caller, Scope::UsageRead)?;
+        self.permit(caller, policy::require(caller, Scope::UsageRead), "usage.read.denied", "usage", None).await?;
         let now = crate::clock::now();
         let from = from.unwrap_or_else(|| month_bounds(now).0);
         let to = to.unwrap_or(now + time::Duration::seconds(1));

@@ -32,6 +32,10 @@
 //! - `current` is the version new keys are wrapped under; it always has material.
 //! - A retired version keeps its entry (so unwrapping reports "retired", not "not found") with
 //!   `retired_at` set and `material` null.
+//! - `signing` (optional) holds the Ed25519 key that signs audit checkpoints: `key_id`,
+//!   `created_at` and the 32-byte secret seed (`private_key`, standard base64). A file without it
+//!   (written before checkpoints existed) is read as before, and the key is added, by the same
+//!   locked atomic replacement as a new KEK version, the first time a checkpoint is signed.
 //! - `disabled: true` is the local kill switch: every wrap and unwrap for the tenant fails as
 //!   revoked until it is enabled again.
 //!
@@ -58,7 +62,7 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 use zeroize::{Zeroize, Zeroizing};
 
-use super::keyring::{KekVersion, Keyring, TenantKeys};
+use super::keyring::{KekVersion, Keyring, SigningEntry, TenantKeys};
 use crate::error::{CryptoError, Result};
 use crate::key::{Key, KeyId};
 
@@ -84,6 +88,20 @@ struct FileV1<'a> {
     created_at: OffsetDateTime,
     #[serde(borrow)]
     tenants: BTreeMap<Uuid, FileTenant<'a>>,
+    #[serde(default, borrow, skip_serializing_if = "Option::is_none")]
+    signing: Option<FileSigning<'a>>,
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileSigning<'a> {
+    #[serde(borrow)]
+    key_id: Cow<'a, str>,
+    #[serde(with = "time::serde::rfc3339")]
+    created_at: OffsetDateTime,
+    /// Borrowed from the zeroizing buffer, like KEK material.
+    #[serde(borrow)]
+    private_key: &'a str,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -200,6 +218,18 @@ fn decode(path: &Path, bytes: &[u8]) -> Result<(FileMeta, Keyring)> {
         }
         ring.tenants.insert(tenant, TenantKeys { current: entry.current, disabled: entry.disabled, versions });
     }
+    if let Some(signing) = file.signing {
+        let seed = decode_key(signing.private_key)
+            .ok_or_else(|| invalid(path, "signing: private_key is not 32 bytes of base64"))?;
+        if signing.key_id.is_empty() || signing.key_id.contains(char::is_control) {
+            return Err(invalid(path, "signing: invalid key_id"));
+        }
+        ring.signing = Some(SigningEntry {
+            key_id: signing.key_id.into_owned(),
+            created_at: signing.created_at,
+            key: Arc::new(ed25519_dalek::SigningKey::from_bytes(seed.expose_secret())),
+        });
+    }
     Ok((FileMeta { key_id, created_at: file.created_at }, ring))
 }
 
@@ -222,7 +252,13 @@ pub(crate) fn encode(meta: &FileMeta, ring: &Keyring) -> Result<Zeroizing<Vec<u8
             v.material.as_ref().map(|key| ((*tenant, *version), Zeroizing::new(BASE64.encode(key.expose_secret()))))
         })
         .collect();
+    let signing_seed = ring.signing.as_ref().map(|s| Zeroizing::new(BASE64.encode(s.key.to_bytes())));
     let file = FileV1 {
+        signing: ring.signing.as_ref().zip(signing_seed.as_ref()).map(|(s, seed)| FileSigning {
+            key_id: Cow::Borrowed(s.key_id.as_str()),
+            created_at: s.created_at,
+            private_key: seed.as_str(),
+        }),
         format: Cow::Borrowed(FORMAT),
         version: VERSION,
         key_id: Cow::Borrowed(meta.key_id.as_str()),
@@ -381,6 +417,21 @@ mod tests {
             keys.versions[&2].material.as_ref().unwrap().expose_secret(),
             ring.tenants[&t].versions[&2].material.as_ref().unwrap().expose_secret()
         );
+        assert!(ring2.signing.is_none(), "no signing key until one is asked for");
+        assert!(!text.contains("\"signing\""), "files without a signing key keep their old shape");
+    }
+
+    #[test]
+    fn signing_key_round_trips() {
+        let meta = FileMeta { key_id: KeyId::new("local:x").unwrap(), created_at: OffsetDateTime::UNIX_EPOCH };
+        let ring = Keyring { signing: Some(SigningEntry::generate()), ..Keyring::default() };
+        let bytes = encode(&meta, &ring).unwrap();
+        let (_, ring2) = decode(Path::new("k.json"), &bytes).unwrap();
+        let (a, b) = (ring.signing.unwrap(), ring2.signing.unwrap());
+        assert_eq!(a.key_id, b.key_id);
+        assert_eq!(a.key.to_bytes(), b.key.to_bytes());
+        let text = std::str::from_utf8(&bytes).unwrap().replace(&BASE64.encode(a.key.to_bytes()), "AAAA");
+        assert!(matches!(decode(Path::new("k.json"), text.as_bytes()), Err(CryptoError::InvalidKeyFile { .. })));
     }
 
     #[test]

@@ -13,6 +13,26 @@ use crate::key::{Key, KeyId};
 #[derive(Clone, Default)]
 pub(crate) struct Keyring {
     pub(crate) tenants: BTreeMap<Uuid, TenantKeys>,
+    /// The Ed25519 key that signs audit checkpoints; generated on first use.
+    pub(crate) signing: Option<SigningEntry>,
+}
+
+/// The checkpoint signing key (the secret half zeroizes on drop).
+#[derive(Clone)]
+pub(crate) struct SigningEntry {
+    pub(crate) key_id: String,
+    pub(crate) created_at: OffsetDateTime,
+    pub(crate) key: Arc<ed25519_dalek::SigningKey>,
+}
+
+impl SigningEntry {
+    pub(crate) fn generate() -> Self {
+        SigningEntry {
+            key_id: format!("local-ed25519:{}", Uuid::new_v4()),
+            created_at: OffsetDateTime::now_utc(),
+            key: Arc::new(ed25519_dalek::SigningKey::generate(&mut rand::rngs::OsRng)),
+        }
+    }
 }
 
 #[derive(Clone)]

@@ -9,7 +9,7 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 use super::keyfile::{self, FileMeta};
-use super::keyring::Keyring;
+use super::keyring::{Keyring, SigningEntry};
 use super::{check_tenant, KeyProvider, ProviderInfo};
 use crate::binding::Binding;
 use crate::error::{CryptoError, Result};
@@ -68,6 +68,37 @@ impl LocalKeyProvider {
         self.change(|ring| ring.set_disabled(&key_id, tenant, false).map(|changed| ((), changed))).await?;
         tracing::info!(%tenant, key_id = %self.meta.key_id, "tenant KEK enabled");
         Ok(())
+    }
+
+    /// The signer of audit checkpoints: the key file's Ed25519 key, generated (and saved, under
+    /// the file lock, atomically) the first time it is asked for.
+    pub async fn checkpoint_signer(&self) -> Result<LocalCheckpointSigner> {
+        let entry = match self.read(|ring| ring.signing.clone()) {
+            Some(entry) => entry,
+            None => {
+                let entry = self
+                    .change(|ring| match &ring.signing {
+                        Some(existing) => Ok((existing.clone(), false)),
+                        None => {
+                            let fresh = SigningEntry::generate();
+                            ring.signing = Some(fresh.clone());
+                            Ok((fresh, true))
+                        }
+                    })
+                    .await?;
+                tracing::info!(key_id = %entry.key_id, "audit checkpoint signing key ready");
+                entry
+            }
+        };
+        Ok(LocalCheckpointSigner { key_id: entry.key_id, key: entry.key })
+    }
+
+    /// The checkpoint public key (DER SPKI) if the key file has a signing key; never creates
+    /// one (for offline verification, where a new key would prove nothing).
+    pub async fn checkpoint_public_key(&self) -> Result<Option<Vec<u8>>> {
+        self.reload().await?;
+        self.read(|ring| ring.signing.as_ref().map(|s| crate::signing::ed25519_public_key_der(&s.key.verifying_key())))
+            .transpose()
     }
 
     fn read<T>(&self, f: impl FnOnce(&Keyring) -> T) -> T {
@@ -209,5 +240,38 @@ impl KeyProvider for LocalKeyProvider {
             tracing::warn!(%tenant, key_id = %self.meta.key_id, version, "retired tenant KEK version: its material is destroyed");
         }
         Ok(())
+    }
+}
+
+/// Signs audit checkpoints with the local key file's Ed25519 key.
+#[derive(Clone)]
+pub struct LocalCheckpointSigner {
+    key_id: String,
+    key: Arc<ed25519_dalek::SigningKey>,
+}
+
+impl std::fmt::Debug for LocalCheckpointSigner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LocalCheckpointSigner").field("key_id", &self.key_id).finish_non_exhaustive()
+    }
+}
+
+#[async_trait]
+impl crate::signing::CheckpointSigner for LocalCheckpointSigner {
+    fn algorithm(&self) -> crate::signing::SignatureAlgorithm {
+        crate::signing::SignatureAlgorithm::Ed25519
+    }
+
+    fn key_id(&self) -> String {
+        self.key_id.clone()
+    }
+
+    async fn public_key(&self) -> Result<Vec<u8>> {
+        crate::signing::ed25519_public_key_der(&self.key.verifying_key())
+    }
+
+    async fn sign(&self, message: &[u8]) -> Result<Vec<u8>> {
+        use ed25519_dalek::Signer as _;
+        Ok(self.key.sign(message).to_bytes().to_vec())
     }
 }

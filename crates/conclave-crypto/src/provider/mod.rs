@@ -9,7 +9,7 @@ pub mod keyfile;
 mod keyring;
 mod local;
 
-pub use local::LocalKeyProvider;
+pub use local::{LocalCheckpointSigner, LocalKeyProvider};
 
 use async_trait::async_trait;
 use uuid::Uuid;

@@ -4,7 +4,7 @@ use axum::extract::State;
 use axum::Json;
 use conclave_core::ids::UserId;
 use conclave_core::page::{DEFAULT_LIMIT, MAX_LIMIT};
-use conclave_core::service::audit::{AuditEventView, AuditVerification};
+use conclave_core::service::audit::{AuditEventView, AuditVerification, ExportFilter};
 use conclave_core::store::AuditFilter;
 use conclave_core::FieldError;
 use serde::{Deserialize, Serialize};
@@ -17,7 +17,7 @@ use crate::extract::{ApiQuery, Authenticated};
 use crate::state::AppState;
 
 pub fn router() -> OpenApiRouter<AppState> {
-    OpenApiRouter::new().routes(routes!(events)).routes(routes!(verify))
+    OpenApiRouter::new().routes(routes!(events)).routes(routes!(verify)).routes(routes!(export))
 }
 
 #[derive(Deserialize, utoipa::IntoParams)]
@@ -76,7 +76,8 @@ async fn events(
     Ok(Json(AuditPage { items, next_cursor: next.map(|s| s.to_string()) }))
 }
 
-/// Checks the tenant's hash chain: names the first edited, deleted, inserted or reordered event.
+/// Checks the tenant's hash chain and its signed checkpoints: names the first edited, deleted,
+/// inserted or reordered event, removed newest events, and the first forged checkpoint.
 #[utoipa::path(get, path = "/api/v1/audit/verify", tag = "audit", security(("bearer" = [])), responses(
     (status = 200, body = AuditVerification),
     (status = 403, body = Problem),
@@ -86,4 +87,40 @@ async fn verify(
     Authenticated(caller): Authenticated,
 ) -> ApiResult<Json<AuditVerification>> {
     Ok(Json(state.core.verify_audit(&caller).await?))
+}
+
+#[derive(Deserialize, utoipa::IntoParams)]
+pub struct ExportParams {
+    /// Events after this sequence number (default 0: from the start).
+    after_seq: Option<i64>,
+    #[serde(default, with = "time::serde::rfc3339::option")]
+    #[param(value_type = Option<String>)]
+    from: Option<OffsetDateTime>,
+    #[serde(default, with = "time::serde::rfc3339::option")]
+    #[param(value_type = Option<String>)]
+    to: Option<OffsetDateTime>,
+}
+
+/// The tenant's audit events as JSON Lines for a SIEM (one event per line, the fields of the
+/// events list), oldest first, up to the newest event at the time of the request. Streamed;
+/// the export itself is audited (`audit.exported`).
+#[utoipa::path(get, path = "/api/v1/audit/export", tag = "audit", security(("bearer" = [])), params(ExportParams), responses(
+    (status = 200, content_type = "application/x-ndjson", body = String, description = "One audit event (JSON) per line"),
+    (status = 403, body = Problem),
+))]
+async fn export(
+    State(state): State<AppState>,
+    Authenticated(caller): Authenticated,
+    ApiQuery(p): ApiQuery<ExportParams>,
+) -> ApiResult<axum::response::Response> {
+    use futures::TryStreamExt as _;
+    let filter = ExportFilter { after_seq: p.after_seq.unwrap_or(0), from: p.from, to: p.to };
+    let stream = state.core.export_audit(&caller, filter).await?.inspect_err(|e| {
+        // Headers are sent: the client sees a cut-off body; the reason goes to the log.
+        tracing::error!(error = %e, "audit export stopped");
+    });
+    use axum::http::header;
+    use axum::response::IntoResponse as _;
+    let headers = [(header::CONTENT_TYPE, "application/x-ndjson"), (header::CACHE_CONTROL, "no-store")];
+    Ok((headers, axum::body::Body::from_stream(stream)).into_response())
 }

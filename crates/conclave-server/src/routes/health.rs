@@ -19,7 +19,7 @@ pub struct Health {
 pub struct Readiness {
     /// `ok` when every check passes, else `unavailable`.
     status: &'static str,
-    /// Each dependency and its state (`ok` or `unavailable`).
+    /// Each dependency and its state (`ok`, `unavailable`; `audit_log`: `ok` or `unwritable`).
     #[schema(value_type = Object)]
     checks: serde_json::Map<String, serde_json::Value>,
 }
@@ -34,7 +34,7 @@ async fn healthz() -> Json<Health> {
     Json(Health { status: "ok" })
 }
 
-/// The process can serve: its database answers.
+/// The process can serve: its database answers and its last audit write succeeded.
 #[utoipa::path(get, path = "/readyz", tag = "health", responses(
     (status = 200, body = Readiness),
     (status = 503, body = Readiness, description = "A dependency is unavailable"),
@@ -44,9 +44,13 @@ async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Readiness>) 
     if let Err(e) = &database {
         tracing::warn!(error = %e, "readiness: database unavailable");
     }
+    // An audit event that could not be stored means changes go unrecorded: not ready until an
+    // audit write succeeds again (docs/security-model.md, "Audit writes").
+    let audit = state.core.audit_writable();
     let mut checks = serde_json::Map::new();
     checks.insert("database".into(), if database.is_ok() { "ok" } else { "unavailable" }.into());
-    let ok = database.is_ok();
+    checks.insert("audit_log".into(), if audit { "ok" } else { "unwritable" }.into());
+    let ok = database.is_ok() && audit;
     let status = if ok { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
     (status, Json(Readiness { status: if ok { "ok" } else { "unavailable" }, checks }))
 }

@@ -89,7 +89,9 @@ fn rule(method: &Method, path: &str) -> Option<(Rule, Option<Value>)> {
             (Admin, None)
         }
         ("POST", "/api/v1/admin/keys/rotate") => (Admin, None),
-        ("GET", "/api/v1/audit/events") | ("GET", "/api/v1/audit/verify") => (Auditors, None),
+        ("GET", "/api/v1/audit/events") | ("GET", "/api/v1/audit/verify") | ("GET", "/api/v1/audit/export") => {
+            (Auditors, None)
+        }
         ("POST", "/api/v1/admin/users") => {
             (Admin, Some(json!({"email": unique_email(), "display_name": "N", "role": "member"})))
         }

@@ -28,6 +28,7 @@ mod admin;
 mod agents;
 mod api_keys;
 mod app;
+mod audit;
 mod auth;
 mod azurite;
 mod backpressure;
