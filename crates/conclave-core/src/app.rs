@@ -41,6 +41,9 @@ pub struct CoreConfig {
     pub limits: ReplyLimits,
     /// Model id -> price, for the estimated cost of usage.
     pub prices: std::collections::HashMap<String, crate::service::usage::Price>,
+    /// Single sign-on: bearer JWTs from this issuer; local sign-up, login, refresh and logout
+    /// are then switched off.
+    pub sso: Option<Arc<crate::service::identity::SingleSignOn>>,
 }
 
 /// Bounds on concurrent replies, answered with 429 beyond them.
@@ -68,6 +71,7 @@ impl Default for CoreConfig {
             reply_lease: Duration::from_secs(30),
             limits: ReplyLimits::default(),
             prices: Default::default(),
+            sso: None,
         }
     }
 }

@@ -206,7 +206,7 @@ impl FromRequestParts<AppState> for Authenticated {
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
         let Meta(meta) = Meta::from_request_parts(parts, state).await?;
         let authenticated = match bearer(parts) {
-            Some(token) => state.core.authenticate(token).await,
+            Some(token) => state.core.authenticate_request(token, &meta).await,
             None => Err(Error::Unauthenticated),
         };
         let principal = match authenticated {

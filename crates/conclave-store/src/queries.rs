@@ -173,6 +173,51 @@ macro_rules! store_impl {
                 })
             }
 
+            /// The user row and its global email entry, inside the caller's transaction.
+            async fn insert_user(tx: &mut sqlx::Transaction<'_, $db>, tenant: TenantId, user: NewUser) -> StoreResult<User> {
+                // Counting through the tenant row serialises concurrent sign-ups: exactly one
+                // of them can be the first.
+                let created: i64 = sqlx::query_scalar(
+                    "UPDATE tenants SET users_created = users_created + 1 WHERE tenant_id = $1 RETURNING users_created",
+                )
+                .bind(tenant.0)
+                .fetch_one(&mut **tx)
+                .await
+                .map_err(store_error)?;
+                let role = if user.first_user_becomes_admin && created == 1 { Role::Admin } else { user.role };
+                let email_taken = |e: sqlx::Error| {
+                    if is_unique_violation(&e) {
+                        StoreError::Constraint(constraints::USER_EMAIL_UNIQUE.into())
+                    } else {
+                        store_error(e)
+                    }
+                };
+                sqlx::query("INSERT INTO user_emails (email, tenant_id, user_id) VALUES ($1, $2, $3)")
+                    .bind(&user.email)
+                    .bind(tenant.0)
+                    .bind(user.id.0)
+                    .execute(&mut **tx)
+                    .await
+                    .map_err(email_taken)?;
+                let t = now();
+                let sql = format!(
+                    "INSERT INTO users ({USER_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, FALSE, $8, $8) RETURNING {USER_COLUMNS}"
+                );
+                let row = sqlx::query(&sql)
+                    .bind(tenant.0)
+                    .bind(user.id.0)
+                    .bind(&user.email)
+                    .bind(&user.display_name)
+                    .bind(role.as_str())
+                    .bind(&user.password_hash)
+                    .bind(user.must_change_password)
+                    .bind(t)
+                    .fetch_one(&mut **tx)
+                    .await
+                    .map_err(email_taken)?;
+                Self::user_row(&row).map_err(store_error)
+            }
+
             async fn insert_tokens(
                 tx: &mut sqlx::Transaction<'_, $db>,
                 tokens: &[TokenRecord],
@@ -286,47 +331,7 @@ macro_rules! store_impl {
 
             async fn create_user(&self, tenant: TenantId, user: NewUser) -> StoreResult<User> {
                 let mut tx = self.pool.begin().await.map_err(store_error)?;
-                // Counting through the tenant row serialises concurrent sign-ups: exactly one
-                // of them can be the first.
-                let created: i64 = sqlx::query_scalar(
-                    "UPDATE tenants SET users_created = users_created + 1 WHERE tenant_id = $1 RETURNING users_created",
-                )
-                .bind(tenant.0)
-                .fetch_one(&mut *tx)
-                .await
-                .map_err(store_error)?;
-                let role = if user.first_user_becomes_admin && created == 1 { Role::Admin } else { user.role };
-                let email_taken = |e: sqlx::Error| {
-                    if is_unique_violation(&e) {
-                        StoreError::Constraint(constraints::USER_EMAIL_UNIQUE.into())
-                    } else {
-                        store_error(e)
-                    }
-                };
-                sqlx::query("INSERT INTO user_emails (email, tenant_id, user_id) VALUES ($1, $2, $3)")
-                    .bind(&user.email)
-                    .bind(tenant.0)
-                    .bind(user.id.0)
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(email_taken)?;
-                let t = now();
-                let sql = format!(
-                    "INSERT INTO users ({USER_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, FALSE, $8, $8) RETURNING {USER_COLUMNS}"
-                );
-                let row = sqlx::query(&sql)
-                    .bind(tenant.0)
-                    .bind(user.id.0)
-                    .bind(&user.email)
-                    .bind(&user.display_name)
-                    .bind(role.as_str())
-                    .bind(&user.password_hash)
-                    .bind(user.must_change_password)
-                    .bind(t)
-                    .fetch_one(&mut *tx)
-                    .await
-                    .map_err(email_taken)?;
-                let created = Self::user_row(&row).map_err(store_error)?;
+                let created = Self::insert_user(&mut tx, tenant, user).await?;
                 tx.commit().await.map_err(store_error)?;
                 Ok(created)
             }
@@ -438,6 +443,150 @@ macro_rules! store_impl {
                 let r = q("DELETE FROM users WHERE tenant_id = $1 AND user_id = $2").execute(&mut *tx).await.map_err(store_error)?;
                 expect_one(r.rows_affected())?;
                 tx.commit().await.map_err(store_error)
+            }
+
+            // --- identities and MFA ------------------------------------------------------------
+            async fn find_identity(&self, issuer: &str, subject: &str) -> StoreResult<Option<(TenantId, UserId)>> {
+                let row = sqlx::query("SELECT tenant_id, user_id FROM user_identities WHERE issuer = $1 AND subject = $2")
+                    .bind(issuer)
+                    .bind(subject)
+                    .fetch_optional(&self.pool)
+                    .await
+                    .map_err(store_error)?;
+                row.map(|r| -> Result<_, sqlx::Error> {
+                    Ok((TenantId(r.try_get("tenant_id")?), UserId(r.try_get("user_id")?)))
+                })
+                .transpose()
+                .map_err(store_error)
+            }
+
+            async fn provision_identity(&self, tenant: TenantId, user: NewUser, issuer: &str, subject: &str) -> StoreResult<User> {
+                let mut tx = self.pool.begin().await.map_err(store_error)?;
+                let created = Self::insert_user(&mut tx, tenant, user).await?;
+                sqlx::query(
+                    "INSERT INTO user_identities (issuer, subject, tenant_id, user_id, created_at) VALUES ($1, $2, $3, $4, $5)",
+                )
+                .bind(issuer)
+                .bind(subject)
+                .bind(tenant.0)
+                .bind(created.id.0)
+                .bind(now())
+                .execute(&mut *tx)
+                .await
+                .map_err(|e| {
+                    if is_unique_violation(&e) {
+                        StoreError::Constraint(constraints::IDENTITY_UNIQUE.into())
+                    } else {
+                        store_error(e)
+                    }
+                })?;
+                tx.commit().await.map_err(store_error)?;
+                Ok(created)
+            }
+
+            async fn update_identity_profile(
+                &self,
+                tenant: TenantId,
+                user: UserId,
+                email: &str,
+                display_name: &str,
+                role: Role,
+            ) -> StoreResult<User> {
+                let mut tx = self.pool.begin().await.map_err(store_error)?;
+                // Locks the tenant row, as `update_user` does, for the last-admin check.
+                sqlx::query("UPDATE tenants SET users_created = users_created WHERE tenant_id = $1")
+                    .bind(tenant.0)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(store_error)?;
+                let email_taken = |e: sqlx::Error| {
+                    if is_unique_violation(&e) {
+                        StoreError::Constraint(constraints::USER_EMAIL_UNIQUE.into())
+                    } else {
+                        store_error(e)
+                    }
+                };
+                sqlx::query("UPDATE user_emails SET email = $3 WHERE tenant_id = $1 AND user_id = $2")
+                    .bind(tenant.0)
+                    .bind(user.0)
+                    .bind(email)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(email_taken)?;
+                let sql = format!(
+                    "UPDATE users SET email = $3, display_name = $4, role = $5, updated_at = $6 \
+                     WHERE tenant_id = $1 AND user_id = $2 RETURNING {USER_COLUMNS}"
+                );
+                let row = sqlx::query(&sql)
+                    .bind(tenant.0)
+                    .bind(user.0)
+                    .bind(email)
+                    .bind(display_name)
+                    .bind(role.as_str())
+                    .bind(now())
+                    .fetch_one(&mut *tx)
+                    .await
+                    .map_err(email_taken)?;
+                let admins: i64 = sqlx::query_scalar(
+                    "SELECT COUNT(*) FROM users WHERE tenant_id = $1 AND role = 'admin' AND disabled = FALSE",
+                )
+                .bind(tenant.0)
+                .fetch_one(&mut *tx)
+                .await
+                .map_err(store_error)?;
+                if admins == 0 {
+                    tx.rollback().await.map_err(store_error)?;
+                    return Err(StoreError::Constraint("last_admin".into()));
+                }
+                let updated = Self::user_row(&row).map_err(store_error)?;
+                tx.commit().await.map_err(store_error)?;
+                Ok(updated)
+            }
+
+            async fn find_sso_tenant(&self, issuer: &str, external_id: &str) -> StoreResult<Option<TenantId>> {
+                let id: Option<Uuid> =
+                    sqlx::query_scalar("SELECT tenant_id FROM sso_tenants WHERE issuer = $1 AND external_id = $2")
+                        .bind(issuer)
+                        .bind(external_id)
+                        .fetch_optional(&self.pool)
+                        .await
+                        .map_err(store_error)?;
+                Ok(id.map(TenantId))
+            }
+
+            async fn create_sso_tenant(&self, issuer: &str, external_id: &str, name: &str) -> StoreResult<TenantId> {
+                let mut tx = self.pool.begin().await.map_err(store_error)?;
+                let tenant = TenantId::new();
+                let t = now();
+                sqlx::query(
+                    "INSERT INTO tenants (tenant_id, name, is_default, settings, created_at, updated_at) \
+                     VALUES ($1, $2, FALSE, $3, $4, $4)",
+                )
+                .bind(tenant.0)
+                .bind(name)
+                .bind(Json(TenantSettings::default()))
+                .bind(t)
+                .execute(&mut *tx)
+                .await
+                .map_err(store_error)?;
+                let linked = sqlx::query(
+                    "INSERT INTO sso_tenants (issuer, external_id, tenant_id, created_at) VALUES ($1, $2, $3, $4) \
+                     ON CONFLICT DO NOTHING",
+                )
+                .bind(issuer)
+                .bind(external_id)
+                .bind(tenant.0)
+                .bind(t)
+                .execute(&mut *tx)
+                .await
+                .map_err(store_error)?;
+                if linked.rows_affected() == 0 {
+                    // A concurrent first sign-in linked it first: use that tenant.
+                    tx.rollback().await.map_err(store_error)?;
+                    return self.find_sso_tenant(issuer, external_id).await?.ok_or(StoreError::NotFound);
+                }
+                tx.commit().await.map_err(store_error)?;
+                Ok(tenant)
             }
 
             async fn find_credential(&self, id: Uuid) -> StoreResult<Option<CredentialRef>> {

@@ -6,12 +6,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{bail, Context as _};
+use conclave_auth::oidc::{OidcSettings, OidcVerifier};
 use conclave_auth::PasswordHashingParams;
 use conclave_core::content::{ContentCodec, PlaintextCodec};
 use conclave_core::envelope::EnvelopeCodec;
 use conclave_core::principal::Role;
 use conclave_core::provider::{ModelCatalog, ModelProvider, ProviderEntry};
 use conclave_core::service::admin::AdminNewUser;
+use conclave_core::service::identity::SingleSignOn;
 use conclave_core::{Conclave, CoreConfig};
 use conclave_llm::{DemoProvider, OpenAiCompatible, ProviderKind, ProviderSettings, DEMO_MODEL};
 use conclave_server::{AppState, HttpSettings};
@@ -48,7 +50,51 @@ fn core_config(config: &Config) -> CoreConfig {
             max_replies_per_server: config.limits.max_replies_per_server,
         },
         prices: config.prices.clone(),
+        sso: None,
     }
+}
+
+/// The OIDC issuer's verifier and the claim mappings, when an issuer is configured. The issuer
+/// must answer discovery at start-up: a server that cannot check tokens does not start.
+async fn single_sign_on(config: &Config) -> anyhow::Result<Option<Arc<SingleSignOn>>> {
+    let oidc = &config.oidc;
+    let Some(issuer) = oidc.issuer.clone() else { return Ok(None) };
+    let (Some(client_id), Some(audience)) = (oidc.client_id.clone(), oidc.audience()) else {
+        bail!("CONCLAVE_OIDC_CLIENT_ID is needed with CONCLAVE_OIDC_ISSUER");
+    };
+    let ca_pem = match &oidc.ca_file {
+        Some(path) => Some(std::fs::read(path).with_context(|| format!("CONCLAVE_OIDC_CA_FILE {}", path.display()))?),
+        None => None,
+    };
+    let verifier = OidcVerifier::discover(OidcSettings {
+        issuer: issuer.clone(),
+        audience: audience.to_owned(),
+        leeway: Duration::from_secs(oidc.clock_skew_seconds),
+        jwks_max_age: Duration::from_secs(oidc.jwks_max_age_seconds),
+        refetch_interval: Duration::from_secs(oidc.jwks_refetch_seconds),
+        ca_pem,
+        allow_http: oidc.allows_http() && config.profile == Profile::Dev,
+    })
+    .await
+    .with_context(|| format!("the OIDC issuer {issuer}"))?;
+    let roles = oidc
+        .roles
+        .iter()
+        .map(|(name, role)| role.parse::<Role>().map(|r| (name.clone(), r)))
+        .collect::<Result<_, _>>()
+        .map_err(|()| anyhow::anyhow!("CONCLAVE_OIDC_ROLES: roles are admin, auditor or member"))?;
+    tracing::info!(%issuer, "single sign-on: local sign-in is off");
+    Ok(Some(Arc::new(SingleSignOn::new(
+        Arc::new(verifier),
+        issuer,
+        client_id,
+        oidc.scopes.clone(),
+        oidc.tenant_claim.clone(),
+        oidc.tenants.clone(),
+        oidc.auto_create_tenants,
+        oidc.role_claims.clone(),
+        roles,
+    ))))
 }
 
 /// Content sealed under the key hierarchy, with the tenant master keys in the configured provider.
@@ -195,8 +241,9 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     let notifier = db.notifier().await.context("reply notices")?;
     let store = db.clone().into_store();
     let codec = content_codec(&config, store.clone()).await?;
-    let core =
-        Conclave::new(core_config(&config), store, codec, catalog, notifier).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let mut core_config = core_config(&config);
+    core_config.sso = single_sign_on(&config).await?;
+    let core = Conclave::new(core_config, store, codec, catalog, notifier).map_err(|e| anyhow::anyhow!("{e}"))?;
     core.store()
         .default_tenant(&core.config().default_tenant_name)
         .await

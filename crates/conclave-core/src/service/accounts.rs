@@ -188,7 +188,18 @@ impl Conclave {
 
     /// Resolves a bearer credential (access token or API key) to the principal it stands for.
     pub async fn authenticate(&self, bearer: &str) -> Result<Principal> {
-        let parsed = ParsedCredential::parse(bearer).ok_or(Error::Unauthenticated)?;
+        self.authenticate_request(bearer, &RequestMeta::default()).await
+    }
+
+    /// As [`Self::authenticate`], also accepting the single sign-on issuer's JWTs (a first
+    /// sign-in provisions the user, audited with the request's address).
+    pub async fn authenticate_request(&self, bearer: &str, meta: &RequestMeta) -> Result<Principal> {
+        let Some(parsed) = ParsedCredential::parse(bearer) else {
+            return match &self.config.sso {
+                Some(sso) if bearer.split('.').count() == 3 => self.authenticate_sso(sso, bearer, meta).await,
+                _ => Err(Error::Unauthenticated),
+            };
+        };
         let now = crate::clock::now();
         match parsed.kind {
             CredentialKind::AccessToken => {

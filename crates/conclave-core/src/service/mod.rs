@@ -9,6 +9,7 @@ pub mod conversations;
 pub mod events;
 pub mod export;
 pub mod gateway;
+pub mod identity;
 pub mod models;
 pub mod replies;
 pub mod usage;
