@@ -5,6 +5,7 @@
 //! Nothing here knows about HTTP or storage; `conclave-core` decides when to call what.
 
 pub mod oidc;
+pub mod totp;
 mod password;
 mod policy;
 mod token;

@@ -8,7 +8,7 @@
 use async_trait::async_trait;
 
 use crate::error::{Error, Result};
-use crate::ids::{AgentId, ConversationId, MessageId, TenantId};
+use crate::ids::{AgentId, ConversationId, MessageId, TenantId, UserId};
 
 pub const FORMAT_PLAINTEXT: u8 = 0;
 
@@ -37,6 +37,8 @@ pub enum SealScope {
     AgentInstructions { tenant: TenantId, agent: AgentId },
     ConversationTitle { tenant: TenantId, conversation: ConversationId },
     MessageContent { tenant: TenantId, conversation: ConversationId, message: MessageId },
+    /// A user's TOTP secret, under the tenant key.
+    TotpSecret { tenant: TenantId, user: UserId },
 }
 
 /// Seals and opens content. Async because opening may need a key from the key service.

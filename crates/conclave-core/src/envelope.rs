@@ -57,7 +57,8 @@ impl EnvelopeCodec {
         match scope {
             SealScope::AgentName { tenant, .. }
             | SealScope::AgentDescription { tenant, .. }
-            | SealScope::AgentInstructions { tenant, .. } => {
+            | SealScope::AgentInstructions { tenant, .. }
+            | SealScope::TotpSecret { tenant, .. } => {
                 let slot = (tenant, None);
                 let wrapped = match self.cached_wrapped(slot) {
                     Some(w) => w,
@@ -123,6 +124,8 @@ fn binding(scope: SealScope) -> Result<Binding> {
             Binding::agent_field(tenant.0, agent.0, field("instructions")?)
         }
         SealScope::ConversationTitle { tenant, conversation } => Binding::conversation_title(tenant.0, conversation.0),
+        // A tenant-level field named after the user: the secret opens for that user only.
+        SealScope::TotpSecret { tenant, user } => Binding::tenant_field(tenant.0, field(&format!("user.{}.totp", user.0))?),
         SealScope::MessageContent { tenant, conversation, message } => {
             Binding::message_content(tenant.0, conversation.0, message.0)
         }

@@ -5,6 +5,7 @@
 use async_trait::async_trait;
 use time::OffsetDateTime;
 
+use crate::content::Sealed;
 use crate::error::StoreError;
 use crate::ids::*;
 use crate::page::{Page, PageRequest};
@@ -113,6 +114,22 @@ pub trait Store: Send + Sync + 'static {
     /// Creates a tenant for an issuer's tenant claim value, or returns the one a concurrent
     /// sign-in created first.
     async fn create_sso_tenant(&self, issuer: &str, external_id: &str, name: &str) -> StoreResult<TenantId>;
+
+    /// The user's TOTP enrolment, pending or enabled.
+    async fn get_mfa(&self, tenant: TenantId, user: UserId) -> StoreResult<Option<MfaRecord>>;
+    /// Starts (or restarts) an enrolment: a new secret, not enabled yet. Refused with
+    /// `StoreError::Constraint("mfa_enabled")` while MFA is on.
+    async fn put_pending_mfa(&self, tenant: TenantId, user: UserId, secret: &Sealed) -> StoreResult<()>;
+    /// Turns a pending enrolment on, with the confirming code's step as the last one used and
+    /// these recovery code hashes (replacing any). False when nothing was pending.
+    async fn enable_mfa(&self, tenant: TenantId, user: UserId, step: i64, recovery: &[Vec<u8>]) -> StoreResult<bool>;
+    /// Records `step` as used if it is later than the last one: false for a replayed code.
+    async fn use_totp_step(&self, tenant: TenantId, user: UserId, step: i64) -> StoreResult<bool>;
+    /// Marks an unused recovery code used: false when there is none with this hash.
+    async fn use_recovery_code(&self, tenant: TenantId, user: UserId, hash: &[u8]) -> StoreResult<bool>;
+    async fn replace_recovery_codes(&self, tenant: TenantId, user: UserId, hashes: &[Vec<u8>]) -> StoreResult<()>;
+    /// Removes the enrolment and the recovery codes; false when there was none.
+    async fn delete_mfa(&self, tenant: TenantId, user: UserId) -> StoreResult<bool>;
 
     // --- sessions and tokens --------------------------------------------------------------
     /// Where a credential id lives (global lookup).

@@ -218,6 +218,29 @@ macro_rules! store_impl {
                 Self::user_row(&row).map_err(store_error)
             }
 
+            /// Replaces the user's recovery codes, inside the caller's transaction.
+            async fn insert_recovery_codes(
+                tx: &mut sqlx::Transaction<'_, $db>,
+                tenant: TenantId,
+                user: UserId,
+                hashes: &[Vec<u8>],
+            ) -> Result<(), sqlx::Error> {
+                sqlx::query("DELETE FROM mfa_recovery_codes WHERE tenant_id = $1 AND user_id = $2")
+                    .bind(tenant.0)
+                    .bind(user.0)
+                    .execute(&mut **tx)
+                    .await?;
+                for hash in hashes {
+                    sqlx::query("INSERT INTO mfa_recovery_codes (tenant_id, user_id, code_hash, used_at) VALUES ($1, $2, $3, NULL)")
+                        .bind(tenant.0)
+                        .bind(user.0)
+                        .bind(hash)
+                        .execute(&mut **tx)
+                        .await?;
+                }
+                Ok(())
+            }
+
             async fn insert_tokens(
                 tx: &mut sqlx::Transaction<'_, $db>,
                 tokens: &[TokenRecord],
@@ -587,6 +610,125 @@ macro_rules! store_impl {
                 }
                 tx.commit().await.map_err(store_error)?;
                 Ok(tenant)
+            }
+
+            async fn get_mfa(&self, tenant: TenantId, user: UserId) -> StoreResult<Option<MfaRecord>> {
+                let row = sqlx::query(
+                    "SELECT secret, enabled, last_step, \
+                     (SELECT COUNT(*) FROM mfa_recovery_codes c WHERE c.tenant_id = m.tenant_id AND c.user_id = m.user_id AND c.used_at IS NULL) AS codes_left \
+                     FROM user_mfa m WHERE tenant_id = $1 AND user_id = $2",
+                )
+                .bind(tenant.0)
+                .bind(user.0)
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(store_error)?;
+                row.map(|r| -> Result<MfaRecord, sqlx::Error> {
+                    Ok(MfaRecord {
+                        secret: Sealed(r.try_get("secret")?),
+                        enabled: r.try_get("enabled")?,
+                        last_step: r.try_get("last_step")?,
+                        recovery_codes_left: r.try_get("codes_left")?,
+                    })
+                })
+                .transpose()
+                .map_err(store_error)
+            }
+
+            async fn put_pending_mfa(&self, tenant: TenantId, user: UserId, secret: &Sealed) -> StoreResult<()> {
+                let t = now();
+                let r = sqlx::query(
+                    "INSERT INTO user_mfa (tenant_id, user_id, secret, enabled, last_step, created_at, updated_at) \
+                     VALUES ($1, $2, $3, FALSE, NULL, $4, $4) \
+                     ON CONFLICT (tenant_id, user_id) DO UPDATE SET secret = $3, last_step = NULL, updated_at = $4 \
+                     WHERE user_mfa.enabled = FALSE",
+                )
+                .bind(tenant.0)
+                .bind(user.0)
+                .bind(&secret.0)
+                .bind(t)
+                .execute(&self.pool)
+                .await
+                .map_err(store_error)?;
+                if r.rows_affected() == 0 {
+                    return Err(StoreError::Constraint("mfa_enabled".into()));
+                }
+                Ok(())
+            }
+
+            async fn enable_mfa(&self, tenant: TenantId, user: UserId, step: i64, recovery: &[Vec<u8>]) -> StoreResult<bool> {
+                let mut tx = self.pool.begin().await.map_err(store_error)?;
+                let r = sqlx::query(
+                    "UPDATE user_mfa SET enabled = TRUE, last_step = $3, updated_at = $4 \
+                     WHERE tenant_id = $1 AND user_id = $2 AND enabled = FALSE",
+                )
+                .bind(tenant.0)
+                .bind(user.0)
+                .bind(step)
+                .bind(now())
+                .execute(&mut *tx)
+                .await
+                .map_err(store_error)?;
+                if r.rows_affected() == 0 {
+                    tx.rollback().await.map_err(store_error)?;
+                    return Ok(false);
+                }
+                Self::insert_recovery_codes(&mut tx, tenant, user, recovery).await.map_err(store_error)?;
+                tx.commit().await.map_err(store_error)?;
+                Ok(true)
+            }
+
+            async fn use_totp_step(&self, tenant: TenantId, user: UserId, step: i64) -> StoreResult<bool> {
+                let r = sqlx::query(
+                    "UPDATE user_mfa SET last_step = $3 \
+                     WHERE tenant_id = $1 AND user_id = $2 AND enabled = TRUE AND (last_step IS NULL OR last_step < $3)",
+                )
+                .bind(tenant.0)
+                .bind(user.0)
+                .bind(step)
+                .execute(&self.pool)
+                .await
+                .map_err(store_error)?;
+                Ok(r.rows_affected() == 1)
+            }
+
+            async fn use_recovery_code(&self, tenant: TenantId, user: UserId, hash: &[u8]) -> StoreResult<bool> {
+                let r = sqlx::query(
+                    "UPDATE mfa_recovery_codes SET used_at = $4 \
+                     WHERE tenant_id = $1 AND user_id = $2 AND code_hash = $3 AND used_at IS NULL",
+                )
+                .bind(tenant.0)
+                .bind(user.0)
+                .bind(hash)
+                .bind(now())
+                .execute(&self.pool)
+                .await
+                .map_err(store_error)?;
+                Ok(r.rows_affected() == 1)
+            }
+
+            async fn replace_recovery_codes(&self, tenant: TenantId, user: UserId, hashes: &[Vec<u8>]) -> StoreResult<()> {
+                let mut tx = self.pool.begin().await.map_err(store_error)?;
+                Self::insert_recovery_codes(&mut tx, tenant, user, hashes).await.map_err(store_error)?;
+                tx.commit().await.map_err(store_error)
+            }
+
+            async fn delete_mfa(&self, tenant: TenantId, user: UserId) -> StoreResult<bool> {
+                let mut tx = self.pool.begin().await.map_err(store_error)?;
+                let r = sqlx::query("DELETE FROM user_mfa WHERE tenant_id = $1 AND user_id = $2")
+                    .bind(tenant.0)
+                    .bind(user.0)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(store_error)?;
+                sqlx::query("DELETE FROM mfa_recovery_codes WHERE tenant_id = $1 AND user_id = $2")
+                    .bind(tenant.0)
+                    .bind(user.0)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(store_error)?;
+                tx.commit().await.map_err(store_error)?;
+                Ok(r.rows_affected() == 1)
             }
 
             async fn find_credential(&self, id: Uuid) -> StoreResult<Option<CredentialRef>> {

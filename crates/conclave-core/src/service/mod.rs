@@ -10,6 +10,7 @@ pub mod events;
 pub mod export;
 pub mod gateway;
 pub mod identity;
+pub mod mfa;
 pub mod models;
 pub mod replies;
 pub mod usage;

@@ -7,6 +7,7 @@ use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use conclave_core::service::accounts::{SignedIn, SignupInput};
+use conclave_core::service::mfa::SecondFactor;
 use conclave_core::views::AuthView;
 use secrecy::ExposeSecret;
 use serde::{Deserialize, Serialize};
@@ -106,12 +107,16 @@ async fn signup(
 pub struct LoginRequest {
     email: String,
     password: String,
+    /// For accounts with two-factor sign-in: the 6-digit code from the authenticator app.
+    otp: Option<String>,
+    /// For accounts with two-factor sign-in: a one-time recovery code instead of `otp`.
+    recovery_code: Option<String>,
 }
 
 /// Signs in with email and password.
 #[utoipa::path(post, path = "/api/v1/auth/login", tag = "auth", request_body = LoginRequest, responses(
     (status = 200, body = AuthView, description = "Signed in; the refresh token is set as an HttpOnly cookie"),
-    (status = 401, body = Problem, description = "Unknown email, wrong password or disabled account (one answer for all)"),
+    (status = 401, body = Problem, description = "Unknown email, wrong password or disabled account (one answer for all); or, after a right password, `mfa-required`: a missing, wrong or used second-factor code"),
     (status = 404, body = Problem, description = "Single sign-on is configured"),
 ))]
 async fn login(
@@ -122,7 +127,8 @@ async fn login(
     local_accounts(&state)?;
     limit_address(&state, &meta, true).await?;
     state.limit_login(&format!("login:{}", body.email.trim().to_lowercase())).await?;
-    let signed_in = state.core.login(&body.email, &body.password, &meta).await?;
+    let second = SecondFactor { otp: body.otp.as_deref(), recovery_code: body.recovery_code.as_deref() };
+    let signed_in = state.core.login_with(&body.email, &body.password, second, &meta).await?;
     Ok(with_cookie(&state.http, StatusCode::OK, signed_in))
 }
 

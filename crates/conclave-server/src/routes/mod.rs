@@ -16,6 +16,7 @@ pub mod conversations;
 pub mod gateway;
 pub mod health;
 pub mod me;
+pub mod mfa;
 pub mod models;
 pub mod root;
 pub mod usage;
@@ -25,6 +26,7 @@ pub fn api() -> OpenApiRouter<AppState> {
         .merge(health::router())
         .merge(auth::router())
         .merge(me::router())
+        .merge(mfa::router())
         .merge(api_keys::router())
         .merge(admin::router())
         .merge(agents::router())

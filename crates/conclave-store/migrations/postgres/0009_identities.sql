@@ -18,3 +18,27 @@ CREATE TABLE sso_tenants (
     created_at  TIMESTAMPTZ NOT NULL,
     PRIMARY KEY (issuer, external_id)
 );
+
+-- TOTP second factor of local accounts. The secret is sealed under the tenant key (TEK), bound
+-- to the user; `last_step` is the last TOTP time step accepted, so no code is accepted twice.
+CREATE TABLE user_mfa (
+    tenant_id  UUID NOT NULL,
+    user_id    UUID NOT NULL,
+    secret     BYTEA NOT NULL,
+    enabled    BOOLEAN NOT NULL DEFAULT FALSE,
+    last_step  BIGINT,
+    created_at TIMESTAMPTZ NOT NULL,
+    updated_at TIMESTAMPTZ NOT NULL,
+    PRIMARY KEY (tenant_id, user_id),
+    FOREIGN KEY (tenant_id, user_id) REFERENCES users (tenant_id, user_id) ON DELETE CASCADE
+);
+
+-- One-time recovery codes, stored hashed; a used code keeps its row with `used_at` set.
+CREATE TABLE mfa_recovery_codes (
+    tenant_id UUID NOT NULL,
+    user_id   UUID NOT NULL,
+    code_hash BYTEA NOT NULL,
+    used_at   TIMESTAMPTZ,
+    PRIMARY KEY (tenant_id, user_id, code_hash),
+    FOREIGN KEY (tenant_id, user_id) REFERENCES users (tenant_id, user_id) ON DELETE CASCADE
+);

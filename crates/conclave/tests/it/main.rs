@@ -38,6 +38,7 @@ mod encryption;
 mod export;
 mod health;
 mod messages;
+mod mfa;
 mod oidc;
 mod provider_failures;
 mod replicas;
