@@ -938,6 +938,45 @@ mod tests {
     }
 
     #[test]
+    fn single_sign_on_settings_are_read_and_checked() {
+        let c = Config::load(
+            None,
+            &env(&[
+                ("CONCLAVE_OIDC_ISSUER", "http://127.0.0.1:9999"),
+                ("CONCLAVE_OIDC_CLIENT_ID", "spa"),
+                ("CONCLAVE_OIDC_SCOPES", "openid email, api://conclave/access"),
+                ("CONCLAVE_OIDC_TENANT_CLAIM", "tid"),
+                ("CONCLAVE_OIDC_TENANTS", "t1=Firm, t2=@default"),
+                ("CONCLAVE_OIDC_ROLES", "Admins=admin"),
+            ]),
+        )
+        .unwrap();
+        // A loopback issuer over HTTP is accepted in dev, with a warning.
+        assert!(errors(&c).is_empty(), "{:?}", c.findings());
+        assert!(c.oidc.allows_http());
+        assert_eq!(c.oidc.audience(), Some("spa"), "the audience defaults to the client id");
+        assert_eq!(c.oidc.scopes, vec!["openid", "email", "api://conclave/access"]);
+        assert_eq!(c.oidc.tenants.get("t2").map(String::as_str), Some("@default"));
+
+        let bad = |pairs: &[(&str, &str)]| {
+            let mut all = vec![("CONCLAVE_OIDC_ISSUER", "https://login.example/tenant/v2.0"), ("CONCLAVE_OIDC_CLIENT_ID", "spa")];
+            all.extend_from_slice(pairs);
+            errors(&Config::load(None, &env(&all)).unwrap())
+        };
+        assert!(bad(&[]).is_empty());
+        assert!(bad(&[("CONCLAVE_OIDC_ISSUER", "http://login.example")]).contains(&"CONCLAVE_OIDC_ISSUER"));
+        assert!(bad(&[("CONCLAVE_PROFILE", "production"), ("CONCLAVE_OIDC_ISSUER", "http://127.0.0.1:9999")])
+            .contains(&"CONCLAVE_OIDC_ISSUER"));
+        assert!(bad(&[("CONCLAVE_OIDC_CLIENT_ID", "")]).is_empty(), "an empty variable leaves the setting");
+        assert!(bad(&[("CONCLAVE_OIDC_CLOCK_SKEW_SECONDS", "301")]).contains(&"CONCLAVE_OIDC_CLOCK_SKEW_SECONDS"));
+        assert!(bad(&[("CONCLAVE_OIDC_ROLES", "x=overlord")]).contains(&"CONCLAVE_OIDC_ROLES"));
+        assert!(bad(&[("CONCLAVE_OIDC_TENANTS", "t1=Firm")]).contains(&"CONCLAVE_OIDC_TENANT_CLAIM"));
+        let no_client = Config::load(None, &env(&[("CONCLAVE_OIDC_ISSUER", "https://login.example")])).unwrap();
+        assert!(errors(&no_client).contains(&"CONCLAVE_OIDC_CLIENT_ID"));
+        assert!(Config::load(None, &env(&[("CONCLAVE_OIDC_ROLES", "no-equals")])).is_err());
+    }
+
+    #[test]
     fn production_with_everything_set_is_accepted() {
         let c = Config::load(
             None,
