@@ -5,10 +5,10 @@
 //! Nothing here knows about HTTP or storage; `conclave-core` decides when to call what.
 
 pub mod oidc;
-pub mod totp;
 mod password;
 mod policy;
 mod token;
+pub mod totp;
 
 pub use password::{PasswordError, PasswordHasher, PasswordHashingParams};
 pub use policy::{check_password_strength, PasswordRejection, MIN_PASSWORD_CHARS};

@@ -217,10 +217,8 @@ impl TokenVerifier for OidcVerifier {
 
         // jsonwebtoken requires `iat` but does not look at it: a token issued in the future is
         // from a skewed or hostile issuer.
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or_default();
+        let now =
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or_default();
         match claims.get("iat").and_then(Value::as_u64) {
             Some(iat) if iat <= now + self.settings.leeway.as_secs() => {}
             _ => return Err(OidcError::Invalid("iat is missing or in the future".into())),

@@ -125,7 +125,9 @@ fn binding(scope: SealScope) -> Result<Binding> {
         }
         SealScope::ConversationTitle { tenant, conversation } => Binding::conversation_title(tenant.0, conversation.0),
         // A tenant-level field named after the user: the secret opens for that user only.
-        SealScope::TotpSecret { tenant, user } => Binding::tenant_field(tenant.0, field(&format!("user.{}.totp", user.0))?),
+        SealScope::TotpSecret { tenant, user } => {
+            Binding::tenant_field(tenant.0, field(&format!("user.{}.totp", user.0))?)
+        }
         SealScope::MessageContent { tenant, conversation, message } => {
             Binding::message_content(tenant.0, conversation.0, message.0)
         }

@@ -6,10 +6,10 @@ use secrecy::{ExposeSecret, SecretString};
 
 use crate::app::{AuditRecord, Conclave};
 use crate::error::{Error, FieldError, Result, StoreError};
-use crate::service::mfa::SecondFactor;
 use crate::ids::*;
 use crate::principal::{Caller, Credential, Principal, RequestMeta, Role};
 use crate::records::*;
+use crate::service::mfa::SecondFactor;
 use crate::store::constraints;
 use crate::views::{AuthView, UserView};
 
@@ -109,7 +109,8 @@ impl Conclave {
             return Err(Error::InvalidCredentials);
         }
         if let Err(e) = self.check_second_factor(tenant, &record.user, second, meta).await {
-            let reason = if second.otp.is_none() && second.recovery_code.is_none() { "mfa_missing" } else { "mfa_bad_code" };
+            let reason =
+                if second.otp.is_none() && second.recovery_code.is_none() { "mfa_missing" } else { "mfa_bad_code" };
             self.audit(
                 tenant,
                 meta,

@@ -127,7 +127,12 @@ fn refuse(reason: &str) -> Error {
 
 impl Conclave {
     /// The principal an issuer's JWT stands for, provisioning the user on first sign-in.
-    pub(crate) async fn authenticate_sso(&self, sso: &SingleSignOn, bearer: &str, meta: &RequestMeta) -> Result<Principal> {
+    pub(crate) async fn authenticate_sso(
+        &self,
+        sso: &SingleSignOn,
+        bearer: &str,
+        meta: &RequestMeta,
+    ) -> Result<Principal> {
         let token = sso.verifier.verify(bearer).await.map_err(|e| refuse(&e.to_string()))?;
         let first_use = sso.first_use(bearer, &token);
         let role = sso.role_of(&token);
@@ -303,15 +308,16 @@ mod tests {
     }
 
     fn token(claims: Value) -> VerifiedToken {
-        VerifiedToken { issuer: "https://issuer".into(), subject: "s".into(), claims: claims.as_object().unwrap().clone() }
+        VerifiedToken {
+            issuer: "https://issuer".into(),
+            subject: "s".into(),
+            claims: claims.as_object().unwrap().clone(),
+        }
     }
 
     #[test]
     fn the_highest_mapped_role_wins_and_unmapped_names_are_members() {
-        let roles = HashMap::from([
-            ("Conclave.Admin".to_owned(), Role::Admin),
-            ("auditors".to_owned(), Role::Auditor),
-        ]);
+        let roles = HashMap::from([("Conclave.Admin".to_owned(), Role::Admin), ("auditors".to_owned(), Role::Auditor)]);
         let sso = SingleSignOn::new(
             Arc::new(Never),
             "https://issuer".into(),
@@ -323,10 +329,16 @@ mod tests {
             vec!["roles".into(), "groups".into()],
             roles,
         );
-        assert_eq!(sso.role_of(&token(serde_json::json!({"roles": ["Conclave.Admin"], "groups": ["auditors"]}))), Role::Admin);
+        assert_eq!(
+            sso.role_of(&token(serde_json::json!({"roles": ["Conclave.Admin"], "groups": ["auditors"]}))),
+            Role::Admin
+        );
         assert_eq!(sso.role_of(&token(serde_json::json!({"groups": ["auditors", "x"]}))), Role::Auditor);
         assert_eq!(sso.role_of(&token(serde_json::json!({"roles": "auditors"}))), Role::Auditor);
-        assert_eq!(sso.role_of(&token(serde_json::json!({"roles": ["Admin"], "other": ["Conclave.Admin"]}))), Role::Member);
+        assert_eq!(
+            sso.role_of(&token(serde_json::json!({"roles": ["Admin"], "other": ["Conclave.Admin"]}))),
+            Role::Member
+        );
         assert_eq!(sso.role_of(&token(serde_json::json!({}))), Role::Member);
     }
 

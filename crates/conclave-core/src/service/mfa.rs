@@ -71,15 +71,13 @@ impl Conclave {
     pub async fn confirm_totp(&self, caller: &Caller, code: &str) -> Result<RecoveryCodesView> {
         let user = self.local_session_user(caller).await?;
         let Some(mfa) = self.store.get_mfa(caller.tenant(), user.id).await?.filter(|m| !m.enabled) else {
-            return Err(Error::Conflict("There is no enrolment to confirm; start one with POST /api/v1/me/mfa/totp.".into()));
+            return Err(Error::Conflict(
+                "There is no enrolment to confirm; start one with POST /api/v1/me/mfa/totp.".into(),
+            ));
         };
         let secret = self.open_totp(&user, &mfa.secret).await?;
         let Some(step) = secret.verify(code, unix_now()) else {
-            self.audit_by(
-                caller,
-                AuditRecord::new("mfa.enabled", "user", user.id).outcome(Outcome::Failure),
-            )
-            .await;
+            self.audit_by(caller, AuditRecord::new("mfa.enabled", "user", user.id).outcome(Outcome::Failure)).await;
             return Err(bad_code("code"));
         };
         let codes = new_recovery_codes();
@@ -241,5 +239,8 @@ fn not_on() -> Error {
 }
 
 fn bad_code(field: &str) -> Error {
-    Error::field(field, "The code is not correct, or was already used: enter the current code from your authenticator app.")
+    Error::field(
+        field,
+        "The code is not correct, or was already used: enter the current code from your authenticator app.",
+    )
 }

@@ -59,7 +59,9 @@ async fn config(State(state): State<AppState>) -> Json<AuthConfig> {
             scopes: Some(sso.scopes.clone()),
             signup_open: false,
         },
-        None => AuthConfig { mode: "local", issuer: None, client_id: None, scopes: None, signup_open: core.signup_open },
+        None => {
+            AuthConfig { mode: "local", issuer: None, client_id: None, scopes: None, signup_open: core.signup_open }
+        }
     })
 }
 

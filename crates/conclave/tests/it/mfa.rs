@@ -162,7 +162,10 @@ async fn totp_sign_in_recovery_and_replay(backend: Backend) -> Result<()> {
         .filter(|e| e["action"] == "auth.login" && e["outcome"] != "success")
         .map(|e| s(&e["detail"]["reason"]))
         .collect::<Vec<_>>();
-    assert!(failures.iter().any(|r| r == "mfa_missing") && failures.iter().any(|r| r == "mfa_bad_code"), "{failures:?}");
+    assert!(
+        failures.iter().any(|r| r == "mfa_missing") && failures.iter().any(|r| r == "mfa_bad_code"),
+        "{failures:?}"
+    );
     Ok(())
 }
 

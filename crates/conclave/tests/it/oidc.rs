@@ -80,7 +80,12 @@ impl OidcProvider {
     }
 
     pub async fn add_user(&self, id: &str, claims: Value) -> Result<()> {
-        let r = self.http.post(format!("{}/test/users", self.issuer)).json(&json!({"id": id, "claims": claims})).send().await?;
+        let r = self
+            .http
+            .post(format!("{}/test/users", self.issuer))
+            .json(&json!({"id": id, "claims": claims}))
+            .send()
+            .await?;
         anyhow::ensure!(r.status().is_success(), "adding {id}: {}", r.status());
         Ok(())
     }
@@ -193,7 +198,9 @@ fn user_claims(email: &str, name: &str, tid: &str, roles: &[&str], groups: &[&st
 async fn sso_sign_in_provisions_users_from_claims(backend: Backend) -> Result<()> {
     let provider = OidcProvider::start().await?;
     let app = sso_server(backend, &provider, &[]).await?;
-    provider.add_user("alice-sub", user_claims("Alice@Contoso.example", "Alice", "contoso", &["Conclave.Admin"], &[])).await?;
+    provider
+        .add_user("alice-sub", user_claims("Alice@Contoso.example", "Alice", "contoso", &["Conclave.Admin"], &[]))
+        .await?;
     provider.add_user("bob-sub", user_claims("bob@contoso.example", "Bob", "contoso", &[], &["auditors"])).await?;
     provider.add_user("carol-sub", user_claims("carol@fabrikam.example", "Carol", "fabrikam", &[], &["x"])).await?;
     provider.add_user("mallory-sub", user_claims("mallory@evil.example", "Mallory", "unknown-org", &[], &[])).await?;
@@ -207,7 +214,11 @@ async fn sso_sign_in_provisions_users_from_claims(backend: Backend) -> Result<()
     assert_eq!(config["signup_open"], false);
     let local = json!({"email": "x@example.com", "password": crate::app::PASSWORD, "display_name": "X"});
     app.post("/api/v1/auth/signup").json(&local).fetch().await?.problem(404);
-    app.post("/api/v1/auth/login").json(&json!({"email": "x@example.com", "password": "p"})).fetch().await?.problem(404);
+    app.post("/api/v1/auth/login")
+        .json(&json!({"email": "x@example.com", "password": "p"}))
+        .fetch()
+        .await?
+        .problem(404);
     app.post("/api/v1/auth/refresh").fetch().await?.problem(404);
     app.post("/api/v1/auth/logout").fetch().await?.problem(404);
 
@@ -236,7 +247,12 @@ async fn sso_sign_in_provisions_users_from_claims(backend: Backend) -> Result<()
 
     // Later sign-ins bring the profile in line with the claims; the identity stays the subject,
     // not the email address.
-    provider.add_user("alice-sub", user_claims("alice.new@contoso.example", "Alice N.", "contoso", &["Conclave.Admin"], &[])).await?;
+    provider
+        .add_user(
+            "alice-sub",
+            user_claims("alice.new@contoso.example", "Alice N.", "contoso", &["Conclave.Admin"], &[]),
+        )
+        .await?;
     let alice2 = provider.sign_in("alice-sub").await?;
     let me2 = app.get("/api/v1/me").bearer_auth(&alice2).fetch().await?.expect(200);
     assert_eq!(me2["id"], me["id"]);
@@ -245,11 +261,17 @@ async fn sso_sign_in_provisions_users_from_claims(backend: Backend) -> Result<()
 
     // A disabled user is refused even with a valid token.
     let bob_id = s(&bob_me["id"]);
-    app.patch(&format!("/api/v1/admin/users/{bob_id}")).bearer_auth(&alice2).json(&json!({"disabled": true})).fetch().await?.expect(200);
+    app.patch(&format!("/api/v1/admin/users/{bob_id}"))
+        .bearer_auth(&alice2)
+        .json(&json!({"disabled": true}))
+        .fetch()
+        .await?
+        .expect(200);
     app.get("/api/v1/me").bearer_auth(&bob).fetch().await?.problem(401);
 
     // API keys keep working in OIDC mode.
-    let key = app.post("/api/v1/api-keys").bearer_auth(&alice2).json(&json!({"name": "cli"})).fetch().await?.expect(201);
+    let key =
+        app.post("/api/v1/api-keys").bearer_auth(&alice2).json(&json!({"name": "cli"})).fetch().await?.expect(201);
     let by_key = app.get("/api/v1/me").bearer_auth(s(&key["key"])).fetch().await?.expect(200);
     assert_eq!(by_key["id"], me["id"]);
 
@@ -318,12 +340,15 @@ fn sign(alg: Algorithm, kid: &str, key: &EncodingKey, claims: &serde_json::Map<S
 /// A server, its provider with `alice-sub`, and the provider's signing key.
 async fn attack_setup() -> Result<(OidcProvider, TestApp, ProviderKey)> {
     let provider = OidcProvider::start().await?;
-    provider.add_user("alice-sub", user_claims("alice@contoso.example", "Alice", "contoso", &["Conclave.Admin"], &[])).await?;
+    provider
+        .add_user("alice-sub", user_claims("alice@contoso.example", "Alice", "contoso", &["Conclave.Admin"], &[]))
+        .await?;
     let app = sso_server(Backend::Sqlite, &provider, &[]).await?;
     let key = provider.signing_key().await?;
     // The control: a token made here with the provider's key and genuine claims is accepted,
     // so each refusal below is down to the one thing the attack changes.
-    let genuine = sign(Algorithm::RS256, &key.kid, &EncodingKey::from_rsa_der(&key.der), &genuine_claims(&provider.issuer))?;
+    let genuine =
+        sign(Algorithm::RS256, &key.kid, &EncodingKey::from_rsa_der(&key.der), &genuine_claims(&provider.issuer))?;
     app.get("/api/v1/me").bearer_auth(&genuine).fetch().await?.expect(200);
     Ok((provider, app, key))
 }
