@@ -215,4 +215,32 @@ async fn required_mfa_holds_sessions_back_until_enrolment(backend: Backend) -> R
     Ok(())
 }
 
-backend_tests!(totp_sign_in_recovery_and_replay, required_mfa_holds_sessions_back_until_enrolment);
+/// Wrong codes are sign-in attempts: they use up the account's sign-in budget like wrong
+/// passwords, so six digits cannot be guessed at speed.
+async fn wrong_codes_count_toward_the_sign_in_limit(backend: Backend) -> Result<()> {
+    let app = TestApp::builder(backend).env("CONCLAVE_LOGIN_ATTEMPTS_PER_MINUTE", "5").start().await?;
+    let member = app.admin().await?;
+    enrol(&app, &member.token, &member.email).await?;
+    let mut refused = 0;
+    let mut limited = None;
+    for attempt in 0..12 {
+        let r = login(&app, &member.email, json!({"otp": "000000"})).await?;
+        match r.status {
+            401 => refused += 1,
+            429 => {
+                assert!(r.header("retry-after").is_some(), "{}", r.text);
+                limited = Some(attempt);
+                break;
+            }
+            other => panic!("attempt {attempt}: {other} {}", r.text),
+        }
+    }
+    assert!(refused >= 1 && limited.is_some(), "{refused} refusals, then no 429");
+    Ok(())
+}
+
+backend_tests!(
+    totp_sign_in_recovery_and_replay,
+    required_mfa_holds_sessions_back_until_enrolment,
+    wrong_codes_count_toward_the_sign_in_limit
+);
