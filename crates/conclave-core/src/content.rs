@@ -32,32 +32,12 @@ impl Sealed {
 /// copied into another row or field fails to open.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SealScope {
-    AgentName {
-        tenant: TenantId,
-        agent: AgentId,
-    },
-    AgentDescription {
-        tenant: TenantId,
-        agent: AgentId,
-    },
-    AgentInstructions {
-        tenant: TenantId,
-        agent: AgentId,
-    },
-    ConversationTitle {
-        tenant: TenantId,
-        conversation: ConversationId,
-    },
-    MessageContent {
-        tenant: TenantId,
-        conversation: ConversationId,
-        message: MessageId,
-    },
-    /// A user's TOTP secret, under the tenant key.
-    TotpSecret {
-        tenant: TenantId,
-        user: UserId,
-    },
+    AgentName { tenant: TenantId, agent: AgentId },
+    AgentDescription { tenant: TenantId, agent: AgentId },
+    AgentInstructions { tenant: TenantId, agent: AgentId },
+    ConversationTitle { tenant: TenantId, conversation: ConversationId },
+    MessageContent { tenant: TenantId, conversation: ConversationId, message: MessageId },
+    TotpSecret { tenant: TenantId, user: UserId },
 }
 
 /// Seals and opens content. Async because opening may need a key from the key service.
