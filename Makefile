@@ -6,7 +6,7 @@ SHELL := bash
 CARGO ?= cargo
 export CARGO_TERM_PROGRESS_WHEN ?= never
 
-.PHONY: help run build build-release test lint fmt services azurite test-rust test-sdk bench clean
+.PHONY: help run build build-release test lint fmt services azurite oidc-provider test-rust test-sdk bench clean
 
 help:
 	@echo "make run    build Conclave and start it on http://127.0.0.1:8080 (SQLite, local data folder)"
@@ -24,7 +24,7 @@ build-release:
 	$(CARGO) build --release --locked -p conclave
 
 ## Everything CI runs: fast lints first, then the suites against the real services.
-test: lint services azurite test-rust test-sdk
+test: lint services azurite oidc-provider test-rust test-sdk
 
 VENV := .venv
 PY := $(VENV)/bin/python
@@ -49,7 +49,16 @@ $(AZURITE_DIR)/node_modules/.installed: $(AZURITE_DIR)/package-lock.json $(AZURI
 	cd $(AZURITE_DIR) && npm ci --silent --no-audit --no-fund
 	touch $@
 
-test-rust:
+## The OpenID Connect provider the single sign-on tests sign in against (npm oidc-provider),
+## installed into tests/oidc/node_modules from its lock file, again only when the lock changes.
+OIDC_DIR := tests/oidc
+oidc-provider: $(OIDC_DIR)/node_modules/.installed
+
+$(OIDC_DIR)/node_modules/.installed: $(OIDC_DIR)/package-lock.json $(OIDC_DIR)/package.json
+	cd $(OIDC_DIR) && npm ci --silent --no-audit --no-fund
+	touch $@
+
+test-rust: azurite oidc-provider
 	@if $(CARGO) nextest --version >/dev/null 2>&1; then \
 	  $(CARGO) nextest run --workspace --locked --no-fail-fast; \
 	else \

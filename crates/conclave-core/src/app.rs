@@ -43,6 +43,9 @@ pub struct CoreConfig {
     pub prices: std::collections::HashMap<String, crate::service::usage::Price>,
     /// Sizes and types of documents.
     pub uploads: crate::service::documents::UploadPolicy,
+    /// Single sign-on: bearer JWTs from this issuer; local sign-up, login, refresh and logout
+    /// are then switched off.
+    pub sso: Option<Arc<crate::service::identity::SingleSignOn>>,
 }
 
 /// Bounds on concurrent replies, answered with 429 beyond them.
@@ -71,6 +74,7 @@ impl Default for CoreConfig {
             limits: ReplyLimits::default(),
             prices: Default::default(),
             uploads: Default::default(),
+            sso: None,
         }
     }
 }

@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use conclave_crypto::Key;
 
-use crate::ids::{AgentId, ConversationId, DocumentId, LibraryId, MessageId, TenantId};
+use crate::ids::{AgentId, ConversationId, DocumentId, LibraryId, MessageId, TenantId, UserId};
 use crate::libraries::WrappedKeyKind;
 
 pub const FORMAT_PLAINTEXT: u8 = 0;
@@ -77,6 +77,10 @@ pub enum SealScope {
         library: LibraryId,
         document: DocumentId,
         version: u64,
+    },
+    TotpSecret {
+        tenant: TenantId,
+        user: UserId,
     },
 }
 

@@ -67,7 +67,8 @@ impl EnvelopeCodec {
             | SealScope::AgentDescription { tenant, .. }
             | SealScope::AgentInstructions { tenant, .. }
             | SealScope::LibraryName { tenant, .. }
-            | SealScope::LibraryDescription { tenant, .. } => self.tenant_key(tenant).await,
+            | SealScope::LibraryDescription { tenant, .. }
+            | SealScope::TotpSecret { tenant, .. } => self.tenant_key(tenant).await,
             SealScope::ConversationTitle { tenant, conversation }
             | SealScope::MessageContent { tenant, conversation, .. } => {
                 self.conversation_key(tenant, conversation).await
@@ -155,6 +156,10 @@ fn binding(scope: SealScope) -> Result<Binding> {
             Binding::agent_field(tenant.0, agent.0, field("instructions")?)
         }
         SealScope::ConversationTitle { tenant, conversation } => Binding::conversation_title(tenant.0, conversation.0),
+        // A tenant-level field named after the user: the secret opens for that user only.
+        SealScope::TotpSecret { tenant, user } => {
+            Binding::tenant_field(tenant.0, field(&format!("user.{}.totp", user.0))?)
+        }
         SealScope::MessageContent { tenant, conversation, message } => {
             Binding::message_content(tenant.0, conversation.0, message.0)
         }

@@ -28,6 +28,13 @@ pub enum Error {
     InvalidCredentials,
     #[error("forbidden: {0}")]
     Forbidden(String),
+    /// The password was right and the account has MFA: a valid TOTP or recovery code is needed
+    /// too (missing and wrong codes answer alike).
+    #[error("second factor required")]
+    MfaRequired,
+    /// The tenant requires MFA and the caller has not enrolled: only enrolment is open.
+    #[error("MFA enrolment required")]
+    MfaEnrollmentRequired,
     /// The caller must change a temporary password before doing anything else.
     #[error("password change required")]
     PasswordChangeRequired,

@@ -439,3 +439,16 @@ impl From<&NewAuditEvent> for AuditEvent {
         }
     }
 }
+
+/// A user's TOTP enrolment.
+#[derive(Debug, Clone)]
+pub struct MfaRecord {
+    /// The base32 secret, sealed under the tenant key and bound to the user.
+    pub secret: crate::content::Sealed,
+    /// False while the enrolment waits for its first code.
+    pub enabled: bool,
+    /// The last TOTP time step accepted.
+    pub last_step: Option<i64>,
+    /// Recovery codes not used yet.
+    pub recovery_codes_left: i64,
+}

@@ -22,6 +22,10 @@ pub struct TenantSettings {
     pub retention: Retention,
     /// Named on/off switches.
     pub features: BTreeMap<String, bool>,
+    /// Local accounts must enrol a second factor (TOTP): until they do, their sessions may only
+    /// read `GET /api/v1/me`, enrol, and sign out. Single sign-on users are exempt (their issuer
+    /// decides), and so are API keys.
+    pub require_mfa: bool,
 }
 
 /// Monthly limits; `null` means no limit.
@@ -58,6 +62,7 @@ pub struct SettingsPatch {
     pub ip_allowlist: Option<Vec<String>>,
     pub retention: Option<Retention>,
     pub features: Option<BTreeMap<String, bool>>,
+    pub require_mfa: Option<bool>,
 }
 
 /// Distinguishes an absent field (outer `None`) from an explicit `null` (`Some(None)`).
@@ -178,6 +183,9 @@ impl TenantSettings {
                 }
             }
             next.features = features;
+        }
+        if let Some(require_mfa) = patch.require_mfa {
+            next.require_mfa = require_mfa;
         }
 
         if errors.is_empty() {

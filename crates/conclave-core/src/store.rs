@@ -5,10 +5,12 @@
 use async_trait::async_trait;
 use time::OffsetDateTime;
 
+use crate::content::Sealed;
 use crate::error::StoreError;
 use crate::ids::*;
 use crate::libraries::{KeyStore, LibraryStore};
 use crate::page::{Page, PageRequest};
+use crate::principal::Role;
 use crate::records::*;
 use crate::settings::TenantSettings;
 
@@ -51,6 +53,7 @@ pub struct PartialSaved {
 /// Constraint names the domain turns into 409s.
 pub mod constraints {
     pub const USER_EMAIL_UNIQUE: &str = "user_emails_pkey";
+    pub const IDENTITY_UNIQUE: &str = "user_identities_pkey";
 }
 
 #[async_trait]
@@ -82,6 +85,52 @@ pub trait Store: LibraryStore + KeyStore + Send + Sync + 'static {
     /// Deletes the user, their conversations, private agents, API keys and sessions; their
     /// tenant-visible agents pass to `heir`.
     async fn delete_user(&self, tenant: TenantId, user: UserId, heir: UserId) -> StoreResult<()>;
+
+    // --- identities and MFA ----------------------------------------------------------------
+    /// The user an issuer's subject signed in as before (global lookup).
+    async fn find_identity(&self, issuer: &str, subject: &str) -> StoreResult<Option<(TenantId, UserId)>>;
+    /// Creates the user (as [`Store::create_user`]) and links the issuer's subject to it, in one
+    /// transaction. Of two concurrent first sign-ins of one subject, one gets
+    /// `StoreError::Constraint(constraints::IDENTITY_UNIQUE)`.
+    async fn provision_identity(
+        &self,
+        tenant: TenantId,
+        user: NewUser,
+        issuer: &str,
+        subject: &str,
+    ) -> StoreResult<User>;
+    /// Brings a single-sign-on user's email, name and role in line with the issuer's claims.
+    /// A taken email gives `StoreError::Constraint(constraints::USER_EMAIL_UNIQUE)`; removing the
+    /// tenant's last active admin gives `StoreError::Constraint("last_admin")`.
+    async fn update_identity_profile(
+        &self,
+        tenant: TenantId,
+        user: UserId,
+        email: &str,
+        display_name: &str,
+        role: Role,
+    ) -> StoreResult<User>;
+    /// The Conclave tenant an issuer's tenant claim value stands for.
+    async fn find_sso_tenant(&self, issuer: &str, external_id: &str) -> StoreResult<Option<TenantId>>;
+    /// Creates a tenant for an issuer's tenant claim value, or returns the one a concurrent
+    /// sign-in created first.
+    async fn create_sso_tenant(&self, issuer: &str, external_id: &str, name: &str) -> StoreResult<TenantId>;
+
+    /// The user's TOTP enrolment, pending or enabled.
+    async fn get_mfa(&self, tenant: TenantId, user: UserId) -> StoreResult<Option<MfaRecord>>;
+    /// Starts (or restarts) an enrolment: a new secret, not enabled yet. Refused with
+    /// `StoreError::Constraint("mfa_enabled")` while MFA is on.
+    async fn put_pending_mfa(&self, tenant: TenantId, user: UserId, secret: &Sealed) -> StoreResult<()>;
+    /// Turns a pending enrolment on, with the confirming code's step as the last one used and
+    /// these recovery code hashes (replacing any). False when nothing was pending.
+    async fn enable_mfa(&self, tenant: TenantId, user: UserId, step: i64, recovery: &[Vec<u8>]) -> StoreResult<bool>;
+    /// Records `step` as used if it is later than the last one: false for a replayed code.
+    async fn use_totp_step(&self, tenant: TenantId, user: UserId, step: i64) -> StoreResult<bool>;
+    /// Marks an unused recovery code used: false when there is none with this hash.
+    async fn use_recovery_code(&self, tenant: TenantId, user: UserId, hash: &[u8]) -> StoreResult<bool>;
+    async fn replace_recovery_codes(&self, tenant: TenantId, user: UserId, hashes: &[Vec<u8>]) -> StoreResult<()>;
+    /// Removes the enrolment and the recovery codes; false when there was none.
+    async fn delete_mfa(&self, tenant: TenantId, user: UserId) -> StoreResult<bool>;
 
     // --- sessions and tokens --------------------------------------------------------------
     /// Where a credential id lives (global lookup).

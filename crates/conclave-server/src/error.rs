@@ -124,6 +124,16 @@ fn domain_problem(e: Error) -> Problem {
         ),
         Error::InvalidCredentials => Problem::new(S::UNAUTHORIZED, "invalid-credentials", "The email address or the password is incorrect."),
         Error::Forbidden(detail) => Problem::new(S::FORBIDDEN, "forbidden", detail),
+        Error::MfaRequired => Problem::new(
+            S::UNAUTHORIZED,
+            "mfa-required",
+            "This account has two-factor sign-in: send `otp` (the 6-digit code from your authenticator app) or `recovery_code` with the email and password.",
+        ),
+        Error::MfaEnrollmentRequired => Problem::new(
+            S::FORBIDDEN,
+            "mfa-enrollment-required",
+            "Your organisation requires two-factor sign-in: enrol an authenticator app (POST /api/v1/me/mfa/totp, then POST /api/v1/me/mfa/totp/confirm) before doing anything else.",
+        ),
         Error::PasswordChangeRequired => Problem::new(
             S::FORBIDDEN,
             "password-change-required",

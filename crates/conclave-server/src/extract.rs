@@ -206,7 +206,7 @@ impl FromRequestParts<AppState> for Authenticated {
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
         let Meta(meta) = Meta::from_request_parts(parts, state).await?;
         let authenticated = match bearer(parts) {
-            Some(token) => state.core.authenticate(token).await,
+            Some(token) => state.core.authenticate_request(token, &meta).await,
             None => Err(Error::Unauthenticated),
         };
         let principal = match authenticated {
@@ -226,8 +226,25 @@ impl FromRequestParts<AppState> for Authenticated {
         state.limit(&key).await?;
         let caller = Caller { principal, meta };
         state.core.check_tenant_address(&caller).await?;
+        if !open_before_mfa_enrolment(parts) && state.core.mfa_enrollment_pending(&caller).await? {
+            return Err(Error::MfaEnrollmentRequired.into());
+        }
         Ok(Authenticated(caller))
     }
+}
+
+/// What a session may still do while its tenant requires MFA and the user has not enrolled:
+/// see who it is, enrol, and sign out. Everything else is closed by default, so a new route
+/// cannot be forgotten.
+fn open_before_mfa_enrolment(parts: &Parts) -> bool {
+    use axum::http::Method;
+    matches!(
+        (&parts.method, parts.uri.path()),
+        (&Method::GET, "/api/v1/me")
+            | (&Method::POST, "/api/v1/me/mfa/totp")
+            | (&Method::POST, "/api/v1/me/mfa/totp/confirm")
+            | (&Method::POST, "/api/v1/auth/logout")
+    )
 }
 
 /// A caller if the request carries a valid bearer credential; no error otherwise.

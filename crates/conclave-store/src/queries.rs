@@ -173,6 +173,74 @@ macro_rules! store_impl {
                 })
             }
 
+            /// The user row and its global email entry, inside the caller's transaction.
+            async fn insert_user(tx: &mut sqlx::Transaction<'_, $db>, tenant: TenantId, user: NewUser) -> StoreResult<User> {
+                // Counting through the tenant row serialises concurrent sign-ups: exactly one
+                // of them can be the first.
+                let created: i64 = sqlx::query_scalar(
+                    "UPDATE tenants SET users_created = users_created + 1 WHERE tenant_id = $1 RETURNING users_created",
+                )
+                .bind(tenant.0)
+                .fetch_one(&mut **tx)
+                .await
+                .map_err(store_error)?;
+                let role = if user.first_user_becomes_admin && created == 1 { Role::Admin } else { user.role };
+                let email_taken = |e: sqlx::Error| {
+                    if is_unique_violation(&e) {
+                        StoreError::Constraint(constraints::USER_EMAIL_UNIQUE.into())
+                    } else {
+                        store_error(e)
+                    }
+                };
+                sqlx::query("INSERT INTO user_emails (email, tenant_id, user_id) VALUES ($1, $2, $3)")
+                    .bind(&user.email)
+                    .bind(tenant.0)
+                    .bind(user.id.0)
+                    .execute(&mut **tx)
+                    .await
+                    .map_err(email_taken)?;
+                let t = now();
+                let sql = format!(
+                    "INSERT INTO users ({USER_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, FALSE, $8, $8) RETURNING {USER_COLUMNS}"
+                );
+                let row = sqlx::query(&sql)
+                    .bind(tenant.0)
+                    .bind(user.id.0)
+                    .bind(&user.email)
+                    .bind(&user.display_name)
+                    .bind(role.as_str())
+                    .bind(&user.password_hash)
+                    .bind(user.must_change_password)
+                    .bind(t)
+                    .fetch_one(&mut **tx)
+                    .await
+                    .map_err(email_taken)?;
+                Self::user_row(&row).map_err(store_error)
+            }
+
+            /// Replaces the user's recovery codes, inside the caller's transaction.
+            async fn insert_recovery_codes(
+                tx: &mut sqlx::Transaction<'_, $db>,
+                tenant: TenantId,
+                user: UserId,
+                hashes: &[Vec<u8>],
+            ) -> Result<(), sqlx::Error> {
+                sqlx::query("DELETE FROM mfa_recovery_codes WHERE tenant_id = $1 AND user_id = $2")
+                    .bind(tenant.0)
+                    .bind(user.0)
+                    .execute(&mut **tx)
+                    .await?;
+                for hash in hashes {
+                    sqlx::query("INSERT INTO mfa_recovery_codes (tenant_id, user_id, code_hash, used_at) VALUES ($1, $2, $3, NULL)")
+                        .bind(tenant.0)
+                        .bind(user.0)
+                        .bind(hash)
+                        .execute(&mut **tx)
+                        .await?;
+                }
+                Ok(())
+            }
+
             async fn insert_tokens(
                 tx: &mut sqlx::Transaction<'_, $db>,
                 tokens: &[TokenRecord],
@@ -286,47 +354,7 @@ macro_rules! store_impl {
 
             async fn create_user(&self, tenant: TenantId, user: NewUser) -> StoreResult<User> {
                 let mut tx = self.pool.begin().await.map_err(store_error)?;
-                // Counting through the tenant row serialises concurrent sign-ups: exactly one
-                // of them can be the first.
-                let created: i64 = sqlx::query_scalar(
-                    "UPDATE tenants SET users_created = users_created + 1 WHERE tenant_id = $1 RETURNING users_created",
-                )
-                .bind(tenant.0)
-                .fetch_one(&mut *tx)
-                .await
-                .map_err(store_error)?;
-                let role = if user.first_user_becomes_admin && created == 1 { Role::Admin } else { user.role };
-                let email_taken = |e: sqlx::Error| {
-                    if is_unique_violation(&e) {
-                        StoreError::Constraint(constraints::USER_EMAIL_UNIQUE.into())
-                    } else {
-                        store_error(e)
-                    }
-                };
-                sqlx::query("INSERT INTO user_emails (email, tenant_id, user_id) VALUES ($1, $2, $3)")
-                    .bind(&user.email)
-                    .bind(tenant.0)
-                    .bind(user.id.0)
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(email_taken)?;
-                let t = now();
-                let sql = format!(
-                    "INSERT INTO users ({USER_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, FALSE, $8, $8) RETURNING {USER_COLUMNS}"
-                );
-                let row = sqlx::query(&sql)
-                    .bind(tenant.0)
-                    .bind(user.id.0)
-                    .bind(&user.email)
-                    .bind(&user.display_name)
-                    .bind(role.as_str())
-                    .bind(&user.password_hash)
-                    .bind(user.must_change_password)
-                    .bind(t)
-                    .fetch_one(&mut *tx)
-                    .await
-                    .map_err(email_taken)?;
-                let created = Self::user_row(&row).map_err(store_error)?;
+                let created = Self::insert_user(&mut tx, tenant, user).await?;
                 tx.commit().await.map_err(store_error)?;
                 Ok(created)
             }
@@ -438,6 +466,269 @@ macro_rules! store_impl {
                 let r = q("DELETE FROM users WHERE tenant_id = $1 AND user_id = $2").execute(&mut *tx).await.map_err(store_error)?;
                 expect_one(r.rows_affected())?;
                 tx.commit().await.map_err(store_error)
+            }
+
+            // --- identities and MFA ------------------------------------------------------------
+            async fn find_identity(&self, issuer: &str, subject: &str) -> StoreResult<Option<(TenantId, UserId)>> {
+                let row = sqlx::query("SELECT tenant_id, user_id FROM user_identities WHERE issuer = $1 AND subject = $2")
+                    .bind(issuer)
+                    .bind(subject)
+                    .fetch_optional(&self.pool)
+                    .await
+                    .map_err(store_error)?;
+                row.map(|r| -> Result<_, sqlx::Error> {
+                    Ok((TenantId(r.try_get("tenant_id")?), UserId(r.try_get("user_id")?)))
+                })
+                .transpose()
+                .map_err(store_error)
+            }
+
+            async fn provision_identity(&self, tenant: TenantId, user: NewUser, issuer: &str, subject: &str) -> StoreResult<User> {
+                let mut tx = self.pool.begin().await.map_err(store_error)?;
+                let created = Self::insert_user(&mut tx, tenant, user).await?;
+                sqlx::query(
+                    "INSERT INTO user_identities (issuer, subject, tenant_id, user_id, created_at) VALUES ($1, $2, $3, $4, $5)",
+                )
+                .bind(issuer)
+                .bind(subject)
+                .bind(tenant.0)
+                .bind(created.id.0)
+                .bind(now())
+                .execute(&mut *tx)
+                .await
+                .map_err(|e| {
+                    if is_unique_violation(&e) {
+                        StoreError::Constraint(constraints::IDENTITY_UNIQUE.into())
+                    } else {
+                        store_error(e)
+                    }
+                })?;
+                tx.commit().await.map_err(store_error)?;
+                Ok(created)
+            }
+
+            async fn update_identity_profile(
+                &self,
+                tenant: TenantId,
+                user: UserId,
+                email: &str,
+                display_name: &str,
+                role: Role,
+            ) -> StoreResult<User> {
+                let mut tx = self.pool.begin().await.map_err(store_error)?;
+                // Locks the tenant row, as `update_user` does, for the last-admin check.
+                sqlx::query("UPDATE tenants SET users_created = users_created WHERE tenant_id = $1")
+                    .bind(tenant.0)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(store_error)?;
+                let email_taken = |e: sqlx::Error| {
+                    if is_unique_violation(&e) {
+                        StoreError::Constraint(constraints::USER_EMAIL_UNIQUE.into())
+                    } else {
+                        store_error(e)
+                    }
+                };
+                sqlx::query("UPDATE user_emails SET email = $3 WHERE tenant_id = $1 AND user_id = $2")
+                    .bind(tenant.0)
+                    .bind(user.0)
+                    .bind(email)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(email_taken)?;
+                let sql = format!(
+                    "UPDATE users SET email = $3, display_name = $4, role = $5, updated_at = $6 \
+                     WHERE tenant_id = $1 AND user_id = $2 RETURNING {USER_COLUMNS}"
+                );
+                let row = sqlx::query(&sql)
+                    .bind(tenant.0)
+                    .bind(user.0)
+                    .bind(email)
+                    .bind(display_name)
+                    .bind(role.as_str())
+                    .bind(now())
+                    .fetch_one(&mut *tx)
+                    .await
+                    .map_err(email_taken)?;
+                let admins: i64 = sqlx::query_scalar(
+                    "SELECT COUNT(*) FROM users WHERE tenant_id = $1 AND role = 'admin' AND disabled = FALSE",
+                )
+                .bind(tenant.0)
+                .fetch_one(&mut *tx)
+                .await
+                .map_err(store_error)?;
+                if admins == 0 {
+                    tx.rollback().await.map_err(store_error)?;
+                    return Err(StoreError::Constraint("last_admin".into()));
+                }
+                let updated = Self::user_row(&row).map_err(store_error)?;
+                tx.commit().await.map_err(store_error)?;
+                Ok(updated)
+            }
+
+            async fn find_sso_tenant(&self, issuer: &str, external_id: &str) -> StoreResult<Option<TenantId>> {
+                let id: Option<Uuid> =
+                    sqlx::query_scalar("SELECT tenant_id FROM sso_tenants WHERE issuer = $1 AND external_id = $2")
+                        .bind(issuer)
+                        .bind(external_id)
+                        .fetch_optional(&self.pool)
+                        .await
+                        .map_err(store_error)?;
+                Ok(id.map(TenantId))
+            }
+
+            async fn create_sso_tenant(&self, issuer: &str, external_id: &str, name: &str) -> StoreResult<TenantId> {
+                let mut tx = self.pool.begin().await.map_err(store_error)?;
+                let tenant = TenantId::new();
+                let t = now();
+                sqlx::query(
+                    "INSERT INTO tenants (tenant_id, name, is_default, settings, created_at, updated_at) \
+                     VALUES ($1, $2, FALSE, $3, $4, $4)",
+                )
+                .bind(tenant.0)
+                .bind(name)
+                .bind(Json(TenantSettings::default()))
+                .bind(t)
+                .execute(&mut *tx)
+                .await
+                .map_err(store_error)?;
+                let linked = sqlx::query(
+                    "INSERT INTO sso_tenants (issuer, external_id, tenant_id, created_at) VALUES ($1, $2, $3, $4) \
+                     ON CONFLICT DO NOTHING",
+                )
+                .bind(issuer)
+                .bind(external_id)
+                .bind(tenant.0)
+                .bind(t)
+                .execute(&mut *tx)
+                .await
+                .map_err(store_error)?;
+                if linked.rows_affected() == 0 {
+                    // A concurrent first sign-in linked it first: use that tenant.
+                    tx.rollback().await.map_err(store_error)?;
+                    return self.find_sso_tenant(issuer, external_id).await?.ok_or(StoreError::NotFound);
+                }
+                tx.commit().await.map_err(store_error)?;
+                Ok(tenant)
+            }
+
+            async fn get_mfa(&self, tenant: TenantId, user: UserId) -> StoreResult<Option<MfaRecord>> {
+                let row = sqlx::query(
+                    "SELECT secret, enabled, last_step, \
+                     (SELECT COUNT(*) FROM mfa_recovery_codes c WHERE c.tenant_id = m.tenant_id AND c.user_id = m.user_id AND c.used_at IS NULL) AS codes_left \
+                     FROM user_mfa m WHERE tenant_id = $1 AND user_id = $2",
+                )
+                .bind(tenant.0)
+                .bind(user.0)
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(store_error)?;
+                row.map(|r| -> Result<MfaRecord, sqlx::Error> {
+                    Ok(MfaRecord {
+                        secret: Sealed(r.try_get("secret")?),
+                        enabled: r.try_get("enabled")?,
+                        last_step: r.try_get("last_step")?,
+                        recovery_codes_left: r.try_get("codes_left")?,
+                    })
+                })
+                .transpose()
+                .map_err(store_error)
+            }
+
+            async fn put_pending_mfa(&self, tenant: TenantId, user: UserId, secret: &Sealed) -> StoreResult<()> {
+                let t = now();
+                let r = sqlx::query(
+                    "INSERT INTO user_mfa (tenant_id, user_id, secret, enabled, last_step, created_at, updated_at) \
+                     VALUES ($1, $2, $3, FALSE, NULL, $4, $4) \
+                     ON CONFLICT (tenant_id, user_id) DO UPDATE SET secret = $3, last_step = NULL, updated_at = $4 \
+                     WHERE user_mfa.enabled = FALSE",
+                )
+                .bind(tenant.0)
+                .bind(user.0)
+                .bind(&secret.0)
+                .bind(t)
+                .execute(&self.pool)
+                .await
+                .map_err(store_error)?;
+                if r.rows_affected() == 0 {
+                    return Err(StoreError::Constraint("mfa_enabled".into()));
+                }
+                Ok(())
+            }
+
+            async fn enable_mfa(&self, tenant: TenantId, user: UserId, step: i64, recovery: &[Vec<u8>]) -> StoreResult<bool> {
+                let mut tx = self.pool.begin().await.map_err(store_error)?;
+                let r = sqlx::query(
+                    "UPDATE user_mfa SET enabled = TRUE, last_step = $3, updated_at = $4 \
+                     WHERE tenant_id = $1 AND user_id = $2 AND enabled = FALSE",
+                )
+                .bind(tenant.0)
+                .bind(user.0)
+                .bind(step)
+                .bind(now())
+                .execute(&mut *tx)
+                .await
+                .map_err(store_error)?;
+                if r.rows_affected() == 0 {
+                    tx.rollback().await.map_err(store_error)?;
+                    return Ok(false);
+                }
+                Self::insert_recovery_codes(&mut tx, tenant, user, recovery).await.map_err(store_error)?;
+                tx.commit().await.map_err(store_error)?;
+                Ok(true)
+            }
+
+            async fn use_totp_step(&self, tenant: TenantId, user: UserId, step: i64) -> StoreResult<bool> {
+                let r = sqlx::query(
+                    "UPDATE user_mfa SET last_step = $3 \
+                     WHERE tenant_id = $1 AND user_id = $2 AND enabled = TRUE AND (last_step IS NULL OR last_step < $3)",
+                )
+                .bind(tenant.0)
+                .bind(user.0)
+                .bind(step)
+                .execute(&self.pool)
+                .await
+                .map_err(store_error)?;
+                Ok(r.rows_affected() == 1)
+            }
+
+            async fn use_recovery_code(&self, tenant: TenantId, user: UserId, hash: &[u8]) -> StoreResult<bool> {
+                let r = sqlx::query(
+                    "UPDATE mfa_recovery_codes SET used_at = $4 \
+                     WHERE tenant_id = $1 AND user_id = $2 AND code_hash = $3 AND used_at IS NULL",
+                )
+                .bind(tenant.0)
+                .bind(user.0)
+                .bind(hash)
+                .bind(now())
+                .execute(&self.pool)
+                .await
+                .map_err(store_error)?;
+                Ok(r.rows_affected() == 1)
+            }
+
+            async fn replace_recovery_codes(&self, tenant: TenantId, user: UserId, hashes: &[Vec<u8>]) -> StoreResult<()> {
+                let mut tx = self.pool.begin().await.map_err(store_error)?;
+                Self::insert_recovery_codes(&mut tx, tenant, user, hashes).await.map_err(store_error)?;
+                tx.commit().await.map_err(store_error)
+            }
+
+            async fn delete_mfa(&self, tenant: TenantId, user: UserId) -> StoreResult<bool> {
+                let mut tx = self.pool.begin().await.map_err(store_error)?;
+                let r = sqlx::query("DELETE FROM user_mfa WHERE tenant_id = $1 AND user_id = $2")
+                    .bind(tenant.0)
+                    .bind(user.0)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(store_error)?;
+                sqlx::query("DELETE FROM mfa_recovery_codes WHERE tenant_id = $1 AND user_id = $2")
+                    .bind(tenant.0)
+                    .bind(user.0)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(store_error)?;
+                tx.commit().await.map_err(store_error)?;
+                Ok(r.rows_affected() == 1)
             }
 
             async fn find_credential(&self, id: Uuid) -> StoreResult<Option<CredentialRef>> {

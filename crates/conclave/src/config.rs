@@ -78,12 +78,98 @@ pub struct AuthConfig {
     pub allow_local_accounts_in_production: bool,
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+/// Single sign-on: the SPA signs in at the issuer (authorization code + PKCE) and sends the
+/// issuer's JWT; local accounts are then switched off.
+#[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct OidcConfig {
+    /// Exactly as the issuer writes it (`iss`); discovery is read from
+    /// `<issuer>/.well-known/openid-configuration`.
     pub issuer: Option<String>,
+    /// The `aud` tokens must carry; unset: the client id (the SPA sends its ID token).
     pub audience: Option<String>,
+    /// The SPA's client id at the issuer.
     pub client_id: Option<String>,
+    pub scopes: Vec<String>,
+    /// The claim naming the user's organisation (Entra ID: `tid`); unset: one tenant for all.
+    pub tenant_claim: Option<String>,
+    /// Tenant claim value -> tenant name (`@default`: the default tenant).
+    pub tenants: HashMap<String, String>,
+    /// Give unmapped tenant claim values a tenant of their own instead of refusing them.
+    pub auto_create_tenants: bool,
+    /// Claims holding app roles or groups.
+    pub role_claims: Vec<String>,
+    /// App role or group -> `admin`, `auditor` or `member`.
+    pub roles: HashMap<String, String>,
+    /// Clock skew tolerated on `exp`, `nbf` and `iat`.
+    pub clock_skew_seconds: u64,
+    /// The issuer's keys are fetched again after this long (key rotation).
+    pub jwks_max_age_seconds: u64,
+    /// The least time between two key fetches caused by tokens naming unknown keys.
+    pub jwks_refetch_seconds: u64,
+    /// Extra CA certificates (PEM) for a private issuer.
+    pub ca_file: Option<PathBuf>,
+}
+
+impl Default for OidcConfig {
+    fn default() -> Self {
+        OidcConfig {
+            issuer: None,
+            audience: None,
+            client_id: None,
+            scopes: vec!["openid".into(), "profile".into(), "email".into()],
+            tenant_claim: None,
+            tenants: HashMap::new(),
+            auto_create_tenants: false,
+            role_claims: vec!["roles".into(), "groups".into()],
+            roles: HashMap::from([
+                ("Conclave.Admin".to_owned(), "admin".to_owned()),
+                ("Conclave.Auditor".to_owned(), "auditor".to_owned()),
+            ]),
+            clock_skew_seconds: 60,
+            jwks_max_age_seconds: 3600,
+            jwks_refetch_seconds: 60,
+            ca_file: None,
+        }
+    }
+}
+
+/// The longest clock skew accepted: beyond it, an expired token lives on noticeably.
+pub const MAX_OIDC_CLOCK_SKEW_SECONDS: u64 = 300;
+
+impl OidcConfig {
+    /// The audience tokens must carry.
+    pub fn audience(&self) -> Option<&str> {
+        self.audience.as_deref().or(self.client_id.as_deref())
+    }
+
+    /// Whether the issuer may be reached over plain HTTP: only on a loopback address (tests and
+    /// local development), and never in production (see `findings`).
+    pub fn allows_http(&self) -> bool {
+        let Some(issuer) = self.issuer.as_deref() else { return false };
+        url::Url::parse(issuer).is_ok_and(|u| {
+            u.scheme() == "http"
+                && match u.host() {
+                    Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+                    Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+                    Some(url::Host::Domain(d)) => d == "localhost",
+                    None => false,
+                }
+        })
+    }
+}
+
+/// `a=b, c=d` pairs.
+fn pairs(var: &'static str, v: &str) -> Result<HashMap<String, String>, ConfigError> {
+    list(v)
+        .into_iter()
+        .map(|item| match item.split_once('=') {
+            Some((k, v)) if !k.trim().is_empty() && !v.trim().is_empty() => {
+                Ok((k.trim().to_owned(), v.trim().to_owned()))
+            }
+            _ => Err(env_err(var, format!("'{item}' is not name=value"))),
+        })
+        .collect()
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -405,10 +491,38 @@ impl Config {
         if let Some(v) = parse_bool(env, "CONCLAVE_ALLOW_LOCAL_ACCOUNTS")? {
             self.auth.allow_local_accounts_in_production = v;
         }
+        if let Some(v) = env.get("CONCLAVE_OIDC_SCOPES") {
+            self.oidc.scopes = v.split([' ', ',']).filter(|s| !s.is_empty()).map(str::to_owned).collect();
+        }
+        if let Some(v) = env.get("CONCLAVE_OIDC_TENANTS") {
+            self.oidc.tenants = pairs("CONCLAVE_OIDC_TENANTS", v)?;
+        }
+        if let Some(v) = parse_bool(env, "CONCLAVE_OIDC_AUTO_CREATE_TENANTS")? {
+            self.oidc.auto_create_tenants = v;
+        }
+        if let Some(v) = env.get("CONCLAVE_OIDC_ROLE_CLAIMS") {
+            self.oidc.role_claims = list(v);
+        }
+        if let Some(v) = env.get("CONCLAVE_OIDC_ROLES") {
+            self.oidc.roles = pairs("CONCLAVE_OIDC_ROLES", v)?;
+        }
+        if let Some(v) = parse_env(env, "CONCLAVE_OIDC_CLOCK_SKEW_SECONDS", "a number of seconds")? {
+            self.oidc.clock_skew_seconds = v;
+        }
+        if let Some(v) = parse_env(env, "CONCLAVE_OIDC_JWKS_MAX_AGE_SECONDS", "a number of seconds")? {
+            self.oidc.jwks_max_age_seconds = v;
+        }
+        if let Some(v) = parse_env(env, "CONCLAVE_OIDC_JWKS_REFETCH_SECONDS", "a number of seconds")? {
+            self.oidc.jwks_refetch_seconds = v;
+        }
+        if let Some(v) = env.get("CONCLAVE_OIDC_CA_FILE").filter(|v| !v.is_empty()) {
+            self.oidc.ca_file = Some(PathBuf::from(v));
+        }
         for (var, slot) in [
             ("CONCLAVE_OIDC_ISSUER", &mut self.oidc.issuer),
             ("CONCLAVE_OIDC_AUDIENCE", &mut self.oidc.audience),
             ("CONCLAVE_OIDC_CLIENT_ID", &mut self.oidc.client_id),
+            ("CONCLAVE_OIDC_TENANT_CLAIM", &mut self.oidc.tenant_claim),
             ("CONCLAVE_KEY_VAULT_URL", &mut self.keys.key_vault_url),
             ("CONCLAVE_KEY_NAME", &mut self.keys.key_name),
             ("CONCLAVE_REDIS_URL", &mut self.redis_url),
@@ -693,11 +807,8 @@ impl Config {
                     .into(),
             ));
         }
-        if self.oidc.issuer.is_some() {
-            out.push(Finding::error(
-                "CONCLAVE_OIDC_ISSUER",
-                "single sign-on is not available in this build yet; unset it to use local accounts".into(),
-            ));
+        if let Some(issuer) = &self.oidc.issuer {
+            self.oidc_findings(issuer, prod, &mut out);
         } else if prod && !self.auth.allow_local_accounts_in_production {
             out.push(Finding::error(
                 "CONCLAVE_OIDC_ISSUER",
@@ -792,6 +903,54 @@ impl Finding {
     }
 }
 
+impl Config {
+    fn oidc_findings(&self, issuer: &str, prod: bool, out: &mut Vec<Finding>) {
+        let oidc = &self.oidc;
+        match url::Url::parse(issuer) {
+            Ok(u) if u.scheme() == "https" => {}
+            Ok(_) if oidc.allows_http() && !prod => out.push(Finding::warning(
+                "CONCLAVE_OIDC_ISSUER",
+                "the issuer is reached over plain HTTP on this machine (development and tests only)".into(),
+            )),
+            _ => out.push(Finding::error(
+                "CONCLAVE_OIDC_ISSUER",
+                format!("'{issuer}' is not an https:// URL (plain HTTP is accepted only for a loopback issuer in dev)"),
+            )),
+        }
+        if oidc.client_id.is_none() {
+            out.push(Finding::error(
+                "CONCLAVE_OIDC_CLIENT_ID",
+                "single sign-on needs the SPA's client id at the issuer".into(),
+            ));
+        }
+        if oidc.clock_skew_seconds > MAX_OIDC_CLOCK_SKEW_SECONDS {
+            out.push(Finding::error(
+                "CONCLAVE_OIDC_CLOCK_SKEW_SECONDS",
+                format!("a clock skew above {MAX_OIDC_CLOCK_SKEW_SECONDS} s keeps expired tokens alive"),
+            ));
+        }
+        for (name, role) in &oidc.roles {
+            if role.parse::<conclave_core::principal::Role>().is_err() {
+                out.push(Finding::error(
+                    "CONCLAVE_OIDC_ROLES",
+                    format!("'{name}={role}': the role must be admin, auditor or member"),
+                ));
+            }
+        }
+        if oidc.tenant_claim.is_none() && (!oidc.tenants.is_empty() || oidc.auto_create_tenants) {
+            out.push(Finding::error(
+                "CONCLAVE_OIDC_TENANT_CLAIM",
+                "tenant mappings need the claim that names the tenant (Entra ID: tid)".into(),
+            ));
+        }
+        if let Some(path) = &oidc.ca_file {
+            if std::fs::metadata(path).is_err() {
+                out.push(Finding::error("CONCLAVE_OIDC_CA_FILE", format!("{} cannot be read", path.display())));
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -833,6 +992,45 @@ mod tests {
             assert!(e.contains(&var), "{var} missing from {e:?}");
         }
         assert!(c.secure_cookies());
+    }
+
+    #[test]
+    fn single_sign_on_settings_are_read_and_checked() {
+        let c = Config::load(
+            None,
+            &env(&[
+                ("CONCLAVE_OIDC_ISSUER", "http://127.0.0.1:9999"),
+                ("CONCLAVE_OIDC_CLIENT_ID", "spa"),
+                ("CONCLAVE_OIDC_SCOPES", "openid email, api://conclave/access"),
+                ("CONCLAVE_OIDC_TENANT_CLAIM", "tid"),
+                ("CONCLAVE_OIDC_TENANTS", "t1=Firm, t2=@default"),
+                ("CONCLAVE_OIDC_ROLES", "Admins=admin"),
+            ]),
+        )
+        .unwrap();
+        // A loopback issuer over HTTP is accepted in dev, with a warning.
+        assert!(errors(&c).is_empty(), "{:?}", c.findings());
+        assert!(c.oidc.allows_http());
+        assert_eq!(c.oidc.audience(), Some("spa"), "the audience defaults to the client id");
+        assert_eq!(c.oidc.scopes, vec!["openid", "email", "api://conclave/access"]);
+        assert_eq!(c.oidc.tenants.get("t2").map(String::as_str), Some("@default"));
+
+        let bad = |pairs: &[(&str, &str)]| {
+            let mut all =
+                vec![("CONCLAVE_OIDC_ISSUER", "https://login.example/tenant/v2.0"), ("CONCLAVE_OIDC_CLIENT_ID", "spa")];
+            all.extend_from_slice(pairs);
+            errors(&Config::load(None, &env(&all)).unwrap())
+        };
+        assert!(bad(&[]).is_empty());
+        assert!(bad(&[("CONCLAVE_OIDC_ISSUER", "http://login.example")]).contains(&"CONCLAVE_OIDC_ISSUER"));
+        assert!(bad(&[("CONCLAVE_PROFILE", "production"), ("CONCLAVE_OIDC_ISSUER", "http://127.0.0.1:9999")])
+            .contains(&"CONCLAVE_OIDC_ISSUER"));
+        assert!(bad(&[("CONCLAVE_OIDC_CLOCK_SKEW_SECONDS", "301")]).contains(&"CONCLAVE_OIDC_CLOCK_SKEW_SECONDS"));
+        assert!(bad(&[("CONCLAVE_OIDC_ROLES", "x=overlord")]).contains(&"CONCLAVE_OIDC_ROLES"));
+        assert!(bad(&[("CONCLAVE_OIDC_TENANTS", "t1=Firm")]).contains(&"CONCLAVE_OIDC_TENANT_CLAIM"));
+        let no_client = Config::load(None, &env(&[("CONCLAVE_OIDC_ISSUER", "https://login.example")])).unwrap();
+        assert!(errors(&no_client).contains(&"CONCLAVE_OIDC_CLIENT_ID"));
+        assert!(Config::load(None, &env(&[("CONCLAVE_OIDC_ROLES", "no-equals")])).is_err());
     }
 
     #[test]

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{bail, Context as _};
+use conclave_auth::oidc::{OidcSettings, OidcVerifier};
 use conclave_auth::PasswordHashingParams;
 use conclave_core::content::{ContentCodec, PlaintextCodec};
 use conclave_core::envelope::EnvelopeCodec;
@@ -13,6 +14,7 @@ use conclave_core::objects::Objects;
 use conclave_core::principal::Role;
 use conclave_core::provider::{ModelCatalog, ModelProvider, ProviderEntry};
 use conclave_core::service::admin::AdminNewUser;
+use conclave_core::service::identity::SingleSignOn;
 use conclave_core::{Conclave, CoreConfig};
 use conclave_llm::{DemoProvider, OpenAiCompatible, ProviderKind, ProviderSettings, DEMO_MODEL};
 use conclave_server::{AppState, HttpSettings};
@@ -53,6 +55,7 @@ fn core_config(config: &Config) -> CoreConfig {
             max_bytes: config.limits.max_upload_bytes,
             allowed_types: config.limits.upload_types.clone(),
         },
+        sso: None,
     }
 }
 
@@ -82,6 +85,49 @@ pub(crate) fn object_store(config: &Config) -> anyhow::Result<Objects> {
         other => anyhow::bail!("CONCLAVE_OBJECT_STORE_URL: '{other}://' is not supported (file://, az://, s3://)"),
     };
     Ok(Objects::new(store, describe))
+}
+
+/// The OIDC issuer's verifier and the claim mappings, when an issuer is configured. The issuer
+/// must answer discovery at start-up: a server that cannot check tokens does not start.
+async fn single_sign_on(config: &Config) -> anyhow::Result<Option<Arc<SingleSignOn>>> {
+    let oidc = &config.oidc;
+    let Some(issuer) = oidc.issuer.clone() else { return Ok(None) };
+    let (Some(client_id), Some(audience)) = (oidc.client_id.clone(), oidc.audience()) else {
+        bail!("CONCLAVE_OIDC_CLIENT_ID is needed with CONCLAVE_OIDC_ISSUER");
+    };
+    let ca_pem = match &oidc.ca_file {
+        Some(path) => Some(std::fs::read(path).with_context(|| format!("CONCLAVE_OIDC_CA_FILE {}", path.display()))?),
+        None => None,
+    };
+    let verifier = OidcVerifier::discover(OidcSettings {
+        issuer: issuer.clone(),
+        audience: audience.to_owned(),
+        leeway: Duration::from_secs(oidc.clock_skew_seconds),
+        jwks_max_age: Duration::from_secs(oidc.jwks_max_age_seconds),
+        refetch_interval: Duration::from_secs(oidc.jwks_refetch_seconds),
+        ca_pem,
+        allow_http: oidc.allows_http() && config.profile == Profile::Dev,
+    })
+    .await
+    .with_context(|| format!("the OIDC issuer {issuer}"))?;
+    let roles = oidc
+        .roles
+        .iter()
+        .map(|(name, role)| role.parse::<Role>().map(|r| (name.clone(), r)))
+        .collect::<Result<_, _>>()
+        .map_err(|()| anyhow::anyhow!("CONCLAVE_OIDC_ROLES: roles are admin, auditor or member"))?;
+    tracing::info!(%issuer, "single sign-on: local sign-in is off");
+    Ok(Some(Arc::new(SingleSignOn::new(
+        Arc::new(verifier),
+        issuer,
+        client_id,
+        oidc.scopes.clone(),
+        oidc.tenant_claim.clone(),
+        oidc.tenants.clone(),
+        oidc.auto_create_tenants,
+        oidc.role_claims.clone(),
+        roles,
+    ))))
 }
 
 /// Content sealed under the key hierarchy, with the tenant master keys in the configured provider.
@@ -268,8 +314,10 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     let store = db.clone().into_store();
     let codec = content_codec(&config, store.clone()).await?;
     let objects = object_store(&config)?;
-    let core = Conclave::new(core_config(&config), store, codec, catalog, notifier, objects)
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let mut core_config = core_config(&config);
+    core_config.sso = single_sign_on(&config).await?;
+    let core =
+        Conclave::new(core_config, store, codec, catalog, notifier, objects).map_err(|e| anyhow::anyhow!("{e}"))?;
     core.store()
         .default_tenant(&core.config().default_tenant_name)
         .await

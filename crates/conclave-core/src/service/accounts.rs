@@ -9,6 +9,7 @@ use crate::error::{Error, FieldError, Result, StoreError};
 use crate::ids::*;
 use crate::principal::{Caller, Credential, Principal, RequestMeta, Role};
 use crate::records::*;
+use crate::service::mfa::SecondFactor;
 use crate::store::constraints;
 use crate::views::{AuthView, UserView};
 
@@ -67,6 +68,20 @@ impl Conclave {
 
     /// Unknown email, wrong password and disabled account answer alike, after the same work.
     pub async fn login(&self, email: &str, password: &str, meta: &RequestMeta) -> Result<SignedIn> {
+        self.login_with(email, password, SecondFactor::default(), meta).await
+    }
+
+    /// Sign-in with a second factor for accounts that have one. The password is checked first:
+    /// only a right password learns that a code is needed (`Error::MfaRequired`, the same answer
+    /// for a missing, wrong or replayed code), so the code prompt reveals nothing to someone
+    /// without the password.
+    pub async fn login_with(
+        &self,
+        email: &str,
+        password: &str,
+        second: SecondFactor<'_>,
+        meta: &RequestMeta,
+    ) -> Result<SignedIn> {
         let email = email.trim().to_lowercase();
         let found = self.store.find_login(&email).await?;
         let password = password.to_owned();
@@ -92,6 +107,19 @@ impl Conclave {
             )
             .await;
             return Err(Error::InvalidCredentials);
+        }
+        if let Err(e) = self.check_second_factor(tenant, &record.user, second, meta).await {
+            let reason =
+                if second.otp.is_none() && second.recovery_code.is_none() { "mfa_missing" } else { "mfa_bad_code" };
+            self.audit(
+                tenant,
+                meta,
+                AuditRecord::new("auth.login", "user", record.user.id)
+                    .outcome(Outcome::Failure)
+                    .detail(serde_json::json!({"reason": reason})),
+            )
+            .await;
+            return Err(e);
         }
         self.audit(tenant, meta, AuditRecord::new("auth.login", "user", record.user.id)).await;
         self.start_session(&record.user, meta).await
@@ -188,7 +216,18 @@ impl Conclave {
 
     /// Resolves a bearer credential (access token or API key) to the principal it stands for.
     pub async fn authenticate(&self, bearer: &str) -> Result<Principal> {
-        let parsed = ParsedCredential::parse(bearer).ok_or(Error::Unauthenticated)?;
+        self.authenticate_request(bearer, &RequestMeta::default()).await
+    }
+
+    /// As [`Self::authenticate`], also accepting the single sign-on issuer's JWTs (a first
+    /// sign-in provisions the user, audited with the request's address).
+    pub async fn authenticate_request(&self, bearer: &str, meta: &RequestMeta) -> Result<Principal> {
+        let Some(parsed) = ParsedCredential::parse(bearer) else {
+            return match &self.config.sso {
+                Some(sso) if bearer.split('.').count() == 3 => self.authenticate_sso(sso, bearer, meta).await,
+                _ => Err(Error::Unauthenticated),
+            };
+        };
         let now = crate::clock::now();
         match parsed.kind {
             CredentialKind::AccessToken => {

@@ -1,11 +1,13 @@
 //! Sign-in for local accounts: sign-up, login, refresh (rotating token in an HttpOnly cookie),
-//! logout, and how the web app should sign in.
+//! logout, and how the web app should sign in. With single sign-on configured the local routes
+//! answer 404: the SPA signs in at the issuer and sends its JWT.
 
 use axum::extract::State;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use conclave_core::service::accounts::{SignedIn, SignupInput};
+use conclave_core::service::mfa::SecondFactor;
 use conclave_core::views::AuthView;
 use secrecy::ExposeSecret;
 use serde::{Deserialize, Serialize};
@@ -32,14 +34,43 @@ pub fn router() -> OpenApiRouter<AppState> {
 pub struct AuthConfig {
     /// `local` (email and password) or `oidc` (single sign-on).
     mode: &'static str,
-    /// Whether `POST /api/v1/auth/signup` accepts new accounts.
+    /// The OIDC issuer to sign in at (authorization code + PKCE), in mode `oidc`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    issuer: Option<String>,
+    /// The SPA's client id at the issuer, in mode `oidc`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    client_id: Option<String>,
+    /// The scopes to ask the issuer for, in mode `oidc`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    scopes: Option<Vec<String>>,
+    /// Whether `POST /api/v1/auth/signup` accepts new accounts (always false in mode `oidc`).
     signup_open: bool,
 }
 
 /// How the web app should sign in.
 #[utoipa::path(get, path = "/api/v1/auth/config", tag = "auth", responses((status = 200, body = AuthConfig)))]
 async fn config(State(state): State<AppState>) -> Json<AuthConfig> {
-    Json(AuthConfig { mode: "local", signup_open: state.core.config().signup_open })
+    let core = state.core.config();
+    Json(match &core.sso {
+        Some(sso) => AuthConfig {
+            mode: "oidc",
+            issuer: Some(sso.issuer.clone()),
+            client_id: Some(sso.client_id.clone()),
+            scopes: Some(sso.scopes.clone()),
+            signup_open: false,
+        },
+        None => {
+            AuthConfig { mode: "local", issuer: None, client_id: None, scopes: None, signup_open: core.signup_open }
+        }
+    })
+}
+
+/// The local sign-in routes do not exist when single sign-on is configured.
+fn local_accounts(state: &AppState) -> ApiResult<()> {
+    if state.core.config().sso.is_some() {
+        return Err(crate::error::ApiError::RouteNotFound);
+    }
+    Ok(())
 }
 
 #[derive(Deserialize, utoipa::ToSchema)]
@@ -56,6 +87,7 @@ pub struct SignupRequest {
 #[utoipa::path(post, path = "/api/v1/auth/signup", tag = "auth", request_body = SignupRequest, responses(
     (status = 201, body = AuthView, description = "Signed in; the refresh token is set as an HttpOnly cookie"),
     (status = 403, body = Problem, description = "Sign-up is closed"),
+    (status = 404, body = Problem, description = "Single sign-on is configured"),
     (status = 409, body = Problem, description = "The email address is taken"),
     (status = 422, body = Problem),
 ))]
@@ -64,6 +96,7 @@ async fn signup(
     Meta(meta): Meta,
     ApiJson(body): ApiJson<SignupRequest>,
 ) -> ApiResult<Response> {
+    local_accounts(&state)?;
     let signed_in = state
         .core
         .signup(SignupInput { email: body.email, password: body.password, display_name: body.display_name }, &meta)
@@ -76,21 +109,28 @@ async fn signup(
 pub struct LoginRequest {
     email: String,
     password: String,
+    /// For accounts with two-factor sign-in: the 6-digit code from the authenticator app.
+    otp: Option<String>,
+    /// For accounts with two-factor sign-in: a one-time recovery code instead of `otp`.
+    recovery_code: Option<String>,
 }
 
 /// Signs in with email and password.
 #[utoipa::path(post, path = "/api/v1/auth/login", tag = "auth", request_body = LoginRequest, responses(
     (status = 200, body = AuthView, description = "Signed in; the refresh token is set as an HttpOnly cookie"),
-    (status = 401, body = Problem, description = "Unknown email, wrong password or disabled account (one answer for all)"),
+    (status = 401, body = Problem, description = "Unknown email, wrong password or disabled account (one answer for all); or, after a right password, `mfa-required`: a missing, wrong or used second-factor code"),
+    (status = 404, body = Problem, description = "Single sign-on is configured"),
 ))]
 async fn login(
     State(state): State<AppState>,
     Meta(meta): Meta,
     ApiJson(body): ApiJson<LoginRequest>,
 ) -> ApiResult<Response> {
+    local_accounts(&state)?;
     limit_address(&state, &meta, true).await?;
     state.limit_login(&format!("login:{}", body.email.trim().to_lowercase())).await?;
-    let signed_in = state.core.login(&body.email, &body.password, &meta).await?;
+    let second = SecondFactor { otp: body.otp.as_deref(), recovery_code: body.recovery_code.as_deref() };
+    let signed_in = state.core.login_with(&body.email, &body.password, second, &meta).await?;
     Ok(with_cookie(&state.http, StatusCode::OK, signed_in))
 }
 
@@ -99,8 +139,10 @@ async fn login(
 #[utoipa::path(post, path = "/api/v1/auth/refresh", tag = "auth", responses(
     (status = 200, body = AuthView),
     (status = 401, body = Problem, description = "No, expired, revoked or reused refresh cookie"),
+    (status = 404, body = Problem, description = "Single sign-on is configured"),
 ))]
 async fn refresh(State(state): State<AppState>, Meta(meta): Meta, headers: HeaderMap) -> ApiResult<Response> {
+    local_accounts(&state)?;
     limit_address(&state, &meta, false).await?;
     let token = refresh_cookie(&headers).ok_or(conclave_core::Error::Unauthenticated)?;
     let signed_in = state.core.refresh(&token, &meta).await?;
@@ -108,13 +150,17 @@ async fn refresh(State(state): State<AppState>, Meta(meta): Meta, headers: Heade
 }
 
 /// Ends the session of the refresh cookie and of the bearer token, whichever are present.
-#[utoipa::path(post, path = "/api/v1/auth/logout", tag = "auth", responses((status = 204)))]
+#[utoipa::path(post, path = "/api/v1/auth/logout", tag = "auth", responses(
+    (status = 204),
+    (status = 404, body = Problem, description = "Single sign-on is configured"),
+))]
 async fn logout(
     State(state): State<AppState>,
     Meta(meta): Meta,
     MaybeAuthenticated(caller): MaybeAuthenticated,
     headers: HeaderMap,
 ) -> ApiResult<Response> {
+    local_accounts(&state)?;
     let token = refresh_cookie(&headers);
     state.core.logout(token.as_deref(), caller.as_ref(), &meta).await?;
     let mut response = StatusCode::NO_CONTENT.into_response();

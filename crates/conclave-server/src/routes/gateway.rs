@@ -65,7 +65,7 @@ impl From<Error> for GatewayError {
     fn from(e: Error) -> Self {
         use StatusCode as S;
         match e {
-            Error::Unauthenticated | Error::InvalidCredentials => Self::new(
+            Error::Unauthenticated | Error::InvalidCredentials | Error::MfaRequired => Self::new(
                 S::UNAUTHORIZED,
                 "invalid_request_error",
                 Some("invalid_api_key"),
@@ -83,6 +83,12 @@ impl From<Error> for GatewayError {
                 "permission_error",
                 Some("password_change_required"),
                 "Change your temporary password before using the API.",
+            ),
+            Error::MfaEnrollmentRequired => Self::new(
+                S::FORBIDDEN,
+                "permission_error",
+                Some("mfa_enrollment_required"),
+                "Your organisation requires two-factor sign-in: enrol before using the API.",
             ),
             Error::Validation(errors) => {
                 let first = errors.into_iter().next();

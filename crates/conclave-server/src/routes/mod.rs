@@ -19,6 +19,7 @@ pub mod health;
 pub mod keys;
 pub mod libraries;
 pub mod me;
+pub mod mfa;
 pub mod models;
 pub mod root;
 pub mod usage;
@@ -28,6 +29,7 @@ pub fn api() -> OpenApiRouter<AppState> {
         .merge(health::router())
         .merge(auth::router())
         .merge(me::router())
+        .merge(mfa::router())
         .merge(api_keys::router())
         .merge(admin::router())
         .merge(keys::router())

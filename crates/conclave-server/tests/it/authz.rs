@@ -75,6 +75,14 @@ fn rule(method: &Method, path: &str) -> Option<(Rule, Option<Value>)> {
         ("POST", "/api/v1/me/password") => {
             (Signed, Some(json!({"current_password": "wrong-guess-entirely", "new_password": strong})))
         }
+        ("POST", "/api/v1/me/mfa/totp") => (Signed, None),
+        ("POST", "/api/v1/me/mfa/totp/confirm") | ("POST", "/api/v1/me/mfa/recovery-codes") => {
+            (Signed, Some(json!({"code": "000000"})))
+        }
+        ("DELETE", "/api/v1/me/mfa") => {
+            (Signed, Some(json!({"current_password": "wrong-guess-entirely", "code": "000000"})))
+        }
+        ("DELETE", "/api/v1/admin/users/{id}/mfa") => (AdminOnUser, None),
         ("GET", "/api/v1/api-keys") | ("GET", "/api/v1/agents") | ("GET", "/api/v1/conversations") => (Signed, None),
         ("POST", "/api/v1/api-keys") => (Signed, Some(json!({"name": "matrix"}))),
         ("POST", "/api/v1/agents") => (Signed, Some(json!({"name": "Matrix", "model": "conclave-demo"}))),

@@ -3,6 +3,7 @@
 
 mod backend;
 mod checkpoints;
+mod identities;
 mod isolation;
 mod libraries;
 mod notify;

@@ -41,6 +41,8 @@ mod export;
 mod health;
 mod keys;
 mod messages;
+mod mfa;
+mod oidc;
 mod provider_failures;
 mod replicas;
 mod restart;
