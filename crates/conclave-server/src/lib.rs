@@ -8,7 +8,6 @@ pub mod routes;
 pub mod sse;
 pub mod state;
 
-use axum::extract::DefaultBodyLimit;
 use axum::routing::get;
 use axum::{Json, Router};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
@@ -63,7 +62,6 @@ pub fn api() -> (Router<AppState>, OpenApi) {
 pub fn app(state: AppState) -> Router {
     let (api, doc) = api();
     let doc = std::sync::Arc::new(doc);
-    let max_json = state.http.max_json_bytes;
     let hsts = middleware::security_headers::Hsts(state.http.hsts);
     let cors = middleware::cors::layer(&state.http.cors_origins);
     let http = state.http.clone();
@@ -72,12 +70,12 @@ pub fn app(state: AppState) -> Router {
         .route("/", get(routes::root::index))
         .fallback(|| async { ApiError::RouteNotFound })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
-        .layer(DefaultBodyLimit::max(max_json))
         .with_state(state);
     if let Some(cors) = cors {
         app = app.layer(cors);
     }
-    app.layer(axum::middleware::from_fn_with_state(http, middleware::ip_allowlist::layer))
+    app.layer(axum::middleware::from_fn_with_state(http.clone(), middleware::limits::layer))
+        .layer(axum::middleware::from_fn_with_state(http, middleware::ip_allowlist::layer))
         .layer(axum::middleware::from_fn_with_state(hsts, middleware::security_headers::layer))
         .layer(axum::middleware::from_fn(middleware::request_id::layer))
 }

@@ -1,8 +1,10 @@
 //! The `conclave` command: `serve`, `migrate`, `check-config` and `admin create`.
 
 mod config;
+mod listener;
 mod log;
 mod serve;
+mod tls;
 
 use std::collections::HashMap;
 use std::io::Read as _;
