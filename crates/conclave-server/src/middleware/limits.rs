@@ -80,8 +80,13 @@ pub async fn layer(State(http): State<Arc<HttpSettings>>, req: Request, next: Ne
     };
     let declared = req.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
     if declared.is_some_and(|len| len > max as u64) {
-        return ApiError::PayloadTooLarge(format!("The request body is larger than this route accepts ({max} bytes)."))
-            .into_response();
+        let detail = format!("The request body is larger than this route accepts ({max} bytes).");
+        if req.uri().path().starts_with("/v1/") {
+            // The OpenAI-compatible gateway answers in OpenAI's error shape.
+            let body = serde_json::json!({"error": {"message": detail, "type": "invalid_request_error", "code": "request_too_large", "param": null}});
+            return (StatusCode::PAYLOAD_TOO_LARGE, axum::Json(body)).into_response();
+        }
+        return ApiError::PayloadTooLarge(detail).into_response();
     }
     let req = if declared == Some(0) { req } else { req.map(|body| idle_cut(body, http.limits.body_idle_timeout)) };
     let run = DefaultBodyLimit::max(max).layer(next).oneshot(req);
