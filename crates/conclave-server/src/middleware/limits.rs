@@ -208,7 +208,9 @@ mod tests {
     #[tokio::test]
     async fn bodies_are_limited_by_class() {
         let limits = RouteLimits { max_upload_bytes: 64, ..RouteLimits::default() };
-        let post = |path: &str, len: usize| Request::post(path).body(Body::from(vec![b'x'; len])).unwrap();
+        let post = |path: &str, len: usize| {
+            Request::post(path).header(header::CONTENT_LENGTH, len).body(Body::from(vec![b'x'; len])).unwrap()
+        };
         assert_eq!(send(app(limits), post("/api/v1/agents", 16)).await.status(), StatusCode::OK);
         let too_big = send(app(limits), post("/api/v1/agents", 17)).await;
         assert_eq!(too_big.status(), StatusCode::PAYLOAD_TOO_LARGE);
