@@ -7,14 +7,14 @@
 #
 # Usage: scripts/fuzz-api.sh   (make test-fuzz builds the binary and the venv first)
 # Environment: CONCLAVE_BIN (default target/debug/conclave), SCHEMATHESIS (default
-# .venv/bin/schemathesis), FUZZ_MAX_EXAMPLES (default 30), FUZZ_TIME_LIMIT seconds (default 200), FUZZ_SEED
+# .venv/bin/schemathesis), FUZZ_MAX_EXAMPLES (default 50), FUZZ_TIME_LIMIT seconds (default 200), FUZZ_SEED
 # (a fixed seed to replay a run; random by default, and printed at the end).
 set -euo pipefail
 
 root=$(cd "$(dirname "$0")/.." && pwd)
 bin=${CONCLAVE_BIN:-$root/target/debug/conclave}
 schemathesis=${SCHEMATHESIS:-$root/.venv/bin/schemathesis}
-max_examples=${FUZZ_MAX_EXAMPLES:-30}
+max_examples=${FUZZ_MAX_EXAMPLES:-50}
 time_limit=${FUZZ_TIME_LIMIT:-200}
 
 work=$(mktemp -d "${TMPDIR:-/tmp}/conclave-fuzz.XXXXXX")

@@ -46,3 +46,23 @@ impl ClientCertificate {
         ClientCertificate { common_name, subject_alt_names, sha256 }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::ClientCertificate;
+    use rcgen::{CertificateParams, DnType, KeyPair};
+    use sha2::{Digest as _, Sha256};
+
+    #[test]
+    fn the_identity_names_the_subject_and_the_fingerprint() {
+        let mut params = CertificateParams::new(vec!["agent.example.test".to_owned(), "192.0.2.7".to_owned()]).unwrap();
+        params.distinguished_name.push(DnType::CommonName, "build-agent");
+        let cert = params.self_signed(&KeyPair::generate().unwrap()).unwrap();
+        let id = ClientCertificate::from_der(cert.der());
+        assert_eq!(id.common_name.as_deref(), Some("build-agent"));
+        assert_eq!(id.subject_alt_names, ["agent.example.test", "192.0.2.7"]);
+        let expected: String = Sha256::digest(cert.der()).iter().map(|b| format!("{b:02x}")).collect();
+        assert_eq!(id.sha256, expected);
+        assert_eq!(id.sha256.len(), 64);
+    }
+}
