@@ -9,7 +9,7 @@ use rcgen::{BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose
 use serde_json::{json, Value};
 use time::OffsetDateTime;
 
-use crate::app::{run_cli, Backend, Fetch, TempDir, TestApp};
+use crate::app::{run_cli, start_mock, Backend, Fetch, TempDir, TestApp, PROVIDER_KEY};
 
 struct Ca {
     cert: rcgen::Certificate,
@@ -158,6 +158,36 @@ async fn sse_streams_over_tls() -> Result<()> {
     let events = events.until_end(Duration::from_secs(60)).await?;
     let last = events.last().context("no events")?;
     assert_eq!(last.event, "done", "the stream ends with its done event: {}", last.data);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_over_tls_lets_a_streamed_reply_finish() -> Result<()> {
+    let pki = Pki::new()?;
+    let mock = start_mock().await?;
+    let mut builder = TestApp::builder(Backend::Sqlite).https(&pki.ca.pem()).provider(&mock);
+    for (k, v) in pki.env(None) {
+        builder = builder.env(&k, v);
+    }
+    let mut app = builder.env("CONCLAVE_SHUTDOWN_GRACE_SECONDS", "15").start().await?;
+    let admin = app.admin().await?;
+    let agent = app.create_agent(&admin.token, json!({})).await?;
+    let conversation = app.create_conversation(&admin.token, &agent["id"], None).await?;
+    mock.set_script(
+        conclave_mock_provider::Script::echo().with_api_key(PROVIDER_KEY).with_response_delay(Duration::from_secs(2)),
+    );
+
+    let mut events = app.post_streamed(&admin.token, &conversation["id"], "finish me").await?;
+    // The stored user message comes first: the reply is under way when the signal arrives.
+    let first = events.expect_event().await?;
+    assert_eq!(first.event, "message", "{}", first.data);
+    app.terminate()?;
+    let rest = events.until_end(Duration::from_secs(30)).await?;
+    let done = rest.last().context("no events after the signal")?;
+    assert_eq!(done.event, "done", "{}", done.data);
+    assert!(done.data.contains("echo: finish me"), "{}", done.data);
+    let status = app.wait_exit(Duration::from_secs(20)).await?;
+    assert!(status.success(), "exit status after SIGTERM: {status}");
     Ok(())
 }
 
