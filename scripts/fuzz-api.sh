@@ -108,6 +108,8 @@ TOML
 #   the change ends its sessions, so the rest of the run would test only the 401 path.
 # - POST /api/v1/auth/logout: ends the fuzzer's session, the same way.
 set +e
+# From the temporary folder: schemathesis keeps its cache in the working directory.
+cd "$work"
 timeout --kill-after=10 "$time_limit" "$schemathesis" --config-file "$work/schemathesis.toml" run \
   "$base/api/v1/openapi.json" \
   --url "$base" \
@@ -186,6 +188,8 @@ TOML
 # - DELETE /api/v1/admin/users/{id}: the id given is a conversation id, harmless, but a run
 #   could otherwise remove the fuzzer's account mid-run.
 set +e
+# From the temporary folder: schemathesis keeps its cache in the working directory.
+cd "$work"
 timeout --kill-after=10 "$time_limit" "$schemathesis" --config-file "$work/schemathesis.toml" run \
   "$base/api/v1/openapi.json" \
   --url "$base" \

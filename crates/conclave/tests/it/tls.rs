@@ -294,6 +294,20 @@ async fn a_rotated_certificate_is_served_without_a_restart() -> Result<()> {
     }
     let response = app.tls_client(None)?.get(app.url("/healthz")).send().await?;
     assert_eq!(served(&response).as_deref(), Some(next.der.as_slice()));
+
+    // Without a signal, a change of the files is noticed too (they are checked every 5 s).
+    let third = pki.ca.issue("conclave.test (third)", &["127.0.0.1", "localhost"], false, false)?;
+    pki.write("server.key", &third.key)?;
+    pki.write("server.pem", &third.cert)?;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let response = app.tls_client(None)?.get(app.url("/healthz")).send().await?;
+        if served(&response).as_deref() == Some(third.der.as_slice()) {
+            break;
+        }
+        anyhow::ensure!(Instant::now() < deadline, "the changed files were not picked up");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
     Ok(())
 }
 
