@@ -18,9 +18,11 @@ pub fn current() -> Option<String> {
     TRACEPARENT.try_with(Clone::clone).ok()
 }
 
-/// `fut` with the caller's trace context, for a task spawned while serving a request.
+/// `fut` with the caller's trace context and log span (its lines keep naming the request and
+/// the trace), for a task spawned while serving a request.
 pub fn carried<F: Future>(fut: F) -> impl Future<Output = F::Output> {
     let current = current();
+    let fut = tracing::Instrument::instrument(fut, tracing::Span::current());
     async move {
         match current {
             Some(t) => TRACEPARENT.scope(t, fut).await,
