@@ -88,7 +88,9 @@ pub async fn layer(State(http): State<Arc<HttpSettings>>, req: Request, next: Ne
         }
         return ApiError::PayloadTooLarge(detail).into_response();
     }
-    let req = if declared == Some(0) { req } else { req.map(|body| idle_cut(body, http.limits.body_idle_timeout)) };
+    // Bodies known to be empty (most GETs) need no watching.
+    let empty = declared == Some(0) || axum::body::HttpBody::size_hint(req.body()).exact() == Some(0);
+    let req = if empty { req } else { req.map(|body| idle_cut(body, http.limits.body_idle_timeout)) };
     let run = DefaultBodyLimit::max(max).layer(next).oneshot(req);
     match class {
         RouteClass::Upload | RouteClass::Stream => run.await.unwrap_or_else(|e| match e {}),
