@@ -6,7 +6,7 @@ SHELL := bash
 CARGO ?= cargo
 export CARGO_TERM_PROGRESS_WHEN ?= never
 
-.PHONY: help run build build-release test lint fmt services azurite oidc-provider test-rust test-sdk bench clean
+.PHONY: help run build build-release test lint fmt services azurite oidc-provider test-rust test-sdk test-fuzz bench clean
 
 help:
 	@echo "make run    build Conclave and start it on http://127.0.0.1:8080 (SQLite, local data folder)"
@@ -24,7 +24,7 @@ build-release:
 	$(CARGO) build --release --locked -p conclave
 
 ## Everything CI runs: fast lints first, then the suites against the real services.
-test: lint services azurite oidc-provider test-rust test-sdk
+test: lint services azurite oidc-provider test-rust test-sdk test-fuzz
 
 VENV := .venv
 PY := $(VENV)/bin/python
@@ -75,6 +75,17 @@ $(VENV)/.installed: tests/sdk/requirements.txt
 test-sdk: $(VENV)/.installed
 	$(CARGO) build --locked -p conclave -p conclave-mock-provider
 	$(PY) -m pytest -q tests/sdk
+
+## schemathesis, in the same venv, installed once (its own stamp).
+$(VENV)/.fuzz-installed: tests/fuzz/requirements.txt | $(VENV)/.installed
+	$(PY) -m pip install --quiet --disable-pip-version-check -r tests/fuzz/requirements.txt
+	touch $@
+
+## API fuzzing: schemathesis over the published OpenAPI document of a real server (SQLite);
+## no 5xx, and every status, content type and body as declared. Bounded to about 4 minutes.
+test-fuzz: $(VENV)/.fuzz-installed
+	$(CARGO) build --locked -p conclave
+	scripts/fuzz-api.sh
 
 ## Benchmarks: figures printed and recorded in bench/RESULTS.md (never part of `make test`).
 bench: build-release

@@ -22,6 +22,7 @@ pub mod records;
 pub mod service;
 pub mod settings;
 pub mod store;
+pub mod trace;
 pub mod views;
 
 pub use app::{Conclave, CoreConfig, ReplyLimits};

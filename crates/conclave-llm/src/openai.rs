@@ -110,7 +110,11 @@ impl OpenAiCompatible {
 
     /// One attempt: sends the request and waits for the response head.
     async fn send(&self, url: &Url, body: &serde_json::Value) -> Result<reqwest::Response, ProviderError> {
-        let request = self.authorise(self.http.post(url.clone()).json(body));
+        let mut request = self.authorise(self.http.post(url.clone()).json(body));
+        // The caller's W3C trace continues at the provider.
+        if let Some(traceparent) = conclave_core::trace::current() {
+            request = request.header("traceparent", traceparent);
+        }
         let response =
             tokio::time::timeout(self.settings.idle_timeout, request.send())
                 .await

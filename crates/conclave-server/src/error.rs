@@ -80,6 +80,8 @@ pub enum ApiError {
     PayloadTooLarge(String),
     /// Well-formed JSON of the wrong shape.
     Unprocessable(String),
+    /// An API key from a client that presented no verified certificate, where one is required.
+    ClientCertificateRequired,
 }
 
 impl From<Error> for ApiError {
@@ -108,6 +110,11 @@ impl ApiError {
             ApiError::UnsupportedMediaType(d) => Problem::new(S::UNSUPPORTED_MEDIA_TYPE, "unsupported-media-type", d),
             ApiError::PayloadTooLarge(d) => Problem::new(S::PAYLOAD_TOO_LARGE, "payload-too-large", d),
             ApiError::Unprocessable(d) => Problem::new(S::UNPROCESSABLE_ENTITY, "validation", d),
+            ApiError::ClientCertificateRequired => Problem::new(
+                S::UNAUTHORIZED,
+                "client-certificate-required",
+                "API keys are accepted only over mutual TLS: connect with a client certificate issued by this server's client CA.",
+            ),
             ApiError::Domain(e) => domain_problem(e),
         }
     }

@@ -219,6 +219,14 @@ impl FromRequestParts<AppState> for Authenticated {
                 return Err(e.into());
             }
         };
+        let is_api_key = matches!(principal.credential, conclave_core::principal::Credential::ApiKey { .. });
+        if is_api_key
+            && state.http.mtls_required_for_api_keys
+            && parts.extensions.get::<crate::middleware::client_cert::ClientCertificate>().is_none()
+        {
+            tracing::warn!("API key refused: the client presented no verified certificate");
+            return Err(ApiError::ClientCertificateRequired);
+        }
         let key = match &principal.credential {
             conclave_core::principal::Credential::Session(_) => format!("user:{}", principal.user_id),
             conclave_core::principal::Credential::ApiKey { id, .. } => format!("key:{id}"),

@@ -8,7 +8,6 @@ pub mod routes;
 pub mod sse;
 pub mod state;
 
-use axum::extract::DefaultBodyLimit;
 use axum::routing::get;
 use axum::{Json, Router};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
@@ -50,12 +49,75 @@ impl Modify for BearerAuth {
     }
 }
 
+/// What the shared layers may answer on any route, declared on every operation that lacks it:
+/// problem bodies are `application/problem+json` (the gateway's, under `/v1`, are OpenAI's
+/// JSON errors); malformed input (400, 413, 415, 422) where there is input; 401 where a
+/// credential is required; the IP allow-lists (403), rate limits (429) and request timeouts
+/// (503) anywhere.
+struct SharedResponses;
+
+impl Modify for SharedResponses {
+    fn modify(&self, openapi: &mut OpenApi) {
+        use utoipa::openapi::{ContentBuilder, Ref, RefOr, ResponseBuilder};
+        const PROBLEM: &str = "application/problem+json";
+        for (path, item) in openapi.paths.paths.iter_mut() {
+            let gateway = path.starts_with("/v1/");
+            let operations =
+                [&mut item.get, &mut item.post, &mut item.put, &mut item.patch, &mut item.delete].into_iter().flatten();
+            for op in operations {
+                let responses = &mut op.responses.responses;
+                // Problem bodies were declared as JSON: say which JSON.
+                for response in responses.values_mut() {
+                    let RefOr::T(response) = response else { continue };
+                    let is_problem = |c: &utoipa::openapi::Content| matches!(&c.schema, Some(RefOr::Ref(r)) if r.ref_location.ends_with("/Problem"));
+                    if response.content.get("application/json").is_some_and(is_problem) {
+                        if let Some(content) = response.content.shift_remove("application/json") {
+                            response.content.insert(PROBLEM.to_owned(), content);
+                        }
+                    }
+                }
+                let has_input = op.request_body.is_some() || op.parameters.as_ref().is_some_and(|p| !p.is_empty());
+                let secured = op.security.as_ref().is_some_and(|s| !s.is_empty());
+                let mut shared = vec![("403", "Refused by an IP allow-list"), ("429", "Too many requests")];
+                if !gateway {
+                    shared.push(("503", "Timed out or a dependency is unavailable"));
+                }
+                if has_input {
+                    shared.push(("400", "Malformed request"));
+                }
+                if op.request_body.is_some() {
+                    shared.extend([
+                        ("413", "The body is larger than this route accepts"),
+                        ("415", "The body is not JSON"),
+                        ("422", "The body does not have the expected shape"),
+                    ]);
+                }
+                if secured {
+                    shared.push(("401", "No valid credential"));
+                }
+                for (status, description) in shared {
+                    if responses.contains_key(status) {
+                        continue;
+                    }
+                    let (media, schema) =
+                        if gateway { ("application/json", "OpenAiError") } else { (PROBLEM, "Problem") };
+                    let content = ContentBuilder::new().schema(Some(Ref::from_schema_name(schema))).build();
+                    let response = ResponseBuilder::new().description(description).content(media, content).build();
+                    responses.insert(status.to_owned(), RefOr::T(response));
+                }
+            }
+        }
+    }
+}
+
 /// The OpenAPI document and the router it describes, from the same declarations.
 pub fn api() -> (Router<AppState>, OpenApi) {
     use utoipa::OpenApi as _;
     let (router, mut doc) =
         utoipa_axum::router::OpenApiRouter::with_openapi(ApiDoc::openapi()).merge(routes::api()).split_for_parts();
     doc.info.version = env!("CARGO_PKG_VERSION").to_owned();
+    // After the merge: the modifier needs the routes' operations.
+    SharedResponses.modify(&mut doc);
     (router, doc)
 }
 
@@ -63,7 +125,6 @@ pub fn api() -> (Router<AppState>, OpenApi) {
 pub fn app(state: AppState) -> Router {
     let (api, doc) = api();
     let doc = std::sync::Arc::new(doc);
-    let max_json = state.http.max_json_bytes;
     let hsts = middleware::security_headers::Hsts(state.http.hsts);
     let cors = middleware::cors::layer(&state.http.cors_origins);
     let http = state.http.clone();
@@ -72,12 +133,12 @@ pub fn app(state: AppState) -> Router {
         .route("/", get(routes::root::index))
         .fallback(|| async { ApiError::RouteNotFound })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
-        .layer(DefaultBodyLimit::max(max_json))
         .with_state(state);
     if let Some(cors) = cors {
         app = app.layer(cors);
     }
-    app.layer(axum::middleware::from_fn_with_state(http, middleware::ip_allowlist::layer))
+    app.layer(axum::middleware::from_fn_with_state(http.clone(), middleware::limits::layer))
+        .layer(axum::middleware::from_fn_with_state(http, middleware::ip_allowlist::layer))
         .layer(axum::middleware::from_fn_with_state(hsts, middleware::security_headers::layer))
         .layer(axum::middleware::from_fn(middleware::request_id::layer))
 }

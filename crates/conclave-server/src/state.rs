@@ -23,6 +23,10 @@ pub struct HttpSettings {
     pub login_attempts_per_minute: u32,
     /// Addresses allowed to reach the server at all (empty: any); probes are exempt.
     pub ip_allowlist: Vec<IpNet>,
+    /// Upload limit and timeouts by route class (`middleware::limits`).
+    pub limits: crate::middleware::limits::RouteLimits,
+    /// API keys (and the `/v1` gateway) only from clients that presented a verified certificate.
+    pub mtls_required_for_api_keys: bool,
 }
 
 #[derive(Clone)]

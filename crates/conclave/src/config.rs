@@ -47,6 +47,28 @@ pub struct HttpConfig {
     pub max_json_bytes: usize,
     /// How long in-flight requests and replies may run on after SIGTERM.
     pub shutdown_grace_seconds: u64,
+    /// PEM certificate chain and private key: serve HTTPS (both or neither).
+    pub tls_cert_file: Option<PathBuf>,
+    pub tls_key_file: Option<PathBuf>,
+    /// PEM bundle of the CAs whose client certificates are accepted (mutual TLS).
+    pub tls_client_ca_file: Option<PathBuf>,
+    /// With a client CA: `optional` (browsers connect without a certificate) or `required`.
+    pub tls_client_auth: Option<ClientAuth>,
+    /// API keys and the `/v1` gateway only from clients with a verified certificate.
+    pub mtls_required_for_api_keys: bool,
+    /// Longest a client may take to send a request's headers (slow clients are cut).
+    pub header_read_timeout_seconds: u64,
+    /// Longest an ordinary (`json`) request may take.
+    pub request_timeout_seconds: u64,
+    /// Longest a request body may go without sending data.
+    pub body_idle_timeout_seconds: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ClientAuth {
+    Optional,
+    Required,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -304,6 +326,14 @@ impl Default for HttpConfig {
             ip_allowlist: Vec::new(),
             max_json_bytes: 1024 * 1024,
             shutdown_grace_seconds: 30,
+            tls_cert_file: None,
+            tls_key_file: None,
+            tls_client_ca_file: None,
+            tls_client_auth: None,
+            mtls_required_for_api_keys: false,
+            header_read_timeout_seconds: 10,
+            request_timeout_seconds: 30,
+            body_idle_timeout_seconds: 30,
         }
     }
 }
@@ -468,6 +498,36 @@ impl Config {
         }
         if let Some(v) = parse_env(env, "CONCLAVE_SHUTDOWN_GRACE_SECONDS", "a number of seconds")? {
             self.http.shutdown_grace_seconds = v;
+        }
+        for (var, slot) in [
+            ("CONCLAVE_TLS_CERT_FILE", &mut self.http.tls_cert_file),
+            ("CONCLAVE_TLS_KEY_FILE", &mut self.http.tls_key_file),
+            ("CONCLAVE_TLS_CLIENT_CA_FILE", &mut self.http.tls_client_ca_file),
+        ] {
+            if let Some(v) = env.get(var).map(|v| v.trim()).filter(|v| !v.is_empty()) {
+                *slot = Some(PathBuf::from(v));
+            }
+        }
+        if let Some(v) = env.get("CONCLAVE_TLS_CLIENT_AUTH").map(|v| v.trim()).filter(|v| !v.is_empty()) {
+            self.http.tls_client_auth = Some(match v {
+                "optional" => ClientAuth::Optional,
+                "required" => ClientAuth::Required,
+                other => {
+                    return Err(env_err("CONCLAVE_TLS_CLIENT_AUTH", format!("'{other}' is not optional or required")))
+                }
+            });
+        }
+        if let Some(v) = parse_bool(env, "CONCLAVE_MTLS_REQUIRED_FOR_API_KEYS")? {
+            self.http.mtls_required_for_api_keys = v;
+        }
+        for (var, slot) in [
+            ("CONCLAVE_HEADER_READ_TIMEOUT_SECONDS", &mut self.http.header_read_timeout_seconds),
+            ("CONCLAVE_REQUEST_TIMEOUT_SECONDS", &mut self.http.request_timeout_seconds),
+            ("CONCLAVE_BODY_IDLE_TIMEOUT_SECONDS", &mut self.http.body_idle_timeout_seconds),
+        ] {
+            if let Some(v) = parse_env(env, var, "a number of seconds")? {
+                *slot = v;
+            }
         }
         if let Some(v) = env.get("CONCLAVE_SIGNUP").map(|v| v.trim()).filter(|v| !v.is_empty()) {
             self.auth.signup = Some(match v {
@@ -800,12 +860,50 @@ impl Config {
                 format!("'{}' is not local or azure-key-vault", self.keys.provider),
             ));
         }
-        if prod && self.http.trusted_proxies.is_empty() {
+        let tls = self.http.tls_cert_file.is_some() || self.http.tls_key_file.is_some();
+        if prod && !tls && self.http.trusted_proxies.is_empty() {
             out.push(Finding::error(
                 "CONCLAVE_TRUSTED_PROXIES",
-                "this build serves plain HTTP: run it behind a TLS-terminating proxy and list that proxy's addresses"
+                "neither TLS nor a TLS-terminating proxy is configured: set CONCLAVE_TLS_CERT_FILE and CONCLAVE_TLS_KEY_FILE, or run behind a proxy and list its addresses here"
                     .into(),
             ));
+        }
+        if self.http.tls_cert_file.is_some() != self.http.tls_key_file.is_some() {
+            let missing =
+                if self.http.tls_cert_file.is_none() { "CONCLAVE_TLS_CERT_FILE" } else { "CONCLAVE_TLS_KEY_FILE" };
+            out.push(Finding::error(
+                missing,
+                "TLS needs both CONCLAVE_TLS_CERT_FILE and CONCLAVE_TLS_KEY_FILE; only one is set".into(),
+            ));
+        }
+        if self.http.tls_client_ca_file.is_some() && !tls {
+            out.push(Finding::error(
+                "CONCLAVE_TLS_CLIENT_CA_FILE",
+                "client certificates need TLS on this server: set CONCLAVE_TLS_CERT_FILE and CONCLAVE_TLS_KEY_FILE"
+                    .into(),
+            ));
+        }
+        if self.http.tls_client_auth.is_some() && self.http.tls_client_ca_file.is_none() {
+            out.push(Finding::error(
+                "CONCLAVE_TLS_CLIENT_AUTH",
+                "client authentication needs the client CA bundle: set CONCLAVE_TLS_CLIENT_CA_FILE".into(),
+            ));
+        }
+        if self.http.mtls_required_for_api_keys && self.http.tls_client_ca_file.is_none() {
+            out.push(Finding::error(
+                "CONCLAVE_MTLS_REQUIRED_FOR_API_KEYS",
+                "API keys cannot require client certificates without a client CA: set CONCLAVE_TLS_CLIENT_CA_FILE"
+                    .into(),
+            ));
+        }
+        for (var, seconds) in [
+            ("CONCLAVE_HEADER_READ_TIMEOUT_SECONDS", self.http.header_read_timeout_seconds),
+            ("CONCLAVE_REQUEST_TIMEOUT_SECONDS", self.http.request_timeout_seconds),
+            ("CONCLAVE_BODY_IDLE_TIMEOUT_SECONDS", self.http.body_idle_timeout_seconds),
+        ] {
+            if seconds == 0 {
+                out.push(Finding::error(var, "must be at least 1 second".into()));
+            }
         }
         if let Some(issuer) = &self.oidc.issuer {
             self.oidc_findings(issuer, prod, &mut out);
@@ -1031,6 +1129,32 @@ mod tests {
         let no_client = Config::load(None, &env(&[("CONCLAVE_OIDC_ISSUER", "https://login.example")])).unwrap();
         assert!(errors(&no_client).contains(&"CONCLAVE_OIDC_CLIENT_ID"));
         assert!(Config::load(None, &env(&[("CONCLAVE_OIDC_ROLES", "no-equals")])).is_err());
+    }
+
+    #[test]
+    fn tls_settings_are_read_and_checked_together() {
+        let prod = [("CONCLAVE_PROFILE", "production")];
+        let c = Config::load(
+            None,
+            &env(&[prod[0], ("CONCLAVE_TLS_CERT_FILE", "/c.pem"), ("CONCLAVE_TLS_KEY_FILE", "/k.pem")]),
+        )
+        .unwrap();
+        assert!(!errors(&c).contains(&"CONCLAVE_TRUSTED_PROXIES"), "TLS here stands in for a proxy");
+        let c = Config::load(None, &env(&[("CONCLAVE_TLS_CERT_FILE", "/c.pem")])).unwrap();
+        assert!(errors(&c).contains(&"CONCLAVE_TLS_KEY_FILE"));
+        let c = Config::load(
+            None,
+            &env(&[("CONCLAVE_TLS_CLIENT_AUTH", "required"), ("CONCLAVE_MTLS_REQUIRED_FOR_API_KEYS", "true")]),
+        )
+        .unwrap();
+        assert_eq!(c.http.tls_client_auth, Some(ClientAuth::Required));
+        let e = errors(&c);
+        assert!(e.contains(&"CONCLAVE_TLS_CLIENT_AUTH") && e.contains(&"CONCLAVE_MTLS_REQUIRED_FOR_API_KEYS"), "{e:?}");
+        let c = Config::load(None, &env(&[("CONCLAVE_TLS_CLIENT_CA_FILE", "/ca.pem")])).unwrap();
+        assert!(errors(&c).contains(&"CONCLAVE_TLS_CLIENT_CA_FILE"), "a client CA without TLS");
+        assert!(Config::load(None, &env(&[("CONCLAVE_TLS_CLIENT_AUTH", "sometimes")])).is_err());
+        let c = Config::load(None, &env(&[("CONCLAVE_REQUEST_TIMEOUT_SECONDS", "0")])).unwrap();
+        assert!(errors(&c).contains(&"CONCLAVE_REQUEST_TIMEOUT_SECONDS"));
     }
 
     #[test]

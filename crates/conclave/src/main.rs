@@ -4,8 +4,10 @@ mod audit_cli;
 mod checkpoint_sink;
 mod config;
 mod keys_cli;
+mod listener;
 mod log;
 mod serve;
+mod tls;
 
 use std::collections::HashMap;
 use std::io::Read as _;

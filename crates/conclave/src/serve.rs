@@ -1,7 +1,6 @@
 //! Wiring: the configuration becomes a store, a model catalog and the domain services, served
 //! over HTTP until SIGTERM or Ctrl-C, then drained gracefully.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -336,47 +335,48 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
             rate_limit_per_minute: config.limits.rate_limit_per_minute,
             login_attempts_per_minute: config.limits.login_attempts_per_minute,
             ip_allowlist: config.http.ip_allowlist.clone(),
+            limits: conclave_server::middleware::limits::RouteLimits {
+                max_upload_bytes: config.limits.max_upload_bytes,
+                request_timeout: Duration::from_secs(config.http.request_timeout_seconds),
+                body_idle_timeout: Duration::from_secs(config.http.body_idle_timeout_seconds),
+            },
+            mtls_required_for_api_keys: config.http.mtls_required_for_api_keys,
         }),
         limiter: Arc::new(rate_limiter(&config).await?),
     };
     let app = conclave_server::app(state);
-    let listener = tokio::net::TcpListener::bind(config.http.listen)
+    let tls = crate::tls::setup(&config.http)?;
+    if let Some(tls) = &tls {
+        tls.watch()?;
+    }
+    let tcp = tokio::net::TcpListener::bind(config.http.listen)
         .await
         .with_context(|| format!("cannot listen on {}", config.http.listen))?;
-    let addr = listener.local_addr()?;
+    let addr = tcp.local_addr()?;
     tracing::info!(
         target: crate::log::LIFECYCLE,
         addr = %addr,
+        tls = tls.is_some(),
+        client_auth = tls.as_ref().and_then(|t| t.client_auth).map(|a| if a == crate::config::ClientAuth::Required { "required" } else { "optional" }),
         profile = if config.profile == Profile::Dev { "dev" } else { "production" },
         database = db.backend(),
         version = env!("CARGO_PKG_VERSION"),
         "listening"
     );
 
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let mut stop_rx2 = stop_rx.clone();
-    // Each SSE event is a small write that must leave at once: no Nagle delay.
-    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
-        let _ = tcp.set_nodelay(true);
-    });
-    let server = axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>()).with_graceful_shutdown(
-        async move {
-            let _ = stop_rx2.wait_for(|stop| *stop).await;
-        },
-    );
-    let mut server = std::pin::pin!(std::future::IntoFuture::into_future(server));
-    tokio::select! {
-        result = &mut server => result.context("the HTTP server stopped")?,
-        () = shutdown_signal() => {
-            tracing::info!(grace_seconds = config.http.shutdown_grace_seconds, "shutting down: finishing in-flight requests");
-            let _ = stop_tx.send(true);
-            match tokio::time::timeout(config.shutdown_grace(), &mut server).await {
-                Ok(result) => result.context("the HTTP server stopped")?,
-                Err(_) => tracing::warn!("grace period over: closing the remaining connections"),
-            }
-        }
-    }
-    drop(stop_rx);
+    let listener = crate::listener::Listener {
+        tcp,
+        tls,
+        header_read_timeout: Duration::from_secs(config.http.header_read_timeout_seconds),
+    };
+    let stop = async {
+        shutdown_signal().await;
+        tracing::info!(
+            grace_seconds = config.http.shutdown_grace_seconds,
+            "shutting down: finishing in-flight requests"
+        );
+    };
+    listener.serve(app, stop, config.shutdown_grace()).await;
     let running = core.live_replies();
     if running > 0 {
         tracing::info!(running, "letting running replies finish");

@@ -336,7 +336,8 @@ impl Conclave {
             live: live.clone(),
         };
         let this = Arc::clone(self);
-        self.replies.spawn(async move { this.run_reply(job).await });
+        // The reply outlives the request: it keeps the request's trace for the provider call.
+        self.replies.spawn(crate::trace::carried(async move { this.run_reply(job).await }));
         live
     }
 

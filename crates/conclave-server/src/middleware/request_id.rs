@@ -1,5 +1,7 @@
 //! Gives every request an id (the caller's `x-request-id` if it is sane, else a new UUID),
-//! returns it on every response, and writes it into problem bodies.
+//! returns it on every response, and writes it into problem bodies. Continues the caller's W3C
+//! trace (a valid `traceparent`, else a new trace): every log line of the request names the
+//! trace id, the response's `traceparent` names this server's span, and provider calls carry it.
 
 use axum::extract::Request;
 use axum::http::{HeaderName, HeaderValue};
@@ -7,6 +9,7 @@ use axum::middleware::Next;
 use axum::response::Response;
 
 use crate::error::Problem;
+use crate::middleware::traceparent::{TraceParent, TRACEPARENT};
 
 pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
@@ -26,9 +29,21 @@ pub async fn layer(mut req: Request, next: Next) -> Response {
         .filter(|v| sane(v))
         .map(str::to_owned)
         .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+    let trace = match req.headers().get(TRACEPARENT).and_then(|v| v.to_str().ok()).and_then(TraceParent::parse) {
+        Some(parent) => parent.child(),
+        None => TraceParent::new_trace(),
+    };
     req.extensions_mut().insert(RequestId(id.clone()));
-    let span = tracing::info_span!("request", request_id = %id, method = %req.method(), path = %req.uri().path());
-    let mut response = tracing::Instrument::instrument(next.run(req), span).await;
+    req.extensions_mut().insert(trace);
+    let span = tracing::info_span!(
+        "request",
+        request_id = %id,
+        trace_id = %trace.trace_id_hex(),
+        method = %req.method(),
+        path = %req.uri().path()
+    );
+    let run = conclave_core::trace::scope(trace.to_string(), next.run(req));
+    let mut response = tracing::Instrument::instrument(run, span).await;
     if let Some(mut problem) = response.extensions_mut().remove::<Problem>() {
         // Re-render so the body names the request the operator should look for.
         problem.request_id = Some(id.clone());
@@ -39,6 +54,9 @@ pub async fn layer(mut req: Request, next: Next) -> Response {
     }
     if let Ok(value) = HeaderValue::from_str(&id) {
         response.headers_mut().insert(X_REQUEST_ID.clone(), value);
+    }
+    if let Ok(value) = HeaderValue::from_str(&trace.to_string()) {
+        response.headers_mut().insert(TRACEPARENT, value);
     }
     response
 }

@@ -232,6 +232,7 @@ pub struct RegeneratedView {
         (status = 200, content_type = "text/event-stream", description = "The new reply's events"),
         (status = 201, body = RegeneratedView),
         (status = 404, body = Problem),
+        (status = 409, body = Problem, description = "The conversation's agent was deleted or its model is no longer allowed"),
         (status = 429, body = Problem),
     ))]
 async fn regenerate(

@@ -166,6 +166,16 @@ impl FromRequestParts<AppState> for GatewayCaller {
     type Rejection = GatewayError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, GatewayError> {
+        // Machine clients only, when mutual TLS is required of them: any credential needs a certificate.
+        let certified = parts.extensions.get::<crate::middleware::client_cert::ClientCertificate>().is_some();
+        if state.http.mtls_required_for_api_keys && !certified {
+            return Err(GatewayError::new(
+                StatusCode::UNAUTHORIZED,
+                "invalid_request_error",
+                Some("client_certificate_required"),
+                "This endpoint is available only over mutual TLS: connect with a client certificate issued by this server's client CA.",
+            ));
+        }
         match Authenticated::from_request_parts(parts, state).await {
             Ok(Authenticated(caller)) => Ok(GatewayCaller(caller)),
             Err(crate::error::ApiError::Domain(e)) => Err(e.into()),

@@ -137,6 +137,8 @@ impl Harness {
                 rate_limit_per_minute: rate_limit,
                 login_attempts_per_minute: rate_limit,
                 ip_allowlist: allowlist,
+                limits: Default::default(),
+                mtls_required_for_api_keys: false,
             }),
             limiter: Arc::new(conclave_server::middleware::rate_limit::RateLimiter::local()),
         };

@@ -202,6 +202,8 @@ pub struct TestAppBuilder {
     env: Vec<(String, String)>,
     /// The site of another running server, shared rather than owned (a second replica).
     shared_site: Option<Vec<(String, String)>>,
+    /// Talk HTTPS, trusting this CA (PEM) only.
+    tls_root: Option<String>,
 }
 
 impl TestAppBuilder {
@@ -227,6 +229,13 @@ impl TestAppBuilder {
     /// PostgreSQL, the same database. `other` must outlive this server, which owns nothing.
     pub fn alongside(mut self, other: &TestApp) -> Self {
         self.shared_site = Some(other.site_env.clone());
+        self
+    }
+
+    /// The server speaks HTTPS (configured by the test's `CONCLAVE_TLS_*` variables): the
+    /// client trusts `root_pem` and nothing else.
+    pub fn https(mut self, root_pem: &str) -> Self {
+        self.tls_root = Some(root_pem.to_owned());
         self
     }
 
@@ -276,12 +285,38 @@ impl TestAppBuilder {
                 );
             }
         };
-        let client = reqwest::Client::builder()
-            .redirect(reqwest::redirect::Policy::none())
-            .timeout(Duration::from_secs(60))
-            .build()?;
-        Ok(TestApp { addr, base: format!("http://{addr}"), client, child: Some(child), logs, site, site_env })
+        let tls_root = self.tls_root;
+        let client = client(tls_root.as_deref(), None)?;
+        let scheme = if tls_root.is_some() { "https" } else { "http" };
+        Ok(TestApp {
+            addr,
+            base: format!("{scheme}://{addr}"),
+            client,
+            child: Some(child),
+            logs,
+            site,
+            site_env,
+            tls_root,
+        })
     }
+}
+
+/// A client for the harness: plain, or trusting only `tls_root` and presenting `identity` (PEM
+/// certificate and key) when given.
+fn client(tls_root: Option<&str>, identity: Option<&str>) -> Result<reqwest::Client> {
+    let mut builder =
+        reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).timeout(Duration::from_secs(60));
+    if let Some(root) = tls_root {
+        builder = builder
+            .use_rustls_tls()
+            .tls_built_in_root_certs(false)
+            .add_root_certificate(reqwest::Certificate::from_pem(root.as_bytes())?)
+            .tls_info(true);
+    }
+    if let Some(identity) = identity {
+        builder = builder.identity(reqwest::Identity::from_pem(identity.as_bytes())?);
+    }
+    Ok(builder.build()?)
 }
 
 /// Copies a stream of the child into `logs` line by line; on stdout, reports the listening address.
@@ -330,11 +365,13 @@ pub struct TestApp {
     site: Option<Site>,
     /// The variables pointing at its site, owned or shared.
     site_env: Vec<(String, String)>,
+    /// The CA the client trusts, when the server speaks HTTPS.
+    tls_root: Option<String>,
 }
 
 impl TestApp {
     pub fn builder(backend: Backend) -> TestAppBuilder {
-        TestAppBuilder { backend, site: None, env: Vec::new(), shared_site: None }
+        TestAppBuilder { backend, site: None, env: Vec::new(), shared_site: None, tls_root: None }
     }
 
     /// A server with no provider configured (the built-in demo model in dev).
@@ -354,6 +391,11 @@ impl TestApp {
     /// (`CONCLAVE_DATA_DIR`, `CONCLAVE_DATABASE_URL`).
     pub fn site_var(&self, name: &str) -> Option<String> {
         self.site_env.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone())
+    }
+
+    /// A new HTTPS client (new connections) that presents `identity` (PEM certificate and key).
+    pub fn tls_client(&self, identity: Option<&str>) -> Result<reqwest::Client> {
+        client(Some(self.tls_root.as_deref().context("this server was not started with https()")?), identity)
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -421,6 +463,11 @@ impl TestApp {
     /// Freezes the process (SIGSTOP), as a paused VM or a starved container would be.
     pub fn pause(&self) -> Result<()> {
         self.signal("-STOP")
+    }
+
+    /// Asks the server to read its TLS certificate again (SIGHUP).
+    pub fn hangup(&self) -> Result<()> {
+        self.signal("-HUP")
     }
 
     /// Lets a paused process run again (SIGCONT).
