@@ -1,0 +1,9 @@
+//! conclave-azure against its local stand-in (TLS with a CA the test makes): every credential
+//! flow, the Key Vault key provider and signer, and the failure modes.
+
+mod cache;
+mod credentials;
+mod errors;
+mod provider;
+mod signer;
+mod support;
