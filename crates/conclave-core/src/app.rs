@@ -169,6 +169,11 @@ impl Conclave {
         self.store.ping().await.map_err(Error::from)
     }
 
+    /// Readiness of the key service (the KMS holding the master key).
+    pub async fn keys_ready(&self) -> Result<()> {
+        self.codec.ready().await
+    }
+
     /// Waits up to `grace` for running replies to finish; the ones still running then are
     /// stopped and stored as failed with their text so far. Returns how many were stopped.
     pub async fn drain(&self, grace: Duration) -> usize {

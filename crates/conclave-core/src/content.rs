@@ -44,6 +44,11 @@ pub enum SealScope {
 pub trait ContentCodec: Send + Sync {
     async fn seal(&self, scope: SealScope, plaintext: &str) -> Result<Sealed>;
     async fn open(&self, scope: SealScope, sealed: &Sealed) -> Result<String>;
+
+    /// Readiness: the key service behind the codec answers (a KMS may be unreachable).
+    async fn ready(&self) -> Result<()> {
+        Ok(())
+    }
 }
 
 /// Format 0: content kept as UTF-8. Used until the key hierarchy is configured.

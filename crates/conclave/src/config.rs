@@ -29,6 +29,7 @@ pub struct Config {
     pub keys: KeysConfig,
     pub limits: LimitsConfig,
     pub redis_url: Option<String>,
+    pub azure: AzureAuthConfig,
     pub log: LogConfig,
     pub providers: Vec<ProviderConfig>,
     /// Model id -> price in US dollars per million tokens, for usage cost estimates.
@@ -83,6 +84,28 @@ pub struct OidcConfig {
     pub issuer: Option<String>,
     pub audience: Option<String>,
     pub client_id: Option<String>,
+}
+
+/// How the server signs in to PostgreSQL and Redis: with the configured password (in the URL),
+/// or with an Entra ID token from the Azure credential (`AZURE_*` variables, managed identity by
+/// default), refreshed before it expires.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ServiceAuth {
+    #[default]
+    Password,
+    Entra,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AzureAuthConfig {
+    /// `CONCLAVE_DATABASE_AUTH`: `entra` uses a token as the PostgreSQL password.
+    pub database_auth: ServiceAuth,
+    /// `CONCLAVE_REDIS_AUTH`: `entra` sends `AUTH <redis_username> <token>`.
+    pub redis_auth: ServiceAuth,
+    /// `CONCLAVE_REDIS_USERNAME`: the object id of the server's identity (Entra Redis auth).
+    pub redis_username: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -178,6 +201,7 @@ impl Default for Config {
             auth: AuthConfig::default(),
             oidc: OidcConfig::default(),
             keys: KeysConfig::default(),
+            azure: AzureAuthConfig::default(),
             limits: LimitsConfig::default(),
             redis_url: None,
             log: LogConfig::default(),
@@ -393,6 +417,21 @@ impl Config {
             if let Some(v) = env.get(var).filter(|v| !v.is_empty()) {
                 *slot = Some(v.clone());
             }
+        }
+        for (var, slot) in [
+            ("CONCLAVE_DATABASE_AUTH", &mut self.azure.database_auth),
+            ("CONCLAVE_REDIS_AUTH", &mut self.azure.redis_auth),
+        ] {
+            if let Some(v) = env.get(var).map(|v| v.trim()).filter(|v| !v.is_empty()) {
+                *slot = match v {
+                    "password" => ServiceAuth::Password,
+                    "entra" => ServiceAuth::Entra,
+                    other => return Err(env_err(var, format!("'{other}' is not password or entra"))),
+                };
+            }
+        }
+        if let Some(v) = env.get("CONCLAVE_REDIS_USERNAME").filter(|v| !v.trim().is_empty()) {
+            self.azure.redis_username = Some(v.trim().to_owned());
         }
         if let Some(v) = env.get("CONCLAVE_KEY_PROVIDER").filter(|v| !v.is_empty()) {
             self.keys.provider = v.clone();
@@ -619,15 +658,51 @@ impl Config {
                 ));
             }
         } else if self.keys.provider == "azure-key-vault" {
-            out.push(Finding::error(
-                "CONCLAVE_KEY_PROVIDER",
-                "azure-key-vault is not available in this build yet; use local".into(),
-            ));
+            match self.keys.key_vault_url.as_deref().map(url::Url::parse) {
+                None => out.push(Finding::error(
+                    "CONCLAVE_KEY_VAULT_URL",
+                    "azure-key-vault needs the vault's URL, https://<name>.vault.azure.net".into(),
+                )),
+                Some(Err(e)) => out.push(Finding::error("CONCLAVE_KEY_VAULT_URL", format!("not a URL: {e}"))),
+                Some(Ok(u)) if u.scheme() != "https" => out.push(Finding::error(
+                    "CONCLAVE_KEY_VAULT_URL",
+                    "the vault must be reached over https: keys and tokens cross this connection".into(),
+                )),
+                Some(Ok(_)) => {}
+            }
+            if !self
+                .keys
+                .key_name
+                .as_deref()
+                .is_some_and(|n| !n.is_empty() && n.chars().all(|c| c.is_ascii_alphanumeric() || c == '-'))
+            {
+                out.push(Finding::error(
+                    "CONCLAVE_KEY_NAME",
+                    "azure-key-vault needs the name of the RSA-HSM key (letters, digits and dashes)".into(),
+                ));
+            }
         } else {
             out.push(Finding::error(
                 "CONCLAVE_KEY_PROVIDER",
                 format!("'{}' is not local or azure-key-vault", self.keys.provider),
             ));
+        }
+        if self.azure.database_auth == ServiceAuth::Entra && !self.database_url().starts_with("postgres") {
+            out.push(Finding::error(
+                "CONCLAVE_DATABASE_AUTH",
+                "entra sign-in applies to PostgreSQL only; CONCLAVE_DATABASE_URL is not a postgres:// URL".into(),
+            ));
+        }
+        if self.azure.redis_auth == ServiceAuth::Entra {
+            if self.redis_url.is_none() {
+                out.push(Finding::error("CONCLAVE_REDIS_AUTH", "entra needs CONCLAVE_REDIS_URL".into()));
+            }
+            if self.azure.redis_username.is_none() {
+                out.push(Finding::error(
+                    "CONCLAVE_REDIS_USERNAME",
+                    "entra Redis sign-in needs the object id of the server's identity as the user name".into(),
+                ));
+            }
         }
         if prod && self.http.trusted_proxies.is_empty() {
             out.push(Finding::error(

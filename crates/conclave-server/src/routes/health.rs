@@ -34,19 +34,23 @@ async fn healthz() -> Json<Health> {
     Json(Health { status: "ok" })
 }
 
-/// The process can serve: its database answers.
+/// The process can serve: its database and its key service answer.
 #[utoipa::path(get, path = "/readyz", tag = "health", responses(
     (status = 200, body = Readiness),
     (status = 503, body = Readiness, description = "A dependency is unavailable"),
 ))]
 async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Readiness>) {
-    let database = state.core.ready().await;
+    let (database, keys) = tokio::join!(state.core.ready(), state.core.keys_ready());
     if let Err(e) = &database {
         tracing::warn!(error = %e, "readiness: database unavailable");
     }
+    if let Err(e) = &keys {
+        tracing::warn!(error = %e, "readiness: key service unavailable");
+    }
     let mut checks = serde_json::Map::new();
     checks.insert("database".into(), if database.is_ok() { "ok" } else { "unavailable" }.into());
-    let ok = database.is_ok();
+    checks.insert("kms".into(), if keys.is_ok() { "ok" } else { "unavailable" }.into());
+    let ok = database.is_ok() && keys.is_ok();
     let status = if ok { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
     (status, Json(Readiness { status: if ok { "ok" } else { "unavailable" }, checks }))
 }

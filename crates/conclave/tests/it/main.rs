@@ -37,6 +37,7 @@ mod demo;
 mod encryption;
 mod export;
 mod health;
+mod key_vault;
 mod messages;
 mod provider_failures;
 mod replicas;
