@@ -17,6 +17,7 @@ pub mod error;
 pub mod http;
 pub mod keyvault;
 pub mod provider;
+pub mod refresh;
 pub mod signer;
 
 #[cfg(feature = "standin")]

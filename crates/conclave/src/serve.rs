@@ -23,9 +23,13 @@ const DATABASE_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
 async fn open_database(config: &Config) -> anyhow::Result<Database> {
     let url = config.database_url();
-    let db = Database::connect(&url, DATABASE_CONNECT_TIMEOUT)
-        .await
-        .with_context(|| format!("database {}", crate::redact(&url)))?;
+    let context = || format!("database {}", crate::redact(&url));
+    let db = match config.azure.database_auth {
+        crate::config::ServiceAuth::Password => {
+            Database::connect(&url, DATABASE_CONNECT_TIMEOUT).await.with_context(context)?
+        }
+        crate::config::ServiceAuth::Entra => database_with_entra_token(&url).await.with_context(context)?,
+    };
     db.migrate().await.context("applying migrations")?;
     Ok(db)
 }
@@ -95,6 +99,28 @@ async fn key_provider(config: &Config) -> anyhow::Result<Arc<dyn conclave_crypto
         tracing::warn!(path = %path.display(), "the master keys are in a local file: keep it off backups and restrict who can read it");
     }
     Ok(Arc::new(provider))
+}
+
+/// `CONCLAVE_DATABASE_AUTH=entra`: PostgreSQL with an Entra ID token as the password; a task
+/// puts each renewed token into the pool's connect options before the old one expires.
+async fn database_with_entra_token(url: &str) -> anyhow::Result<Database> {
+    use secrecy::ExposeSecret as _;
+    let credential: Arc<dyn conclave_azure::TokenCredential> = azure_credential()?.build()?;
+    let token = credential.token(conclave_azure::POSTGRES_SCOPE).await.context("an Entra ID token for PostgreSQL")?;
+    let password = token.token.expose_secret().to_owned();
+    let db = Database::connect_postgres_with_password(url, &password, DATABASE_CONNECT_TIMEOUT).await?;
+    let pool = db.clone();
+    conclave_azure::refresh::spawn_token_refresher(
+        credential,
+        conclave_azure::POSTGRES_SCOPE,
+        password,
+        conclave_azure::refresh::DEFAULT_CHECK_EVERY,
+        move |token| {
+            pool.set_postgres_password(token);
+        },
+    );
+    tracing::info!("PostgreSQL sign-in with Entra ID tokens");
+    Ok(db)
 }
 
 // --- end Azure ---

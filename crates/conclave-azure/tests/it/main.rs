@@ -5,5 +5,6 @@ mod cache;
 mod credentials;
 mod errors;
 mod provider;
+mod refresh;
 mod signer;
 mod support;

@@ -2,6 +2,7 @@
 //! database per test). If PostgreSQL cannot be reached, the PostgreSQL half fails naming it.
 
 mod backend;
+mod entra_password;
 mod isolation;
 mod notify;
 mod records;
