@@ -86,9 +86,9 @@ pub struct OidcConfig {
     pub client_id: Option<String>,
 }
 
-/// How the server signs in to PostgreSQL and Redis: with the configured password (in the URL),
-/// or with an Entra ID token from the Azure credential (`AZURE_*` variables, managed identity by
-/// default), refreshed before it expires.
+/// How the server signs in to PostgreSQL: with the password in the URL, or with an Entra ID
+/// token from the Azure credential (`AZURE_*` variables, managed identity by default), renewed
+/// before it expires.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ServiceAuth {
@@ -102,10 +102,6 @@ pub enum ServiceAuth {
 pub struct AzureAuthConfig {
     /// `CONCLAVE_DATABASE_AUTH`: `entra` uses a token as the PostgreSQL password.
     pub database_auth: ServiceAuth,
-    /// `CONCLAVE_REDIS_AUTH`: `entra` sends `AUTH <redis_username> <token>`.
-    pub redis_auth: ServiceAuth,
-    /// `CONCLAVE_REDIS_USERNAME`: the object id of the server's identity (Entra Redis auth).
-    pub redis_username: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -418,20 +414,12 @@ impl Config {
                 *slot = Some(v.clone());
             }
         }
-        for (var, slot) in [
-            ("CONCLAVE_DATABASE_AUTH", &mut self.azure.database_auth),
-            ("CONCLAVE_REDIS_AUTH", &mut self.azure.redis_auth),
-        ] {
-            if let Some(v) = env.get(var).map(|v| v.trim()).filter(|v| !v.is_empty()) {
-                *slot = match v {
-                    "password" => ServiceAuth::Password,
-                    "entra" => ServiceAuth::Entra,
-                    other => return Err(env_err(var, format!("'{other}' is not password or entra"))),
-                };
-            }
-        }
-        if let Some(v) = env.get("CONCLAVE_REDIS_USERNAME").filter(|v| !v.trim().is_empty()) {
-            self.azure.redis_username = Some(v.trim().to_owned());
+        if let Some(v) = env.get("CONCLAVE_DATABASE_AUTH").map(|v| v.trim()).filter(|v| !v.is_empty()) {
+            self.azure.database_auth = match v {
+                "password" => ServiceAuth::Password,
+                "entra" => ServiceAuth::Entra,
+                other => return Err(env_err("CONCLAVE_DATABASE_AUTH", format!("'{other}' is not password or entra"))),
+            };
         }
         if let Some(v) = env.get("CONCLAVE_KEY_PROVIDER").filter(|v| !v.is_empty()) {
             self.keys.provider = v.clone();
@@ -693,17 +681,6 @@ impl Config {
                 "entra sign-in applies to PostgreSQL only; CONCLAVE_DATABASE_URL is not a postgres:// URL".into(),
             ));
         }
-        if self.azure.redis_auth == ServiceAuth::Entra {
-            if self.redis_url.is_none() {
-                out.push(Finding::error("CONCLAVE_REDIS_AUTH", "entra needs CONCLAVE_REDIS_URL".into()));
-            }
-            if self.azure.redis_username.is_none() {
-                out.push(Finding::error(
-                    "CONCLAVE_REDIS_USERNAME",
-                    "entra Redis sign-in needs the object id of the server's identity as the user name".into(),
-                ));
-            }
-        }
         if prod && self.http.trusted_proxies.is_empty() {
             out.push(Finding::error(
                 "CONCLAVE_TRUSTED_PROXIES",
@@ -830,6 +807,45 @@ mod tests {
         assert!(c.signup_open());
         assert!(!c.secure_cookies());
         assert!(c.database_url().ends_with("conclave.db"));
+    }
+
+    #[test]
+    fn azure_key_vault_needs_an_https_vault_and_a_key_name() {
+        let c = Config::load(None, &env(&[("CONCLAVE_KEY_PROVIDER", "azure-key-vault")])).unwrap();
+        assert_eq!(errors(&c), vec!["CONCLAVE_KEY_VAULT_URL", "CONCLAVE_KEY_NAME"]);
+        let c = Config::load(
+            None,
+            &env(&[
+                ("CONCLAVE_KEY_PROVIDER", "azure-key-vault"),
+                ("CONCLAVE_KEY_VAULT_URL", "http://v.vault.azure.net"),
+                ("CONCLAVE_KEY_NAME", "conclave-kek"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(errors(&c), vec!["CONCLAVE_KEY_VAULT_URL"]);
+        let c = Config::load(
+            None,
+            &env(&[
+                ("CONCLAVE_KEY_PROVIDER", "azure-key-vault"),
+                ("CONCLAVE_KEY_VAULT_URL", "https://v.vault.azure.net"),
+                ("CONCLAVE_KEY_NAME", "conclave-kek"),
+            ]),
+        )
+        .unwrap();
+        assert!(errors(&c).is_empty(), "{:?}", c.findings());
+    }
+
+    #[test]
+    fn entra_database_auth_is_for_postgres_only() {
+        let c = Config::load(None, &env(&[("CONCLAVE_DATABASE_AUTH", "entra")])).unwrap();
+        assert_eq!(errors(&c), vec!["CONCLAVE_DATABASE_AUTH"]);
+        let c = Config::load(
+            None,
+            &env(&[("CONCLAVE_DATABASE_AUTH", "entra"), ("CONCLAVE_DATABASE_URL", "postgres://u@db/conclave")]),
+        )
+        .unwrap();
+        assert!(errors(&c).is_empty(), "{:?}", c.findings());
+        assert!(Config::load(None, &env(&[("CONCLAVE_DATABASE_AUTH", "kerberos")])).is_err());
     }
 
     #[test]
