@@ -142,9 +142,9 @@ fn vault_error(status: StatusCode, code: &str, message: &str) -> Response {
     (status, Json(json!({ "error": { "code": code, "message": message } }))).into_response()
 }
 
-/// The bearer token must be one the stand-in issued, unexpired, for Key Vault; and every call
+/// Why a request is refused, if it is: the bearer token must be one the stand-in issued, unexpired, for Key Vault; and every call
 /// names an api-version, as Key Vault requires.
-fn authorise(state: &Shared, headers: &HeaderMap, query: &HashMap<String, String>) -> Result<(), Response> {
+fn refusal(state: &Shared, headers: &HeaderMap, query: &HashMap<String, String>) -> Option<Response> {
     let challenge = |msg: &str| {
         let mut resp = vault_error(StatusCode::UNAUTHORIZED, "Unauthorized", msg);
         resp.headers_mut().insert(
@@ -153,20 +153,20 @@ fn authorise(state: &Shared, headers: &HeaderMap, query: &HashMap<String, String
         );
         resp
     };
-    if !query.get("api-version").is_some_and(|v| !v.is_empty()) {
-        return Err(vault_error(StatusCode::BAD_REQUEST, "BadParameter", "api-version is required"));
+    if query.get("api-version").is_none_or(|v| v.is_empty()) {
+        return Some(vault_error(StatusCode::BAD_REQUEST, "BadParameter", "api-version is required"));
     }
     let Some(token) =
         headers.get("authorization").and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer "))
     else {
-        return Err(challenge("AKV10000: Request is missing a Bearer or PoP token."));
+        return Some(challenge("AKV10000: Request is missing a Bearer or PoP token."));
     };
     let inner = lock(state);
     match inner.tokens.get(token) {
-        None => Err(challenge("AKV10032: Invalid issuer or unknown token.")),
-        Some(t) if t.expires <= time::OffsetDateTime::now_utc() => Err(challenge("AKV10013: Token has expired.")),
-        Some(t) if t.audience != VAULT_AUDIENCE => Err(challenge("AKV10022: Invalid audience.")),
-        Some(_) => Ok(()),
+        None => Some(challenge("AKV10032: Invalid issuer or unknown token.")),
+        Some(t) if t.expires <= time::OffsetDateTime::now_utc() => Some(challenge("AKV10013: Token has expired.")),
+        Some(t) if t.audience != VAULT_AUDIENCE => Some(challenge("AKV10022: Invalid audience.")),
+        Some(_) => None,
     }
 }
 
@@ -203,7 +203,7 @@ fn show(
     headers: &HeaderMap,
     query: &HashMap<String, String>,
 ) -> Response {
-    if let Err(resp) = authorise(state, headers, query) {
+    if let Some(resp) = refusal(state, headers, query) {
         return resp;
     }
     let inner = lock(state);
@@ -219,7 +219,7 @@ async fn list_versions(
     headers: HeaderMap,
     Query(query): Query<HashMap<String, String>>,
 ) -> Response {
-    if let Err(resp) = authorise(&state, &headers, &query) {
+    if let Some(resp) = refusal(&state, &headers, &query) {
         return resp;
     }
     let inner = lock(&state);
@@ -253,7 +253,7 @@ async fn update(
     Query(query): Query<HashMap<String, String>>,
     Json(body): Json<UpdateBody>,
 ) -> Response {
-    if let Err(resp) = authorise(&state, &headers, &query) {
+    if let Some(resp) = refusal(&state, &headers, &query) {
         return resp;
     }
     let mut inner = lock(&state);
@@ -286,7 +286,7 @@ async fn latest_operation(
     body: axum::body::Bytes,
 ) -> Response {
     if op == "rotate" {
-        if let Err(resp) = authorise(&state, &headers, &query) {
+        if let Some(resp) = refusal(&state, &headers, &query) {
             return resp;
         }
         let material = {
@@ -328,7 +328,7 @@ fn run_operation(
     query: &HashMap<String, String>,
     body: &[u8],
 ) -> Response {
-    if let Err(resp) = authorise(state, headers, query) {
+    if let Some(resp) = refusal(state, headers, query) {
         return resp;
     }
     let Ok(body) = serde_json::from_slice::<OperationBody>(body) else {
