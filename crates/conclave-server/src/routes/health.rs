@@ -24,6 +24,9 @@ pub struct Readiness {
     checks: serde_json::Map<String, serde_json::Value>,
 }
 
+/// Longest wait for the key service's answer in `/readyz`.
+const KMS_CHECK_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(3);
+
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new().routes(routes!(healthz)).routes(routes!(readyz))
 }
@@ -40,7 +43,14 @@ async fn healthz() -> Json<Health> {
     (status = 503, body = Readiness, description = "A dependency is unavailable"),
 ))]
 async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Readiness>) {
-    let (database, keys) = tokio::join!(state.core.ready(), state.core.keys_ready());
+    // A KMS that retries a failing vault must not hold the probe past a typical probe timeout.
+    let keys = async {
+        match tokio::time::timeout(KMS_CHECK_TIMEOUT, state.core.keys_ready()).await {
+            Ok(result) => result.map_err(|e| e.to_string()),
+            Err(_) => Err(format!("no answer within {} s", KMS_CHECK_TIMEOUT.as_secs())),
+        }
+    };
+    let (database, keys) = tokio::join!(state.core.ready(), keys);
     if let Err(e) = &database {
         tracing::warn!(error = %e, "readiness: database unavailable");
     }

@@ -6,7 +6,7 @@
 use std::time::{Duration, Instant};
 
 use anyhow::Result;
-use conclave_azure::standin::StandIn;
+use conclave_azure::standin::{Fault, StandIn};
 use serde_json::json;
 
 use crate::app::{s, start_mock, Backend, Fetch, TempDir, TestApp};
@@ -72,6 +72,11 @@ async fn key_vault_master_key_locks_and_unlocks_content(backend: Backend) -> Res
     assert_eq!(s(&messages[0]["content"]), "Is the deal confidential?");
     assert_eq!(s(&messages[1]["content"]), "echo: Is the deal confidential?");
     app.get("/readyz").fetch().await?.expect(200);
+
+    // A vault that hangs does not hang the probe: it answers 503 within its own deadline.
+    vault.inject(Fault::slow(&format!("GET /keys/{KEK}"), Duration::from_secs(30), 10));
+    let ready = app.get("/readyz").fetch().await?.expect(503);
+    assert_eq!(ready["checks"]["kms"], "unavailable", "{}", ready.text);
     Ok(())
 }
 
