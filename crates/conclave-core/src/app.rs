@@ -222,6 +222,16 @@ impl Conclave {
         }
     }
 
+    /// Readiness of the object store holding document content.
+    pub async fn objects_ready(&self) -> Result<()> {
+        self.objects.ping().await
+    }
+
+    /// Readiness of the key service (the KMS holding the master key).
+    pub async fn keys_ready(&self) -> Result<()> {
+        self.codec.ready().await
+    }
+
     /// Waits up to `grace` for running replies to finish; the ones still running then are
     /// stopped and stored as failed with their text so far. Returns how many were stopped.
     pub async fn drain(&self, grace: Duration) -> usize {

@@ -90,6 +90,11 @@ pub trait ContentCodec: Send + Sync {
     async fn seal(&self, scope: SealScope, plaintext: &str) -> Result<Sealed>;
     async fn open(&self, scope: SealScope, sealed: &Sealed) -> Result<String>;
 
+    /// Readiness: the key service behind the codec answers (a KMS may be unreachable).
+    async fn ready(&self) -> Result<()> {
+        Ok(())
+    }
+
     /// A new library key (LEK), wrapped by the tenant's master key: the bytes to store and the
     /// master-key version that wrapped them.
     async fn new_library_key(&self, _tenant: TenantId, _library: LibraryId) -> Result<(Vec<u8>, u32)> {

@@ -198,6 +198,10 @@ impl ContentCodec for EnvelopeCodec {
         Ok(Sealed(bytes))
     }
 
+    async fn ready(&self) -> Result<()> {
+        self.provider.check().await.map_err(key_error)
+    }
+
     async fn open(&self, scope: SealScope, sealed: &Sealed) -> Result<String> {
         if sealed.format() == Some(FORMAT_PLAINTEXT) {
             return PlaintextCodec.open(scope, sealed).await;

@@ -26,7 +26,7 @@ pub fn fuzz_wrap_binding() -> Binding {
     Binding::lek(Uuid::from_u128(1), Uuid::from_u128(2))
 }
 
-/// `WrappedKey::parse` on any bytes: never panics, and what it accepts re-encodes to the same
+/// `WrappedKey::parse` on any bytes (formats 1 and 2): never panics, and what it accepts re-encodes to the same
 /// bytes and goes through `unwrap_key` without panicking.
 pub fn wrapped_key_parse(data: &[u8]) -> bool {
     let Ok(wrapped) = WrappedKey::parse(data) else {

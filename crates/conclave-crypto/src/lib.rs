@@ -19,12 +19,12 @@
 //! copied to another row, field, document version or tenant fail to decrypt with
 //! [`CryptoError::Integrity`].
 //!
-//! # Formats (all version 1)
+//! # Formats (version 1; wrapped keys also version 2)
 //!
 //! | format | used for | module with the byte-by-byte layout |
 //! |---|---|---|
 //! | binding (associated data) | every operation | [`binding`] |
-//! | wrapped key | TEK, LEK, CEK under a KEK; FEK under an LEK | [`wrapped`] |
+//! | wrapped key | TEK, LEK, CEK under a KEK; FEK under an LEK (v1); under a KMS RSA key through an intermediate key (v2) | [`wrapped`] |
 //! | sealed content | message text, titles, names, settings | [`sealed`] |
 //! | segmented content | document content, streamed and range-readable | [`segment`] |
 //! | local key file | [`LocalKeyProvider`]'s KEK versions | [`provider::keyfile`] |
@@ -82,4 +82,4 @@ pub use signing::{
     public_key_algorithm, public_key_from_pem, public_key_pem, verify_signature, CheckpointSigner, SignatureAlgorithm,
 };
 pub use tag::lookup_tag;
-pub use wrapped::{unwrap_key, wrap_key, WrappedKey};
+pub use wrapped::{unwrap_key, wrap_key, wrap_key_v2, ProviderWrap, WrappedKey};

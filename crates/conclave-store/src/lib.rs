@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use conclave_core::notify::{LocalNotifier, Notifier};
 use conclave_core::store::Store;
-use sqlx::postgres::PgPoolOptions;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{PgPool, SqlitePool};
 
@@ -48,14 +48,8 @@ impl Database {
     /// folder; PostgreSQL must answer within `timeout`.
     pub async fn connect(url: &str, timeout: Duration) -> Result<Database, ConnectError> {
         if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-            let pool = PgPoolOptions::new()
-                .max_connections(16)
-                .min_connections(0)
-                .acquire_timeout(timeout)
-                .connect(url)
-                .await
-                .map_err(|e| ConnectError::Unreachable { backend: "PostgreSQL", detail: error::describe(&e) })?;
-            Ok(Database::Postgres(PgStore { pool }))
+            let options = PgConnectOptions::from_str(url).map_err(|e| ConnectError::InvalidUrl(e.to_string()))?;
+            Self::connect_postgres(options, timeout).await
         } else if let Some(path) = url.strip_prefix("sqlite://") {
             let path = path.split('?').next().unwrap_or(path);
             if let Some(parent) = Path::new(path).parent().filter(|p| !p.as_os_str().is_empty()) {
@@ -85,6 +79,49 @@ impl Database {
             Err(ConnectError::InvalidUrl("the database URL must start with sqlite:// or postgres://".into()))
         }
     }
+
+    async fn connect_postgres(options: PgConnectOptions, timeout: Duration) -> Result<Database, ConnectError> {
+        let pool = PgPoolOptions::new()
+            .max_connections(16)
+            .min_connections(0)
+            .acquire_timeout(timeout)
+            .connect_with(options)
+            .await
+            .map_err(|e| ConnectError::Unreachable { backend: "PostgreSQL", detail: error::describe(&e) })?;
+        Ok(Database::Postgres(PgStore { pool }))
+    }
+
+    // --- Entra ID sign-in (conclave-azure): a token as the PostgreSQL password ---
+
+    /// Connects to PostgreSQL at `url` signing in with `password` instead of any password in the
+    /// URL: an Entra ID access token for Azure Database for PostgreSQL.
+    pub async fn connect_postgres_with_password(
+        url: &str,
+        password: &str,
+        timeout: Duration,
+    ) -> Result<Database, ConnectError> {
+        if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+            return Err(ConnectError::InvalidUrl("a token password needs a postgres:// URL".into()));
+        }
+        let options = PgConnectOptions::from_str(url).map_err(|e| ConnectError::InvalidUrl(e.to_string()))?;
+        Self::connect_postgres(options.password(password), timeout).await
+    }
+
+    /// Replaces the password new PostgreSQL connections sign in with (a refreshed token);
+    /// connections already open stay signed in, as PostgreSQL checks the password only at
+    /// sign-in. Returns false on SQLite, which has no password.
+    pub fn set_postgres_password(&self, password: &str) -> bool {
+        match self {
+            Database::Sqlite(_) => false,
+            Database::Postgres(s) => {
+                let options = (*s.pool.connect_options()).clone().password(password);
+                s.pool.set_connect_options(options);
+                true
+            }
+        }
+    }
+
+    // --- end Entra ID sign-in ---
 
     /// Applies the migrations this binary carries; safe to run again.
     pub async fn migrate(&self) -> Result<(), ConnectError> {

@@ -30,6 +30,7 @@ pub struct Config {
     pub audit: AuditConfig,
     pub limits: LimitsConfig,
     pub redis_url: Option<String>,
+    pub azure: AzureAuthConfig,
     pub log: LogConfig,
     pub providers: Vec<ProviderConfig>,
     /// Model id -> price in US dollars per million tokens, for usage cost estimates.
@@ -194,6 +195,24 @@ fn pairs(var: &'static str, v: &str) -> Result<HashMap<String, String>, ConfigEr
         .collect()
 }
 
+/// How the server signs in to PostgreSQL: with the password in the URL, or with an Entra ID
+/// token from the Azure credential (`AZURE_*` variables, managed identity by default), renewed
+/// before it expires.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ServiceAuth {
+    #[default]
+    Password,
+    Entra,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AzureAuthConfig {
+    /// `CONCLAVE_DATABASE_AUTH`: `entra` uses a token as the PostgreSQL password.
+    pub database_auth: ServiceAuth,
+}
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct KeysConfig {
@@ -308,6 +327,7 @@ impl Default for Config {
             oidc: OidcConfig::default(),
             keys: KeysConfig::default(),
             audit: AuditConfig::default(),
+            azure: AzureAuthConfig::default(),
             limits: LimitsConfig::default(),
             redis_url: None,
             log: LogConfig::default(),
@@ -591,6 +611,13 @@ impl Config {
                 *slot = Some(v.clone());
             }
         }
+        if let Some(v) = env.get("CONCLAVE_DATABASE_AUTH").map(|v| v.trim()).filter(|v| !v.is_empty()) {
+            self.azure.database_auth = match v {
+                "password" => ServiceAuth::Password,
+                "entra" => ServiceAuth::Entra,
+                other => return Err(env_err("CONCLAVE_DATABASE_AUTH", format!("'{other}' is not password or entra"))),
+            };
+        }
         if let Some(v) = env.get("CONCLAVE_KEY_PROVIDER").filter(|v| !v.is_empty()) {
             self.keys.provider = v.clone();
         }
@@ -850,14 +877,39 @@ impl Config {
                 ));
             }
         } else if self.keys.provider == "azure-key-vault" {
-            out.push(Finding::error(
-                "CONCLAVE_KEY_PROVIDER",
-                "azure-key-vault is not available in this build yet; use local".into(),
-            ));
+            match self.keys.key_vault_url.as_deref().map(url::Url::parse) {
+                None => out.push(Finding::error(
+                    "CONCLAVE_KEY_VAULT_URL",
+                    "azure-key-vault needs the vault's URL, https://<name>.vault.azure.net".into(),
+                )),
+                Some(Err(e)) => out.push(Finding::error("CONCLAVE_KEY_VAULT_URL", format!("not a URL: {e}"))),
+                Some(Ok(u)) if u.scheme() != "https" => out.push(Finding::error(
+                    "CONCLAVE_KEY_VAULT_URL",
+                    "the vault must be reached over https: keys and tokens cross this connection".into(),
+                )),
+                Some(Ok(_)) => {}
+            }
+            if !self
+                .keys
+                .key_name
+                .as_deref()
+                .is_some_and(|n| !n.is_empty() && n.chars().all(|c| c.is_ascii_alphanumeric() || c == '-'))
+            {
+                out.push(Finding::error(
+                    "CONCLAVE_KEY_NAME",
+                    "azure-key-vault needs the name of the RSA-HSM key (letters, digits and dashes)".into(),
+                ));
+            }
         } else {
             out.push(Finding::error(
                 "CONCLAVE_KEY_PROVIDER",
                 format!("'{}' is not local or azure-key-vault", self.keys.provider),
+            ));
+        }
+        if self.azure.database_auth == ServiceAuth::Entra && !self.database_url().starts_with("postgres") {
+            out.push(Finding::error(
+                "CONCLAVE_DATABASE_AUTH",
+                "entra sign-in applies to PostgreSQL only; CONCLAVE_DATABASE_URL is not a postgres:// URL".into(),
             ));
         }
         let tls = self.http.tls_cert_file.is_some() || self.http.tls_key_file.is_some();
@@ -1069,6 +1121,45 @@ mod tests {
         assert!(c.signup_open());
         assert!(!c.secure_cookies());
         assert!(c.database_url().ends_with("conclave.db"));
+    }
+
+    #[test]
+    fn azure_key_vault_needs_an_https_vault_and_a_key_name() {
+        let c = Config::load(None, &env(&[("CONCLAVE_KEY_PROVIDER", "azure-key-vault")])).unwrap();
+        assert_eq!(errors(&c), vec!["CONCLAVE_KEY_VAULT_URL", "CONCLAVE_KEY_NAME"]);
+        let c = Config::load(
+            None,
+            &env(&[
+                ("CONCLAVE_KEY_PROVIDER", "azure-key-vault"),
+                ("CONCLAVE_KEY_VAULT_URL", "http://v.vault.azure.net"),
+                ("CONCLAVE_KEY_NAME", "conclave-kek"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(errors(&c), vec!["CONCLAVE_KEY_VAULT_URL"]);
+        let c = Config::load(
+            None,
+            &env(&[
+                ("CONCLAVE_KEY_PROVIDER", "azure-key-vault"),
+                ("CONCLAVE_KEY_VAULT_URL", "https://v.vault.azure.net"),
+                ("CONCLAVE_KEY_NAME", "conclave-kek"),
+            ]),
+        )
+        .unwrap();
+        assert!(errors(&c).is_empty(), "{:?}", c.findings());
+    }
+
+    #[test]
+    fn entra_database_auth_is_for_postgres_only() {
+        let c = Config::load(None, &env(&[("CONCLAVE_DATABASE_AUTH", "entra")])).unwrap();
+        assert_eq!(errors(&c), vec!["CONCLAVE_DATABASE_AUTH"]);
+        let c = Config::load(
+            None,
+            &env(&[("CONCLAVE_DATABASE_AUTH", "entra"), ("CONCLAVE_DATABASE_URL", "postgres://u@db/conclave")]),
+        )
+        .unwrap();
+        assert!(errors(&c).is_empty(), "{:?}", c.findings());
+        assert!(Config::load(None, &env(&[("CONCLAVE_DATABASE_AUTH", "kerberos")])).is_err());
     }
 
     #[test]

@@ -25,9 +25,13 @@ const DATABASE_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
 pub(crate) async fn open_database(config: &Config) -> anyhow::Result<Database> {
     let url = config.database_url();
-    let db = Database::connect(&url, DATABASE_CONNECT_TIMEOUT)
-        .await
-        .with_context(|| format!("database {}", crate::redact(&url)))?;
+    let context = || format!("database {}", crate::redact(&url));
+    let db = match config.azure.database_auth {
+        crate::config::ServiceAuth::Password => {
+            Database::connect(&url, DATABASE_CONNECT_TIMEOUT).await.with_context(context)?
+        }
+        crate::config::ServiceAuth::Entra => database_with_entra_token(&url).await.with_context(context)?,
+    };
     db.migrate().await.context("applying migrations")?;
     Ok(db)
 }
@@ -134,6 +138,37 @@ async fn content_codec(
     config: &Config,
     store: Arc<dyn conclave_core::store::Store>,
 ) -> anyhow::Result<Arc<dyn ContentCodec>> {
+    let provider = key_provider(config).await?;
+    Ok(Arc::new(EnvelopeCodec::new(store, provider, Duration::from_secs(config.keys.cache_seconds))))
+}
+
+// --- Azure: Key Vault key provider, Entra ID credential (conclave-azure) ---
+
+/// The Entra ID credential from the standard `AZURE_*` variables (managed identity by default).
+fn azure_credential() -> anyhow::Result<conclave_azure::CredentialConfig> {
+    let credential = conclave_azure::CredentialConfig::from_env(|name| std::env::var(name).ok())?;
+    tracing::info!(credential = %credential.describe(), "Azure credential");
+    Ok(credential)
+}
+
+/// The configured key provider: the local key file, or the RSA-HSM key in Azure Key Vault.
+async fn key_provider(config: &Config) -> anyhow::Result<Arc<dyn conclave_crypto::KeyProvider>> {
+    if config.keys.provider == "azure-key-vault" {
+        let (Some(url), Some(name)) = (&config.keys.key_vault_url, &config.keys.key_name) else {
+            bail!("azure-key-vault needs CONCLAVE_KEY_VAULT_URL and CONCLAVE_KEY_NAME");
+        };
+        let credential = azure_credential()?;
+        let mut settings = conclave_azure::KeyVaultSettings::new(url.parse().context("CONCLAVE_KEY_VAULT_URL")?);
+        settings.ca_file = credential.ca_file.clone();
+        let client = conclave_azure::KeyVaultClient::new(&settings, credential.build()?)?;
+        let provider = conclave_azure::KeyVaultKeyProvider::new(client, name)?;
+        // Not fatal: the server starts, answers 503 for sealed content and reports it in /readyz.
+        if let Err(e) = conclave_crypto::KeyProvider::check(&provider).await {
+            tracing::error!(error = %e, "the Key Vault key does not answer yet");
+        }
+        tracing::info!(vault = %url, key = %name, "master keys in Azure Key Vault");
+        return Ok(Arc::new(provider));
+    }
     let path = config.key_file();
     let provider = conclave_crypto::LocalKeyProvider::open(&path)
         .await
@@ -141,7 +176,7 @@ async fn content_codec(
     if config.profile == Profile::Production {
         tracing::warn!(path = %path.display(), "the master keys are in a local file: keep it off backups and restrict who can read it");
     }
-    Ok(Arc::new(EnvelopeCodec::new(store, Arc::new(provider), Duration::from_secs(config.keys.cache_seconds))))
+    Ok(Arc::new(provider))
 }
 
 /// Reply notices between replicas: Redis pub/sub when `CONCLAVE_REDIS_URL` is set, else the
@@ -159,6 +194,30 @@ async fn reply_notices(config: &Config, db: &Database) -> anyhow::Result<Arc<dyn
     tracing::info!("reply notices shared through Redis");
     Ok(notifier)
 }
+
+/// `CONCLAVE_DATABASE_AUTH=entra`: PostgreSQL with an Entra ID token as the password; a task
+/// puts each renewed token into the pool's connect options before the old one expires.
+async fn database_with_entra_token(url: &str) -> anyhow::Result<Database> {
+    use secrecy::ExposeSecret as _;
+    let credential: Arc<dyn conclave_azure::TokenCredential> = azure_credential()?.build()?;
+    let token = credential.token(conclave_azure::POSTGRES_SCOPE).await.context("an Entra ID token for PostgreSQL")?;
+    let password = token.token.expose_secret().to_owned();
+    let db = Database::connect_postgres_with_password(url, &password, DATABASE_CONNECT_TIMEOUT).await?;
+    let pool = db.clone();
+    conclave_azure::refresh::spawn_token_refresher(
+        credential,
+        conclave_azure::POSTGRES_SCOPE,
+        password,
+        conclave_azure::refresh::DEFAULT_CHECK_EVERY,
+        move |token| {
+            pool.set_postgres_password(token);
+        },
+    );
+    tracing::info!("PostgreSQL sign-in with Entra ID tokens");
+    Ok(db)
+}
+
+// --- end Azure ---
 
 /// Shared through Redis when configured, else in this process.
 async fn rate_limiter(config: &Config) -> anyhow::Result<conclave_server::middleware::rate_limit::RateLimiter> {

@@ -3,7 +3,8 @@
 //! back, and the reverse.
 //!
 //! Implementations: [`LocalKeyProvider`] (a key file on the server's disk, for self-hosting and
-//! development). A KMS-backed provider (Azure Key Vault) implements the same trait.
+//! development; wrapped-key format 1) and, in crate `conclave-azure`, the Azure Key Vault provider
+//! (`RSA-OAEP-256` on an RSA-HSM key; wrapped-key format 2, see [`crate::wrapped`]).
 
 pub mod keyfile;
 mod keyring;
@@ -62,10 +63,17 @@ pub trait KeyProvider: Send + Sync {
     /// [`VersionRetired`](CryptoError::VersionRetired), including copies in backups. The
     /// current version cannot be retired: rotate first.
     async fn retire(&self, tenant: Uuid, version: u32) -> Result<()>;
+
+    /// Whether the provider can be used right now, for readiness probes: a KMS provider asks the
+    /// KMS for its key; a local provider is always ready.
+    async fn check(&self) -> Result<()> {
+        Ok(())
+    }
 }
 
-/// The check every provider makes: a binding names the tenant whose KEK is asked for.
-pub(crate) fn check_tenant(tenant: Uuid, binding: &Binding) -> Result<()> {
+/// The check every provider makes (KMS providers in other crates too): a binding names the tenant
+/// whose KEK is asked for.
+pub fn check_tenant(tenant: Uuid, binding: &Binding) -> Result<()> {
     if binding.tenant() == tenant {
         Ok(())
     } else {

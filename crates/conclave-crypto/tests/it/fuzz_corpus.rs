@@ -30,7 +30,7 @@ fn replay(target: &str, body: fn(&[u8]) -> bool) -> (usize, usize) {
 #[test]
 fn wrapped_key_parse_corpus() {
     let (accepted, rejected) = replay("wrapped_key_parse", fuzzing::wrapped_key_parse);
-    assert!(accepted >= 1 && rejected >= 3, "{accepted} accepted, {rejected} rejected");
+    assert!(accepted >= 2 && rejected >= 5, "{accepted} accepted, {rejected} rejected");
 }
 
 #[test]
@@ -73,6 +73,21 @@ fn regenerate_fuzz_corpus() {
     let mut v2 = valid.clone();
     v2[0] = 2;
     write("wrapped_key_parse", "version-2", &v2);
+    let mut v3 = valid.clone();
+    v3[0] = 3;
+    write("wrapped_key_parse", "version-3", &v3);
+    let provider = conclave_crypto::ProviderWrap::new("0123abcd", vec![0x5a; 256]).unwrap();
+    let valid_v2 = conclave_crypto::wrap_key_v2(
+        &key,
+        &kek_ref,
+        provider,
+        &Key::from_slice(&[9; 32]).unwrap(),
+        &fuzzing::fuzz_wrap_binding(),
+    )
+    .unwrap()
+    .to_bytes();
+    write("wrapped_key_parse", "valid-v2", &valid_v2);
+    write("wrapped_key_parse", "truncated-v2", &valid_v2[..40]);
     let mut no_id = valid.clone();
     no_id[1..3].copy_from_slice(&[0, 0]);
     write("wrapped_key_parse", "empty-key-id", &no_id);

@@ -6,3 +6,4 @@ mod fuzz_corpus;
 mod local_provider;
 mod segments;
 mod wrap_and_seal;
+mod wrapped_v2;

@@ -24,6 +24,9 @@ pub struct Readiness {
     checks: serde_json::Map<String, serde_json::Value>,
 }
 
+/// Longest wait for the key service's answer in `/readyz`.
+const KMS_CHECK_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(3);
+
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new().routes(routes!(healthz)).routes(routes!(readyz))
 }
@@ -34,23 +37,45 @@ async fn healthz() -> Json<Health> {
     Json(Health { status: "ok" })
 }
 
-/// The process can serve: its database answers and its last audit write succeeded.
+/// The process can serve: its database, key service and object store answer, and its last audit
+/// write succeeded.
 #[utoipa::path(get, path = "/readyz", tag = "health", responses(
     (status = 200, body = Readiness),
     (status = 503, body = Readiness, description = "A dependency is unavailable"),
 ))]
 async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Readiness>) {
-    let database = state.core.ready().await;
+    // A KMS that retries a failing vault must not hold the probe past a typical probe timeout.
+    let keys = async {
+        match tokio::time::timeout(KMS_CHECK_TIMEOUT, state.core.keys_ready()).await {
+            Ok(result) => result.map_err(|e| e.to_string()),
+            Err(_) => Err(format!("no answer within {} s", KMS_CHECK_TIMEOUT.as_secs())),
+        }
+    };
+    let objects = async {
+        match tokio::time::timeout(KMS_CHECK_TIMEOUT, state.core.objects_ready()).await {
+            Ok(result) => result.map_err(|e| e.to_string()),
+            Err(_) => Err(format!("no answer within {} s", KMS_CHECK_TIMEOUT.as_secs())),
+        }
+    };
+    let (database, keys, objects) = tokio::join!(state.core.ready(), keys, objects);
     if let Err(e) = &database {
         tracing::warn!(error = %e, "readiness: database unavailable");
     }
+    if let Err(e) = &keys {
+        tracing::warn!(error = %e, "readiness: key service unavailable");
+    }
+    let mut checks = serde_json::Map::new();
+    checks.insert("database".into(), if database.is_ok() { "ok" } else { "unavailable" }.into());
+    checks.insert("kms".into(), if keys.is_ok() { "ok" } else { "unavailable" }.into());
+    if let Err(e) = &objects {
+        tracing::warn!(error = %e, "readiness: object store unavailable");
+    }
+    checks.insert("object_store".into(), if objects.is_ok() { "ok" } else { "unavailable" }.into());
     // An audit event that could not be stored means changes go unrecorded: not ready until an
     // audit write succeeds again (docs/security-model.md, "Audit writes").
     let audit = state.core.audit_writable();
-    let mut checks = serde_json::Map::new();
-    checks.insert("database".into(), if database.is_ok() { "ok" } else { "unavailable" }.into());
     checks.insert("audit_log".into(), if audit { "ok" } else { "unwritable" }.into());
-    let ok = database.is_ok() && audit;
+    let ok = database.is_ok() && keys.is_ok() && objects.is_ok() && audit;
     let status = if ok { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
     (status, Json(Readiness { status: if ok { "ok" } else { "unavailable" }, checks }))
 }

@@ -3,6 +3,7 @@
 
 mod backend;
 mod checkpoints;
+mod entra_password;
 mod identities;
 mod isolation;
 mod libraries;

@@ -40,6 +40,7 @@ mod edge;
 mod encryption;
 mod export;
 mod health;
+mod key_vault;
 mod keys;
 mod messages;
 mod mfa;
