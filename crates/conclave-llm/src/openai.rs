@@ -52,6 +52,9 @@ impl OpenAiCompatible {
     pub fn new(settings: ProviderSettings) -> Result<Self, ProviderError> {
         let http = reqwest::Client::builder()
             .connect_timeout(settings.connect_timeout)
+            // A provider answering with a redirect is misconfigured (or compromised): never
+            // follow it with the API key and the prompt.
+            .redirect(reqwest::redirect::Policy::none())
             .pool_idle_timeout(Duration::from_secs(90))
             .user_agent(concat!("conclave/", env!("CARGO_PKG_VERSION")))
             .build()

@@ -82,12 +82,22 @@ async fn local_provider(config: &Config) -> anyhow::Result<conclave_crypto::Loca
 
 /// Turns on signed checkpoints for a serving process.
 pub async fn start_checkpoints(config: &Config, core: &Conclave) -> anyhow::Result<()> {
-    let signer = local_provider(config).await?.checkpoint_signer().await.context("the checkpoint signing key")?;
+    let signer: Arc<dyn conclave_crypto::CheckpointSigner> = if config.keys.provider == "azure-key-vault" {
+        let url =
+            config.keys.key_vault_url.as_deref().context("CONCLAVE_KEY_VAULT_URL is needed with azure-key-vault")?;
+        let name = &config.audit.signing_key_name;
+        let client = crate::serve::key_vault_client(url)?;
+        Arc::new(conclave_azure::KeyVaultSigner::connect(client, name).await.with_context(|| {
+            format!("the audit checkpoint key '{name}' in the vault (an EC P-256 key; CONCLAVE_AUDIT_SIGNING_KEY_NAME)")
+        })?)
+    } else {
+        Arc::new(local_provider(config).await?.checkpoint_signer().await.context("the checkpoint signing key")?)
+    };
     let location = config.checkpoint_location();
     let sink = crate::checkpoint_sink::open(&location)?;
-    tracing::info!(sink = %location, key_id = %conclave_crypto::CheckpointSigner::key_id(&signer), every_seconds = config.audit.checkpoint_seconds, "audit checkpoints on");
+    tracing::info!(sink = %location, key_id = %signer.key_id(), every_seconds = config.audit.checkpoint_seconds, "audit checkpoints on");
     core.set_checkpointer(Checkpointer {
-        signer: Arc::new(signer),
+        signer,
         sinks: vec![sink],
         every: Duration::from_secs(config.audit.checkpoint_seconds),
     });

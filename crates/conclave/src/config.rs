@@ -238,11 +238,19 @@ pub struct AuditConfig {
     /// An object store container for checkpoints (`az://…`, `s3://…`, `file:///…`, `memory://`),
     /// instead of the folder; give it a time-based immutability policy.
     pub checkpoint_url: Option<String>,
+    /// With the `azure-key-vault` key provider: the EC P-256 key in the vault that signs
+    /// checkpoints (`ES256`).
+    pub signing_key_name: String,
 }
 
 impl Default for AuditConfig {
     fn default() -> Self {
-        AuditConfig { checkpoint_seconds: 60, checkpoint_dir: None, checkpoint_url: None }
+        AuditConfig {
+            checkpoint_seconds: 60,
+            checkpoint_dir: None,
+            checkpoint_url: None,
+            signing_key_name: "conclave-audit".into(),
+        }
     }
 }
 
@@ -629,6 +637,9 @@ impl Config {
         }
         if let Some(v) = parse_bool(env, "CONCLAVE_ALLOW_LOCAL_KEY")? {
             self.keys.allow_local_in_production = v;
+        }
+        if let Some(v) = env.get("CONCLAVE_AUDIT_SIGNING_KEY_NAME").filter(|v| !v.trim().is_empty()) {
+            self.audit.signing_key_name = v.trim().to_owned();
         }
         if let Some(v) = parse_env(env, "CONCLAVE_AUDIT_CHECKPOINT_SECONDS", "a number of seconds")? {
             if v == 0 {

@@ -151,16 +151,21 @@ fn azure_credential() -> anyhow::Result<conclave_azure::CredentialConfig> {
     Ok(credential)
 }
 
+/// A client of the vault at `url`, authenticated with the Azure credential.
+pub(crate) fn key_vault_client(url: &str) -> anyhow::Result<conclave_azure::KeyVaultClient> {
+    let credential = azure_credential()?;
+    let mut settings = conclave_azure::KeyVaultSettings::new(url.parse().context("CONCLAVE_KEY_VAULT_URL")?);
+    settings.ca_file = credential.ca_file.clone();
+    Ok(conclave_azure::KeyVaultClient::new(&settings, credential.build()?)?)
+}
+
 /// The configured key provider: the local key file, or the RSA-HSM key in Azure Key Vault.
 async fn key_provider(config: &Config) -> anyhow::Result<Arc<dyn conclave_crypto::KeyProvider>> {
     if config.keys.provider == "azure-key-vault" {
         let (Some(url), Some(name)) = (&config.keys.key_vault_url, &config.keys.key_name) else {
             bail!("azure-key-vault needs CONCLAVE_KEY_VAULT_URL and CONCLAVE_KEY_NAME");
         };
-        let credential = azure_credential()?;
-        let mut settings = conclave_azure::KeyVaultSettings::new(url.parse().context("CONCLAVE_KEY_VAULT_URL")?);
-        settings.ca_file = credential.ca_file.clone();
-        let client = conclave_azure::KeyVaultClient::new(&settings, credential.build()?)?;
+        let client = key_vault_client(url)?;
         let provider = conclave_azure::KeyVaultKeyProvider::new(client, name)?;
         // Not fatal: the server starts, answers 503 for sealed content and reports it in /readyz.
         if let Err(e) = conclave_crypto::KeyProvider::check(&provider).await {

@@ -72,6 +72,10 @@ pub fn classify(method: &Method, path: &str) -> RouteClass {
     }
 }
 
+/// How much more than the limit is read and dropped before a 413, and for how long at most.
+const DRAIN_LIMIT: u64 = 4 << 20;
+const DRAIN_TIME: Duration = Duration::from_secs(2);
+
 pub async fn layer(State(http): State<Arc<HttpSettings>>, req: Request, next: Next) -> Response {
     let class = classify(req.method(), req.uri().path());
     let max = match class {
@@ -79,9 +83,16 @@ pub async fn layer(State(http): State<Arc<HttpSettings>>, req: Request, next: Ne
         RouteClass::Json | RouteClass::Stream | RouteClass::Health => http.max_json_bytes,
     };
     let declared = req.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
-    if declared.is_some_and(|len| len > max as u64) {
+    if let Some(len) = declared.filter(|len| *len > max as u64) {
+        let gateway = req.uri().path().starts_with("/v1/");
+        // Read (and drop) a body that is only somewhat too large before answering, so the client,
+        // still sending, reads the 413 instead of a connection reset; a far larger one is cut.
+        if len <= max as u64 + DRAIN_LIMIT {
+            let drain = axum::body::to_bytes(req.into_body(), max.saturating_add(DRAIN_LIMIT as usize));
+            let _ = tokio::time::timeout(DRAIN_TIME, drain).await;
+        }
         let detail = format!("The request body is larger than this route accepts ({max} bytes).");
-        if req.uri().path().starts_with("/v1/") {
+        if gateway {
             // The OpenAI-compatible gateway answers in OpenAI's error shape.
             let body = serde_json::json!({"error": {"message": detail, "type": "invalid_request_error", "code": "request_too_large", "param": null}});
             return (StatusCode::PAYLOAD_TOO_LARGE, axum::Json(body)).into_response();

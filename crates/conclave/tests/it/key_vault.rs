@@ -17,6 +17,8 @@ async fn key_vault_master_key_locks_and_unlocks_content(backend: Backend) -> Res
     let vault = StandIn::start().await?;
     vault.add_client_secret("conclave-server", "server-secret");
     vault.create_rsa_key(KEK);
+    // The key that signs audit checkpoints (ES256), under its default name.
+    vault.create_ec_key("conclave-audit");
     let dir = TempDir::new()?;
     let ca = dir.path().join("vault-ca.pem");
     vault.write_ca(&ca)?;
