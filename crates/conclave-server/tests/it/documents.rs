@@ -570,3 +570,38 @@ async fn rotation_rewraps_every_key_and_retiring_the_old_version_kills_backed_up
     let reopened = provider.unwrap(tenant.0, &wrapped, &binding).await;
     assert!(matches!(reopened, Err(conclave_crypto::CryptoError::VersionRetired { .. })), "{reopened:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rotation_while_uploads_run_loses_nothing() {
+    let h = Harness::new().await;
+    let (admin, _) = h.signup("admin@example.com").await;
+    let lib = library(&h, &admin, "Busy").await;
+    let bodies: Vec<Vec<u8>> = (0..6).map(|i| text(150_000 + i * 1000, 100 + i as u64)).collect();
+    let uploads = bodies.iter().enumerate().map(|(i, body)| {
+        let (h, admin, lib) = (&h, &admin, &lib);
+        async move { h.upload(admin, lib, &format!("doc-{i}.txt"), "text/plain", body).await }
+    });
+    let rotation = async {
+        tokio::task::yield_now().await;
+        h.call(Method::POST, "/api/v1/admin/keys/rotate", Some(&admin), None).await
+    };
+    let (stored, rotated) = tokio::join!(futures::future::join_all(uploads), rotation);
+    assert_eq!(rotated.status, StatusCode::ACCEPTED, "{}", rotated.body);
+    let mut done = false;
+    for _ in 0..200 {
+        let s = h.call(Method::GET, "/api/v1/admin/keys", Some(&admin), None).await;
+        let versions = s.body["versions"].as_array().cloned().unwrap_or_default();
+        if versions.len() == 1 && versions[0]["version"] == 2 {
+            done = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert!(done, "every key rewrapped under version 2");
+    for (reply, body) in stored.iter().zip(&bodies) {
+        assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.body);
+        let id = reply.body["id"].as_str().unwrap();
+        let back = download(&h, &admin, &format!("/api/v1/documents/{id}/content"), &[]).await;
+        assert_eq!(back.body.as_deref().unwrap(), &body[..], "a document uploaded during the rotation reads back");
+    }
+}
