@@ -17,7 +17,8 @@ use serde_json::{json, Value};
 use crate::gb_per_s;
 
 /// The line the generated documents repeat: plain UTF-8 text, no NUL, no multipart boundary.
-pub const TEXT_LINE: &[u8] = b"Privileged and confidential: the quarterly figures, the draft agreement and its annexes.\n";
+pub const TEXT_LINE: &[u8] =
+    b"Privileged and confidential: the quarterly figures, the draft agreement and its annexes.\n";
 
 #[derive(Debug, clap::Args)]
 pub struct Args {

@@ -1,8 +1,9 @@
 //! `conclave-docbench`: the figures of issue 5's performance targets for documents, printed as
-//! one JSON object. `crypto` measures raw AES-256-GCM (the `aes-gcm` crate the formats use) and
-//! the segmented format in memory, on one core; `http` uploads a generated file to a running
-//! server as a stream, downloads it, and times range reads, reading the server's CPU time and
-//! resident memory from `/proc`. `bench/documents.py` drives both.
+//! one JSON object. `crypto` measures raw AES-256-GCM (the `aes-gcm` crate the formats use),
+//! SHA-256 (uploads are hashed too) and the segmented format in memory, on one core; `http`
+//! uploads a generated file to a running server as a stream, downloads it, and times range reads,
+//! reading the server's CPU time and resident memory from `/proc`. `bench/documents.py` drives
+//! both.
 
 mod crypto;
 mod http;
@@ -21,8 +22,9 @@ struct Args {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Raw AES-256-GCM on 64 KiB buffers, then the segmented format (SegmentEncryptor,
-    /// SegmentDecryptor) in memory, all on this thread; throughput per CPU second of it.
+    /// Raw AES-256-GCM and SHA-256 on 64 KiB buffers, then the segmented format
+    /// (SegmentEncryptor, SegmentDecryptor) in memory, all on this thread; throughput per CPU
+    /// second of it.
     Crypto(crypto::Args),
     /// Upload a generated text file as a stream, download it, and time range reads from its
     /// middle, against a running server.
