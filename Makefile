@@ -93,6 +93,7 @@ bench: build-release
 	$(CARGO) build --release --locked -p conclave-loadgen
 	bench/startup.py
 	bench/stream.py
+	bench/documents.py --no-build
 
 clean:
 	$(CARGO) clean

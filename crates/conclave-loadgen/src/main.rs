@@ -3,7 +3,6 @@
 //! object: time to first token and total time per stream, errors, and, given its pid, the
 //! server's CPU time and resident memory over the run. `bench/stream.py` drives it.
 
-mod measure;
 mod sse;
 
 use std::collections::BTreeMap;
@@ -13,11 +12,11 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use clap::{Parser, ValueEnum};
+use conclave_loadgen::measure::{cpu_time, ms, rss_kib, summary};
 use futures::StreamExt;
 use reqwest::header::CONTENT_TYPE;
 use serde_json::{json, Value};
 
-use crate::measure::{cpu_time, ms, rss_kib, summary};
 use crate::sse::{Kind, Protocol, Scanner};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]

@@ -1,5 +1,6 @@
 //! Figures: percentiles of durations, and a process's CPU time and resident memory from `/proc`
-//! (Linux), read by the load client itself so that set-up requests stay out of the figures.
+//! (Linux), read by the load client itself so that set-up requests stay out of the figures, and
+//! the CPU time of the measuring thread.
 
 use std::time::Duration;
 
@@ -40,6 +41,13 @@ pub fn cpu_time(pid: &str) -> Option<Duration> {
     Some(Duration::from_millis((utime + stime) * 1000 / TICKS_PER_SECOND))
 }
 
+/// CPU time of the calling thread so far, to the nanosecond (`/proc/thread-self/schedstat`):
+/// what a single-threaded measurement spent, whatever else the machine was running.
+pub fn thread_cpu_time() -> Option<Duration> {
+    let schedstat = std::fs::read_to_string("/proc/thread-self/schedstat").ok()?;
+    Some(Duration::from_nanos(schedstat.split_whitespace().next()?.parse().ok()?))
+}
+
 /// Resident memory of a process in KiB (`VmRSS`).
 pub fn rss_kib(pid: &str) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
@@ -65,5 +73,9 @@ mod tests {
     fn reads_its_own_process() {
         assert!(cpu_time("self").is_some());
         assert!(rss_kib("self").is_some_and(|kib| kib > 0));
+        let before = thread_cpu_time().unwrap();
+        let spin = (0..1_000_000u64).fold(0u64, |a, b| std::hint::black_box(a ^ b.wrapping_mul(31)));
+        std::hint::black_box(spin);
+        assert!(thread_cpu_time().unwrap() > before);
     }
 }

@@ -108,6 +108,13 @@ impl SegmentDecryptor {
 impl Body {
     fn push(&mut self, mut data: &[u8], out: &mut Vec<u8>) -> Result<()> {
         while !data.is_empty() {
+            // A whole segment in the input is opened straight into `out`: one copy, not two.
+            if self.buf.is_empty() && data.len() >= self.stored_len {
+                let (segment, rest) = data.split_at(self.stored_len);
+                self.open_into(segment, out)?;
+                data = rest;
+                continue;
+            }
             let take = (self.stored_len - self.buf.len()).min(data.len());
             self.buf.extend_from_slice(&data[..take]);
             data = &data[take..];
@@ -120,6 +127,23 @@ impl Body {
                 self.next_index += 1;
             }
         }
+        Ok(())
+    }
+
+    /// Opens a full-length (so not last) segment from the input, appending its plaintext.
+    fn open_into(&mut self, segment: &[u8], out: &mut Vec<u8>) -> Result<()> {
+        if self.next_index == u32::MAX {
+            return Err(CryptoError::malformed("segmented object", "more than 2^32 segments"));
+        }
+        let (body, tag) = segment.split_at(segment.len() - TAG_LEN);
+        let start = out.len();
+        out.extend_from_slice(body);
+        // The tag is checked before anything is decrypted, so on failure `out` holds ciphertext.
+        if let Err(e) = self.core.open_detached(self.next_index, false, &mut out[start..], tag) {
+            out.truncate(start);
+            return Err(e);
+        }
+        self.next_index += 1;
         Ok(())
     }
 

@@ -95,6 +95,11 @@ impl SegmentCipher {
             return Err(crate::error::CryptoError::Truncated);
         };
         let (body, tag) = buf.split_at_mut(body_len);
+        self.open_detached(index, last, body, tag)
+    }
+
+    /// Opens a segment whose ciphertext and tag lie apart; on failure `body` is left as it was.
+    fn open_detached(&self, index: u32, last: bool, body: &mut [u8], tag: &[u8]) -> Result<()> {
         self.cipher.open_in_place(&self.nonce(index, last), &self.aad, body, tag)
     }
 }
