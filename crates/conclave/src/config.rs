@@ -211,6 +211,9 @@ pub enum ServiceAuth {
 pub struct AzureAuthConfig {
     /// `CONCLAVE_DATABASE_AUTH`: `entra` uses a token as the PostgreSQL password.
     pub database_auth: ServiceAuth,
+    /// Azure Blob (the document store): account key / SAS from `AZURE_STORAGE_*`, or an Entra ID
+    /// token from the Azure credential.
+    pub object_store_auth: ServiceAuth,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -626,6 +629,15 @@ impl Config {
                 other => return Err(env_err("CONCLAVE_DATABASE_AUTH", format!("'{other}' is not password or entra"))),
             };
         }
+        if let Some(v) = env.get("CONCLAVE_OBJECT_STORE_AUTH").map(|v| v.trim()).filter(|v| !v.is_empty()) {
+            self.azure.object_store_auth = match v {
+                "password" => ServiceAuth::Password,
+                "entra" => ServiceAuth::Entra,
+                other => {
+                    return Err(env_err("CONCLAVE_OBJECT_STORE_AUTH", format!("'{other}' is not password or entra")))
+                }
+            };
+        }
         if let Some(v) = env.get("CONCLAVE_KEY_PROVIDER").filter(|v| !v.is_empty()) {
             self.keys.provider = v.clone();
         }
@@ -917,6 +929,19 @@ impl Config {
                 format!("'{}' is not local or azure-key-vault", self.keys.provider),
             ));
         }
+        if self.azure.object_store_auth == ServiceAuth::Entra
+            && !self.store.object_store_url.as_deref().is_some_and(|u| {
+                u.starts_with("az://")
+                    || u.starts_with("azure://")
+                    || u.starts_with("abfs")
+                    || u.contains(".blob.core.windows.net")
+            })
+        {
+            out.push(Finding::error(
+                "CONCLAVE_OBJECT_STORE_AUTH",
+                "entra sign-in applies to Azure Blob only; set CONCLAVE_OBJECT_STORE_URL=az://<container>".into(),
+            ));
+        }
         if self.azure.database_auth == ServiceAuth::Entra && !self.database_url().starts_with("postgres") {
             out.push(Finding::error(
                 "CONCLAVE_DATABASE_AUTH",
@@ -1158,6 +1183,19 @@ mod tests {
         )
         .unwrap();
         assert!(errors(&c).is_empty(), "{:?}", c.findings());
+    }
+
+    #[test]
+    fn entra_object_store_auth_is_for_azure_blob_only() {
+        let c = Config::load(None, &env(&[("CONCLAVE_OBJECT_STORE_AUTH", "entra")])).unwrap();
+        assert_eq!(errors(&c), vec!["CONCLAVE_OBJECT_STORE_AUTH"]);
+        let c = Config::load(
+            None,
+            &env(&[("CONCLAVE_OBJECT_STORE_AUTH", "entra"), ("CONCLAVE_OBJECT_STORE_URL", "az://documents")]),
+        )
+        .unwrap();
+        assert!(errors(&c).is_empty(), "{:?}", c.findings());
+        assert!(Config::load(None, &env(&[("CONCLAVE_OBJECT_STORE_AUTH", "token")])).is_err());
     }
 
     #[test]

@@ -73,12 +73,17 @@ pub(crate) fn object_store(config: &Config) -> anyhow::Result<Objects> {
     let parsed = url::Url::parse(url).context("CONCLAVE_OBJECT_STORE_URL is not a URL")?;
     let describe = format!("{}://{}{}", parsed.scheme(), parsed.host_str().unwrap_or_default(), parsed.path());
     let store: Arc<dyn object_store::ObjectStore> = match parsed.scheme() {
-        "az" | "azure" | "abfs" | "abfss" | "adl" | "https" if !url.contains("amazonaws.com") => Arc::new(
-            object_store::azure::MicrosoftAzureBuilder::from_env()
-                .with_url(url)
-                .build()
-                .context("CONCLAVE_OBJECT_STORE_URL (Azure Blob; AZURE_STORAGE_* variables)")?,
-        ),
+        "az" | "azure" | "abfs" | "abfss" | "adl" | "https" if !url.contains("amazonaws.com") => {
+            let mut builder = object_store::azure::MicrosoftAzureBuilder::from_env().with_url(url);
+            if config.azure.object_store_auth == crate::config::ServiceAuth::Entra {
+                // No storage key anywhere: an Entra ID token for storage.azure.com, renewed by the credential.
+                let credential = azure_credential()?.build()?;
+                builder =
+                    builder.with_credentials(conclave_azure::blob::BlobTokenProvider::new(credential).into_provider());
+                tracing::info!("Azure Blob with Entra ID tokens");
+            }
+            Arc::new(builder.build().context("CONCLAVE_OBJECT_STORE_URL (Azure Blob; AZURE_STORAGE_* variables)")?)
+        }
         "s3" | "s3a" | "https" => Arc::new(
             object_store::aws::AmazonS3Builder::from_env()
                 .with_url(url)
