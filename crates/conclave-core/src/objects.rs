@@ -10,11 +10,15 @@ use object_store::{ObjectStore, ObjectStoreExt};
 use crate::error::{Error, Result};
 use crate::ids::{DocumentId, LibraryId, TenantId};
 
+const REMOTE_PART_SIZE: usize = 5 * 1024 * 1024;
+const LOCAL_PART_SIZE: usize = 1024 * 1024;
+
 /// The object store and what to call it in logs and errors.
 #[derive(Clone)]
 pub struct Objects {
     store: Arc<dyn ObjectStore>,
     describe: String,
+    part_size: usize,
 }
 
 impl std::fmt::Debug for Objects {
@@ -26,7 +30,7 @@ impl std::fmt::Debug for Objects {
 impl Objects {
     /// `describe` names the store for operators (a folder, a container), without secrets.
     pub fn new(store: Arc<dyn ObjectStore>, describe: impl Into<String>) -> Self {
-        Self { store, describe: describe.into() }
+        Self { store, describe: describe.into(), part_size: REMOTE_PART_SIZE }
     }
 
     /// Objects in a local folder, created if missing.
@@ -35,12 +39,18 @@ impl Objects {
             .map_err(|e| Error::Internal(format!("cannot create the object folder {}: {e}", dir.display())))?;
         let store = object_store::local::LocalFileSystem::new_with_prefix(dir)
             .map_err(|e| Error::Internal(format!("object folder {}: {e}", dir.display())))?;
-        Ok(Self::new(Arc::new(store), dir.display().to_string()))
+        Ok(Self { part_size: LOCAL_PART_SIZE, ..Self::new(Arc::new(store), dir.display().to_string()) })
     }
 
     /// Objects in memory (tests).
     pub fn in_memory() -> Self {
-        Self::new(Arc::new(object_store::memory::InMemory::new()), "memory")
+        Self { part_size: LOCAL_PART_SIZE, ..Self::new(Arc::new(object_store::memory::InMemory::new()), "memory") }
+    }
+
+    /// The size of the parts an upload is written in: S3's 5 MiB minimum for remote stores, less
+    /// for a local folder, where a part is only a write to a file (memory stays flatter).
+    pub(crate) fn part_size(&self) -> usize {
+        self.part_size
     }
 
     pub fn describe(&self) -> &str {

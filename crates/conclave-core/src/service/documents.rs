@@ -39,8 +39,8 @@ use crate::service::libraries::legal_hold_error;
 pub const MAX_FILE_NAME_BYTES: usize = 255;
 /// How much of the start of an upload decides its type.
 const SNIFF_LEN: usize = 8 * 1024;
-/// Object-store parts: S3's minimum, and few enough in flight to keep memory flat.
-const PART_SIZE: usize = 5 * 1024 * 1024;
+/// Object-store parts in flight at once (their size is the store's, `Objects::part_size`): few
+/// enough to keep memory flat.
 const PARTS_IN_FLIGHT: usize = 2;
 /// The request hands the upload to its writer in batches of at least this many bytes: one task
 /// switch per batch rather than one per network read. One batch waits while the writer encrypts
@@ -309,7 +309,7 @@ impl Conclave {
     ) -> Result<DocumentView> {
         let path = Path::from(job.object_key.as_str());
         let upload = self.objects.store().put_multipart(&path).await.map_err(unavailable)?;
-        let mut writer = WriteMultipart::new_with_chunk_size(upload, PART_SIZE);
+        let mut writer = WriteMultipart::new_with_chunk_size(upload, self.objects.part_size());
         let mut encryptor = SegmentEncryptor::new(&fek, &binding);
         let written: Result<()> = async {
             while let Some(batch) = receiver.recv().await {
