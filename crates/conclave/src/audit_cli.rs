@@ -58,8 +58,8 @@ pub async fn run(config: Config, command: AuditCommand) -> anyhow::Result<()> {
             verify(&config, tenant, checkpoints, public_key).await
         }
         AuditCommand::PublicKey => {
-            let signer = local_provider(&config).await?.checkpoint_signer().await?;
-            let der = conclave_crypto::CheckpointSigner::public_key(&signer).await?;
+            let signer = checkpoint_signer(&config).await?;
+            let der = signer.public_key().await?;
             print!("{}", conclave_crypto::public_key_pem(&der));
             Ok(())
         }
@@ -81,18 +81,23 @@ async fn local_provider(config: &Config) -> anyhow::Result<conclave_crypto::Loca
 }
 
 /// Turns on signed checkpoints for a serving process.
-pub async fn start_checkpoints(config: &Config, core: &Conclave) -> anyhow::Result<()> {
-    let signer: Arc<dyn conclave_crypto::CheckpointSigner> = if config.keys.provider == "azure-key-vault" {
+/// The key that signs checkpoints: an EC P-256 key in Key Vault with the `azure-key-vault`
+/// provider, else the Ed25519 key in the local key file.
+async fn checkpoint_signer(config: &Config) -> anyhow::Result<Arc<dyn conclave_crypto::CheckpointSigner>> {
+    if config.keys.provider == "azure-key-vault" {
         let url =
             config.keys.key_vault_url.as_deref().context("CONCLAVE_KEY_VAULT_URL is needed with azure-key-vault")?;
         let name = &config.audit.signing_key_name;
         let client = crate::serve::key_vault_client(url)?;
-        Arc::new(conclave_azure::KeyVaultSigner::connect(client, name).await.with_context(|| {
+        return Ok(Arc::new(conclave_azure::KeyVaultSigner::connect(client, name).await.with_context(|| {
             format!("the audit checkpoint key '{name}' in the vault (an EC P-256 key; CONCLAVE_AUDIT_SIGNING_KEY_NAME)")
-        })?)
-    } else {
-        Arc::new(local_provider(config).await?.checkpoint_signer().await.context("the checkpoint signing key")?)
-    };
+        })?));
+    }
+    Ok(Arc::new(local_provider(config).await?.checkpoint_signer().await.context("the checkpoint signing key")?))
+}
+
+pub async fn start_checkpoints(config: &Config, core: &Conclave) -> anyhow::Result<()> {
+    let signer = checkpoint_signer(config).await?;
     let location = config.checkpoint_location();
     let sink = crate::checkpoint_sink::open(&location)?;
     tracing::info!(sink = %location, key_id = %signer.key_id(), every_seconds = config.audit.checkpoint_seconds, "audit checkpoints on");
@@ -114,6 +119,10 @@ async fn verify(
     for path in &public_keys {
         let pem = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
         keys.push(conclave_crypto::public_key_from_pem(&pem).with_context(|| format!("{}", path.display()))?);
+    }
+    if keys.is_empty() && config.keys.provider == "azure-key-vault" {
+        // The vault's public key: the vault, not the database, is trusted for it.
+        keys.push(checkpoint_signer(config).await?.public_key().await?);
     }
     if keys.is_empty() {
         keys.push(

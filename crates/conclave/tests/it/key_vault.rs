@@ -13,7 +13,9 @@ use crate::app::{s, start_mock, Backend, Fetch, TempDir, TestApp};
 
 const KEK: &str = "conclave-kek";
 
-async fn key_vault_master_key_locks_and_unlocks_content(backend: Backend) -> Result<()> {
+/// A stand-in vault with the master key and the checkpoint key, and the variables that point a
+/// server at it.
+async fn vault_site() -> Result<(StandIn, TempDir, Vec<(String, String)>)> {
     let vault = StandIn::start().await?;
     vault.add_client_secret("conclave-server", "server-secret");
     vault.create_rsa_key(KEK);
@@ -22,20 +24,31 @@ async fn key_vault_master_key_locks_and_unlocks_content(backend: Backend) -> Res
     let dir = TempDir::new()?;
     let ca = dir.path().join("vault-ca.pem");
     vault.write_ca(&ca)?;
+    let env = [
+        ("CONCLAVE_KEY_PROVIDER", "azure-key-vault".to_owned()),
+        ("CONCLAVE_KEY_VAULT_URL", vault.url()),
+        ("CONCLAVE_KEY_NAME", KEK.to_owned()),
+        ("CONCLAVE_KEY_CACHE_SECONDS", "1".to_owned()),
+        ("CONCLAVE_AZURE_CA_FILE", ca.display().to_string()),
+        ("AZURE_AUTHORITY_HOST", vault.url()),
+        ("AZURE_TENANT_ID", "11111111-2222-3333-4444-555555555555".to_owned()),
+        ("AZURE_CLIENT_ID", "conclave-server".to_owned()),
+        ("AZURE_CLIENT_SECRET", "server-secret".to_owned()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v))
+    .collect();
+    Ok((vault, dir, env))
+}
+
+async fn key_vault_master_key_locks_and_unlocks_content(backend: Backend) -> Result<()> {
+    let (vault, _dir, vault_env) = vault_site().await?;
     let mock = start_mock().await?;
-    let app = TestApp::builder(backend)
-        .provider(&mock)
-        .env("CONCLAVE_KEY_PROVIDER", "azure-key-vault")
-        .env("CONCLAVE_KEY_VAULT_URL", vault.url())
-        .env("CONCLAVE_KEY_NAME", KEK)
-        .env("CONCLAVE_KEY_CACHE_SECONDS", "1")
-        .env("CONCLAVE_AZURE_CA_FILE", ca.display().to_string())
-        .env("AZURE_AUTHORITY_HOST", vault.url())
-        .env("AZURE_TENANT_ID", "11111111-2222-3333-4444-555555555555")
-        .env("AZURE_CLIENT_ID", "conclave-server")
-        .env("AZURE_CLIENT_SECRET", "server-secret")
-        .start()
-        .await?;
+    let mut builder = TestApp::builder(backend).provider(&mock);
+    for (k, v) in &vault_env {
+        builder = builder.env(k, v.clone());
+    }
+    let mut app = builder.start().await?;
 
     let admin = app.admin().await?;
     let agent = app.create_agent(&admin.token, json!({"name": "Counsel"})).await?;
@@ -75,6 +88,31 @@ async fn key_vault_master_key_locks_and_unlocks_content(backend: Backend) -> Res
     assert_eq!(s(&messages[1]["content"]), "echo: Is the deal confidential?");
     app.get("/readyz").fetch().await?.expect(200);
 
+    // Checkpoints are signed by the vault's EC key, and the offline verifier takes the public
+    // key from the vault too (never from the database).
+    let mut env: Vec<(String, String)> = ["CONCLAVE_DATA_DIR", "CONCLAVE_DATABASE_URL"]
+        .iter()
+        .filter_map(|k| app.site_var(k).map(|v| (k.to_string(), v)))
+        .collect();
+    env.extend(vault_env.iter().cloned());
+    let pem = crate::app::run_cli(&["audit", "public-key"], &env, Duration::from_secs(60)).await?;
+    assert!(pem.status.success() && pem.stdout.contains("BEGIN PUBLIC KEY"), "{pem}");
+    app.terminate()?;
+    app.wait_exit(Duration::from_secs(30)).await?;
+    let verified = crate::app::run_cli(&["audit", "verify"], &env, Duration::from_secs(60)).await?;
+    assert!(verified.status.success(), "{verified}");
+    assert!(vault.requests_matching("/sign") >= 1, "the shutdown checkpoint was signed in the vault");
+    Ok(())
+}
+
+async fn a_hanging_vault_does_not_hang_the_probe(backend: Backend) -> Result<()> {
+    let (vault, _dir, vault_env) = vault_site().await?;
+    let mut builder = TestApp::builder(backend);
+    for (k, v) in &vault_env {
+        builder = builder.env(k, v.clone());
+    }
+    let app = builder.start().await?;
+    app.get("/readyz").fetch().await?.expect(200);
     // A vault that hangs does not hang the probe: it answers 503 within its own deadline.
     vault.inject(Fault::slow(&format!("GET /keys/{KEK}"), Duration::from_secs(30), 10));
     let ready = app.get("/readyz").fetch().await?.expect(503);
@@ -82,7 +120,7 @@ async fn key_vault_master_key_locks_and_unlocks_content(backend: Backend) -> Res
     Ok(())
 }
 
-backend_tests!(key_vault_master_key_locks_and_unlocks_content);
+backend_tests!(key_vault_master_key_locks_and_unlocks_content, a_hanging_vault_does_not_hang_the_probe);
 
 /// `CONCLAVE_DATABASE_AUTH=entra`: `conclave migrate` signs in to PostgreSQL with a token from
 /// the Entra stand-in (scope `https://ossrdbms-aad.database.windows.net/.default`). The local
