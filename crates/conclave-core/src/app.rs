@@ -46,6 +46,9 @@ pub struct CoreConfig {
     /// Single sign-on: bearer JWTs from this issuer; local sign-up, login, refresh and logout
     /// are then switched off.
     pub sso: Option<Arc<crate::service::identity::SingleSignOn>>,
+    /// How long a verified access token or API key is trusted without a database lookup (see
+    /// [`crate::auth_cache`]); zero looks every call up.
+    pub auth_cache_ttl: Duration,
 }
 
 /// Bounds on concurrent replies, answered with 429 beyond them.
@@ -75,6 +78,7 @@ impl Default for CoreConfig {
             prices: Default::default(),
             uploads: Default::default(),
             sso: None,
+            auth_cache_ttl: Duration::from_secs(5),
         }
     }
 }
@@ -104,6 +108,8 @@ pub struct Conclave {
     audit_failures: std::sync::atomic::AtomicU64,
     /// The last audit append failed (cleared by the next one that succeeds): readiness fails.
     audit_unwritable: std::sync::atomic::AtomicBool,
+    /// Verified bearer credentials, briefly.
+    pub(crate) credentials: crate::auth_cache::CredentialCache,
 }
 
 impl Conclave {
@@ -116,6 +122,7 @@ impl Conclave {
         objects: crate::objects::Objects,
     ) -> Result<Arc<Self>> {
         let hasher = PasswordHasher::new(config.password_hashing).map_err(Error::internal)?;
+        let credentials = crate::auth_cache::CredentialCache::new(config.auth_cache_ttl);
         Ok(Arc::new_cyclic(|me| Self {
             objects,
             me: me.clone(),
@@ -128,6 +135,7 @@ impl Conclave {
             hub: ReplyHub::default(),
             notifier,
             tenants: Default::default(),
+            credentials,
             replica: uuid::Uuid::new_v4(),
             checkpointer: Default::default(),
             audit_failures: Default::default(),

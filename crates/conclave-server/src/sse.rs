@@ -3,9 +3,10 @@
 //!
 //! The body is written frame by frame, so the HTTP layer asks for the next frame only when the
 //! client has taken the previous ones: a client that stops reading stops the stream where it is.
-//! The `done` event's JSON is shared by every watcher of the reply, not copied per client.
+//! Events already available when a frame is asked for go out together in that frame (one
+//! write). The `done` event's JSON is shared by every watcher of the reply, not copied per
+//! client while it waits.
 
-use std::collections::VecDeque;
 use std::convert::Infallible;
 use std::pin::Pin;
 use std::time::Duration;
@@ -13,10 +14,11 @@ use std::time::Duration;
 use axum::body::Body;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::Response;
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use conclave_core::service::events::ReplyEvent;
-use futures::{Stream, StreamExt};
+use futures::{FutureExt, Stream, StreamExt};
 use serde_json::json;
+use tokio::time::Instant;
 
 use crate::error::ApiError;
 
@@ -60,32 +62,93 @@ fn stream_response(body: Body) -> Response {
 
 struct Framer {
     events: Pin<Box<dyn Stream<Item = Vec<Bytes>> + Send>>,
-    pending: VecDeque<Bytes>,
+    /// Fires at most once per [`PING_INTERVAL`]; moved on lazily (only when it fires before the
+    /// stream has been quiet that long), so a busy stream does not touch the timer per event.
+    ping: Pin<Box<tokio::time::Sleep>>,
+    last_sent: Instant,
     ended: bool,
 }
 
-/// One body frame at a time, with a ping after each quiet interval.
+/// Most bytes of already-available frames joined into one body frame (one socket write).
+const MAX_BATCH_BYTES: usize = 64 * 1024;
+
+/// Body frames, each joining the events already available (up to [`MAX_BATCH_BYTES`]) so that
+/// a burst costs one write, not one per event; a ping after each quiet interval. A frame is
+/// asked for only when the client has taken the previous one, so a slow reader still holds the
+/// stream back.
 fn frames(
     events: impl Stream<Item = Vec<Bytes>> + Send + 'static,
 ) -> impl Stream<Item = Result<Bytes, Infallible>> + Send {
-    let framer = Framer { events: Box::pin(events), pending: VecDeque::new(), ended: false };
+    let framer = Framer {
+        events: Box::pin(events),
+        ping: Box::pin(tokio::time::sleep(PING_INTERVAL)),
+        last_sent: Instant::now(),
+        ended: false,
+    };
     futures::stream::unfold(framer, |mut f| async move {
-        loop {
-            if let Some(frame) = f.pending.pop_front() {
-                return Some((Ok(frame), f));
-            }
-            if f.ended {
-                return None;
-            }
+        if f.ended {
+            return None;
+        }
+        let first = loop {
             tokio::select! {
-                next = f.events.next() => match next {
-                    Some(frames) => f.pending.extend(frames),
-                    None => f.ended = true,
-                },
-                () = tokio::time::sleep(PING_INTERVAL) => f.pending.push_back(Bytes::from_static(PING)),
+                biased;
+                next = f.events.next() => break next,
+                () = f.ping.as_mut() => {
+                    let due = f.last_sent + PING_INTERVAL;
+                    if Instant::now() >= due {
+                        f.last_sent = Instant::now();
+                        f.ping.as_mut().reset(f.last_sent + PING_INTERVAL);
+                        return Some((Ok(Bytes::from_static(PING)), f));
+                    }
+                    f.ping.as_mut().reset(due);
+                }
+            }
+        };
+        let Some(first) = first else {
+            return None;
+        };
+        let mut batch = Batch::default();
+        batch.extend(first);
+        while batch.len < MAX_BATCH_BYTES {
+            match f.events.next().now_or_never() {
+                Some(Some(more)) => batch.extend(more),
+                Some(None) => {
+                    f.ended = true;
+                    break;
+                }
+                None => break,
             }
         }
+        f.last_sent = Instant::now();
+        Some((Ok(batch.into_bytes()), f))
     })
+}
+
+/// Frames joined without copying when there is only one.
+#[derive(Default)]
+struct Batch {
+    parts: Vec<Bytes>,
+    len: usize,
+}
+
+impl Batch {
+    fn extend(&mut self, frames: Vec<Bytes>) {
+        for frame in frames {
+            self.len += frame.len();
+            self.parts.push(frame);
+        }
+    }
+
+    fn into_bytes(mut self) -> Bytes {
+        if self.parts.len() == 1 {
+            return self.parts.pop().unwrap_or_default();
+        }
+        let mut joined = BytesMut::with_capacity(self.len);
+        for part in &self.parts {
+            joined.extend_from_slice(part);
+        }
+        joined.freeze()
+    }
 }
 
 fn event(name: &str, id: &str, data: &str) -> Bytes {
