@@ -14,7 +14,7 @@ use crate::live::ReplyHub;
 use crate::notify::{Notice, Notifier};
 use crate::principal::{Caller, RequestMeta};
 use crate::provider::ModelCatalog;
-use crate::records::{NewAuditEvent, Outcome};
+use crate::records::{NewAuditEvent, Outcome, UsageRecord};
 use crate::store::Store;
 
 /// How old a cached tenant may be.
@@ -376,7 +376,13 @@ impl<'a> AuditRecord<'a> {
 impl Conclave {
     /// The one audit hook every state change, sign-in and denial goes through.
     pub(crate) async fn audit(&self, tenant: TenantId, meta: &RequestMeta, record: AuditRecord<'_>) {
-        let event = NewAuditEvent {
+        self.append_audit_event(&Self::audit_event(tenant, meta, record), None).await;
+    }
+
+    /// The event [`Self::audit`] would append, for appending later with
+    /// [`Self::append_audit_event`] (e.g. together with a gateway call's usage).
+    pub(crate) fn audit_event(tenant: TenantId, meta: &RequestMeta, record: AuditRecord<'_>) -> NewAuditEvent {
+        NewAuditEvent {
             tenant_id: tenant,
             id: crate::ids::AuditEventId::new(),
             at: crate::clock::now(),
@@ -389,9 +395,18 @@ impl Conclave {
             ip: meta.ip.map(|ip| ip.to_string()),
             request_id: meta.request_id.clone(),
             detail: record.detail,
+        }
+    }
+
+    /// Appends an audit event, with a usage record in the same transaction when given (if that
+    /// fails, the usage is still recorded on its own, so budgets keep counting).
+    pub(crate) async fn append_audit_event(&self, event: &NewAuditEvent, usage: Option<&UsageRecord>) {
+        let result = match usage {
+            Some(u) => self.store.append_audit_with_usage(event, u).await,
+            None => self.store.append_audit(event).await,
         };
         use std::sync::atomic::Ordering;
-        match self.store.append_audit(&event).await {
+        match result {
             Ok(_) => self.audit_unwritable.store(false, Ordering::Relaxed),
             Err(e) => {
                 // The change itself is already made; an unrecorded change must not go unnoticed:
@@ -401,11 +416,16 @@ impl Conclave {
                 tracing::error!(
                     action = event.action,
                     request_id = event.request_id.as_deref().unwrap_or("-"),
-                    tenant = %tenant,
+                    tenant = %event.tenant_id,
                     failures,
                     error = %e,
                     "audit event could not be stored"
                 );
+                if let Some(u) = usage {
+                    if let Err(e) = self.store.record_usage(u).await {
+                        tracing::error!(error = %e, model = u.model, "could not record usage");
+                    }
+                }
             }
         }
     }

@@ -2,7 +2,8 @@
 //! editors, scripts), with the tenant's model allow-list, budgets, usage records and audit.
 //! `model` is an allowed model id, or `agent:<id>` to apply that agent's instructions and
 //! parameters. Nothing is stored but usage and the audit event: a gateway call is not a
-//! conversation.
+//! conversation. The audit event (`gateway.completion`) is appended when the call ends, in the
+//! same transaction as its usage record; a call the provider refuses at once is audited then.
 
 use std::sync::Arc;
 
@@ -15,7 +16,7 @@ use crate::ids::AgentId;
 use crate::policy;
 use crate::principal::{Caller, Scope};
 use crate::provider::{ChatEvent, ChatMessage, ChatRequest, ChatStream, ProviderError};
-use crate::records::{Usage, UsageSource};
+use crate::records::{NewAuditEvent, Usage, UsageRecord, UsageSource};
 use crate::service::replies::{estimate_tokens, MAX_MESSAGE_BYTES};
 use crate::service::usage::Payer;
 
@@ -136,15 +137,21 @@ impl Conclave {
             stop: req.stop,
             user: Some(caller.user().to_string()),
         };
-        self.audit_by(
-            caller,
-            AuditRecord::new("gateway.completion", "model", &model).detail(serde_json::json!({
+        let audit = Self::audit_event(
+            caller.tenant(),
+            &caller.meta,
+            AuditRecord::new("gateway.completion", "model", &model).by(caller).detail(serde_json::json!({
                 "agent_id": agent_id,
                 "stream": req.stream,
             })),
-        )
-        .await;
-        let events = route.provider.client.stream_chat(request).await?;
+        );
+        let events = match route.provider.client.stream_chat(request).await {
+            Ok(events) => events,
+            Err(e) => {
+                self.append_audit_event(&audit, None).await;
+                return Err(e.into());
+            }
+        };
         let meter = UsageMeter {
             core: Arc::clone(self),
             payer: Payer::of(caller),
@@ -152,14 +159,14 @@ impl Conclave {
             prompt_estimate,
             completion_chars: 0,
             reported: None,
-            recorded: false,
+            audit: Some(audit),
         };
         Ok(GatewayCall { model, events, meter })
     }
 }
 
-/// Counts what a gateway call produced and records its usage once: when told the call ended,
-/// or, if the client went away first, when dropped.
+/// Counts what a gateway call produced and records its usage with the call's audit event once:
+/// when told the call ended, or, if the client went away first, when dropped.
 pub struct UsageMeter {
     core: Arc<Conclave>,
     payer: Payer,
@@ -167,7 +174,8 @@ pub struct UsageMeter {
     prompt_estimate: u32,
     completion_chars: usize,
     reported: Option<Usage>,
-    recorded: bool,
+    /// The call's audit event, until it is written (with the usage).
+    audit: Option<NewAuditEvent>,
 }
 
 impl UsageMeter {
@@ -188,23 +196,31 @@ impl UsageMeter {
         })
     }
 
-    pub async fn finish(mut self) {
-        self.recorded = true;
+    /// The usage row and the audit event, stamped now; `None` once taken.
+    fn take_records(&mut self) -> Option<(UsageRecord, NewAuditEvent)> {
+        let mut audit = self.audit.take()?;
+        audit.at = crate::clock::now();
         let (usage, estimated) = (self.usage(), self.reported.is_none());
-        self.core.record_usage(self.payer, UsageSource::Gateway, None, &self.model, usage, estimated).await;
+        let record = self.core.usage_record(self.payer, UsageSource::Gateway, None, &self.model, usage, estimated);
+        Some((record, audit))
+    }
+
+    pub async fn finish(mut self) {
+        if let Some((usage, audit)) = self.take_records() {
+            self.core.append_audit_event(&audit, Some(&usage)).await;
+        }
     }
 }
 
 impl Drop for UsageMeter {
     fn drop(&mut self) {
-        if self.recorded {
+        let Some((usage, audit)) = self.take_records() else {
             return;
-        }
-        let (core, payer, model) = (self.core.clone(), self.payer, std::mem::take(&mut self.model));
-        let (usage, estimated) = (self.usage(), self.reported.is_none());
+        };
+        let core = self.core.clone();
         if let Ok(handle) = tokio::runtime::Handle::try_current() {
             handle.spawn(async move {
-                core.record_usage(payer, UsageSource::Gateway, None, &model, usage, estimated).await;
+                core.append_audit_event(&audit, Some(&usage)).await;
             });
         }
     }
