@@ -3,10 +3,11 @@
 //!
 //! The body is written frame by frame, so the HTTP layer asks for the next frame only when the
 //! client has taken the previous ones: a client that stops reading stops the stream where it is.
-//! Events already available when a frame is asked for go out together in that frame (one
-//! write). The `done` event's JSON is shared by every watcher of the reply, not copied per
-//! client while it waits.
+//! Small events already available when a frame is asked for go out together in that frame
+//! (one write, at most 8 KiB). The `done` event's JSON is shared by every watcher of the reply,
+//! never copied per client.
 
+use std::collections::VecDeque;
 use std::convert::Infallible;
 use std::pin::Pin;
 use std::time::Duration;
@@ -62,6 +63,8 @@ fn stream_response(body: Body) -> Response {
 
 struct Framer {
     events: Pin<Box<dyn Stream<Item = Vec<Bytes>> + Send>>,
+    /// Frames taken from `events` and not yet sent.
+    carry: VecDeque<Bytes>,
     /// Fires at most once per [`PING_INTERVAL`]; moved on lazily (only when it fires before the
     /// stream has been quiet that long), so a busy stream does not touch the timer per event.
     ping: Pin<Box<tokio::time::Sleep>>,
@@ -69,11 +72,13 @@ struct Framer {
     ended: bool,
 }
 
-/// Most bytes of already-available frames joined into one body frame (one socket write).
-const MAX_BATCH_BYTES: usize = 64 * 1024;
+/// Most bytes of small frames joined into one body frame (one write). Small, so that a client
+/// that stops reading holds little in the HTTP layer's queue, and a larger frame (e.g. the
+/// shared `done` JSON) always goes alone, uncopied.
+const MAX_BATCH_BYTES: usize = 8 * 1024;
 
-/// Body frames, each joining the events already available (up to [`MAX_BATCH_BYTES`]) so that
-/// a burst costs one write, not one per event; a ping after each quiet interval. A frame is
+/// Body frames, each joining the small events already available (up to [`MAX_BATCH_BYTES`]) so
+/// that a burst costs one write, not one per event; a ping after each quiet interval. A frame is
 /// asked for only when the client has taken the previous one, so a slow reader still holds the
 /// stream back.
 fn frames(
@@ -81,18 +86,22 @@ fn frames(
 ) -> impl Stream<Item = Result<Bytes, Infallible>> + Send {
     let framer = Framer {
         events: Box::pin(events),
+        carry: VecDeque::new(),
         ping: Box::pin(tokio::time::sleep(PING_INTERVAL)),
         last_sent: Instant::now(),
         ended: false,
     };
     futures::stream::unfold(framer, |mut f| async move {
-        if f.ended {
-            return None;
-        }
-        let first = loop {
+        while f.carry.is_empty() {
+            if f.ended {
+                return None;
+            }
             tokio::select! {
                 biased;
-                next = f.events.next() => break next,
+                next = f.events.next() => match next {
+                    Some(frames) => f.carry.extend(frames),
+                    None => f.ended = true,
+                },
                 () = f.ping.as_mut() => {
                     let due = f.last_sent + PING_INTERVAL;
                     if Instant::now() >= due {
@@ -103,19 +112,22 @@ fn frames(
                     f.ping.as_mut().reset(due);
                 }
             }
-        };
-        let Some(first) = first else {
-            return None;
-        };
+        }
         let mut batch = Batch::default();
-        batch.extend(first);
-        while batch.len < MAX_BATCH_BYTES {
-            match f.events.next().now_or_never() {
-                Some(Some(more)) => batch.extend(more),
-                Some(None) => {
-                    f.ended = true;
-                    break;
+        'fill: loop {
+            while let Some(front) = f.carry.front() {
+                if batch.len > 0 && batch.len + front.len() > MAX_BATCH_BYTES {
+                    break 'fill;
                 }
+                let frame = f.carry.pop_front().unwrap_or_default();
+                batch.push(frame);
+            }
+            if f.ended || batch.len >= MAX_BATCH_BYTES {
+                break;
+            }
+            match f.events.next().now_or_never() {
+                Some(Some(more)) => f.carry.extend(more),
+                Some(None) => f.ended = true,
                 None => break,
             }
         }
@@ -132,11 +144,9 @@ struct Batch {
 }
 
 impl Batch {
-    fn extend(&mut self, frames: Vec<Bytes>) {
-        for frame in frames {
-            self.len += frame.len();
-            self.parts.push(frame);
-        }
+    fn push(&mut self, frame: Bytes) {
+        self.len += frame.len();
+        self.parts.push(frame);
     }
 
     fn into_bytes(mut self) -> Bytes {
