@@ -107,9 +107,11 @@ pub struct Conclave {
     /// Audit events that could not be stored, since start.
     audit_failures: std::sync::atomic::AtomicU64,
     /// The last audit append failed (cleared by the next one that succeeds): readiness fails.
-    audit_unwritable: std::sync::atomic::AtomicBool,
+    pub(crate) audit_unwritable: std::sync::atomic::AtomicBool,
     /// Verified bearer credentials, briefly.
     pub(crate) credentials: crate::auth_cache::CredentialCache,
+    /// Ends of gateway calls (usage and audit), written in batches by one task.
+    pub(crate) gateway_records: crate::service::gateway::RecordQueue,
 }
 
 impl Conclave {
@@ -136,6 +138,7 @@ impl Conclave {
             notifier,
             tenants: Default::default(),
             credentials,
+            gateway_records: Default::default(),
             replica: uuid::Uuid::new_v4(),
             checkpointer: Default::default(),
             audit_failures: Default::default(),
@@ -402,8 +405,8 @@ impl Conclave {
     /// fails, the usage is still recorded on its own, so budgets keep counting).
     pub(crate) async fn append_audit_event(&self, event: &NewAuditEvent, usage: Option<&UsageRecord>) {
         let result = match usage {
-            Some(u) => self.store.append_audit_with_usage(event, u).await,
-            None => self.store.append_audit(event).await,
+            Some(u) => self.store.append_audit_with_usage(&[(event.clone(), u.clone())]).await,
+            None => self.store.append_audit(event).await.map(|_| ()),
         };
         use std::sync::atomic::Ordering;
         match result {

@@ -288,7 +288,8 @@ pub trait Store: LibraryStore + KeyStore + Send + Sync + 'static {
     async fn latest_checkpoint(&self, tenant: TenantId) -> StoreResult<Option<AuditCheckpoint>>;
 
     // --- gateway calls: usage and audit together (perf branch) ----------------------------
-    /// Records a usage row and appends an audit event in one transaction (the end of a gateway
-    /// call); the event's sequence number and hash are assigned exactly as by `append_audit`.
-    async fn append_audit_with_usage(&self, event: &NewAuditEvent, usage: &UsageRecord) -> StoreResult<i64>;
+    /// Records usage rows and appends audit events, in order, in one transaction (the ends of
+    /// gateway calls); each event's sequence number and hash are assigned exactly as by
+    /// `append_audit`. All or nothing.
+    async fn append_audit_with_usage(&self, calls: &[(NewAuditEvent, UsageRecord)]) -> StoreResult<()>;
 }

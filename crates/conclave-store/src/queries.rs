@@ -1424,12 +1424,13 @@ macro_rules! store_impl {
             }
 
             // --- gateway calls: usage and audit together (perf branch) ----------------------
-            async fn append_audit_with_usage(&self, e: &NewAuditEvent, u: &UsageRecord) -> StoreResult<i64> {
+            async fn append_audit_with_usage(&self, calls: &[(NewAuditEvent, UsageRecord)]) -> StoreResult<()> {
                 let mut tx = self.pool.begin().await.map_err(store_error)?;
-                Self::record_usage_in(&mut tx, u).await?;
-                let seq = Self::append_audit_in(&mut tx, e).await?;
-                tx.commit().await.map_err(store_error)?;
-                Ok(seq)
+                for (e, u) in calls {
+                    Self::record_usage_in(&mut tx, u).await?;
+                    Self::append_audit_in(&mut tx, e).await?;
+                }
+                tx.commit().await.map_err(store_error)
             }
         }
 

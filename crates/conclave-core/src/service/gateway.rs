@@ -205,9 +205,10 @@ impl UsageMeter {
         Some((record, audit))
     }
 
+    /// Records the call's usage and audit event, and returns once they are stored.
     pub async fn finish(mut self) {
         if let Some((usage, audit)) = self.take_records() {
-            self.core.append_audit_event(&audit, Some(&usage)).await;
+            self.core.record_gateway_call(audit, usage).await;
         }
     }
 }
@@ -220,9 +221,83 @@ impl Drop for UsageMeter {
         let core = self.core.clone();
         if let Ok(handle) = tokio::runtime::Handle::try_current() {
             handle.spawn(async move {
-                core.append_audit_event(&audit, Some(&usage)).await;
+                core.record_gateway_call(audit, usage).await;
             });
         }
+    }
+}
+
+/// The ends of gateway calls waiting to be written. One task writes whatever has gathered in
+/// one transaction, in arrival order: concurrent calls share a commit and never contend for
+/// the tenant's audit lock.
+#[derive(Default)]
+pub(crate) struct RecordQueue {
+    sender: std::sync::Mutex<Option<tokio::sync::mpsc::UnboundedSender<QueuedCall>>>,
+}
+
+struct QueuedCall {
+    audit: NewAuditEvent,
+    usage: UsageRecord,
+    stored: tokio::sync::oneshot::Sender<()>,
+}
+
+/// Most calls written in one transaction.
+const MAX_BATCH: usize = 64;
+
+impl Conclave {
+    /// Stores a gateway call's usage row and audit event together; returns once they are
+    /// written (or their failure handled as any audit failure is).
+    async fn record_gateway_call(&self, audit: NewAuditEvent, usage: UsageRecord) {
+        let (stored, done) = tokio::sync::oneshot::channel();
+        let call = QueuedCall { audit, usage, stored };
+        let refused = {
+            let mut sender = self.gateway_records.sender.lock().unwrap_or_else(|e| e.into_inner());
+            let tx = sender.get_or_insert_with(|| self.start_record_writer());
+            tx.send(call).err().map(|e| e.0)
+        };
+        match refused {
+            // The writer is gone (shutting down): write it here.
+            Some(call) => self.append_audit_event(&call.audit, Some(&call.usage)).await,
+            None => {
+                let _ = done.await;
+            }
+        }
+    }
+
+    fn start_record_writer(&self) -> tokio::sync::mpsc::UnboundedSender<QueuedCall> {
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<QueuedCall>();
+        let store = Arc::clone(&self.store);
+        // Weak: the writer must not keep the service alive; it ends when the service (and so
+        // the sender) is dropped.
+        let me = self.me.clone();
+        tokio::spawn(async move {
+            while let Some(first) = rx.recv().await {
+                let mut batch = vec![first];
+                while batch.len() < MAX_BATCH {
+                    match rx.try_recv() {
+                        Ok(call) => batch.push(call),
+                        Err(_) => break,
+                    }
+                }
+                let pairs: Vec<(NewAuditEvent, UsageRecord)> =
+                    batch.iter().map(|c| (c.audit.clone(), c.usage.clone())).collect();
+                let written = store.append_audit_with_usage(&pairs).await;
+                if let (Err(e), Some(core)) = (&written, me.upgrade()) {
+                    // One at a time, so one bad call does not lose the others; failures are
+                    // counted and logged there.
+                    tracing::warn!(error = %e, calls = batch.len(), "a batch of gateway records failed; writing them one by one");
+                    for call in &batch {
+                        core.append_audit_event(&call.audit, Some(&call.usage)).await;
+                    }
+                } else if let Some(core) = me.upgrade() {
+                    core.audit_unwritable.store(false, std::sync::atomic::Ordering::Relaxed);
+                }
+                for call in batch {
+                    let _ = call.stored.send(());
+                }
+            }
+        });
+        tx
     }
 }
 

@@ -504,9 +504,9 @@ async fn reply_leases_cancel_and_expiry(store: &dyn Store) {
     assert_eq!(store.list_messages(t.id, c.id, PageRequest::default()).await.unwrap().items.len(), 3);
 }
 
-/// A gateway call's usage row and audit event go in one transaction: the event takes the next
-/// sequence number and extends the hash chain like any other, and if the usage row cannot be
-/// written, neither is the event.
+/// Gateway calls' usage rows and audit events go in one transaction: each event takes the next
+/// sequence number and extends the hash chain like any other, and if one usage row cannot be
+/// written, nothing of the batch is.
 async fn audit_with_usage_is_atomic_and_chained(store: &dyn Store) {
     let t = store.default_tenant("Default").await.unwrap();
     let ada = store.create_user(t.id, new_user("ada@example.com", true)).await.unwrap();
@@ -538,16 +538,24 @@ async fn audit_with_usage_is_atomic_and_chained(store: &dyn Store) {
         cost_micro_usd: 7,
         at: now(),
     };
+    let other = UsageRecord { id: uuid::Uuid::now_v7(), ..usage.clone() };
     assert_eq!(store.append_audit(&event("before")).await.unwrap(), 1);
-    assert_eq!(store.append_audit_with_usage(&event("gateway.completion"), &usage).await.unwrap(), 2);
+    store
+        .append_audit_with_usage(&[(event("first call"), usage.clone()), (event("second call"), other.clone())])
+        .await
+        .unwrap();
+    let third = UsageRecord { id: uuid::Uuid::now_v7(), ..usage.clone() };
     assert!(
-        store.append_audit_with_usage(&event("duplicate usage"), &usage).await.is_err(),
+        store
+            .append_audit_with_usage(&[(event("third call"), third), (event("duplicate"), usage.clone())])
+            .await
+            .is_err(),
         "the same usage row twice violates its key"
     );
-    assert_eq!(store.append_audit(&event("after")).await.unwrap(), 3, "the failed pair took no sequence number");
+    assert_eq!(store.append_audit(&event("after")).await.unwrap(), 4, "the failed batch took no sequence number");
     let events = store.list_audit(t.id, &conclave_core::store::AuditFilter::after(0, 100)).await.unwrap();
     let actions: Vec<&str> = events.iter().map(|e| e.action.as_str()).collect();
-    assert_eq!(actions, ["before", "gateway.completion", "after"]);
+    assert_eq!(actions, ["before", "first call", "second call", "after"]);
     let mut prev = [0u8; 32];
     for e in &events {
         let hash = audit_hash(&prev, e);
@@ -558,8 +566,10 @@ async fn audit_with_usage_is_atomic_and_chained(store: &dyn Store) {
         .usage_records(t.id, None, now() - time::Duration::hours(1), now() + time::Duration::hours(1))
         .await
         .unwrap();
-    assert_eq!(rows.len(), 1);
-    assert_eq!((rows[0].id, rows[0].prompt_tokens, rows[0].completion_tokens), (usage.id, 3, 4));
+    let mut ids: Vec<uuid::Uuid> = rows.iter().map(|r| r.id).collect();
+    ids.sort_unstable();
+    assert_eq!(ids, [usage.id, other.id], "the two calls' rows, not the failed batch's");
+    assert!(rows.iter().all(|r| (r.prompt_tokens, r.completion_tokens) == (3, 4)));
 }
 
 crate::both_backends!(
