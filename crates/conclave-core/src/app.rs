@@ -14,7 +14,7 @@ use crate::live::ReplyHub;
 use crate::notify::{Notice, Notifier};
 use crate::principal::{Caller, RequestMeta};
 use crate::provider::ModelCatalog;
-use crate::records::{NewAuditEvent, Outcome};
+use crate::records::{NewAuditEvent, Outcome, UsageRecord};
 use crate::store::Store;
 
 /// How old a cached tenant may be.
@@ -46,6 +46,9 @@ pub struct CoreConfig {
     /// Single sign-on: bearer JWTs from this issuer; local sign-up, login, refresh and logout
     /// are then switched off.
     pub sso: Option<Arc<crate::service::identity::SingleSignOn>>,
+    /// How long a verified access token or API key is trusted without a database lookup (see
+    /// [`crate::auth_cache`]); zero looks every call up.
+    pub auth_cache_ttl: Duration,
 }
 
 /// Bounds on concurrent replies, answered with 429 beyond them.
@@ -75,6 +78,7 @@ impl Default for CoreConfig {
             prices: Default::default(),
             uploads: Default::default(),
             sso: None,
+            auth_cache_ttl: Duration::from_secs(5),
         }
     }
 }
@@ -103,7 +107,11 @@ pub struct Conclave {
     /// Audit events that could not be stored, since start.
     audit_failures: std::sync::atomic::AtomicU64,
     /// The last audit append failed (cleared by the next one that succeeds): readiness fails.
-    audit_unwritable: std::sync::atomic::AtomicBool,
+    pub(crate) audit_unwritable: std::sync::atomic::AtomicBool,
+    /// Verified bearer credentials, briefly.
+    pub(crate) credentials: crate::auth_cache::CredentialCache,
+    /// Ends of gateway calls (usage and audit), written in batches by one task.
+    pub(crate) gateway_records: crate::service::gateway::RecordQueue,
 }
 
 impl Conclave {
@@ -116,6 +124,7 @@ impl Conclave {
         objects: crate::objects::Objects,
     ) -> Result<Arc<Self>> {
         let hasher = PasswordHasher::new(config.password_hashing).map_err(Error::internal)?;
+        let credentials = crate::auth_cache::CredentialCache::new(config.auth_cache_ttl);
         Ok(Arc::new_cyclic(|me| Self {
             objects,
             me: me.clone(),
@@ -128,6 +137,8 @@ impl Conclave {
             hub: ReplyHub::default(),
             notifier,
             tenants: Default::default(),
+            credentials,
+            gateway_records: Default::default(),
             replica: uuid::Uuid::new_v4(),
             checkpointer: Default::default(),
             audit_failures: Default::default(),
@@ -368,7 +379,13 @@ impl<'a> AuditRecord<'a> {
 impl Conclave {
     /// The one audit hook every state change, sign-in and denial goes through.
     pub(crate) async fn audit(&self, tenant: TenantId, meta: &RequestMeta, record: AuditRecord<'_>) {
-        let event = NewAuditEvent {
+        self.append_audit_event(&Self::audit_event(tenant, meta, record), None).await;
+    }
+
+    /// The event [`Self::audit`] would append, for appending later with
+    /// [`Self::append_audit_event`] (e.g. together with a gateway call's usage).
+    pub(crate) fn audit_event(tenant: TenantId, meta: &RequestMeta, record: AuditRecord<'_>) -> NewAuditEvent {
+        NewAuditEvent {
             tenant_id: tenant,
             id: crate::ids::AuditEventId::new(),
             at: crate::clock::now(),
@@ -381,9 +398,18 @@ impl Conclave {
             ip: meta.ip.map(|ip| ip.to_string()),
             request_id: meta.request_id.clone(),
             detail: record.detail,
+        }
+    }
+
+    /// Appends an audit event, with a usage record in the same transaction when given (if that
+    /// fails, the usage is still recorded on its own, so budgets keep counting).
+    pub(crate) async fn append_audit_event(&self, event: &NewAuditEvent, usage: Option<&UsageRecord>) {
+        let result = match usage {
+            Some(u) => self.store.append_audit_with_usage(&[(event.clone(), u.clone())]).await,
+            None => self.store.append_audit(event).await.map(|_| ()),
         };
         use std::sync::atomic::Ordering;
-        match self.store.append_audit(&event).await {
+        match result {
             Ok(_) => self.audit_unwritable.store(false, Ordering::Relaxed),
             Err(e) => {
                 // The change itself is already made; an unrecorded change must not go unnoticed:
@@ -393,11 +419,16 @@ impl Conclave {
                 tracing::error!(
                     action = event.action,
                     request_id = event.request_id.as_deref().unwrap_or("-"),
-                    tenant = %tenant,
+                    tenant = %event.tenant_id,
                     failures,
                     error = %e,
                     "audit event could not be stored"
                 );
+                if let Some(u) = usage {
+                    if let Err(e) = self.store.record_usage(u).await {
+                        tracing::error!(error = %e, model = u.model, "could not record usage");
+                    }
+                }
             }
         }
     }

@@ -4,6 +4,7 @@
 //! HTTP or SQL libraries.
 
 pub mod app;
+pub mod auth_cache;
 pub mod checkpoint;
 pub mod clock;
 pub mod content;

@@ -286,4 +286,10 @@ pub trait Store: LibraryStore + KeyStore + Send + Sync + 'static {
         -> StoreResult<Vec<AuditCheckpoint>>;
     /// The tenant's newest checkpoint.
     async fn latest_checkpoint(&self, tenant: TenantId) -> StoreResult<Option<AuditCheckpoint>>;
+
+    // --- gateway calls: usage and audit together (perf branch) ----------------------------
+    /// Records usage rows and appends audit events, in order, in one transaction (the ends of
+    /// gateway calls); each event's sequence number and hash are assigned exactly as by
+    /// `append_audit`. All or nothing.
+    async fn append_audit_with_usage(&self, calls: &[(NewAuditEvent, UsageRecord)]) -> StoreResult<()>;
 }

@@ -5,6 +5,7 @@
 //! Failures before the first token are retried a bounded number of times (connection refused,
 //! 429, 5xx); a reply that has started is never retried, since its text is already on its way.
 
+use std::pin::Pin;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -216,7 +217,8 @@ impl ModelProvider for OpenAiCompatible {
     }
 }
 
-/// Turns the provider's SSE byte stream into events, with an idle timeout per chunk.
+/// Turns the provider's SSE byte stream into events, with an idle timeout between chunks. The
+/// one idle timer is moved on lazily, when it fires early, not per chunk.
 fn relay(
     bytes: impl Stream<Item = reqwest::Result<Bytes>> + Send + 'static,
     idle: Duration,
@@ -226,9 +228,17 @@ fn relay(
         pending: std::collections::VecDeque<ChatEvent>,
         finished: bool,
         done: bool,
+        idle_timer: Pin<Box<tokio::time::Sleep>>,
+        last_event: tokio::time::Instant,
     }
-    let state =
-        State { events: Box::pin(bytes.eventsource()), pending: Default::default(), finished: false, done: false };
+    let state = State {
+        events: Box::pin(bytes.eventsource()),
+        pending: Default::default(),
+        finished: false,
+        done: false,
+        idle_timer: Box::pin(tokio::time::sleep(idle)),
+        last_event: tokio::time::Instant::now(),
+    };
     futures::stream::unfold(state, move |mut st| async move {
         loop {
             if let Some(event) = st.pending.pop_front() {
@@ -237,13 +247,21 @@ fn relay(
             if st.done {
                 return None;
             }
-            let next = match tokio::time::timeout(idle, st.events.next()).await {
-                Err(_) => {
-                    st.done = true;
-                    return Some((Err(ProviderError::Timeout), st));
+            let next = loop {
+                tokio::select! {
+                    biased;
+                    next = st.events.next() => break next,
+                    () = st.idle_timer.as_mut() => {
+                        let due = st.last_event + idle;
+                        if tokio::time::Instant::now() >= due {
+                            st.done = true;
+                            return Some((Err(ProviderError::Timeout), st));
+                        }
+                        st.idle_timer.as_mut().reset(due);
+                    }
                 }
-                Ok(next) => next,
             };
+            st.last_event = tokio::time::Instant::now();
             match next {
                 None => {
                     st.done = true;

@@ -3,7 +3,9 @@
 //!
 //! The body is written frame by frame, so the HTTP layer asks for the next frame only when the
 //! client has taken the previous ones: a client that stops reading stops the stream where it is.
-//! The `done` event's JSON is shared by every watcher of the reply, not copied per client.
+//! Small events already available when a frame is asked for go out together in that frame
+//! (one write, at most 8 KiB). The `done` event's JSON is shared by every watcher of the reply,
+//! never copied per client.
 
 use std::collections::VecDeque;
 use std::convert::Infallible;
@@ -13,10 +15,11 @@ use std::time::Duration;
 use axum::body::Body;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::Response;
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use conclave_core::service::events::ReplyEvent;
-use futures::{Stream, StreamExt};
+use futures::{FutureExt, Stream, StreamExt};
 use serde_json::json;
+use tokio::time::Instant;
 
 use crate::error::ApiError;
 
@@ -60,32 +63,102 @@ fn stream_response(body: Body) -> Response {
 
 struct Framer {
     events: Pin<Box<dyn Stream<Item = Vec<Bytes>> + Send>>,
-    pending: VecDeque<Bytes>,
+    /// Frames taken from `events` and not yet sent.
+    carry: VecDeque<Bytes>,
+    /// Fires at most once per [`PING_INTERVAL`]; moved on lazily (only when it fires before the
+    /// stream has been quiet that long), so a busy stream does not touch the timer per event.
+    ping: Pin<Box<tokio::time::Sleep>>,
+    last_sent: Instant,
     ended: bool,
 }
 
-/// One body frame at a time, with a ping after each quiet interval.
+/// Most bytes of small frames joined into one body frame (one write). Small, so that a client
+/// that stops reading holds little in the HTTP layer's queue, and a larger frame (e.g. the
+/// shared `done` JSON) always goes alone, uncopied.
+const MAX_BATCH_BYTES: usize = 8 * 1024;
+
+/// Body frames, each joining the small events already available (up to [`MAX_BATCH_BYTES`]) so
+/// that a burst costs one write, not one per event; a ping after each quiet interval. A frame is
+/// asked for only when the client has taken the previous one, so a slow reader still holds the
+/// stream back.
 fn frames(
     events: impl Stream<Item = Vec<Bytes>> + Send + 'static,
 ) -> impl Stream<Item = Result<Bytes, Infallible>> + Send {
-    let framer = Framer { events: Box::pin(events), pending: VecDeque::new(), ended: false };
+    let framer = Framer {
+        events: Box::pin(events),
+        carry: VecDeque::new(),
+        ping: Box::pin(tokio::time::sleep(PING_INTERVAL)),
+        last_sent: Instant::now(),
+        ended: false,
+    };
     futures::stream::unfold(framer, |mut f| async move {
-        loop {
-            if let Some(frame) = f.pending.pop_front() {
-                return Some((Ok(frame), f));
-            }
+        while f.carry.is_empty() {
             if f.ended {
                 return None;
             }
             tokio::select! {
+                biased;
                 next = f.events.next() => match next {
-                    Some(frames) => f.pending.extend(frames),
+                    Some(frames) => f.carry.extend(frames),
                     None => f.ended = true,
                 },
-                () = tokio::time::sleep(PING_INTERVAL) => f.pending.push_back(Bytes::from_static(PING)),
+                () = f.ping.as_mut() => {
+                    let due = f.last_sent + PING_INTERVAL;
+                    if Instant::now() >= due {
+                        f.last_sent = Instant::now();
+                        f.ping.as_mut().reset(f.last_sent + PING_INTERVAL);
+                        return Some((Ok(Bytes::from_static(PING)), f));
+                    }
+                    f.ping.as_mut().reset(due);
+                }
             }
         }
+        let mut batch = Batch::default();
+        'fill: loop {
+            while let Some(front) = f.carry.front() {
+                if batch.len > 0 && batch.len + front.len() > MAX_BATCH_BYTES {
+                    break 'fill;
+                }
+                let frame = f.carry.pop_front().unwrap_or_default();
+                batch.push(frame);
+            }
+            if f.ended || batch.len >= MAX_BATCH_BYTES {
+                break;
+            }
+            match f.events.next().now_or_never() {
+                Some(Some(more)) => f.carry.extend(more),
+                Some(None) => f.ended = true,
+                None => break,
+            }
+        }
+        f.last_sent = Instant::now();
+        Some((Ok(batch.into_bytes()), f))
     })
+}
+
+/// Frames joined without copying when there is only one.
+#[derive(Default)]
+struct Batch {
+    parts: Vec<Bytes>,
+    len: usize,
+}
+
+impl Batch {
+    fn push(&mut self, frame: Bytes) {
+        self.len += frame.len();
+        self.parts.push(frame);
+    }
+
+    fn into_bytes(mut self) -> Bytes {
+        if self.parts.len() == 1 {
+            return self.parts.pop().unwrap_or_default();
+        }
+        let mut joined = BytesMut::with_capacity(self.len);
+        for part in &self.parts {
+            joined.extend_from_slice(part);
+        }
+        joined.freeze()
+    }
 }
 
 fn event(name: &str, id: &str, data: &str) -> Bytes {

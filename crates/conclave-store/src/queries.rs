@@ -1246,26 +1246,8 @@ macro_rules! store_impl {
             }
 
             async fn record_usage(&self, u: &UsageRecord) -> StoreResult<()> {
-                sqlx::query(
-                    "INSERT INTO usage_events (tenant_id, usage_id, user_id, api_key_id, source, message_id, model, prompt_tokens, \
-                     completion_tokens, estimated, cost_micro_usd, at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
-                )
-                .bind(u.tenant_id.0)
-                .bind(u.id)
-                .bind(u.user_id.0)
-                .bind(u.api_key_id.map(|k| k.0))
-                .bind(u.source.as_str())
-                .bind(u.message_id.map(|m| m.0))
-                .bind(&u.model)
-                .bind(i64::from(u.prompt_tokens))
-                .bind(i64::from(u.completion_tokens))
-                .bind(u.estimated)
-                .bind(u.cost_micro_usd)
-                .bind(DbTime(u.at))
-                .execute(&self.pool)
-                .await
-                .map_err(store_error)?;
-                Ok(())
+                let mut conn = self.pool.acquire().await.map_err(store_error)?;
+                Self::record_usage_in(&mut conn, u).await
             }
 
             async fn usage_totals(&self, tenant: TenantId, user: Option<UserId>, from: OffsetDateTime, to: OffsetDateTime) -> StoreResult<UsageTotals> {
@@ -1322,50 +1304,7 @@ macro_rules! store_impl {
 
             async fn append_audit(&self, e: &NewAuditEvent) -> StoreResult<i64> {
                 let mut tx = self.pool.begin().await.map_err(store_error)?;
-                // The tenant row is the lock that orders the tenant's events: sequence and head
-                // of the hash chain move together.
-                let row = sqlx::query(
-                    "UPDATE tenants SET audit_seq = audit_seq + 1 WHERE tenant_id = $1 RETURNING audit_seq, audit_head",
-                )
-                .bind(e.tenant_id.0)
-                .fetch_one(&mut *tx)
-                .await
-                .map_err(store_error)?;
-                let seq: i64 = row.try_get("audit_seq").map_err(store_error)?;
-                let prev: Option<Vec<u8>> = row.try_get("audit_head").map_err(store_error)?;
-                // Stored times have microsecond precision: hash what will be read back.
-                let at = DbTime(e.at);
-                let mut event = AuditEvent::from(e);
-                event.seq = seq;
-                event.at = conclave_core::clock::truncate_micros(e.at);
-                let hash = audit_hash(prev.as_deref().unwrap_or(&[0u8; 32]), &event);
-                sqlx::query(
-                    "INSERT INTO audit_events (tenant_id, seq, event_id, at, actor_id, actor_kind, action, resource_type, resource_id, \
-                     outcome, ip, request_id, detail, hash) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
-                )
-                .bind(e.tenant_id.0)
-                .bind(seq)
-                .bind(e.id.0)
-                .bind(at)
-                .bind(e.actor_id.map(|a| a.0))
-                .bind(e.actor_kind)
-                .bind(e.action)
-                .bind(e.resource_type)
-                .bind(&e.resource_id)
-                .bind(e.outcome.as_str())
-                .bind(&e.ip)
-                .bind(&e.request_id)
-                .bind(e.detail.as_ref().map(Json))
-                .bind(&hash[..])
-                .execute(&mut *tx)
-                .await
-                .map_err(store_error)?;
-                sqlx::query("UPDATE tenants SET audit_head = $2 WHERE tenant_id = $1")
-                    .bind(e.tenant_id.0)
-                    .bind(&hash[..])
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(store_error)?;
+                let seq = Self::append_audit_in(&mut tx, e).await?;
                 tx.commit().await.map_err(store_error)?;
                 Ok(seq)
             }
@@ -1483,9 +1422,92 @@ macro_rules! store_impl {
                 .map_err(store_error)?;
                 row.as_ref().map(|r| Self::checkpoint_row(r)).transpose().map_err(store_error)
             }
+
+            // --- gateway calls: usage and audit together (perf branch) ----------------------
+            async fn append_audit_with_usage(&self, calls: &[(NewAuditEvent, UsageRecord)]) -> StoreResult<()> {
+                let mut tx = self.pool.begin().await.map_err(store_error)?;
+                for (e, u) in calls {
+                    Self::record_usage_in(&mut tx, u).await?;
+                    Self::append_audit_in(&mut tx, e).await?;
+                }
+                tx.commit().await.map_err(store_error)
+            }
         }
 
         impl $store {
+            /// Appends an audit event on `conn`, which must be in a transaction: the tenant row
+            /// is the lock that orders the tenant's events.
+            async fn append_audit_in(conn: &mut <$db as sqlx::Database>::Connection, e: &NewAuditEvent) -> StoreResult<i64> {
+                // The tenant row is the lock that orders the tenant's events: sequence and head
+                // of the hash chain move together.
+                let row = sqlx::query(
+                    "UPDATE tenants SET audit_seq = audit_seq + 1 WHERE tenant_id = $1 RETURNING audit_seq, audit_head",
+                )
+                .bind(e.tenant_id.0)
+                .fetch_one(&mut *conn)
+                .await
+                .map_err(store_error)?;
+                let seq: i64 = row.try_get("audit_seq").map_err(store_error)?;
+                let prev: Option<Vec<u8>> = row.try_get("audit_head").map_err(store_error)?;
+                // Stored times have microsecond precision: hash what will be read back.
+                let at = DbTime(e.at);
+                let mut event = AuditEvent::from(e);
+                event.seq = seq;
+                event.at = conclave_core::clock::truncate_micros(e.at);
+                let hash = audit_hash(prev.as_deref().unwrap_or(&[0u8; 32]), &event);
+                sqlx::query(
+                    "INSERT INTO audit_events (tenant_id, seq, event_id, at, actor_id, actor_kind, action, resource_type, resource_id, \
+                     outcome, ip, request_id, detail, hash) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
+                )
+                .bind(e.tenant_id.0)
+                .bind(seq)
+                .bind(e.id.0)
+                .bind(at)
+                .bind(e.actor_id.map(|a| a.0))
+                .bind(e.actor_kind)
+                .bind(e.action)
+                .bind(e.resource_type)
+                .bind(&e.resource_id)
+                .bind(e.outcome.as_str())
+                .bind(&e.ip)
+                .bind(&e.request_id)
+                .bind(e.detail.as_ref().map(Json))
+                .bind(&hash[..])
+                .execute(&mut *conn)
+                .await
+                .map_err(store_error)?;
+                sqlx::query("UPDATE tenants SET audit_head = $2 WHERE tenant_id = $1")
+                    .bind(e.tenant_id.0)
+                    .bind(&hash[..])
+                    .execute(&mut *conn)
+                    .await
+                    .map_err(store_error)?;
+                Ok(seq)
+            }
+
+            async fn record_usage_in(conn: &mut <$db as sqlx::Database>::Connection, u: &UsageRecord) -> StoreResult<()> {
+                sqlx::query(
+                    "INSERT INTO usage_events (tenant_id, usage_id, user_id, api_key_id, source, message_id, model, prompt_tokens, \
+                     completion_tokens, estimated, cost_micro_usd, at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
+                )
+                .bind(u.tenant_id.0)
+                .bind(u.id)
+                .bind(u.user_id.0)
+                .bind(u.api_key_id.map(|k| k.0))
+                .bind(u.source.as_str())
+                .bind(u.message_id.map(|m| m.0))
+                .bind(&u.model)
+                .bind(i64::from(u.prompt_tokens))
+                .bind(i64::from(u.completion_tokens))
+                .bind(u.estimated)
+                .bind(u.cost_micro_usd)
+                .bind(DbTime(u.at))
+                .execute(&mut *conn)
+                .await
+                .map_err(store_error)?;
+                Ok(())
+            }
+
             fn checkpoint_row(r: &<$db as sqlx::Database>::Row) -> Result<AuditCheckpoint, sqlx::Error> {
                 let algorithm: &str = r.try_get("algorithm")?;
                 Ok(AuditCheckpoint {

@@ -95,6 +95,9 @@ pub struct AuthConfig {
     pub signup: Option<Signup>,
     pub access_token_ttl_seconds: u64,
     pub refresh_token_ttl_seconds: u64,
+    /// How long a verified access token or API key is trusted without a database lookup; a
+    /// revocation made on another replica takes up to this long to apply here. 0: no cache.
+    pub cache_ttl_seconds: u64,
     pub password_hash_memory_kib: u32,
     pub password_hash_iterations: u32,
     /// Production normally signs in through OIDC; this allows local accounts there.
@@ -159,6 +162,8 @@ impl Default for OidcConfig {
 
 /// The longest clock skew accepted: beyond it, an expired token lives on noticeably.
 pub const MAX_OIDC_CLOCK_SKEW_SECONDS: u64 = 300;
+/// Longest the credential cache may trust a verified credential (`CONCLAVE_AUTH_CACHE_TTL_SECONDS`).
+pub const MAX_AUTH_CACHE_TTL_SECONDS: u64 = 60;
 
 impl OidcConfig {
     /// The audience tokens must carry.
@@ -381,6 +386,7 @@ impl Default for AuthConfig {
             signup: None,
             access_token_ttl_seconds: 15 * 60,
             refresh_token_ttl_seconds: 30 * 24 * 3600,
+            cache_ttl_seconds: 5,
             password_hash_memory_kib: 19_456,
             password_hash_iterations: 2,
             allow_local_accounts_in_production: false,
@@ -572,6 +578,9 @@ impl Config {
         }
         if let Some(v) = parse_env(env, "CONCLAVE_REFRESH_TOKEN_TTL_SECONDS", "a number of seconds")? {
             self.auth.refresh_token_ttl_seconds = v;
+        }
+        if let Some(v) = parse_env(env, "CONCLAVE_AUTH_CACHE_TTL_SECONDS", "a number of seconds")? {
+            self.auth.cache_ttl_seconds = v;
         }
         if let Some(v) = parse_env(env, "CONCLAVE_PASSWORD_HASH_MEMORY_KIB", "a number of KiB")? {
             self.auth.password_hash_memory_kib = v;
@@ -1020,6 +1029,14 @@ impl Config {
                 "access tokens should live between 1 s and 1 hour".into(),
             );
         }
+        if self.auth.cache_ttl_seconds > MAX_AUTH_CACHE_TTL_SECONDS {
+            out.push(Finding::error(
+                "CONCLAVE_AUTH_CACHE_TTL_SECONDS",
+                format!(
+                    "at most {MAX_AUTH_CACHE_TTL_SECONDS} s: a revocation on another replica applies only after this long"
+                ),
+            ));
+        }
         if prod && !self.database_url().starts_with("postgres") {
             out.push(Finding::warning(
                 "CONCLAVE_DATABASE_URL",
@@ -1264,6 +1281,8 @@ mod tests {
         assert!(bad(&[("CONCLAVE_PROFILE", "production"), ("CONCLAVE_OIDC_ISSUER", "http://127.0.0.1:9999")])
             .contains(&"CONCLAVE_OIDC_ISSUER"));
         assert!(bad(&[("CONCLAVE_OIDC_CLOCK_SKEW_SECONDS", "301")]).contains(&"CONCLAVE_OIDC_CLOCK_SKEW_SECONDS"));
+        assert!(bad(&[("CONCLAVE_AUTH_CACHE_TTL_SECONDS", "60")]).is_empty());
+        assert!(bad(&[("CONCLAVE_AUTH_CACHE_TTL_SECONDS", "61")]).contains(&"CONCLAVE_AUTH_CACHE_TTL_SECONDS"));
         assert!(bad(&[("CONCLAVE_OIDC_ROLES", "x=overlord")]).contains(&"CONCLAVE_OIDC_ROLES"));
         assert!(bad(&[("CONCLAVE_OIDC_TENANTS", "t1=Firm")]).contains(&"CONCLAVE_OIDC_TENANT_CLAIM"));
         let no_client = Config::load(None, &env(&[("CONCLAVE_OIDC_ISSUER", "https://login.example")])).unwrap();

@@ -59,6 +59,7 @@ fn core_config(config: &Config) -> CoreConfig {
             allowed_types: config.limits.upload_types.clone(),
         },
         sso: None,
+        auth_cache_ttl: Duration::from_secs(config.auth.cache_ttl_seconds),
     }
 }
 

@@ -184,6 +184,7 @@ impl Conclave {
             && self.store.rotate_refresh(record.tenant_id, record.id, now, &[access_rec, refresh_rec]).await?;
         if !rotated {
             self.store.revoke_session(record.tenant_id, record.session_id).await?;
+            self.credentials.invalidate();
             self.audit(
                 record.tenant_id,
                 meta,
@@ -202,12 +203,14 @@ impl Conclave {
         if let Some(token) = refresh_token {
             if let Ok(record) = self.find_token(token, CredentialKind::RefreshToken).await {
                 self.store.revoke_session(record.tenant_id, record.session_id).await?;
+                self.credentials.invalidate();
                 self.audit(record.tenant_id, meta, AuditRecord::new("auth.logout", "session", record.session_id)).await;
             }
         }
         if let Some(caller) = caller {
             if let Some(session) = caller.principal.session_id() {
                 self.store.revoke_session(caller.tenant(), session).await?;
+                self.credentials.invalidate();
                 self.audit_by(caller, AuditRecord::new("auth.logout", "session", session)).await;
             }
         }
@@ -228,21 +231,33 @@ impl Conclave {
                 _ => Err(Error::Unauthenticated),
             };
         };
+        let ticket = match self.credentials.get(&parsed) {
+            Ok(principal) => return Ok(principal),
+            Err(ticket) => ticket,
+        };
+        let (principal, expires_at) = self.verify_credential(&parsed).await?;
+        self.credentials.store(ticket, &parsed, &principal, expires_at);
+        Ok(principal)
+    }
+
+    /// Checks a credential against the database: the principal, and when the credential expires.
+    async fn verify_credential(&self, parsed: &ParsedCredential) -> Result<(Principal, Option<time::OffsetDateTime>)> {
         let now = crate::clock::now();
         match parsed.kind {
             CredentialKind::AccessToken => {
-                let record = self.check_token(&parsed).await?;
+                let record = self.check_token(parsed).await?;
                 if record.kind != TokenKind::Access || record.session_revoked || record.expires_at <= now {
                     return Err(Error::Unauthenticated);
                 }
                 let user = self.active_user(record.tenant_id, record.user_id).await?;
-                Ok(Principal {
+                let principal = Principal {
                     tenant_id: user.tenant_id,
                     user_id: user.id,
                     role: user.role,
                     credential: Credential::Session(record.session_id),
                     must_change_password: user.must_change_password,
-                })
+                };
+                Ok((principal, Some(record.expires_at)))
             }
             CredentialKind::ApiKey => {
                 let Some(CredentialRef::ApiKey(tenant)) = self.store.find_credential(parsed.id).await? else {
@@ -259,13 +274,14 @@ impl Conclave {
                 if record.key.last_used_at.is_none_or(|t| now - t > time::Duration::minutes(1)) {
                     let _ = self.store.touch_api_key(tenant, record.key.id, now).await;
                 }
-                Ok(Principal {
+                let principal = Principal {
                     tenant_id: tenant,
                     user_id: user.id,
                     role: user.role,
                     credential: Credential::ApiKey { id: record.key.id, scopes: record.key.scopes },
                     must_change_password: user.must_change_password,
-                })
+                };
+                Ok((principal, record.key.expires_at))
             }
             CredentialKind::RefreshToken => Err(Error::Unauthenticated),
         }
@@ -326,6 +342,7 @@ impl Conclave {
         let hash = self.blocking(move |h| h.hash(&new)).await?.map_err(Error::internal)?;
         self.store.set_password(caller.tenant(), caller.user(), &hash, false).await?;
         self.store.revoke_user_sessions(caller.tenant(), caller.user(), Some(session)).await?;
+        self.credentials.invalidate();
         self.audit_by(caller, AuditRecord::new("user.password_change", "user", caller.user())).await;
         Ok(())
     }

@@ -98,8 +98,10 @@ impl Conclave {
             ),
             other => user_not_found(other),
         })?;
+        self.credentials.invalidate();
         if patch.disabled == Some(true) {
             self.store.revoke_user_sessions(caller.tenant(), id, None).await?;
+            self.credentials.invalidate();
         }
         self.audit_by(
             caller,
@@ -121,7 +123,9 @@ impl Conclave {
         validate_new_password("new_password", new_password, &user.email, &user.display_name)?;
         let hash = self.hash_password(new_password.to_owned()).await?;
         self.store.set_password(caller.tenant(), id, &hash, true).await?;
+        self.credentials.invalidate();
         self.store.revoke_user_sessions(caller.tenant(), id, None).await?;
+        self.credentials.invalidate();
         self.audit_by(caller, AuditRecord::new("user.password_reset", "user", id)).await;
         Ok(())
     }
@@ -139,6 +143,7 @@ impl Conclave {
             self.store.update_user(caller.tenant(), id, &UserPatch::default()).await?;
         }
         self.store.delete_user(caller.tenant(), id, caller.user()).await.map_err(user_not_found)?;
+        self.credentials.invalidate();
         self.audit_by(caller, AuditRecord::new("user.delete", "user", id)).await;
         Ok(())
     }

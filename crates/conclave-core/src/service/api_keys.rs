@@ -75,6 +75,7 @@ impl Conclave {
             StoreError::NotFound => Error::NotFound("API key"),
             other => other.into(),
         })?;
+        self.credentials.invalidate();
         self.audit_by(caller, AuditRecord::new("api_key.delete", "api_key", id)).await;
         Ok(())
     }

@@ -2,7 +2,8 @@
 //! editors, scripts), with the tenant's model allow-list, budgets, usage records and audit.
 //! `model` is an allowed model id, or `agent:<id>` to apply that agent's instructions and
 //! parameters. Nothing is stored but usage and the audit event: a gateway call is not a
-//! conversation.
+//! conversation. The audit event (`gateway.completion`) is appended when the call ends, in the
+//! same transaction as its usage record; a call the provider refuses at once is audited then.
 
 use std::sync::Arc;
 
@@ -15,7 +16,7 @@ use crate::ids::AgentId;
 use crate::policy;
 use crate::principal::{Caller, Scope};
 use crate::provider::{ChatEvent, ChatMessage, ChatRequest, ChatStream, ProviderError};
-use crate::records::{Usage, UsageSource};
+use crate::records::{NewAuditEvent, Usage, UsageRecord, UsageSource};
 use crate::service::replies::{estimate_tokens, MAX_MESSAGE_BYTES};
 use crate::service::usage::Payer;
 
@@ -136,15 +137,21 @@ impl Conclave {
             stop: req.stop,
             user: Some(caller.user().to_string()),
         };
-        self.audit_by(
-            caller,
-            AuditRecord::new("gateway.completion", "model", &model).detail(serde_json::json!({
+        let audit = Self::audit_event(
+            caller.tenant(),
+            &caller.meta,
+            AuditRecord::new("gateway.completion", "model", &model).by(caller).detail(serde_json::json!({
                 "agent_id": agent_id,
                 "stream": req.stream,
             })),
-        )
-        .await;
-        let events = route.provider.client.stream_chat(request).await?;
+        );
+        let events = match route.provider.client.stream_chat(request).await {
+            Ok(events) => events,
+            Err(e) => {
+                self.append_audit_event(&audit, None).await;
+                return Err(e.into());
+            }
+        };
         let meter = UsageMeter {
             core: Arc::clone(self),
             payer: Payer::of(caller),
@@ -152,14 +159,14 @@ impl Conclave {
             prompt_estimate,
             completion_chars: 0,
             reported: None,
-            recorded: false,
+            audit: Some(audit),
         };
         Ok(GatewayCall { model, events, meter })
     }
 }
 
-/// Counts what a gateway call produced and records its usage once: when told the call ended,
-/// or, if the client went away first, when dropped.
+/// Counts what a gateway call produced and records its usage with the call's audit event once:
+/// when told the call ended, or, if the client went away first, when dropped.
 pub struct UsageMeter {
     core: Arc<Conclave>,
     payer: Payer,
@@ -167,7 +174,8 @@ pub struct UsageMeter {
     prompt_estimate: u32,
     completion_chars: usize,
     reported: Option<Usage>,
-    recorded: bool,
+    /// The call's audit event, until it is written (with the usage).
+    audit: Option<NewAuditEvent>,
 }
 
 impl UsageMeter {
@@ -188,25 +196,108 @@ impl UsageMeter {
         })
     }
 
-    pub async fn finish(mut self) {
-        self.recorded = true;
+    /// The usage row and the audit event, stamped now; `None` once taken.
+    fn take_records(&mut self) -> Option<(UsageRecord, NewAuditEvent)> {
+        let mut audit = self.audit.take()?;
+        audit.at = crate::clock::now();
         let (usage, estimated) = (self.usage(), self.reported.is_none());
-        self.core.record_usage(self.payer, UsageSource::Gateway, None, &self.model, usage, estimated).await;
+        let record = self.core.usage_record(self.payer, UsageSource::Gateway, None, &self.model, usage, estimated);
+        Some((record, audit))
+    }
+
+    /// Records the call's usage and audit event, and returns once they are stored.
+    pub async fn finish(mut self) {
+        if let Some((usage, audit)) = self.take_records() {
+            self.core.record_gateway_call(audit, usage).await;
+        }
     }
 }
 
 impl Drop for UsageMeter {
     fn drop(&mut self) {
-        if self.recorded {
+        let Some((usage, audit)) = self.take_records() else {
             return;
-        }
-        let (core, payer, model) = (self.core.clone(), self.payer, std::mem::take(&mut self.model));
-        let (usage, estimated) = (self.usage(), self.reported.is_none());
+        };
+        let core = self.core.clone();
         if let Ok(handle) = tokio::runtime::Handle::try_current() {
             handle.spawn(async move {
-                core.record_usage(payer, UsageSource::Gateway, None, &model, usage, estimated).await;
+                core.record_gateway_call(audit, usage).await;
             });
         }
+    }
+}
+
+/// The ends of gateway calls waiting to be written. One task writes whatever has gathered in
+/// one transaction, in arrival order: concurrent calls share a commit and never contend for
+/// the tenant's audit lock.
+#[derive(Default)]
+pub(crate) struct RecordQueue {
+    sender: std::sync::Mutex<Option<tokio::sync::mpsc::UnboundedSender<QueuedCall>>>,
+}
+
+struct QueuedCall {
+    audit: NewAuditEvent,
+    usage: UsageRecord,
+    stored: tokio::sync::oneshot::Sender<()>,
+}
+
+/// Most calls written in one transaction.
+const MAX_BATCH: usize = 64;
+
+impl Conclave {
+    /// Stores a gateway call's usage row and audit event together; returns once they are
+    /// written (or their failure handled as any audit failure is).
+    async fn record_gateway_call(&self, audit: NewAuditEvent, usage: UsageRecord) {
+        let (stored, done) = tokio::sync::oneshot::channel();
+        let call = QueuedCall { audit, usage, stored };
+        let refused = {
+            let mut sender = self.gateway_records.sender.lock().unwrap_or_else(|e| e.into_inner());
+            let tx = sender.get_or_insert_with(|| self.start_record_writer());
+            tx.send(call).err().map(|e| e.0)
+        };
+        match refused {
+            // The writer is gone (shutting down): write it here.
+            Some(call) => self.append_audit_event(&call.audit, Some(&call.usage)).await,
+            None => {
+                let _ = done.await;
+            }
+        }
+    }
+
+    fn start_record_writer(&self) -> tokio::sync::mpsc::UnboundedSender<QueuedCall> {
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<QueuedCall>();
+        let store = Arc::clone(&self.store);
+        // Weak: the writer must not keep the service alive; it ends when the service (and so
+        // the sender) is dropped.
+        let me = self.me.clone();
+        tokio::spawn(async move {
+            while let Some(first) = rx.recv().await {
+                let mut batch = vec![first];
+                while batch.len() < MAX_BATCH {
+                    match rx.try_recv() {
+                        Ok(call) => batch.push(call),
+                        Err(_) => break,
+                    }
+                }
+                let pairs: Vec<(NewAuditEvent, UsageRecord)> =
+                    batch.iter().map(|c| (c.audit.clone(), c.usage.clone())).collect();
+                let written = store.append_audit_with_usage(&pairs).await;
+                if let (Err(e), Some(core)) = (&written, me.upgrade()) {
+                    // One at a time, so one bad call does not lose the others; failures are
+                    // counted and logged there.
+                    tracing::warn!(error = %e, calls = batch.len(), "a batch of gateway records failed; writing them one by one");
+                    for call in &batch {
+                        core.append_audit_event(&call.audit, Some(&call.usage)).await;
+                    }
+                } else if let Some(core) = me.upgrade() {
+                    core.audit_unwritable.store(false, std::sync::atomic::Ordering::Relaxed);
+                }
+                for call in batch {
+                    let _ = call.stored.send(());
+                }
+            }
+        });
+        tx
     }
 }
 

@@ -142,6 +142,7 @@ impl Conclave {
             return Err(Error::NotFound("MFA enrolment"));
         }
         self.store.revoke_user_sessions(caller.tenant(), id, None).await?;
+        self.credentials.invalidate();
         self.audit_by(caller, AuditRecord::new("mfa.reset", "user", id)).await;
         Ok(())
     }

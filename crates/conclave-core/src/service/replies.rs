@@ -44,6 +44,9 @@ struct ReplyJob {
     route: ModelRoute,
     request: Option<ChatRequest>,
     live: Arc<LiveReply>,
+    /// The reply's stored creation time and model, for its final view.
+    created_at: time::OffsetDateTime,
+    model: Option<String>,
 }
 
 impl Conclave {
@@ -334,6 +337,8 @@ impl Conclave {
             route,
             request: Some(request),
             live: live.clone(),
+            created_at: crate::clock::truncate_micros(reply.created_at),
+            model: reply.model.clone(),
         };
         let this = Arc::clone(self);
         // The reply outlives the request: it keeps the request's trace for the provider call.
@@ -492,14 +497,35 @@ impl Conclave {
                 None
             }
         };
-        if let Some(outcome) = &outcome {
-            if let Err(e) = self.store.finish_reply(job.tenant, reply_id, outcome).await {
-                tracing::error!(error = %e, message_id = %reply_id, "could not store the end of a reply");
-            }
-        }
-        let stored = match self.store.get_message(job.tenant, job.conversation, reply_id).await {
-            Ok(m) => self.message_view(&m).await.ok(),
-            Err(_) => None,
+        let finished = match &outcome {
+            Some(outcome) => match self.store.finish_reply(job.tenant, reply_id, outcome).await {
+                Ok(finished) => finished,
+                Err(e) => {
+                    tracing::error!(error = %e, message_id = %reply_id, "could not store the end of a reply");
+                    false
+                }
+            },
+            None => false,
+        };
+        // Stored just now as known here: no need to read it back. Otherwise (it ended elsewhere,
+        // or the write failed) the store says how it stands.
+        let stored = match (&outcome, finished) {
+            (Some(outcome), true) => Some(MessageView {
+                id: reply_id,
+                conversation_id: job.conversation,
+                role: MessageRole::Assistant,
+                content: text.clone(),
+                status: outcome.status,
+                model: job.model.clone(),
+                usage: outcome.usage,
+                finish_reason: outcome.finish_reason.clone(),
+                error: outcome.error.clone(),
+                created_at: job.created_at,
+            }),
+            _ => match self.store.get_message(job.tenant, job.conversation, reply_id).await {
+                Ok(m) => self.message_view(&m).await.ok(),
+                Err(_) => None,
+            },
         };
         let message = stored.unwrap_or_else(|| MessageView {
             id: reply_id,

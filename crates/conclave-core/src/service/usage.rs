@@ -128,8 +128,24 @@ impl Conclave {
         usage: Usage,
         estimated: bool,
     ) {
+        let record = self.usage_record(payer, source, message, model, usage, estimated);
+        if let Err(e) = self.store.record_usage(&record).await {
+            tracing::error!(error = %e, model, "could not record usage");
+        }
+    }
+
+    /// The row [`Self::record_usage`] would store, priced.
+    pub(crate) fn usage_record(
+        &self,
+        payer: Payer,
+        source: UsageSource,
+        message: Option<MessageId>,
+        model: &str,
+        usage: Usage,
+        estimated: bool,
+    ) -> UsageRecord {
         let cost = self.config.prices.get(model).map_or(0, |p| p.cost_micro_usd(usage));
-        let record = UsageRecord {
+        UsageRecord {
             tenant_id: payer.tenant,
             id: uuid::Uuid::now_v7(),
             user_id: payer.user,
@@ -142,9 +158,6 @@ impl Conclave {
             estimated,
             cost_micro_usd: cost,
             at: crate::clock::now(),
-        };
-        if let Err(e) = self.store.record_usage(&record).await {
-            tracing::error!(error = %e, model, "could not record usage");
         }
     }
 

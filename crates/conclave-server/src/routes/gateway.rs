@@ -343,11 +343,10 @@ async fn chat_completions(
         }))
         .into_response());
     }
-    let chunks = Chunks { id, created, model: call.model, include_usage };
+    let chunks = Chunks::new(id, created, call.model, include_usage);
     let state = Relay { events: call.events, meter: Some(call.meter), chunks, phase: Phase::Start, finished: false };
-    let lines = futures::stream::unfold(state, |mut relay| async move {
-        relay.next().await.map(|line| (vec![Bytes::from(format!("data: {line}\n\n"))], relay))
-    });
+    let lines =
+        futures::stream::unfold(state, |mut relay| async move { relay.next().await.map(|line| (vec![line], relay)) });
     Ok(crate::sse::respond_frames(lines))
 }
 
@@ -355,24 +354,70 @@ fn usage_json(u: conclave_core::records::Usage) -> Value {
     json!({"prompt_tokens": u.prompt_tokens, "completion_tokens": u.completion_tokens, "total_tokens": u.prompt_tokens + u.completion_tokens})
 }
 
+/// Encodes the chunks of one stream: every chunk shares the same head (`id`, `object`,
+/// `created`, `model`), serialised once; per delta only the text is escaped.
 struct Chunks {
-    id: String,
-    created: i64,
-    model: String,
+    /// `data: {"id":…,"object":"chat.completion.chunk","created":…,"model":…,`
+    head: String,
     include_usage: bool,
 }
 
 impl Chunks {
-    fn chunk(&self, delta: Value, finish: Option<&str>) -> String {
-        json!({
-            "id": self.id,
-            "object": "chat.completion.chunk",
-            "created": self.created,
-            "model": self.model,
-            "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
-        })
-        .to_string()
+    fn new(id: String, created: i64, model: String, include_usage: bool) -> Self {
+        let mut head = String::from("data: {\"id\":");
+        head.push_str(&Value::String(id).to_string());
+        head.push_str(",\"object\":\"chat.completion.chunk\",\"created\":");
+        head.push_str(&created.to_string());
+        head.push_str(",\"model\":");
+        head.push_str(&Value::String(model).to_string());
+        head.push(',');
+        Chunks { head, include_usage }
     }
+
+    /// One `data:` line: the head, then `rest` (JSON members), then the end of the event.
+    fn line(&self, rest: impl FnOnce(&mut Vec<u8>)) -> Bytes {
+        let mut out = Vec::with_capacity(self.head.len() + 96);
+        out.extend_from_slice(self.head.as_bytes());
+        rest(&mut out);
+        out.extend_from_slice(b"}\n\n");
+        Bytes::from(out)
+    }
+
+    fn delta(&self, text: &str) -> Bytes {
+        self.line(|out| {
+            out.extend_from_slice(b"\"choices\":[{\"index\":0,\"delta\":{\"content\":");
+            // Writing a string into a Vec cannot fail.
+            let _ = serde_json::to_writer(&mut *out, text);
+            out.extend_from_slice(b"},\"finish_reason\":null}]");
+        })
+    }
+
+    fn first(&self) -> Bytes {
+        self.line(|out| {
+            out.extend_from_slice(
+                b"\"choices\":[{\"index\":0,\"delta\":{\"role\":\"assistant\",\"content\":\"\"},\"finish_reason\":null}]",
+            )
+        })
+    }
+
+    fn finish(&self, reason: &str) -> Bytes {
+        self.line(|out| {
+            out.extend_from_slice(b"\"choices\":[{\"index\":0,\"delta\":{},\"finish_reason\":");
+            let _ = serde_json::to_writer(&mut *out, reason);
+            out.extend_from_slice(b"}]");
+        })
+    }
+
+    fn usage(&self, usage: conclave_core::records::Usage) -> Bytes {
+        self.line(|out| {
+            out.extend_from_slice(b"\"choices\":[],\"usage\":");
+            let _ = serde_json::to_writer(&mut *out, &usage_json(usage));
+        })
+    }
+}
+
+fn data_line(json: &str) -> Bytes {
+    Bytes::from(format!("data: {json}\n\n"))
 }
 
 enum Phase {
@@ -393,12 +438,12 @@ struct Relay {
 }
 
 impl Relay {
-    async fn next(&mut self) -> Option<String> {
+    async fn next(&mut self) -> Option<Bytes> {
         loop {
             match self.phase {
                 Phase::Start => {
                     self.phase = Phase::Relaying;
-                    return Some(self.chunks.chunk(json!({"role": "assistant", "content": ""}), None));
+                    return Some(self.chunks.first());
                 }
                 Phase::Relaying => {
                     let event = self.events.next().await;
@@ -406,12 +451,10 @@ impl Relay {
                         meter.observe(e);
                     }
                     match event {
-                        Some(Ok(ChatEvent::Delta(text))) => {
-                            return Some(self.chunks.chunk(json!({"content": text}), None))
-                        }
+                        Some(Ok(ChatEvent::Delta(text))) => return Some(self.chunks.delta(&text)),
                         Some(Ok(ChatEvent::Finish { reason })) => {
                             self.finished = true;
-                            return Some(self.chunks.chunk(json!({}), Some(reason.as_deref().unwrap_or("stop"))));
+                            return Some(self.chunks.finish(reason.as_deref().unwrap_or("stop")));
                         }
                         Some(Ok(ChatEvent::Usage(_))) => continue,
                         Some(Err(e)) => {
@@ -420,13 +463,13 @@ impl Relay {
                             if let Some(meter) = self.meter.take() {
                                 meter.finish().await;
                             }
-                            return Some(serde_json::to_string(&err.body).unwrap_or_default());
+                            return Some(data_line(&serde_json::to_string(&err.body).unwrap_or_default()));
                         }
                         None => {
                             self.phase = Phase::Usage;
                             if !self.finished {
                                 self.finished = true;
-                                return Some(self.chunks.chunk(json!({}), Some("stop")));
+                                return Some(self.chunks.finish("stop"));
                             }
                         }
                     }
@@ -439,25 +482,49 @@ impl Relay {
                         meter.finish().await;
                     }
                     if let (true, Some(usage)) = (self.chunks.include_usage, usage) {
-                        return Some(
-                            json!({
-                                "id": self.chunks.id,
-                                "object": "chat.completion.chunk",
-                                "created": self.chunks.created,
-                                "model": self.chunks.model,
-                                "choices": [],
-                                "usage": usage_json(usage),
-                            })
-                            .to_string(),
-                        );
+                        return Some(self.chunks.usage(usage));
                     }
                 }
                 Phase::Done => {
                     self.phase = Phase::End;
-                    return Some("[DONE]".into());
+                    return Some(Bytes::from_static(b"data: [DONE]\n\n"));
                 }
                 Phase::End => return None,
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parsed(line: &Bytes) -> Value {
+        let text = std::str::from_utf8(line).unwrap();
+        let json = text.strip_prefix("data: ").and_then(|t| t.strip_suffix("\n\n")).expect("one data line");
+        serde_json::from_str(json).expect("valid JSON")
+    }
+
+    #[test]
+    fn templated_chunks_equal_the_openai_shape() {
+        let chunks = Chunks::new("chatcmpl-1\"x".into(), 1_700_000_000, "gpt-\u{e9}\n".into(), true);
+        let head = |choices: Value| json!({"id": "chatcmpl-1\"x", "object": "chat.completion.chunk", "created": 1_700_000_000, "model": "gpt-\u{e9}\n", "choices": choices});
+        let text = "quote \" backslash \\ newline \n tab \t control \u{1} emoji \u{1F600}";
+        assert_eq!(
+            parsed(&chunks.delta(text)),
+            head(json!([{"index": 0, "delta": {"content": text}, "finish_reason": null}]))
+        );
+        assert_eq!(
+            parsed(&chunks.first()),
+            head(json!([{"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": null}]))
+        );
+        assert_eq!(
+            parsed(&chunks.finish("length")),
+            head(json!([{"index": 0, "delta": {}, "finish_reason": "length"}]))
+        );
+        let usage = conclave_core::records::Usage { prompt_tokens: 3, completion_tokens: 4 };
+        let mut expected = head(json!([]));
+        expected["usage"] = json!({"prompt_tokens": 3, "completion_tokens": 4, "total_tokens": 7});
+        assert_eq!(parsed(&chunks.usage(usage)), expected);
     }
 }

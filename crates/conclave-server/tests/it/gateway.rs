@@ -94,6 +94,33 @@ async fn completions_streamed_and_not_with_usage() {
     assert!(report.body["total"]["total_tokens"].as_i64().unwrap() >= 10);
 }
 
+/// Calls that end together are written together (one transaction for whatever has gathered):
+/// each still gets its usage row and its `gateway.completion` event, and the chain verifies.
+#[tokio::test]
+async fn concurrent_calls_each_get_usage_and_an_audit_event_in_one_chain() {
+    const CALLS: usize = 12;
+    let h = Harness::new().await;
+    let (token, _) = h.signup("ada@example.com").await;
+    for _ in 0..CALLS {
+        script(&h, &["a", "b"], Some(Usage { prompt_tokens: 1, completion_tokens: 2 }));
+    }
+    let body = json!({"model": "gated", "stream": true, "messages": [{"role": "user", "content": "hi"}]});
+    let calls = (0..CALLS).map(|_| completion(&h, &token, body.clone()));
+    for (status, text) in futures::future::join_all(calls).await {
+        assert_eq!(status, StatusCode::OK, "{text}");
+        assert_eq!(data_lines(&text).last().map(String::as_str), Some("[DONE]"), "{text}");
+    }
+    // Each call's records are stored before its stream ends.
+    let report = h.call(Method::GET, "/api/v1/usage?group_by=model", Some(&token), None).await;
+    assert_eq!(report.body["items"][0]["requests"], CALLS, "{}", report.body);
+    let events =
+        h.call(Method::GET, "/api/v1/audit/events?action=gateway.completion&limit=100", Some(&token), None).await;
+    assert_eq!(events.status, StatusCode::OK, "{}", events.body);
+    assert_eq!(events.body["items"].as_array().map(Vec::len), Some(CALLS), "{}", events.body);
+    let verified = h.call(Method::GET, "/api/v1/audit/verify", Some(&token), None).await;
+    assert_eq!(verified.body["ok"], true, "{}", verified.body);
+}
+
 #[tokio::test]
 async fn agents_apply_their_instructions_and_errors_have_openais_shape() {
     let h = Harness::new().await;

@@ -504,6 +504,74 @@ async fn reply_leases_cancel_and_expiry(store: &dyn Store) {
     assert_eq!(store.list_messages(t.id, c.id, PageRequest::default()).await.unwrap().items.len(), 3);
 }
 
+/// Gateway calls' usage rows and audit events go in one transaction: each event takes the next
+/// sequence number and extends the hash chain like any other, and if one usage row cannot be
+/// written, nothing of the batch is.
+async fn audit_with_usage_is_atomic_and_chained(store: &dyn Store) {
+    let t = store.default_tenant("Default").await.unwrap();
+    let ada = store.create_user(t.id, new_user("ada@example.com", true)).await.unwrap();
+    let event = |action: &'static str| NewAuditEvent {
+        tenant_id: t.id,
+        id: AuditEventId::new(),
+        at: now(),
+        actor_id: Some(ada.id),
+        actor_kind: "user",
+        action,
+        resource_type: "model",
+        resource_id: Some("m".into()),
+        outcome: Outcome::Success,
+        ip: None,
+        request_id: None,
+        detail: None,
+    };
+    let usage = UsageRecord {
+        tenant_id: t.id,
+        id: uuid::Uuid::now_v7(),
+        user_id: ada.id,
+        api_key_id: None,
+        source: UsageSource::Gateway,
+        message_id: None,
+        model: "m".into(),
+        prompt_tokens: 3,
+        completion_tokens: 4,
+        estimated: false,
+        cost_micro_usd: 7,
+        at: now(),
+    };
+    let other = UsageRecord { id: uuid::Uuid::now_v7(), ..usage.clone() };
+    assert_eq!(store.append_audit(&event("before")).await.unwrap(), 1);
+    store
+        .append_audit_with_usage(&[(event("first call"), usage.clone()), (event("second call"), other.clone())])
+        .await
+        .unwrap();
+    let third = UsageRecord { id: uuid::Uuid::now_v7(), ..usage.clone() };
+    assert!(
+        store
+            .append_audit_with_usage(&[(event("third call"), third), (event("duplicate"), usage.clone())])
+            .await
+            .is_err(),
+        "the same usage row twice violates its key"
+    );
+    assert_eq!(store.append_audit(&event("after")).await.unwrap(), 4, "the failed batch took no sequence number");
+    let events = store.list_audit(t.id, &conclave_core::store::AuditFilter::after(0, 100)).await.unwrap();
+    let actions: Vec<&str> = events.iter().map(|e| e.action.as_str()).collect();
+    assert_eq!(actions, ["before", "first call", "second call", "after"]);
+    let mut prev = [0u8; 32];
+    for e in &events {
+        let hash = audit_hash(&prev, e);
+        assert_eq!(e.hash.as_deref(), Some(&hash[..]), "event {} extends the chain", e.seq);
+        prev = hash;
+    }
+    let rows = store
+        .usage_records(t.id, None, now() - time::Duration::hours(1), now() + time::Duration::hours(1))
+        .await
+        .unwrap();
+    let mut ids: Vec<uuid::Uuid> = rows.iter().map(|r| r.id).collect();
+    ids.sort_unstable();
+    assert_eq!(ids, [usage.id, other.id], "the two calls' rows, not the failed batch's");
+    assert!(rows.iter().all(|r| (r.prompt_tokens, r.completion_tokens) == (3, 4)));
+}
+
 crate::both_backends!(
     reply_leases_cancel_and_expiry,
     tenants_and_settings,
@@ -517,4 +585,5 @@ crate::both_backends!(
     conversations_messages_and_replies,
     deleting_a_user_removes_their_data,
     audit_sequence_per_tenant,
+    audit_with_usage_is_atomic_and_chained,
 );

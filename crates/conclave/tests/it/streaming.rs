@@ -375,6 +375,10 @@ async fn replies_being_generated_are_limited_per_user_and_per_server(backend: Ba
         let retry = refused.header("retry-after").context("429 without Retry-After")?;
         assert!(retry.trim().parse::<u64>().is_ok_and(|n| n >= 1), "Retry-After {retry:?} is not whole seconds");
     }
+    // The first reply's first delta proves its request reached the provider (the reply task
+    // calls it after the opening event, so counting before could race it).
+    let first_delta = first.expect_event().await?;
+    assert_eq!(first_delta.event, "delta", "{first_delta}");
     assert_eq!(mock.request_count(), 1, "a refused message never reaches the provider");
 
     // Someone else is not limited by it.
@@ -383,7 +387,11 @@ async fn replies_being_generated_are_limited_per_user_and_per_server(backend: Ba
     let bob_conv = app.create_conversation(&bob.token, &agent["id"], None).await?;
     let mut bobs = app.post_streamed(&bob.token, &bob_conv["id"], "mine").await?;
 
-    let got = check_events(&[vec![opening], first.until_end(Duration::from_secs(20)).await?].concat(), None, None)?;
+    let got = check_events(
+        &[vec![opening, first_delta], first.until_end(Duration::from_secs(20)).await?].concat(),
+        None,
+        None,
+    )?;
     assert_eq!(got.end.event, "done");
     check_events(&bobs.until_end(Duration::from_secs(20)).await?, None, None)?;
     // Once it is done the next one is welcome.
