@@ -282,7 +282,12 @@ async fn a_rotated_certificate_is_served_without_a_restart() -> Result<()> {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    assert!(app.logs().iter().any(|l| l.contains("TLS certificate reloaded")));
+    // The log line may reach the test's reader a moment after the new certificate is served.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !app.logs().iter().any(|l| l.contains("TLS certificate reloaded")) {
+        anyhow::ensure!(Instant::now() < deadline, "the reload was not logged");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 
     // A broken pair is not taken: the server keeps serving the current one.
     pki.write("server.key", &pki.server.key)?;
