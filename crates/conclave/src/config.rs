@@ -908,6 +908,12 @@ impl Config {
                     "the master key is a local file (accepted with CONCLAVE_ALLOW_LOCAL_KEY)".into(),
                 ));
             }
+            if prod && self.key_file().starts_with(&self.store.data_dir) {
+                out.push(Finding::warning(
+                    "CONCLAVE_KEY_FILE",
+                    "the local key file is inside the data folder: a backup of the folder that includes it can be read; put it elsewhere or exclude keys/ from backups".into(),
+                ));
+            }
         } else if self.keys.provider == "azure-key-vault" {
             match self.keys.key_vault_url.as_deref().map(url::Url::parse) {
                 None => out.push(Finding::error(
@@ -1333,6 +1339,18 @@ mod tests {
         )
         .unwrap();
         assert!(errors(&c).is_empty(), "{:?}", c.findings());
+        let warned = |c: &Config| c.findings().iter().any(|f| f.variable == "CONCLAVE_KEY_FILE");
+        assert!(warned(&c), "a key file inside the data folder is pointed out in production");
+        let apart = Config::load(
+            None,
+            &env(&[
+                ("CONCLAVE_PROFILE", "production"),
+                ("CONCLAVE_ALLOW_LOCAL_KEY", "true"),
+                ("CONCLAVE_KEY_FILE", "/etc/conclave/kek.json"),
+            ]),
+        )
+        .unwrap();
+        assert!(!warned(&apart));
         assert_eq!(c.providers[0].models, vec!["openai/gpt-4o-mini"]);
         let priced =
             Config::load(None, &env(&[("CONCLAVE_PRICES", "openai/gpt-4o-mini=0.15:0.6, other=1:2")])).unwrap();
