@@ -180,7 +180,7 @@ fn binding(scope: SealScope) -> Result<Binding> {
 
 /// Key-service failures are 503s (nothing is lost; the data opens again when the key does);
 /// anything else means the stored bytes are not what was written.
-fn key_error(e: CryptoError) -> Error {
+pub(crate) fn key_error(e: CryptoError) -> Error {
     match e {
         CryptoError::KeyUnavailable { .. } => Error::Unavailable { service: "key service", detail: e.to_string() },
         CryptoError::KeyRevoked { .. } | CryptoError::VersionRetired { .. } => {

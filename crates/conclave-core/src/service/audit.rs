@@ -47,7 +47,7 @@ impl From<AuditEvent> for AuditEventView {
             ip: e.ip,
             request_id: e.request_id,
             detail: e.detail,
-            hash: e.hash.as_deref().map(hex),
+            hash: e.hash.as_deref().map(crate::records::hex),
         }
     }
 }
@@ -101,10 +101,6 @@ impl Conclave {
 /// The hash chain alone (no checkpoints): the same check as [`crate::checkpoint::verify_log`].
 pub async fn verify_chain(store: &dyn crate::store::Store, tenant: crate::ids::TenantId) -> Result<AuditVerification> {
     crate::checkpoint::verify_log(store, tenant, Vec::new(), &[], &|_| {}).await
-}
-
-fn hex(bytes: &[u8]) -> String {
-    crate::records::hex(bytes)
 }
 
 /// Which events an export covers.

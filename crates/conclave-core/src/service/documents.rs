@@ -194,7 +194,7 @@ struct Reading {
 impl Conclave {
     /// Whether the caller may upload to the library: checked before a request body is read.
     pub async fn check_upload_allowed(&self, caller: &Caller, library: LibraryId) -> Result<()> {
-        policy::require(caller, Scope::LibrariesWrite)?;
+        self.permit(caller, policy::require(caller, Scope::LibrariesWrite), "document.scope", "document", None).await?;
         let access = self.visible_library(caller, library).await?;
         self.require_library_role(caller, &access, LibraryRole::Editor, "upload to").await
     }
@@ -354,7 +354,7 @@ impl Conclave {
         let tenant = job.caller.tenant();
         let (library, document, version) = (job.library, job.document, job.version);
         let now = crate::clock::now();
-        let sha_hex = hex(&sha);
+        let sha_hex = crate::records::hex(&sha);
         let sealed_sha =
             self.codec.seal(SealScope::DocumentDigest { tenant, library, document, version }, &sha_hex).await?;
         let record = match &job.existing {
@@ -410,7 +410,7 @@ impl Conclave {
         library: LibraryId,
         page: PageRequest,
     ) -> Result<Page<DocumentView>> {
-        policy::require(caller, Scope::LibrariesRead)?;
+        self.permit(caller, policy::require(caller, Scope::LibrariesRead), "document.scope", "document", None).await?;
         let access = self.visible_library(caller, library).await?;
         self.require_library_role(caller, &access, LibraryRole::Reader, "list the documents of").await?;
         let rows = self.store.list_documents(caller.tenant(), library, page).await?;
@@ -505,7 +505,7 @@ impl Conclave {
 
     /// Deletes a document, every version and their keys; refused while its library is on hold.
     pub async fn delete_document(&self, caller: &Caller, id: DocumentId) -> Result<()> {
-        policy::require(caller, Scope::LibrariesWrite)?;
+        self.permit(caller, policy::require(caller, Scope::LibrariesWrite), "document.scope", "document", None).await?;
         let document = self.store.get_document(caller.tenant(), id).await.map_err(not_found)?;
         let access =
             self.visible_library(caller, document.library_id).await.map_err(|_| Error::NotFound("document"))?;
@@ -532,7 +532,7 @@ impl Conclave {
         id: DocumentId,
         version: Option<u64>,
     ) -> Result<DocumentWithVersion> {
-        policy::require(caller, Scope::LibrariesRead)?;
+        self.permit(caller, policy::require(caller, Scope::LibrariesRead), "document.scope", "document", None).await?;
         let d = self.store.get_document_version(caller.tenant(), id, version).await.map_err(not_found)?;
         let access =
             self.store.get_library(caller.tenant(), caller.user(), d.document.library_id).await.map_err(not_found)?;
@@ -853,10 +853,6 @@ fn check_content(claimed: &str, window: &[u8], whole: bool) -> Result<()> {
     } else {
         refuse(sniffed.unwrap_or("of an unrecognised kind"))
     }
-}
-
-pub(crate) fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 fn human_bytes(n: u64) -> String {

@@ -58,13 +58,13 @@ pub struct RewrapReport {
 
 impl Conclave {
     pub async fn keys_status(&self, caller: &Caller) -> Result<KeysView> {
-        policy::require_admin(caller)?;
+        self.permit(caller, policy::require_admin(caller), "keys.admin", "tenant", None).await?;
         self.tenant_keys_status(caller.tenant()).await
     }
 
     /// Starts a rotation: a new master-key version now, the rewrap in the background.
     pub async fn rotate_keys(&self, caller: &Caller) -> Result<RotationView> {
-        policy::require_admin(caller)?;
+        self.permit(caller, policy::require_admin(caller), "keys.admin", "tenant", None).await?;
         let tenant = caller.tenant();
         let version = self.rotate_tenant_key(tenant).await?;
         let pending = self.keys_below(tenant, version).await?;
@@ -158,11 +158,11 @@ impl Conclave {
     }
 }
 
+/// Provider outages map as for content (503); a refused rotation or retirement is a conflict.
 fn key_error(e: conclave_crypto::CryptoError) -> Error {
     use conclave_crypto::CryptoError as C;
     match e {
-        C::KeyUnavailable { .. } => Error::Unavailable { service: "key service", detail: e.to_string() },
-        C::KeyRevoked { .. } => Error::Unavailable { service: "organisation's master key", detail: e.to_string() },
+        C::KeyUnavailable { .. } | C::KeyRevoked { .. } => crate::envelope::key_error(e),
         C::InvalidInput(m) => Error::Conflict(m.to_string()),
         other => Error::Conflict(other.to_string()),
     }

@@ -54,7 +54,7 @@ pub struct LibraryInput {
 
 impl Conclave {
     pub async fn create_library(&self, caller: &Caller, input: LibraryInput) -> Result<LibraryView> {
-        policy::require(caller, Scope::LibrariesWrite)?;
+        self.permit(caller, policy::require(caller, Scope::LibrariesWrite), "library.scope", "library", None).await?;
         if input.legal_hold.is_some() {
             return Err(Error::field("legal_hold", "Set a legal hold on an existing library (administrators)."));
         }
@@ -84,14 +84,14 @@ impl Conclave {
     }
 
     pub async fn get_library(&self, caller: &Caller, id: LibraryId) -> Result<LibraryView> {
-        policy::require(caller, Scope::LibrariesRead)?;
+        self.permit(caller, policy::require(caller, Scope::LibrariesRead), "library.scope", "library", None).await?;
         let access = self.visible_library(caller, id).await?;
         self.library_view(&access).await
     }
 
     /// The caller's libraries (administrators: every library of the tenant), newest first.
     pub async fn list_libraries(&self, caller: &Caller, page: PageRequest) -> Result<Page<LibraryView>> {
-        policy::require(caller, Scope::LibrariesRead)?;
+        self.permit(caller, policy::require(caller, Scope::LibrariesRead), "library.scope", "library", None).await?;
         let all = caller.principal.is_admin();
         let rows = self.store.list_libraries(caller.tenant(), caller.user(), all, page).await?;
         let mut items = Vec::with_capacity(rows.items.len());
@@ -102,13 +102,11 @@ impl Conclave {
     }
 
     pub async fn update_library(&self, caller: &Caller, id: LibraryId, input: LibraryInput) -> Result<LibraryView> {
-        policy::require(caller, Scope::LibrariesWrite)?;
+        self.permit(caller, policy::require(caller, Scope::LibrariesWrite), "library.scope", "library", None).await?;
         let access = self.visible_library(caller, id).await?;
         if input.legal_hold.is_some() && input.legal_hold != Some(access.library.legal_hold) {
-            if let Err(e) = policy::require_admin(caller) {
-                self.audit_denied(caller, "library.legal_hold", "library", id).await;
-                return Err(e);
-            }
+            self.permit(caller, policy::require_admin(caller), "library.legal_hold", "library", Some(id.to_string()))
+                .await?;
         }
         if input.name.is_some() || input.description.is_some() {
             self.require_library_role(caller, &access, LibraryRole::Manager, "rename or describe").await?;
@@ -141,7 +139,7 @@ impl Conclave {
 
     /// Deletes the library with its documents and its key; refused while on legal hold.
     pub async fn delete_library(&self, caller: &Caller, id: LibraryId) -> Result<()> {
-        policy::require(caller, Scope::LibrariesWrite)?;
+        self.permit(caller, policy::require(caller, Scope::LibrariesWrite), "library.scope", "library", None).await?;
         let access = self.visible_library(caller, id).await?;
         self.require_library_role(caller, &access, LibraryRole::Manager, "delete").await?;
         let objects = self.store.delete_library(caller.tenant(), id).await.map_err(legal_hold_error)?;
@@ -155,7 +153,7 @@ impl Conclave {
     }
 
     pub async fn list_library_members(&self, caller: &Caller, id: LibraryId) -> Result<Vec<MemberView>> {
-        policy::require(caller, Scope::LibrariesRead)?;
+        self.permit(caller, policy::require(caller, Scope::LibrariesRead), "library.scope", "library", None).await?;
         self.visible_library(caller, id).await?;
         let members = self.store.list_members(caller.tenant(), id).await?;
         Ok(members
@@ -178,7 +176,7 @@ impl Conclave {
         user: UserId,
         role: LibraryRole,
     ) -> Result<Vec<MemberView>> {
-        policy::require(caller, Scope::LibrariesWrite)?;
+        self.permit(caller, policy::require(caller, Scope::LibrariesWrite), "library.scope", "library", None).await?;
         let access = self.visible_library(caller, id).await?;
         self.require_library_role(caller, &access, LibraryRole::Manager, "manage the members of").await?;
         self.store.put_member(caller.tenant(), id, user, role, crate::clock::now()).await.map_err(|e| match e {
@@ -195,7 +193,7 @@ impl Conclave {
     }
 
     pub async fn remove_library_member(&self, caller: &Caller, id: LibraryId, user: UserId) -> Result<()> {
-        policy::require(caller, Scope::LibrariesWrite)?;
+        self.permit(caller, policy::require(caller, Scope::LibrariesWrite), "library.scope", "library", None).await?;
         let access = self.visible_library(caller, id).await?;
         self.require_library_role(caller, &access, LibraryRole::Manager, "manage the members of").await?;
         if !self.store.remove_member(caller.tenant(), id, user).await? {
@@ -234,26 +232,15 @@ impl Conclave {
         if access.role.is_some_and(|r| r >= needed) || admin_manages {
             return Ok(());
         }
-        self.audit_denied(caller, "library.access", "library", access.library.id).await;
-        Err(Error::Forbidden(match access.role {
+        let refusal = Error::Forbidden(match access.role {
             None => "You are not a member of this library: an administrator can add you.".into(),
             Some(role) => format!(
                 "Your role in this library ({}) does not allow you to {what} it; {} needed.",
                 role.as_str(),
                 needed.as_str()
             ),
-        }))
-    }
-
-    pub(crate) async fn audit_denied(
-        &self,
-        caller: &Caller,
-        action: &'static str,
-        resource_type: &'static str,
-        id: impl ToString,
-    ) {
-        self.audit_by(caller, AuditRecord::new(action, resource_type, id).outcome(crate::records::Outcome::Denied))
-            .await;
+        });
+        Err(self.deny(caller, refusal, "library.access", "library", Some(access.library.id.to_string())).await)
     }
 
     async fn library_view(&self, access: &LibraryAccess) -> Result<LibraryView> {
