@@ -37,3 +37,30 @@ pub const POSTGRES_SCOPE: &str = "https://ossrdbms-aad.database.windows.net/.def
 pub const REDIS_SCOPE: &str = "https://redis.azure.com/.default";
 /// The scope of Azure Storage tokens.
 pub const STORAGE_SCOPE: &str = "https://storage.azure.com/.default";
+
+/// The `oid` claim (the identity's object id) of an Entra ID access token, read without
+/// checking the signature: the token came from Entra over TLS, and the id only names the
+/// Redis user the token signs in as (Redis checks the token itself).
+pub fn token_object_id(token: &str) -> Option<String> {
+    use base64::Engine as _;
+    let payload = token.split('.').nth(1)?;
+    let json = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(payload.trim_end_matches('=')).ok()?;
+    let claims: serde_json::Value = serde_json::from_slice(&json).ok()?;
+    claims.get("oid")?.as_str().filter(|oid| !oid.is_empty()).map(str::to_owned)
+}
+
+#[cfg(test)]
+mod tests {
+    use base64::Engine as _;
+
+    #[test]
+    fn the_object_id_comes_from_the_token_payload() {
+        let encode = |v: &str| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v);
+        let token = format!("{}.{}.sig", encode(r#"{"alg":"RS256"}"#), encode(r#"{"oid":"3f2a-oid","aud":"x"}"#));
+        assert_eq!(super::token_object_id(&token).as_deref(), Some("3f2a-oid"));
+        let no_oid = format!("{}.{}.sig", encode("{}"), encode(r#"{"sub":"s"}"#));
+        assert_eq!(super::token_object_id(&no_oid), None);
+        assert_eq!(super::token_object_id("standin.abcdef"), None);
+        assert_eq!(super::token_object_id("a.!!!.c"), None);
+    }
+}

@@ -14,7 +14,9 @@ use crate::credential::TokenCredential;
 pub const DEFAULT_CHECK_EVERY: Duration = Duration::from_secs(30);
 
 /// Calls `apply` with each new token for `scope`, starting after `current` (the token already in
-/// use). Failures are logged and retried at the next check; the task runs until aborted.
+/// use). Asks every `every`, or sooner when the token in hand is short-lived (a quarter of its
+/// remaining life, at least a second), so a renewal is never missed. Failures are logged and
+/// retried at the next check; the task runs until aborted.
 pub fn spawn_token_refresher(
     credential: Arc<dyn TokenCredential>,
     scope: &'static str,
@@ -24,18 +26,21 @@ pub fn spawn_token_refresher(
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let mut last = current;
-        let mut tick = tokio::time::interval(every);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        tick.tick().await;
+        let mut wait = Duration::ZERO;
         loop {
-            tick.tick().await;
+            tokio::time::sleep(wait).await;
+            wait = every;
             match credential.token(scope).await {
-                Ok(token) if token.token.expose_secret() != last => {
-                    apply(token.token.expose_secret());
-                    last = token.token.expose_secret().to_owned();
-                    tracing::info!(scope, expires_on = %token.expires_on, "applied a refreshed Entra ID token");
+                Ok(token) => {
+                    if token.token.expose_secret() != last {
+                        apply(token.token.expose_secret());
+                        last = token.token.expose_secret().to_owned();
+                        tracing::info!(scope, expires_on = %token.expires_on, "applied a refreshed Entra ID token");
+                    }
+                    let left = token.expires_on - time::OffsetDateTime::now_utc();
+                    let quarter = Duration::try_from(left / 4).unwrap_or(Duration::ZERO);
+                    wait = every.min(quarter.max(Duration::from_secs(1)));
                 }
-                Ok(_) => {}
                 Err(e) => tracing::warn!(scope, error = %e, "refreshing an Entra ID token failed; retrying"),
             }
         }

@@ -7,8 +7,12 @@ mod error;
 mod libraries;
 mod notify;
 mod queries;
+mod redis_conn;
 mod redis_notify;
+#[cfg(feature = "testing")]
+pub mod testing;
 
+pub use redis_conn::{RedisTarget, SharedRedis, REDIS_CONNECT_TIMEOUT};
 pub use redis_notify::{RedisNotifier, REDIS_CHANNEL};
 
 use std::path::Path;

@@ -1,7 +1,8 @@
 //! Reply notices between replicas over Redis pub/sub, when `CONCLAVE_REDIS_URL` is set (the
 //! replicas then need not share a PostgreSQL connection for LISTEN). Payloads are the encoded
-//! [`Notice`]: ids and offsets, never content. A lost subscription is re-established; notices
-//! missed meanwhile cost followers only latency (they also re-read the store periodically).
+//! [`Notice`]: ids and offsets, never content. A lost subscription is re-established, and remade
+//! with the new credentials when the password (an Entra token) is renewed; notices missed
+//! meanwhile cost followers only latency (they also re-read the store periodically).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -9,14 +10,15 @@ use std::time::Duration;
 use async_trait::async_trait;
 use conclave_core::notify::{LocalNotifier, Notice, Notifier};
 use futures::StreamExt;
-use redis::aio::ConnectionManager;
 use tokio::sync::broadcast;
+
+use crate::SharedRedis;
 
 /// The channel replicas share.
 pub const REDIS_CHANNEL: &str = "conclave:replies";
 
 pub struct RedisNotifier {
-    publisher: ConnectionManager,
+    redis: Arc<SharedRedis>,
     channel: String,
     local: LocalNotifier,
 }
@@ -24,33 +26,52 @@ pub struct RedisNotifier {
 impl RedisNotifier {
     /// Subscribes to `channel` and relays what arrives (from every replica, this one included)
     /// to local subscribers.
-    pub async fn start(client: redis::Client, channel: &str) -> redis::RedisResult<Arc<RedisNotifier>> {
-        let publisher = ConnectionManager::new(client.clone()).await?;
-        let mut pubsub = client.get_async_pubsub().await?;
-        pubsub.subscribe(channel).await?;
-        let notifier =
-            Arc::new(RedisNotifier { publisher, channel: channel.to_owned(), local: LocalNotifier::default() });
+    pub async fn start(redis: Arc<SharedRedis>, channel: &str) -> redis::RedisResult<Arc<RedisNotifier>> {
+        let mut stream = subscription(&redis.client(), channel).await?;
+        let mut changes = redis.changes();
+        let notifier = Arc::new(RedisNotifier {
+            redis: redis.clone(),
+            channel: channel.to_owned(),
+            local: LocalNotifier::default(),
+        });
         let tx = notifier.local.sender();
         let channel = channel.to_owned();
+        let redis = Arc::downgrade(&redis);
         tokio::spawn(async move {
-            let mut stream = pubsub.into_on_message();
             loop {
-                while let Some(msg) = stream.next().await {
-                    if let Some(notice) = msg.get_payload::<String>().ok().as_deref().and_then(Notice::decode) {
-                        // No receiver right now is fine: replicas subscribe when they follow.
-                        let _ = tx.send(notice);
-                    }
-                }
-                tracing::warn!("reply notices: Redis subscription lost; reconnecting");
-                stream = loop {
-                    tokio::time::sleep(Duration::from_secs(1)).await;
-                    match client.get_async_pubsub().await {
-                        Ok(mut p) => match p.subscribe(&channel).await {
-                            Ok(()) => break p.into_on_message(),
-                            Err(e) => tracing::warn!(error = %e, "reply notices: Redis subscribe failed"),
+                let renewed = loop {
+                    tokio::select! {
+                        msg = stream.next() => match msg {
+                            Some(msg) => {
+                                if let Some(notice) = msg.get_payload::<String>().ok().as_deref().and_then(Notice::decode) {
+                                    // No receiver right now is fine: replicas subscribe when they follow.
+                                    let _ = tx.send(notice);
+                                }
+                            }
+                            None => break false,
                         },
-                        Err(e) => tracing::warn!(error = %e, "reply notices: Redis unreachable"),
+                        changed = changes.changed() => {
+                            if changed.is_err() { return }
+                            break true;
+                        }
                     }
+                };
+                if renewed {
+                    tracing::info!("reply notices: subscribing again with the renewed Redis credentials");
+                } else {
+                    tracing::warn!("reply notices: Redis subscription lost; reconnecting");
+                }
+                // The new subscription is made before the old one is dropped, so a renewal
+                // loses nothing (a notice may arrive twice, which costs a follower one read).
+                stream = loop {
+                    let Some(shared) = redis.upgrade() else { return };
+                    let client = shared.client();
+                    drop(shared);
+                    match subscription(&client, &channel).await {
+                        Ok(s) => break s,
+                        Err(e) => tracing::warn!(error = %e, "reply notices: Redis subscribe failed"),
+                    }
+                    tokio::time::sleep(Duration::from_secs(1)).await;
                 };
             }
         });
@@ -58,10 +79,19 @@ impl RedisNotifier {
     }
 }
 
+async fn subscription(
+    client: &redis::Client,
+    channel: &str,
+) -> redis::RedisResult<impl futures::Stream<Item = redis::Msg> + Send + Unpin + 'static> {
+    let mut pubsub = client.get_async_pubsub().await?;
+    pubsub.subscribe(channel).await?;
+    Ok(pubsub.into_on_message())
+}
+
 #[async_trait]
 impl Notifier for RedisNotifier {
     async fn publish(&self, notice: Notice) {
-        let mut conn = self.publisher.clone();
+        let mut conn = self.redis.manager();
         let sent: redis::RedisResult<i64> =
             redis::cmd("PUBLISH").arg(&self.channel).arg(notice.encode()).query_async(&mut conn).await;
         if let Err(e) = sent {

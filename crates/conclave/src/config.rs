@@ -30,6 +30,8 @@ pub struct Config {
     pub audit: AuditConfig,
     pub limits: LimitsConfig,
     pub redis_url: Option<String>,
+    /// `CONCLAVE_REDIS_CA_FILE`: PEM roots trusted for `rediss://` instead of the system's.
+    pub redis_ca_file: Option<PathBuf>,
     pub azure: AzureAuthConfig,
     pub log: LogConfig,
     pub providers: Vec<ProviderConfig>,
@@ -219,6 +221,9 @@ pub struct AzureAuthConfig {
     /// Azure Blob (the document store): account key / SAS from `AZURE_STORAGE_*`, or an Entra ID
     /// token from the Azure credential.
     pub object_store_auth: ServiceAuth,
+    /// `CONCLAVE_REDIS_AUTH`: `entra` signs in to Redis (Azure Cache for Redis) with a token as
+    /// the password and the identity's object id as the user, renewed before it expires.
+    pub redis_auth: ServiceAuth,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -346,6 +351,7 @@ impl Default for Config {
             azure: AzureAuthConfig::default(),
             limits: LimitsConfig::default(),
             redis_url: None,
+            redis_ca_file: None,
             log: LogConfig::default(),
             providers: Vec::new(),
             prices: HashMap::new(),
@@ -631,21 +637,21 @@ impl Config {
                 *slot = Some(v.clone());
             }
         }
-        if let Some(v) = env.get("CONCLAVE_DATABASE_AUTH").map(|v| v.trim()).filter(|v| !v.is_empty()) {
-            self.azure.database_auth = match v {
-                "password" => ServiceAuth::Password,
-                "entra" => ServiceAuth::Entra,
-                other => return Err(env_err("CONCLAVE_DATABASE_AUTH", format!("'{other}' is not password or entra"))),
-            };
+        for (var, slot) in [
+            ("CONCLAVE_DATABASE_AUTH", &mut self.azure.database_auth),
+            ("CONCLAVE_OBJECT_STORE_AUTH", &mut self.azure.object_store_auth),
+            ("CONCLAVE_REDIS_AUTH", &mut self.azure.redis_auth),
+        ] {
+            if let Some(v) = env.get(var).map(|v| v.trim()).filter(|v| !v.is_empty()) {
+                *slot = match v {
+                    "password" => ServiceAuth::Password,
+                    "entra" => ServiceAuth::Entra,
+                    other => return Err(env_err(var, format!("'{other}' is not password or entra"))),
+                };
+            }
         }
-        if let Some(v) = env.get("CONCLAVE_OBJECT_STORE_AUTH").map(|v| v.trim()).filter(|v| !v.is_empty()) {
-            self.azure.object_store_auth = match v {
-                "password" => ServiceAuth::Password,
-                "entra" => ServiceAuth::Entra,
-                other => {
-                    return Err(env_err("CONCLAVE_OBJECT_STORE_AUTH", format!("'{other}' is not password or entra")))
-                }
-            };
+        if let Some(v) = env.get("CONCLAVE_REDIS_CA_FILE").filter(|v| !v.is_empty()) {
+            self.redis_ca_file = Some(PathBuf::from(v));
         }
         if let Some(v) = env.get("CONCLAVE_KEY_PROVIDER").filter(|v| !v.is_empty()) {
             self.keys.provider = v.clone();
@@ -963,6 +969,7 @@ impl Config {
                 "entra sign-in applies to PostgreSQL only; CONCLAVE_DATABASE_URL is not a postgres:// URL".into(),
             ));
         }
+        self.backend_tls_findings(prod, &mut out);
         let tls = self.http.tls_cert_file.is_some() || self.http.tls_key_file.is_some();
         if prod && !tls && self.http.trusted_proxies.is_empty() {
             out.push(Finding::error(
@@ -1069,6 +1076,60 @@ impl Config {
         }
         out
     }
+}
+
+impl Config {
+    /// Secrets and content travel to PostgreSQL and Redis: off this machine, only over TLS in
+    /// production (ASVS 12.3.3), and an Entra token never in clear anywhere.
+    fn backend_tls_findings(&self, prod: bool, out: &mut Vec<Finding>) {
+        if let Some(url) = self.redis_url.as_deref() {
+            let parsed = url::Url::parse(url).ok();
+            let tls = parsed.as_ref().is_some_and(|u| u.scheme() == "rediss");
+            let local = parsed.as_ref().and_then(|u| u.host_str()).is_some_and(is_loopback_host);
+            if self.azure.redis_auth == ServiceAuth::Entra && !tls {
+                out.push(Finding::error(
+                    "CONCLAVE_REDIS_URL",
+                    "entra sign-in sends a token as the password: use rediss:// (Azure Cache for Redis listens for TLS on 6380)".into(),
+                ));
+            } else if prod && !tls && !local {
+                out.push(Finding::error(
+                    "CONCLAVE_REDIS_URL",
+                    "Redis off this machine must be reached over TLS in production: use rediss://".into(),
+                ));
+            }
+        } else if self.azure.redis_auth == ServiceAuth::Entra {
+            out.push(Finding::error("CONCLAVE_REDIS_AUTH", "entra sign-in needs CONCLAVE_REDIS_URL".into()));
+        }
+        if self.redis_ca_file.is_some() && !self.redis_url.as_deref().is_some_and(|u| u.starts_with("rediss://")) {
+            out.push(Finding::error("CONCLAVE_REDIS_CA_FILE", "a Redis CA applies to rediss:// URLs only".into()));
+        }
+        let database = self.database_url();
+        if prod && database.starts_with("postgres") {
+            if let Ok(u) = url::Url::parse(&database) {
+                let sslmode = u.query_pairs().find(|(k, _)| k == "sslmode").map(|(_, v)| v.into_owned());
+                let host = u.query_pairs().find(|(k, _)| k == "host").map(|(_, v)| v.into_owned());
+                // A socket folder (host=/run/postgresql) or an empty host is local too.
+                let local = match (&host, u.host_str()) {
+                    (Some(h), _) => h.starts_with('/') || is_loopback_host(h),
+                    (None, Some(h)) => h.is_empty() || is_loopback_host(h),
+                    (None, None) => true,
+                };
+                // `require` and `verify-ca` encrypt but would talk to anyone holding a
+                // certificate (`require`: any at all): only `verify-full` checks the host name.
+                if !local && sslmode.as_deref() != Some("verify-full") {
+                    out.push(Finding::error(
+                        "CONCLAVE_DATABASE_URL",
+                        "PostgreSQL off this machine must be reached over TLS with its certificate and host name checked in production: add ?sslmode=verify-full".into(),
+                    ));
+                }
+            }
+        }
+    }
+}
+
+fn is_loopback_host(host: &str) -> bool {
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    host.eq_ignore_ascii_case("localhost") || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
 }
 
 fn provider_var(p: &ProviderConfig) -> &'static str {
@@ -1323,6 +1384,43 @@ mod tests {
     }
 
     #[test]
+    fn backends_off_this_machine_need_tls_in_production_and_entra_tokens_always() {
+        let prod = ("CONCLAVE_PROFILE", "production");
+        let remote_pg = ("CONCLAVE_DATABASE_URL", "postgres://conclave@db.internal:5432/conclave");
+        let c = Config::load(None, &env(&[prod, remote_pg])).unwrap();
+        assert!(errors(&c).contains(&"CONCLAVE_DATABASE_URL"), "plaintext PostgreSQL across the network");
+        let unchecked = ("CONCLAVE_DATABASE_URL", "postgres://conclave@db.internal/conclave?sslmode=require");
+        let c = Config::load(None, &env(&[prod, unchecked])).unwrap();
+        assert!(errors(&c).contains(&"CONCLAVE_DATABASE_URL"), "TLS without certificate checks");
+        for ok in [
+            "postgres://conclave@db.internal/conclave?sslmode=verify-full",
+            "postgres://conclave@127.0.0.1:5432/conclave",
+            "postgres://conclave@[::1]/conclave",
+            "postgres://conclave@localhost/conclave?host=/run/postgresql",
+        ] {
+            let c = Config::load(None, &env(&[prod, ("CONCLAVE_DATABASE_URL", ok)])).unwrap();
+            assert!(!errors(&c).contains(&"CONCLAVE_DATABASE_URL"), "{ok}");
+        }
+        let c = Config::load(None, &env(&[remote_pg])).unwrap();
+        assert!(!errors(&c).contains(&"CONCLAVE_DATABASE_URL"), "development is not held to it");
+
+        let remote_redis = ("CONCLAVE_REDIS_URL", "redis://cache.internal:6379");
+        assert!(errors(&Config::load(None, &env(&[prod, remote_redis])).unwrap()).contains(&"CONCLAVE_REDIS_URL"));
+        let local = ("CONCLAVE_REDIS_URL", "redis://127.0.0.1:6379");
+        assert!(!errors(&Config::load(None, &env(&[prod, local])).unwrap()).contains(&"CONCLAVE_REDIS_URL"));
+        let entra = ("CONCLAVE_REDIS_AUTH", "entra");
+        assert!(errors(&Config::load(None, &env(&[entra, local])).unwrap()).contains(&"CONCLAVE_REDIS_URL"));
+        assert!(errors(&Config::load(None, &env(&[entra])).unwrap()).contains(&"CONCLAVE_REDIS_AUTH"));
+        let azure = ("CONCLAVE_REDIS_URL", "rediss://oid@conclave.redis.cache.windows.net:6380");
+        let c = Config::load(None, &env(&[prod, entra, azure])).unwrap();
+        assert!(!errors(&c).iter().any(|v| v.starts_with("CONCLAVE_REDIS")), "{:?}", errors(&c));
+        assert_eq!(c.azure.redis_auth, ServiceAuth::Entra);
+        let ca = ("CONCLAVE_REDIS_CA_FILE", "/ca.pem");
+        assert!(errors(&Config::load(None, &env(&[ca, local])).unwrap()).contains(&"CONCLAVE_REDIS_CA_FILE"));
+        assert!(Config::load(None, &env(&[("CONCLAVE_REDIS_AUTH", "kerberos")])).is_err());
+    }
+
+    #[test]
     fn production_with_everything_set_is_accepted() {
         let c = Config::load(
             None,
@@ -1334,7 +1432,7 @@ mod tests {
                 ("CONCLAVE_ALLOW_LOCAL_KEY", "true"),
                 ("CONCLAVE_ALLOW_LOCAL_ACCOUNTS", "true"),
                 ("CONCLAVE_TRUSTED_PROXIES", "10.0.0.0/8"),
-                ("CONCLAVE_DATABASE_URL", "postgres://db/conclave"),
+                ("CONCLAVE_DATABASE_URL", "postgres://db/conclave?sslmode=verify-full"),
             ]),
         )
         .unwrap();

@@ -87,6 +87,10 @@ fn limit_malloc_arenas() {}
 
 fn main() -> ExitCode {
     limit_malloc_arenas();
+    // Both ring and aws-lc-rs are compiled in (dependencies ask for each), so rustls cannot pick
+    // a process-wide provider by itself; clients that use the default (Redis over TLS) get ring,
+    // as the server's own listener does.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let cli = Cli::parse();
     let env: HashMap<String, String> = std::env::vars().collect();
     let config = match Config::load(cli.config.as_deref(), &env) {

@@ -17,9 +17,9 @@ use conclave_core::service::identity::SingleSignOn;
 use conclave_core::{Conclave, CoreConfig};
 use conclave_llm::{DemoProvider, OpenAiCompatible, ProviderKind, ProviderSettings, DEMO_MODEL};
 use conclave_server::{AppState, HttpSettings};
-use conclave_store::Database;
+use conclave_store::{Database, RedisTarget, SharedRedis};
 
-use crate::config::{Config, Profile, ProviderKindConfig, Severity};
+use crate::config::{Config, Profile, ProviderKindConfig, ServiceAuth, Severity};
 
 const DATABASE_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -192,18 +192,67 @@ async fn key_provider(config: &Config) -> anyhow::Result<Arc<dyn conclave_crypto
 
 /// Reply notices between replicas: Redis pub/sub when `CONCLAVE_REDIS_URL` is set, else the
 /// database's own (PostgreSQL LISTEN/NOTIFY; in process for SQLite).
-async fn reply_notices(config: &Config, db: &Database) -> anyhow::Result<Arc<dyn conclave_core::notify::Notifier>> {
-    let Some(url) = &config.redis_url else { return db.notifier().await.context("reply notices") };
-    let client = redis::Client::open(url.as_str()).context("CONCLAVE_REDIS_URL is not a Redis URL")?;
+async fn reply_notices(
+    redis: Option<&Arc<SharedRedis>>,
+    db: &Database,
+) -> anyhow::Result<Arc<dyn conclave_core::notify::Notifier>> {
+    let Some(redis) = redis else { return db.notifier().await.context("reply notices") };
     let notifier = tokio::time::timeout(
         Duration::from_secs(5),
-        conclave_store::RedisNotifier::start(client, conclave_store::REDIS_CHANNEL),
+        conclave_store::RedisNotifier::start(redis.clone(), conclave_store::REDIS_CHANNEL),
     )
     .await
-    .map_err(|_| anyhow::anyhow!("Redis at {} did not answer within 5 s", crate::redact(url)))?
-    .with_context(|| format!("reply notices through Redis at {}", crate::redact(url)))?;
+    .map_err(|_| anyhow::anyhow!("Redis did not take the reply-notice subscription within 5 s"))?
+    .context("reply notices through Redis")?;
     tracing::info!("reply notices shared through Redis");
     Ok(notifier)
+}
+
+/// The process's one Redis (rate limits and reply notices), when `CONCLAVE_REDIS_URL` is set:
+/// signed in with the URL's credentials, or with `CONCLAVE_REDIS_AUTH=entra` as the identity's
+/// object id (the URL's user, else the token's `oid` claim) with a token renewed before expiry.
+async fn shared_redis(config: &Config) -> anyhow::Result<Option<Arc<SharedRedis>>> {
+    use secrecy::ExposeSecret as _;
+    let Some(url) = &config.redis_url else { return Ok(None) };
+    let shown = crate::redact(url);
+    let ca = match &config.redis_ca_file {
+        Some(path) => Some(std::fs::read(path).with_context(|| format!("CONCLAVE_REDIS_CA_FILE {}", path.display()))?),
+        None => None,
+    };
+    let target = RedisTarget::new(url, ca).context("CONCLAVE_REDIS_URL is not a Redis URL")?;
+    let redis = if config.azure.redis_auth == ServiceAuth::Entra {
+        let credential: Arc<dyn conclave_azure::TokenCredential> = azure_credential()?.build()?;
+        let token = credential.token(conclave_azure::REDIS_SCOPE).await.context("an Entra ID token for Redis")?;
+        let password = token.token.expose_secret().to_owned();
+        let user = match target.username() {
+            Some(user) => user.to_owned(),
+            None => conclave_azure::token_object_id(&password).context(
+                "CONCLAVE_REDIS_URL names no user and the token carries no oid claim: put the identity's object id in the URL (rediss://<object-id>@host:6380)",
+            )?,
+        };
+        let redis = SharedRedis::connect(target, Some(user), Some(&password))
+            .await
+            .with_context(|| format!("signing in to Redis at {shown} with an Entra ID token"))?;
+        let renewed = Arc::downgrade(&redis);
+        conclave_azure::refresh::spawn_token_refresher(
+            credential,
+            conclave_azure::REDIS_SCOPE,
+            password,
+            conclave_azure::refresh::DEFAULT_CHECK_EVERY,
+            move |token| {
+                if let Some(redis) = renewed.upgrade() {
+                    if let Err(e) = redis.set_password(token) {
+                        tracing::error!(error = %e, "Redis: the renewed token could not be used");
+                    }
+                }
+            },
+        );
+        tracing::info!("Redis sign-in with Entra ID tokens");
+        redis
+    } else {
+        SharedRedis::connect(target, None, None).await.with_context(|| format!("cannot reach Redis at {shown}"))?
+    };
+    Ok(Some(redis))
 }
 
 /// `CONCLAVE_DATABASE_AUTH=entra`: PostgreSQL with an Entra ID token as the password; a task
@@ -231,16 +280,15 @@ async fn database_with_entra_token(url: &str) -> anyhow::Result<Database> {
 // --- end Azure ---
 
 /// Shared through Redis when configured, else in this process.
-async fn rate_limiter(config: &Config) -> anyhow::Result<conclave_server::middleware::rate_limit::RateLimiter> {
+fn rate_limiter(
+    config: &Config,
+    redis: Option<&Arc<SharedRedis>>,
+) -> conclave_server::middleware::rate_limit::RateLimiter {
     use conclave_server::middleware::rate_limit::RateLimiter;
-    let Some(url) = &config.redis_url else { return Ok(RateLimiter::local()) };
-    let client = redis::Client::open(url.as_str()).context("CONCLAVE_REDIS_URL is not a Redis URL")?;
-    let manager = tokio::time::timeout(Duration::from_secs(5), redis::aio::ConnectionManager::new(client))
-        .await
-        .map_err(|_| anyhow::anyhow!("Redis at {} did not answer within 5 s", crate::redact(url)))?
-        .with_context(|| format!("cannot reach Redis at {}", crate::redact(url)))?;
+    let Some(redis) = redis else { return RateLimiter::local() };
     tracing::info!(fail_open = config.limits.rate_limit_fail_open, "rate limits shared through Redis");
-    Ok(RateLimiter::redis(manager, config.limits.rate_limit_fail_open, "conclave:rl:"))
+    let redis = redis.clone();
+    RateLimiter::redis(Arc::new(move || redis.manager()), config.limits.rate_limit_fail_open, "conclave:rl:")
 }
 
 pub async fn migrate(config: Config) -> anyhow::Result<()> {
@@ -379,7 +427,8 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
 
     let db = open_database(&config).await?;
     let catalog = catalog(&config).await?;
-    let notifier = reply_notices(&config, &db).await?;
+    let redis = shared_redis(&config).await?;
+    let notifier = reply_notices(redis.as_ref(), &db).await?;
     let store = db.clone().into_store();
     let codec = content_codec(&config, store.clone()).await?;
     let objects = object_store(&config)?;
@@ -412,7 +461,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
             },
             mtls_required_for_api_keys: config.http.mtls_required_for_api_keys,
         }),
-        limiter: Arc::new(rate_limiter(&config).await?),
+        limiter: Arc::new(rate_limiter(&config, redis.as_ref())),
     };
     let app = conclave_server::app(state);
     let tls = crate::tls::setup(&config.http)?;

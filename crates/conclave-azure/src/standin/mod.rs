@@ -82,7 +82,11 @@ struct Inner {
     keys: keys::Vault,
     faults: Vec<Fault>,
     requests: Vec<String>,
+    on_issue: Vec<(String, TokenHook)>,
 }
+
+/// Told of each token issued for an audience, before the token leaves the stand-in.
+type TokenHook = Arc<dyn Fn(&str) + Send + Sync>;
 
 type Shared = Arc<Mutex<Inner>>;
 
@@ -170,6 +174,12 @@ impl StandIn {
             .is_some_and(|t| t.audience == audience && t.expires > OffsetDateTime::now_utc())
     }
 
+    /// Calls `hook` with every token issued for `audience` from now on, before the requester
+    /// gets it: a test can make a resource accept it (e.g. a Redis ACL password) in time.
+    pub fn on_token_issued(&self, audience: &str, hook: impl Fn(&str) + Send + Sync + 'static) {
+        lock(&self.state).on_issue.push((audience.to_owned(), Arc::new(hook)));
+    }
+
     /// Issues a token directly (for tests that need one without a credential flow).
     pub fn issue_token(&self, audience: &str) -> String {
         issue(&mut lock(&self.state), audience).0
@@ -223,6 +233,11 @@ fn issue(inner: &mut Inner, audience: &str) -> (String, i64) {
         Token { audience: audience.to_owned(), expires: OffsetDateTime::now_utc() + time::Duration::seconds(lifetime) },
     );
     inner.token_requests += 1;
+    for (hooked, hook) in &inner.on_issue {
+        if hooked == audience {
+            hook(&token);
+        }
+    }
     (token, lifetime)
 }
 

@@ -5,7 +5,7 @@
 //! fails open or closed as configured, and says so in the log.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use axum::http::{HeaderMap, HeaderValue};
@@ -89,9 +89,12 @@ return {1, used, math.floor(math.max(0, tau + t - used) / t)}
 /// Longest wait for Redis before failing open or closed.
 pub const REDIS_TIMEOUT: Duration = Duration::from_millis(500);
 
+/// Hands out the current Redis connection: a renewed password (an Entra token) swaps it.
+pub type RedisConnection = Arc<dyn Fn() -> redis::aio::ConnectionManager + Send + Sync>;
+
 pub enum Backend {
     Local(Mutex<HashMap<String, (u64, Instant)>>),
-    Redis { conn: redis::aio::ConnectionManager, script: redis::Script, fail_open: bool, prefix: String },
+    Redis { connection: RedisConnection, script: redis::Script, fail_open: bool, prefix: String },
 }
 
 pub struct RateLimiter {
@@ -105,9 +108,14 @@ impl RateLimiter {
     }
 
     /// Shared through Redis; keys are prefixed so several deployments may share one Redis.
-    pub fn redis(conn: redis::aio::ConnectionManager, fail_open: bool, prefix: impl Into<String>) -> RateLimiter {
+    pub fn redis(connection: RedisConnection, fail_open: bool, prefix: impl Into<String>) -> RateLimiter {
         RateLimiter {
-            backend: Backend::Redis { conn, script: redis::Script::new(SCRIPT), fail_open, prefix: prefix.into() },
+            backend: Backend::Redis {
+                connection,
+                script: redis::Script::new(SCRIPT),
+                fail_open,
+                prefix: prefix.into(),
+            },
             epoch: Instant::now(),
         }
     }
@@ -129,8 +137,8 @@ impl RateLimiter {
                 }
                 decision
             }
-            Backend::Redis { conn, script, fail_open, prefix } => {
-                let mut conn = conn.clone();
+            Backend::Redis { connection, script, fail_open, prefix } => {
+                let mut conn = connection();
                 let mut invocation = script.key(format!("{prefix}{key}"));
                 invocation.arg(quota.interval_us()).arg(quota.tolerance_us());
                 let call = invocation.invoke_async::<(u8, u64, u64)>(&mut conn);

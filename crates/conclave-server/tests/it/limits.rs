@@ -3,13 +3,15 @@
 //! untrusted peer changes nothing; shared through a real Redis between two limiters (two
 //! replicas), failing open or closed as configured when Redis goes away.
 
-use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Body;
 use axum::http::{Method, Request, StatusCode};
 use conclave_core::Error;
-use conclave_server::middleware::rate_limit::{Quota, RateLimiter};
+use conclave_server::middleware::rate_limit::{Quota, RateLimiter, RedisConnection};
+use conclave_store::testing::{PrivateRedis, PrivateRedisOptions};
+use conclave_store::{RedisTarget, SharedRedis};
 use serde_json::json;
 
 use crate::harness::Harness;
@@ -57,56 +59,53 @@ async fn sign_in_attempts_are_limited_per_account_and_a_spoofed_address_changes_
     assert!(r.headers().contains_key("retry-after"));
 }
 
-struct PrivateRedis {
-    child: Child,
-    url: String,
+async fn shared_redis(url: &str) -> Arc<SharedRedis> {
+    let target = RedisTarget::new(url, None).unwrap();
+    SharedRedis::connect(target, None, None).await.unwrap_or_else(|e| panic!("Redis at {url} is needed: {e}"))
 }
 
-impl PrivateRedis {
-    fn start() -> PrivateRedis {
-        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        let child = Command::new("redis-server")
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("redis-server (Debian package redis-server) is needed by the Redis rate-limit test");
-        PrivateRedis { child, url: format!("redis://127.0.0.1:{port}") }
-    }
+fn connection(redis: &Arc<SharedRedis>) -> RedisConnection {
+    let redis = redis.clone();
+    Arc::new(move || redis.manager())
+}
 
-    async fn manager(&self) -> redis::aio::ConnectionManager {
-        for _ in 0..50 {
-            if let Ok(client) = redis::Client::open(self.url.as_str()) {
-                if let Ok(Ok(m)) =
-                    tokio::time::timeout(Duration::from_secs(1), redis::aio::ConnectionManager::new(client)).await
-                {
-                    return m;
-                }
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
+/// The limiter follows renewed credentials: with the first password revoked and its
+/// connections cut (an expired Entra token on Azure), it keeps counting on the new sign-in.
+#[tokio::test]
+async fn the_limiter_follows_a_renewed_redis_password() {
+    let redis = PrivateRedis::start_with(PrivateRedisOptions { acl_user: Some("limiter-oid".into()), tls: false });
+    redis.add_password("token-1");
+    let url = redis.url().replace("admin:private-redis-admin", "limiter-oid");
+    let target = RedisTarget::new(&url, None).unwrap();
+    let shared = SharedRedis::connect(target, None, Some("token-1")).await.unwrap();
+    let limiter = RateLimiter::redis(connection(&shared), false, "r:");
+    let q = Quota { per_minute: 100 };
+    assert_eq!(limiter.check("k", q).await.unwrap().remaining, 99);
+
+    redis.add_password("token-2");
+    shared.set_password("token-2").unwrap();
+    // The old password goes away and its connections are cut, whether or not the new
+    // manager (built in the background) is in place yet: a limiter still holding only the
+    // first credentials would never sign in again.
+    redis.only_password_and_cut("token-2");
+    let mut remaining = None;
+    for _ in 0..50 {
+        if let Ok(d) = limiter.check("k", q).await {
+            remaining = Some(d.remaining);
+            break;
         }
-        panic!("the private Redis at {} did not start", self.url);
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
-}
-
-impl Drop for PrivateRedis {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+    assert_eq!(remaining, Some(98), "the count survived and the limiter signed in with token-2");
 }
 
 #[tokio::test]
 async fn replicas_share_one_budget_through_redis() {
     // The machine's Redis (127.0.0.1:6379), with a prefix of this run's own.
-    let client = redis::Client::open("redis://127.0.0.1:6379").unwrap();
-    let manager = tokio::time::timeout(Duration::from_secs(5), redis::aio::ConnectionManager::new(client))
-        .await
-        .expect("Redis at 127.0.0.1:6379 answers")
-        .expect("Redis at 127.0.0.1:6379 is needed by this test");
+    let redis = shared_redis("redis://127.0.0.1:6379").await;
     let prefix = format!("conclave-test:{}:", uuid::Uuid::new_v4().simple());
-    let a = RateLimiter::redis(manager.clone(), false, prefix.clone());
-    let b = RateLimiter::redis(manager, false, prefix);
+    let a = RateLimiter::redis(connection(&redis), false, prefix.clone());
+    let b = RateLimiter::redis(connection(&redis), false, prefix);
     let q = Quota { per_minute: 4 };
     let mut allowed = 0;
     for i in 0..6 {
@@ -127,9 +126,9 @@ async fn replicas_share_one_budget_through_redis() {
 #[tokio::test]
 async fn losing_redis_fails_closed_or_open_as_configured() {
     let redis = PrivateRedis::start();
-    let manager = redis.manager().await;
-    let closed = RateLimiter::redis(manager.clone(), false, "c:");
-    let open = RateLimiter::redis(manager, true, "o:");
+    let shared = shared_redis(&redis.url()).await;
+    let closed = RateLimiter::redis(connection(&shared), false, "c:");
+    let open = RateLimiter::redis(connection(&shared), true, "o:");
     let q = Quota { per_minute: 100 };
     assert!(closed.check("k", q).await.is_ok());
     drop(redis); // Redis goes away

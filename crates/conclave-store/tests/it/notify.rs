@@ -5,7 +5,9 @@ use std::time::Duration;
 
 use conclave_core::ids::MessageId;
 use conclave_core::notify::Notice;
-use conclave_store::Database;
+use conclave_core::notify::Notifier;
+use conclave_store::testing::{PrivateRedis, PrivateRedisOptions};
+use conclave_store::{Database, RedisNotifier, RedisTarget, SharedRedis};
 
 #[tokio::test]
 async fn postgres_notices_reach_every_replica() {
@@ -40,14 +42,13 @@ async fn sqlite_notices_stay_in_the_process() {
 
 #[tokio::test]
 async fn redis_notices_reach_every_replica() {
-    use conclave_core::notify::Notifier;
-    let client = redis::Client::open("redis://127.0.0.1:6379").unwrap();
-    // A channel of this test's own, so parallel runs do not hear each other.
-    let channel = format!("conclave:test:{}", MessageId::new());
-    let a = conclave_store::RedisNotifier::start(client.clone(), &channel)
+    let redis = SharedRedis::connect(RedisTarget::new("redis://127.0.0.1:6379", None).unwrap(), None, None)
         .await
         .expect("Redis on 127.0.0.1:6379 (make services starts it)");
-    let b = conclave_store::RedisNotifier::start(client, &channel).await.unwrap();
+    // A channel of this test's own, so parallel runs do not hear each other.
+    let channel = format!("conclave:test:{}", MessageId::new());
+    let a = conclave_store::RedisNotifier::start(redis.clone(), &channel).await.unwrap();
+    let b = conclave_store::RedisNotifier::start(redis, &channel).await.unwrap();
     let (mut on_a, mut on_b) = (a.subscribe(), b.subscribe());
     let id = MessageId::new();
     a.publish(Notice::Progress { message: id, offset: 64 }).await;
@@ -57,4 +58,55 @@ async fn redis_notices_reach_every_replica() {
         let second = tokio::time::timeout(Duration::from_secs(5), rx.recv()).await.expect("a notice").unwrap();
         assert_eq!((first, second), (Notice::Progress { message: id, offset: 64 }, Notice::Cancel { message: id }));
     }
+}
+
+/// Azure Cache for Redis with Entra ID: the password is a token that expires, and Redis cuts
+/// the connections signed in with it. Over TLS (a CA of the test's own), with an ACL user
+/// whose first password is revoked after the renewal: publishing and the subscription both
+/// carry on with the new token.
+#[tokio::test]
+async fn redis_notices_carry_on_with_a_renewed_token_over_tls() {
+    let redis = PrivateRedis::start_with(PrivateRedisOptions { acl_user: Some("replica-oid".into()), tls: true });
+    redis.add_password("token-1");
+    let ca = std::fs::read(redis.ca_file()).unwrap();
+    let target = RedisTarget::new(&redis.tls_url_for_acl_user(), Some(ca)).unwrap();
+    assert!(target.uses_tls());
+    let shared = SharedRedis::connect(target.clone(), None, Some("token-1")).await.expect("TLS sign-in with token-1");
+    let channel = "conclave:replies";
+    let notifier = RedisNotifier::start(shared.clone(), channel).await.unwrap();
+    let mut heard = notifier.subscribe();
+    let id = MessageId::new();
+    notifier.publish(Notice::Progress { message: id, offset: 1 }).await;
+    let first = tokio::time::timeout(Duration::from_secs(5), heard.recv()).await.expect("a notice").unwrap();
+    assert_eq!(first, Notice::Progress { message: id, offset: 1 });
+
+    redis.add_password("token-2");
+    shared.set_password("token-2").unwrap();
+    redis.only_password_and_cut("token-2");
+
+    // Both directions work again, signed in with token-2 only.
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    let mut offset = 2;
+    loop {
+        notifier.publish(Notice::Progress { message: id, offset }).await;
+        let got = tokio::time::timeout(Duration::from_millis(300), async {
+            loop {
+                match heard.recv().await {
+                    Ok(Notice::Progress { offset: o, .. }) if o == offset => return true,
+                    Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
+                    Err(_) => return false,
+                }
+            }
+        })
+        .await;
+        if got == Ok(true) {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "no notice went round after the renewal");
+        offset += 1;
+    }
+    assert!(redis.connections_of_acl_user() >= 2, "a publisher and a subscriber, both back");
+
+    // The revoked token is refused: the sign-in is really checked.
+    assert!(SharedRedis::connect(target, None, Some("token-1")).await.is_err());
 }

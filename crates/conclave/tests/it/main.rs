@@ -46,6 +46,7 @@ mod messages;
 mod mfa;
 mod oidc;
 mod provider_failures;
+mod redis_entra;
 mod replicas;
 mod restart;
 mod shutdown;
