@@ -119,6 +119,8 @@ pub struct OidcConfig {
     /// The SPA's client id at the issuer.
     pub client_id: Option<String>,
     pub scopes: Vec<String>,
+    /// A delegated scope every token must carry (`scp`/`scope`), e.g. `access_as_user`.
+    pub required_scope: Option<String>,
     /// The claim naming the user's organisation (Entra ID: `tid`); unset: one tenant for all.
     pub tenant_claim: Option<String>,
     /// Tenant claim value -> tenant name (`@default`: the default tenant).
@@ -145,6 +147,7 @@ impl Default for OidcConfig {
             issuer: None,
             audience: None,
             client_id: None,
+            required_scope: None,
             scopes: vec!["openid".into(), "profile".into(), "email".into()],
             tenant_claim: None,
             tenants: HashMap::new(),
@@ -628,6 +631,7 @@ impl Config {
             ("CONCLAVE_OIDC_ISSUER", &mut self.oidc.issuer),
             ("CONCLAVE_OIDC_AUDIENCE", &mut self.oidc.audience),
             ("CONCLAVE_OIDC_CLIENT_ID", &mut self.oidc.client_id),
+            ("CONCLAVE_OIDC_REQUIRED_SCOPE", &mut self.oidc.required_scope),
             ("CONCLAVE_OIDC_TENANT_CLAIM", &mut self.oidc.tenant_claim),
             ("CONCLAVE_KEY_VAULT_URL", &mut self.keys.key_vault_url),
             ("CONCLAVE_KEY_NAME", &mut self.keys.key_name),
@@ -1192,6 +1196,15 @@ impl Config {
                 "CONCLAVE_OIDC_CLIENT_ID",
                 "single sign-on needs the SPA's client id at the issuer".into(),
             ));
+        }
+        if prod && oidc.audience() == oidc.client_id.as_deref() {
+            out.push(Finding::warning(
+                "CONCLAVE_OIDC_AUDIENCE",
+                "the audience is the SPA's client id, so ID tokens are accepted as API credentials: expose an API at the issuer (e.g. api://conclave), set it here and CONCLAVE_OIDC_REQUIRED_SCOPE".into(),
+            ));
+        }
+        if oidc.required_scope.as_deref().is_some_and(|s| s.is_empty() || s.contains(char::is_whitespace)) {
+            out.push(Finding::error("CONCLAVE_OIDC_REQUIRED_SCOPE", "one scope name, without spaces".into()));
         }
         if oidc.clock_skew_seconds > MAX_OIDC_CLOCK_SKEW_SECONDS {
             out.push(Finding::error(

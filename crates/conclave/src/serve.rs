@@ -116,6 +116,8 @@ async fn single_sign_on(config: &Config) -> anyhow::Result<Option<Arc<SingleSign
         refetch_interval: Duration::from_secs(oidc.jwks_refetch_seconds),
         ca_pem,
         allow_http: oidc.allows_http() && config.profile == Profile::Dev,
+        client_id: oidc.client_id.clone(),
+        required_scope: oidc.required_scope.clone(),
     })
     .await
     .with_context(|| format!("the OIDC issuer {issuer}"))?;
