@@ -546,3 +546,39 @@ async fn jwt_attack_token_without_the_required_scope() -> Result<()> {
     app.get("/api/v1/me").bearer_auth(with(Some(("scope", "openid access_as_user")))?).fetch().await?.expect(200);
     Ok(())
 }
+
+/// A tenant that requires MFA refuses SSO tokens whose `amr` shows a single factor (and audits
+/// it), and accepts Entra ID's `["pwd", "mfa"]`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tenant_requiring_mfa_refuses_single_factor_sso_tokens() -> Result<()> {
+    let (provider, app, key) = attack_setup().await?;
+    let encoding = EncodingKey::from_rsa_der(&key.der);
+    // A fresh token per call (`jti`), so the short credential cache never answers for it.
+    let with_amr = |amr: Option<Value>| -> Result<String> {
+        let mut claims = genuine_claims(&provider.issuer);
+        claims.insert("jti".into(), json!(uuid::Uuid::new_v4().to_string()));
+        if let Some(amr) = amr {
+            claims.insert("amr".into(), amr);
+        }
+        sign(Algorithm::RS256, &key.kid, &encoding, &claims)
+    };
+    let mfa = with_amr(Some(json!(["pwd", "mfa"])))?;
+    app.patch("/api/v1/admin/tenant")
+        .bearer_auth(&mfa)
+        .json(&json!({"settings": {"require_mfa": true}}))
+        .fetch()
+        .await?
+        .expect(200);
+    assert_refused(&app, &with_amr(None)?).await?;
+    assert_refused(&app, &with_amr(Some(json!(["pwd"])))?).await?;
+    app.get("/api/v1/me").bearer_auth(with_amr(Some(json!(["pwd", "mfa"])))?).fetch().await?.expect(200);
+    let events = app
+        .get("/api/v1/audit/events?action=auth.sso_login&outcome=failure")
+        .bearer_auth(with_amr(Some(json!(["hwk", "pin"])))?)
+        .fetch()
+        .await?
+        .expect(200);
+    let text = events.text.clone();
+    assert!(text.contains("mfa_missing"), "{text}");
+    Ok(())
+}
