@@ -281,6 +281,10 @@ pub struct LimitsConfig {
     pub max_upload_bytes: u64,
     /// Media types documents may have (the content must match the claimed type).
     pub upload_types: Vec<String>,
+    /// ClamAV's clamd (`host:port` or `unix:/path`): uploads are scanned before they are kept.
+    pub clamd_address: Option<String>,
+    /// The longest a scan may take before the upload is refused.
+    pub scan_timeout_seconds: u64,
     /// Replies one user may have generating at once (429 beyond).
     pub max_replies_per_user: u32,
     /// Replies this server generates at once (429 beyond).
@@ -424,6 +428,8 @@ impl Default for LimitsConfig {
             rate_limit_fail_open: false,
             max_upload_bytes: 1 << 30,
             upload_types: conclave_core::service::documents::DEFAULT_TYPES.iter().map(|t| t.to_string()).collect(),
+            clamd_address: None,
+            scan_timeout_seconds: 300,
             max_replies_per_user: 4,
             max_replies_per_server: 10_000,
             reply_lease_seconds: 30,
@@ -699,6 +705,14 @@ impl Config {
                 ));
             }
             self.limits.upload_types = types.into_iter().map(|t| t.to_ascii_lowercase()).collect();
+        }
+        if let Some(v) = env.get("CONCLAVE_CLAMD_ADDRESS").map(|v| v.trim()).filter(|v| !v.is_empty()) {
+            crate::clamd::Clamd::new(v, Duration::from_secs(1))
+                .map_err(|e| env_err("CONCLAVE_CLAMD_ADDRESS", e.to_string()))?;
+            self.limits.clamd_address = Some(v.to_owned());
+        }
+        if let Some(v) = parse_env(env, "CONCLAVE_SCAN_TIMEOUT_SECONDS", "a number of seconds")? {
+            self.limits.scan_timeout_seconds = v;
         }
         if let Some(v) = parse_env(env, "CONCLAVE_LOGIN_ATTEMPTS_PER_MINUTE", "a number")? {
             self.limits.login_attempts_per_minute = v;
@@ -1071,6 +1085,15 @@ impl Config {
                 "CONCLAVE_RATE_LIMIT_PER_MINUTE",
                 "rate limits must allow at least one request a minute".into(),
             ));
+        }
+        if prod && self.limits.clamd_address.is_none() {
+            out.push(Finding::warning(
+                "CONCLAVE_CLAMD_ADDRESS",
+                "uploaded documents are not scanned for malware: point this at ClamAV's clamd".into(),
+            ));
+        }
+        if self.limits.scan_timeout_seconds == 0 {
+            out.push(Finding::error("CONCLAVE_SCAN_TIMEOUT_SECONDS", "a scan needs at least one second".into()));
         }
         if prod && self.redis_url.is_none() && self.database_url().starts_with("postgres") {
             out.push(Finding::warning(
