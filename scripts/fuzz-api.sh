@@ -61,7 +61,8 @@ base="http://$addr"
 
 # One administrator (the first account in dev) with something to look at, so that path ids exist:
 # an agent and a conversation with a message for reading and updating, others for deleting, a
-# second user for the user administration routes, and an API key.
+# second user for the user administration routes, an API key, and a library with a document
+# (the second user a member of it), with another library and document to delete.
 post() { curl -fsS -X POST "$base$1" -H 'content-type: application/json' ${token:+-H "authorization: Bearer $token"} -d "$2"; }
 # The field at a dotted path of the JSON on stdin.
 json() { python3 -c 'import json,sys,functools; print(functools.reduce(lambda v,k: v[k], sys.argv[1].split("."), json.load(sys.stdin)))' "$1"; }
@@ -75,6 +76,15 @@ doomed_conversation=$(post /api/v1/conversations "{\"agent_id\":\"$agent\",\"tit
 message=$(post "/api/v1/conversations/$conversation/messages" '{"content":"hello"}' | json user_message.id)
 member=$(post /api/v1/admin/users '{"email":"member@example.test","display_name":"Member","role":"member"}' | json id)
 api_key=$(post /api/v1/api-keys '{"name":"fuzz"}' | json id)
+# A library with a document in it (and one of each to delete), the member as a reader.
+library=$(post /api/v1/libraries '{"name":"Fuzz library"}' | json id)
+doomed_library=$(post /api/v1/libraries '{"name":"Library to delete"}' | json id)
+curl -fsS -X PUT "$base/api/v1/libraries/$library/members/$member" -H 'content-type: application/json' \
+  -H "authorization: Bearer $token" -d '{"role":"reader"}' >/dev/null
+printf 'A memo for the fuzzer.\n' >"$work/memo.txt"
+upload() { curl -fsS -X POST "$base/api/v1/libraries/$library/documents" -H "authorization: Bearer $token" -F "file=@$work/memo.txt;filename=$1;type=text/plain"; }
+document=$(upload memo.txt | json id)
+doomed_document=$(upload doomed.txt | json id)
 
 # The first matching [[operations]] entry gives the ids: the specific ones come first.
 cat >"$work/schemathesis.toml" <<TOML
@@ -101,6 +111,22 @@ parameters = { "path.id" = "$member" }
 [[operations]]
 include-path-regex = "^/api/v1/api-keys/"
 parameters = { "path.id" = "$api_key" }
+
+[[operations]]
+include-name = "DELETE /api/v1/libraries/{id}"
+parameters = { "path.id" = "$doomed_library" }
+
+[[operations]]
+include-path-regex = "^/api/v1/libraries/"
+parameters = { "path.id" = "$library", "path.user_id" = "$member" }
+
+[[operations]]
+include-name = "DELETE /api/v1/documents/{id}"
+parameters = { "path.id" = "$doomed_document" }
+
+[[operations]]
+include-path-regex = "^/api/v1/documents/"
+parameters = { "path.id" = "$document" }
 TOML
 
 # Excluded, with the reason:

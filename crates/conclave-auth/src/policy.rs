@@ -58,6 +58,13 @@ pub fn check_password_strength(password: &str, user_inputs: &[&str]) -> Result<(
             "This password is built on your name or email address; choose words unrelated to you.".into(),
         ));
     }
+    if leans_on_user_words(password, CONTEXT_WORDS) {
+        return Err(PasswordRejection(
+            "This password is built on the name of this service or a word every guesser tries first; choose unrelated words."
+                .into(),
+        ));
+    }
+    let words: Vec<&str> = words.iter().copied().chain(CONTEXT_WORDS.iter().copied()).collect();
     let estimate = zxcvbn::zxcvbn(password, &words);
     if u8::from(estimate.score()) < 3 {
         let hint = estimate.feedback().and_then(|f| f.warning().map(|w| w.to_string())).filter(|w| !w.is_empty());
@@ -71,6 +78,26 @@ pub fn check_password_strength(password: &str, user_inputs: &[&str]) -> Result<(
     }
     Ok(())
 }
+
+/// Words of this service and of sign-in itself that guessers try first (ASVS 6.2.11): a password
+/// that is mostly these is refused, and zxcvbn counts them as known words.
+pub const CONTEXT_WORDS: &[&str] = &[
+    "conclave",
+    "password",
+    "passwort",
+    "motdepasse",
+    "contrasena",
+    "wachtwoord",
+    "login",
+    "signin",
+    "welcome",
+    "bienvenue",
+    "secret",
+    "admin",
+    "administrator",
+    "letmein",
+    "changeme",
+];
 
 /// True when little of the password is left once the user's own words are taken out.
 fn leans_on_user_words(password: &str, words: &[&str]) -> bool {
@@ -93,6 +120,14 @@ mod tests {
         for weak in ["passwordpassword", "123456789012", "qwertyuiopas", "Password1234", "iloveyou1234"] {
             assert!(check_password_strength(weak, &[]).is_err(), "{weak} accepted");
         }
+    }
+
+    #[test]
+    fn refuses_passwords_built_on_the_service_or_sign_in_words() {
+        for weak in ["Conclave2024!!", "conclave-welcome", "ChangeMe-Conclave1", "motdepasse-admin"] {
+            assert!(check_password_strength(weak, &[]).is_err(), "{weak} accepted");
+        }
+        assert!(check_password_strength("conclave lighthouse marmalade", &[]).is_ok(), "one word among others is fine");
     }
 
     #[test]

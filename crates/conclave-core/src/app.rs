@@ -92,6 +92,9 @@ pub struct Conclave {
     pub(crate) catalog: RwLock<ModelCatalog>,
     pub(crate) config: CoreConfig,
     pub(crate) hasher: PasswordHasher,
+    /// Password hashes running at once: each holds `memory_kib` and a core, so a flood of
+    /// sign-ins queues here instead of exhausting memory (ASVS 15.2.2).
+    hash_slots: Arc<tokio::sync::Semaphore>,
     /// Replies run as detached tasks; shutdown waits for them.
     pub(crate) replies: TaskTracker,
     pub(crate) hub: ReplyHub,
@@ -136,6 +139,9 @@ impl Conclave {
             catalog: RwLock::new(catalog),
             config,
             hasher,
+            hash_slots: Arc::new(tokio::sync::Semaphore::new(
+                std::thread::available_parallelism().map_or(2, |n| n.get() * 2),
+            )),
             replies: TaskTracker::new(),
             hub: ReplyHub::default(),
             notifier,
@@ -333,10 +339,26 @@ impl Conclave {
         &self,
         f: impl FnOnce(&PasswordHasher) -> T + Send + 'static,
     ) -> Result<T> {
+        let slot = tokio::time::timeout(HASH_QUEUE_WAIT, self.hash_slots.clone().acquire_owned())
+            .await
+            .map_err(|_| Error::Unavailable {
+                service: "password checks",
+                detail: "The server is busy checking passwords; try again in a moment.".into(),
+            })?
+            .map_err(Error::internal)?;
         let hasher = self.hasher.clone();
-        tokio::task::spawn_blocking(move || f(&hasher)).await.map_err(Error::internal)
+        tokio::task::spawn_blocking(move || {
+            let out = f(&hasher);
+            drop(slot);
+            out
+        })
+        .await
+        .map_err(Error::internal)
     }
 }
+
+/// How long a password check waits for a free slot before answering 503.
+const HASH_QUEUE_WAIT: Duration = Duration::from_secs(10);
 
 /// What an audit event is about.
 pub(crate) struct AuditRecord<'a> {

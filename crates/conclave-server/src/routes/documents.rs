@@ -146,8 +146,8 @@ async fn versions(
         ("Range" = Option<String>, Header, description = "one range: bytes=a-b, bytes=a- or bytes=-n"),
         ("If-None-Match" = Option<String>, Header, description = "an ETag from an earlier answer")),
     responses(
-    (status = 200, description = "the content", content_type = "application/octet-stream", body = Vec<u8>),
-    (status = 206, description = "the asked range", content_type = "application/octet-stream", body = Vec<u8>),
+    (status = 200, description = "the content, in the document's own media type", content_type = "*/*", body = Vec<u8>),
+    (status = 206, description = "the asked range, in the document's own media type", content_type = "*/*", body = Vec<u8>),
     (status = 304, description = "unchanged since the given ETag"),
     (status = 404, body = Problem),
     (status = 416, body = Problem),
@@ -206,7 +206,13 @@ async fn content(
     h.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("private, no-store"));
     if !matches {
-        if let Ok(v) = HeaderValue::from_str(&doc.content_type) {
+        // Text was checked to be UTF-8 at upload: say so, so no browser guesses another charset.
+        let content_type = if doc.content_type.starts_with("text/") && !doc.content_type.contains("charset") {
+            format!("{}; charset=utf-8", doc.content_type)
+        } else {
+            doc.content_type.clone()
+        };
+        if let Ok(v) = HeaderValue::from_str(&content_type) {
             h.insert(header::CONTENT_TYPE, v);
         }
         if let Ok(v) = HeaderValue::from_str(&content_disposition(&doc.name)) {

@@ -94,7 +94,7 @@ async fn upload_versions_and_downloads_with_etag_and_ranges() {
     assert_eq!(whole.status, StatusCode::OK);
     assert_eq!(whole.body.as_deref().unwrap(), &v1[..]);
     assert_eq!(whole.headers["etag"], format!("\"{sha1}\"").as_str());
-    assert_eq!(whole.headers["content-type"], "text/plain");
+    assert_eq!(whole.headers["content-type"], "text/plain; charset=utf-8", "text was checked to be UTF-8");
     assert_eq!(whole.headers["accept-ranges"], "bytes");
     assert_eq!(whole.headers["content-length"], v1.len().to_string().as_str());
     assert!(whole.headers["content-disposition"].to_str().unwrap().starts_with("attachment;"));
