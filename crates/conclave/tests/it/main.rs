@@ -49,6 +49,7 @@ mod provider_failures;
 mod redis_entra;
 mod replicas;
 mod restart;
+mod sessions;
 mod shutdown;
 mod streaming;
 mod tenant;
