@@ -11,7 +11,13 @@
 //!   secret;
 //! - the signature verifies with that key;
 //! - `iss` equals the issuer, `aud` contains the audience, `exp`, `iat` and `sub` are present,
-//!   `exp` is in the future and `nbf` (when present) and `iat` in the past, each within `leeway`.
+//!   `exp` is in the future and `nbf` (when present) and `iat` in the past, each within `leeway`;
+//! - its header `typ`, when present, names a plain JWT or an access token (`at+jwt`, RFC 9068):
+//!   logout, security-event or DPoP proof tokens signed by the same issuer are not credentials;
+//! - a token for several audiences names the configured client in `azp` (OIDC Core 3.1.3.7), so
+//!   a token another client obtained for itself and also for us is refused;
+//! - with a required scope configured, `scp` (Entra ID) or `scope` lists it: a token the user
+//!   never consented to for this API is refused.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -60,6 +66,10 @@ pub struct OidcSettings {
     pub ca_pem: Option<Vec<u8>>,
     /// Plain `http://` issuers (development and tests only; `check-config` refuses it in production).
     pub allow_http: bool,
+    /// The SPA's client id: the `azp` a token for several audiences must carry.
+    pub client_id: Option<String>,
+    /// A delegated scope every token must carry in `scp` or `scope` (e.g. `access_as_user`).
+    pub required_scope: Option<String>,
 }
 
 /// A token that passed every check: who it is, and all its claims for mapping.
@@ -199,6 +209,11 @@ impl TokenVerifier for OidcVerifier {
         if !ALLOWED_ALGORITHMS.contains(&header.alg) {
             return Err(OidcError::Algorithm);
         }
+        if let Some(typ) = header.typ.as_deref() {
+            if !matches!(typ.to_ascii_lowercase().as_str(), "jwt" | "at+jwt" | "application/at+jwt") {
+                return Err(OidcError::Invalid(format!("a '{typ}' token is not a bearer credential")));
+            }
+        }
         let kid = header.kid.ok_or(OidcError::UnknownKey)?;
         let (key, alg) = self.key_for(&kid, header.alg).await?;
 
@@ -223,6 +238,7 @@ impl TokenVerifier for OidcVerifier {
             Some(iat) if iat <= now + self.settings.leeway.as_secs() => {}
             _ => return Err(OidcError::Invalid("iat is missing or in the future".into())),
         }
+        self.check_party_and_scope(&claims)?;
         let subject = claims
             .get("sub")
             .and_then(Value::as_str)
@@ -230,6 +246,32 @@ impl TokenVerifier for OidcVerifier {
             .ok_or_else(|| OidcError::Invalid("sub is missing or unusable".into()))?
             .to_owned();
         Ok(VerifiedToken { issuer: self.settings.issuer.clone(), subject, claims })
+    }
+}
+
+impl OidcVerifier {
+    /// `azp` for several audiences, and the required scope.
+    fn check_party_and_scope(&self, claims: &Map<String, Value>) -> Result<(), OidcError> {
+        let audiences = match claims.get("aud") {
+            Some(Value::Array(list)) => list.len(),
+            _ => 1,
+        };
+        if audiences > 1 {
+            let azp = claims.get("azp").and_then(Value::as_str);
+            if azp.is_none() || azp != self.settings.client_id.as_deref() {
+                return Err(OidcError::Invalid("a token for several audiences must name this client in azp".into()));
+            }
+        }
+        if let Some(required) = &self.settings.required_scope {
+            let granted = ["scp", "scope"]
+                .iter()
+                .filter_map(|name| claims.get(*name).and_then(Value::as_str))
+                .any(|list| list.split(' ').any(|s| s == required));
+            if !granted {
+                return Err(OidcError::Invalid(format!("the token does not carry the scope '{required}'")));
+            }
+        }
+        Ok(())
     }
 }
 

@@ -53,6 +53,8 @@ pub struct CoreConfig {
     /// How long a verified access token or API key is trusted without a database lookup (see
     /// [`crate::auth_cache`]); zero looks every call up.
     pub auth_cache_ttl: Duration,
+    /// Uploaded documents are scanned by this before they become readable (none: not scanned).
+    pub scanner: Option<Arc<dyn crate::scan::Scanner>>,
 }
 
 /// Bounds on concurrent replies, answered with 429 beyond them.
@@ -85,6 +87,7 @@ impl Default for CoreConfig {
             uploads: Default::default(),
             sso: None,
             auth_cache_ttl: Duration::from_secs(5),
+            scanner: None,
         }
     }
 }

@@ -129,6 +129,12 @@ pub trait ContentCodec: Send + Sync {
         Err(no_key_hierarchy())
     }
 
+    /// The keyed tag that vouches for a browser where `user` signed in before (the login-device
+    /// cookie), under the tenant's key.
+    async fn login_device_tag(&self, _tenant: TenantId, _user: UserId, _nonce: &[u8]) -> Result<Vec<u8>> {
+        Err(no_key_hierarchy())
+    }
+
     /// The provider of the tenants' master keys, where there is one.
     fn key_provider(&self) -> Option<Arc<dyn conclave_crypto::KeyProvider>> {
         None

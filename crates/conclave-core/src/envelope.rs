@@ -16,7 +16,7 @@ use conclave_crypto::{
 
 use crate::content::{ContentCodec, PlaintextCodec, SealScope, Sealed, FORMAT_PLAINTEXT};
 use crate::error::{Error, Result};
-use crate::ids::{ConversationId, DocumentId, LibraryId, TenantId};
+use crate::ids::{ConversationId, DocumentId, LibraryId, TenantId, UserId};
 use crate::libraries::WrappedKeyKind;
 use crate::store::Store;
 
@@ -258,6 +258,14 @@ impl ContentCodec for EnvelopeCodec {
             .with_library(library.0)
             .with_field(FieldName::from_static("name-tag"));
         Ok(conclave_crypto::lookup_tag(&lek, &binding, name.as_bytes()).to_vec())
+    }
+
+    async fn login_device_tag(&self, tenant: TenantId, user: UserId, nonce: &[u8]) -> Result<Vec<u8>> {
+        let tek = self.tenant_key(tenant).await?;
+        let binding = Binding::new(Purpose::TenantField, tenant.0).with_field(FieldName::from_static("login-device"));
+        let mut value = user.0.as_bytes().to_vec();
+        value.extend_from_slice(nonce);
+        Ok(conclave_crypto::lookup_tag(&tek, &binding, &value).to_vec())
     }
 
     fn key_provider(&self) -> Option<Arc<dyn KeyProvider>> {

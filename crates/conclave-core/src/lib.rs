@@ -20,6 +20,7 @@ pub mod policy;
 pub mod principal;
 pub mod provider;
 pub mod records;
+pub mod scan;
 pub mod service;
 pub mod settings;
 pub mod store;

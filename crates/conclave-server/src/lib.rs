@@ -138,7 +138,8 @@ pub fn app(state: AppState) -> Router {
         app = app.layer(cors);
     }
     app.layer(axum::middleware::from_fn_with_state(http.clone(), middleware::limits::layer))
-        .layer(axum::middleware::from_fn_with_state(http, middleware::ip_allowlist::layer))
+        .layer(axum::middleware::from_fn_with_state(http.clone(), middleware::ip_allowlist::layer))
         .layer(axum::middleware::from_fn_with_state(hsts, middleware::security_headers::layer))
+        .layer(axum::middleware::from_fn_with_state(http, middleware::access_log::layer))
         .layer(axum::middleware::from_fn(middleware::request_id::layer))
 }

@@ -124,6 +124,8 @@ pub struct OidcConfig {
     /// The SPA's client id at the issuer.
     pub client_id: Option<String>,
     pub scopes: Vec<String>,
+    /// A delegated scope every token must carry (`scp`/`scope`), e.g. `access_as_user`.
+    pub required_scope: Option<String>,
     /// The claim naming the user's organisation (Entra ID: `tid`); unset: one tenant for all.
     pub tenant_claim: Option<String>,
     /// Tenant claim value -> tenant name (`@default`: the default tenant).
@@ -150,6 +152,7 @@ impl Default for OidcConfig {
             issuer: None,
             audience: None,
             client_id: None,
+            required_scope: None,
             scopes: vec!["openid".into(), "profile".into(), "email".into()],
             tenant_claim: None,
             tenants: HashMap::new(),
@@ -294,6 +297,10 @@ pub struct LimitsConfig {
     pub max_upload_bytes: u64,
     /// Media types documents may have (the content must match the claimed type).
     pub upload_types: Vec<String>,
+    /// ClamAV's clamd (`host:port` or `unix:/path`): uploads are scanned before they are kept.
+    pub clamd_address: Option<String>,
+    /// The longest a scan may take before the upload is refused.
+    pub scan_timeout_seconds: u64,
     /// Replies one user may have generating at once (429 beyond).
     pub max_replies_per_user: u32,
     /// Replies this server generates at once (429 beyond).
@@ -439,6 +446,8 @@ impl Default for LimitsConfig {
             rate_limit_fail_open: false,
             max_upload_bytes: 1 << 30,
             upload_types: conclave_core::service::documents::DEFAULT_TYPES.iter().map(|t| t.to_string()).collect(),
+            clamd_address: None,
+            scan_timeout_seconds: 300,
             max_replies_per_user: 4,
             max_replies_per_server: 10_000,
             reply_lease_seconds: 30,
@@ -652,6 +661,7 @@ impl Config {
             ("CONCLAVE_OIDC_ISSUER", &mut self.oidc.issuer),
             ("CONCLAVE_OIDC_AUDIENCE", &mut self.oidc.audience),
             ("CONCLAVE_OIDC_CLIENT_ID", &mut self.oidc.client_id),
+            ("CONCLAVE_OIDC_REQUIRED_SCOPE", &mut self.oidc.required_scope),
             ("CONCLAVE_OIDC_TENANT_CLAIM", &mut self.oidc.tenant_claim),
             ("CONCLAVE_KEY_VAULT_URL", &mut self.keys.key_vault_url),
             ("CONCLAVE_KEY_NAME", &mut self.keys.key_name),
@@ -719,6 +729,14 @@ impl Config {
                 ));
             }
             self.limits.upload_types = types.into_iter().map(|t| t.to_ascii_lowercase()).collect();
+        }
+        if let Some(v) = env.get("CONCLAVE_CLAMD_ADDRESS").map(|v| v.trim()).filter(|v| !v.is_empty()) {
+            crate::clamd::Clamd::new(v, Duration::from_secs(1))
+                .map_err(|e| env_err("CONCLAVE_CLAMD_ADDRESS", e.to_string()))?;
+            self.limits.clamd_address = Some(v.to_owned());
+        }
+        if let Some(v) = parse_env(env, "CONCLAVE_SCAN_TIMEOUT_SECONDS", "a number of seconds")? {
+            self.limits.scan_timeout_seconds = v;
         }
         if let Some(v) = parse_env(env, "CONCLAVE_LOGIN_ATTEMPTS_PER_MINUTE", "a number")? {
             self.limits.login_attempts_per_minute = v;
@@ -1136,6 +1154,15 @@ impl Config {
                 "rate limits must allow at least one request a minute".into(),
             ));
         }
+        if prod && self.limits.clamd_address.is_none() {
+            out.push(Finding::warning(
+                "CONCLAVE_CLAMD_ADDRESS",
+                "uploaded documents are not scanned for malware: point this at ClamAV's clamd".into(),
+            ));
+        }
+        if self.limits.scan_timeout_seconds == 0 {
+            out.push(Finding::error("CONCLAVE_SCAN_TIMEOUT_SECONDS", "a scan needs at least one second".into()));
+        }
         if prod && self.redis_url.is_none() && self.database_url().starts_with("postgres") {
             out.push(Finding::warning(
                 "CONCLAVE_REDIS_URL",
@@ -1260,6 +1287,15 @@ impl Config {
                 "CONCLAVE_OIDC_CLIENT_ID",
                 "single sign-on needs the SPA's client id at the issuer".into(),
             ));
+        }
+        if prod && oidc.audience() == oidc.client_id.as_deref() {
+            out.push(Finding::warning(
+                "CONCLAVE_OIDC_AUDIENCE",
+                "the audience is the SPA's client id, so ID tokens are accepted as API credentials: expose an API at the issuer (e.g. api://conclave), set it here and CONCLAVE_OIDC_REQUIRED_SCOPE".into(),
+            ));
+        }
+        if oidc.required_scope.as_deref().is_some_and(|s| s.is_empty() || s.contains(char::is_whitespace)) {
+            out.push(Finding::error("CONCLAVE_OIDC_REQUIRED_SCOPE", "one scope name, without spaces".into()));
         }
         if oidc.clock_skew_seconds > MAX_OIDC_CLOCK_SKEW_SECONDS {
             out.push(Finding::error(

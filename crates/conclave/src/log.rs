@@ -89,6 +89,9 @@ pub fn init(filter: &str) {
         .add_directive(format!("{LIFECYCLE}=info").parse().expect("a valid directive"));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        // The span fields are formatted as text before they are read back as JSON: colour
+        // codes (on whenever a dependency enables `ansi`) would end up inside the keys.
+        .with_ansi(false)
         .event_format(JsonLines)
         .with_writer(std::io::stdout)
         .try_init();

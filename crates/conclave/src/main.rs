@@ -2,6 +2,7 @@
 
 mod audit_cli;
 mod checkpoint_sink;
+mod clamd;
 mod config;
 mod keys_cli;
 mod listener;

@@ -62,6 +62,13 @@ fn core_config(config: &Config) -> CoreConfig {
         },
         sso: None,
         auth_cache_ttl: Duration::from_secs(config.auth.cache_ttl_seconds),
+        // The address was checked when the configuration was read.
+        scanner: config.limits.clamd_address.as_deref().and_then(|address| {
+            let timeout = Duration::from_secs(config.limits.scan_timeout_seconds);
+            crate::clamd::Clamd::new(address, timeout)
+                .ok()
+                .map(|c| Arc::new(c) as Arc<dyn conclave_core::scan::Scanner>)
+        }),
     }
 }
 
@@ -118,6 +125,8 @@ async fn single_sign_on(config: &Config) -> anyhow::Result<Option<Arc<SingleSign
         refetch_interval: Duration::from_secs(oidc.jwks_refetch_seconds),
         ca_pem,
         allow_http: oidc.allows_http() && config.profile == Profile::Dev,
+        client_id: oidc.client_id.clone(),
+        required_scope: oidc.required_scope.clone(),
     })
     .await
     .with_context(|| format!("the OIDC issuer {issuer}"))?;
@@ -436,6 +445,15 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     let objects = object_store(&config)?;
     let mut core_config = core_config(&config);
     core_config.sso = single_sign_on(&config).await?;
+    if let Some(address) = &config.limits.clamd_address {
+        // Not fatal: uploads are refused (503) while clamd does not answer.
+        match crate::clamd::Clamd::new(address, Duration::from_secs(5))?.ping().await {
+            Ok(()) => tracing::info!(clamd = %address, "uploads are scanned for malware"),
+            Err(e) => {
+                tracing::error!(clamd = %address, error = %e, "clamd does not answer; uploads are refused until it does")
+            }
+        }
+    }
     let core =
         Conclave::new(core_config, store, codec, catalog, notifier, objects).map_err(|e| anyhow::anyhow!("{e}"))?;
     core.store()

@@ -26,7 +26,47 @@ pub struct SignupInput {
     pub display_name: String,
 }
 
+/// The login-device cookie's version prefix.
+const LOGIN_DEVICE_V1: &str = "v1";
+
 impl Conclave {
+    /// A login-device cookie for a browser where `user` just signed in: a random nonce and its
+    /// tag under the tenant's key, so no row is needed. While it is presented with that user's
+    /// email, sign-in attempts count against this browser's own budget instead of the
+    /// account's, so someone guessing the password elsewhere cannot lock the user out (OWASP's
+    /// "device cookies"). `None` where there is no key hierarchy to vouch for it.
+    pub async fn issue_login_device(&self, tenant: TenantId, user: UserId) -> Option<String> {
+        use base64::Engine as _;
+        let nonce = *uuid::Uuid::new_v4().as_bytes();
+        let tag = self.codec.login_device_tag(tenant, user, &nonce).await.ok()?;
+        let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+        Some(format!("{LOGIN_DEVICE_V1}.{}.{}", b64.encode(nonce), b64.encode(tag)))
+    }
+
+    /// Whether `cookie` is a login-device cookie issued to the account of `email`.
+    pub async fn is_login_device(&self, email: &str, cookie: &str) -> bool {
+        use base64::Engine as _;
+        use subtle::ConstantTimeEq as _;
+        let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+        let mut parts = cookie.split('.');
+        let (Some(LOGIN_DEVICE_V1), Some(nonce), Some(tag), None) =
+            (parts.next(), parts.next(), parts.next(), parts.next())
+        else {
+            return false;
+        };
+        let (Ok(nonce), Ok(tag)) = (b64.decode(nonce), b64.decode(tag)) else { return false };
+        if nonce.len() != 16 || tag.len() != 32 {
+            return false;
+        }
+        let Ok(Some((tenant, record))) = self.store.find_login(&email.trim().to_lowercase()).await else {
+            return false;
+        };
+        match self.codec.login_device_tag(tenant, record.user.id, &nonce).await {
+            Ok(expected) => bool::from(expected.ct_eq(&tag)),
+            Err(_) => false,
+        }
+    }
+
     pub async fn signup(&self, input: SignupInput, meta: &RequestMeta) -> Result<SignedIn> {
         let tenant = self.store.default_tenant(&self.config.default_tenant_name).await?;
         let (email, display_name) = validate_identity(&input.email, &input.display_name)?;

@@ -26,13 +26,14 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::app::{AuditRecord, Conclave};
 use crate::content::SealScope;
-use crate::error::{Error, Result, StoreError};
+use crate::error::{Error, FieldError, Result, StoreError};
 use crate::ids::{DocumentId, LibraryId, UserId};
 use crate::libraries::{DocumentRecord, DocumentVersionRecord, DocumentWithVersion, LibraryRole, VersionInsert};
 use crate::objects::{unavailable, Objects};
 use crate::page::{Page, PageRequest};
 use crate::policy;
 use crate::principal::{Caller, Scope};
+use crate::scan::Verdict;
 use crate::service::libraries::legal_hold_error;
 
 /// Longest file name kept, in bytes of UTF-8.
@@ -341,11 +342,48 @@ impl Conclave {
         writer.write(&out);
         writer.finish().await.map_err(unavailable)?;
 
+        if let Err(e) = self.scan_upload(&job, &fek, &binding).await {
+            self.remove_objects(std::slice::from_ref(&job.object_key)).await;
+            return Err(e);
+        }
         match self.record_upload(&job, size, sha).await {
             Ok(view) => Ok(view),
             Err(e) => {
                 self.remove_objects(std::slice::from_ref(&job.object_key)).await;
                 Err(e)
+            }
+        }
+    }
+
+    /// With a scanner configured, reads the stored object back, decrypted, through it: only a
+    /// clean verdict lets the version be recorded. A refusal is audited with what was found.
+    async fn scan_upload(&self, job: &UploadJob, fek: &Key, binding: &Binding) -> Result<()> {
+        let Some(scanner) = self.config.scanner.clone() else { return Ok(()) };
+        let path = Path::from(job.object_key.as_str());
+        let source = object_stream(self.objects.store().get(&path).await.map_err(object_error)?);
+        let plaintext =
+            decrypting(source, Decryptor::Whole(SegmentDecryptor::new(fek, binding)), job.object_key.clone());
+        let verdict = scanner.scan(plaintext).await.map_err(|e| {
+            tracing::error!(scanner = %scanner.describe(), error = %e, "an upload could not be scanned; it is refused");
+            Error::Unavailable {
+                service: "malware scanner",
+                detail: "The malware scanner did not answer; the document was not stored. Try again later.".into(),
+            }
+        })?;
+        match verdict {
+            Verdict::Clean => Ok(()),
+            Verdict::Infected(found) => {
+                self.audit_by(
+                    &job.caller,
+                    AuditRecord::new("document.upload", "document", job.document)
+                        .outcome(crate::records::Outcome::Failure)
+                        .detail(serde_json::json!({"reason": "malware", "found": found, "library_id": job.library})),
+                )
+                .await;
+                Err(Error::Validation(vec![FieldError::new(
+                    "file",
+                    format!("The malware scanner refused this file ({found}); it was not stored."),
+                )]))
             }
         }
     }

@@ -119,6 +119,20 @@ impl std::fmt::Debug for SingleSignOn {
     }
 }
 
+/// Whether the token's `amr` (RFC 8176) shows more than one factor: `mfa` (what Entra ID
+/// writes), or a possession factor together with a knowledge or inherence factor. Issuers that
+/// write no `amr` cannot satisfy a tenant that requires MFA.
+fn multi_factor(token: &VerifiedToken) -> bool {
+    let methods: Vec<&str> = match token.claims.get("amr") {
+        Some(serde_json::Value::Array(list)) => list.iter().filter_map(serde_json::Value::as_str).collect(),
+        _ => return false,
+    };
+    let has = |set: &[&str]| methods.iter().any(|m| set.contains(m));
+    has(&["mfa"])
+        || (has(&["hwk", "swk", "otp", "sms", "tel", "sc"])
+            && has(&["pwd", "pin", "fpt", "face", "iris", "retina", "vbm", "user"]))
+}
+
 /// Refuses the token: the client learns only that its credential was not accepted.
 fn refuse(reason: &str) -> Error {
     tracing::info!(reason, "single sign-on token refused");
@@ -161,6 +175,19 @@ impl Conclave {
             }
             None => self.provision(sso, &token, email, display_name, role, meta).await?,
         };
+        if self.tenant(user.tenant_id).await?.settings.require_mfa && !multi_factor(&token) {
+            if first_use {
+                self.audit(
+                    user.tenant_id,
+                    meta,
+                    AuditRecord::new("auth.sso_login", "user", user.id)
+                        .outcome(Outcome::Failure)
+                        .detail(serde_json::json!({"reason": "mfa_missing"})),
+                )
+                .await;
+            }
+            return Err(refuse("the tenant requires MFA and the token's amr shows a single factor"));
+        }
         if first_use {
             self.audit(
                 user.tenant_id,
@@ -329,6 +356,18 @@ mod tests {
             subject: "s".into(),
             claims: claims.as_object().unwrap().clone(),
         }
+    }
+
+    #[test]
+    fn multi_factor_needs_mfa_or_two_kinds_of_factor_in_amr() {
+        let with = |amr: Value| token(serde_json::json!({"sub": "s", "amr": amr}));
+        assert!(multi_factor(&with(serde_json::json!(["pwd", "mfa"]))), "Entra ID's MFA sign-in");
+        assert!(multi_factor(&with(serde_json::json!(["hwk", "pin"]))), "a security key with its PIN");
+        assert!(multi_factor(&with(serde_json::json!(["pwd", "otp"]))));
+        assert!(!multi_factor(&with(serde_json::json!(["pwd"]))));
+        assert!(!multi_factor(&with(serde_json::json!(["otp"]))), "one factor, even a possession one");
+        assert!(!multi_factor(&with(serde_json::json!("mfa"))), "amr is an array");
+        assert!(!multi_factor(&token(serde_json::json!({"sub": "s"}))));
     }
 
     #[test]

@@ -18,10 +18,9 @@ pub async fn layer(State(http): State<Arc<HttpSettings>>, req: Request, next: Ne
         return next.run(req).await;
     }
     let peer = req.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip());
-    let (parts, body) = req.into_parts();
-    let client = peer.map(|p| crate::extract::client_ip(p, &parts, &http.trusted_proxies));
+    let client = peer.map(|p| crate::extract::client_ip(p, req.headers(), &http.trusted_proxies));
     if client.is_some_and(|ip| http.ip_allowlist.iter().any(|net| net.contains(&ip))) {
-        return next.run(Request::from_parts(parts, body)).await;
+        return next.run(req).await;
     }
     tracing::warn!(client = ?client, "refused by the server's IP allow-list");
     Problem::new(StatusCode::FORBIDDEN, "ip-not-allowed", "Your network address is not allowed to reach this server.")

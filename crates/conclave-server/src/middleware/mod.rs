@@ -1,5 +1,6 @@
 //! Request-path layers, one a file.
 
+pub mod access_log;
 pub mod client_cert;
 pub mod cors;
 pub mod ip_allowlist;

@@ -1,6 +1,8 @@
 //! Security headers on every response: a strict Content-Security-Policy (no inline or foreign
 //! scripts, no framing), `nosniff`, no referrer, no powerful browser features, same-origin
-//! isolation, and HSTS when served over HTTPS in production.
+//! isolation, HSTS when served over HTTPS in production, and `Cache-Control: no-store` on every
+//! API answer (ASVS 14.2.2: nothing a user reads through the API may stay in a browser or proxy
+//! cache; a route that says otherwise keeps its own value).
 
 use axum::extract::{Request, State};
 use axum::http::{header, HeaderName, HeaderValue};
@@ -18,6 +20,8 @@ const HSTS: &str = "max-age=63072000; includeSubDomains";
 pub struct Hsts(pub bool);
 
 pub async fn layer(State(hsts): State<Hsts>, req: Request, next: Next) -> Response {
+    let path = req.uri().path();
+    let api = path.starts_with("/api/") || path.starts_with("/v1/");
     let mut response = next.run(req).await;
     let headers = response.headers_mut();
     let mut set = |name: HeaderName, value: &'static str| {
@@ -32,6 +36,9 @@ pub async fn layer(State(hsts): State<Hsts>, req: Request, next: Next) -> Respon
     set(HeaderName::from_static("cross-origin-resource-policy"), "same-origin");
     if hsts.0 {
         set(header::STRICT_TRANSPORT_SECURITY, HSTS);
+    }
+    if api {
+        set(header::CACHE_CONTROL, "no-store");
     }
     response
 }

@@ -20,6 +20,10 @@ use crate::state::{AppState, HttpSettings};
 
 pub const REFRESH_COOKIE: &str = "conclave_refresh";
 const COOKIE_PATH: &str = "/api/v1/auth";
+/// The login-device cookie: sent only to the login route, kept 180 days.
+pub const DEVICE_COOKIE: &str = "conclave_device";
+const DEVICE_COOKIE_PATH: &str = "/api/v1/auth/login";
+const DEVICE_COOKIE_MAX_AGE: u64 = 180 * 24 * 3600;
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -124,14 +128,43 @@ pub struct LoginRequest {
 async fn login(
     State(state): State<AppState>,
     Meta(meta): Meta,
+    headers: HeaderMap,
     ApiJson(body): ApiJson<LoginRequest>,
 ) -> ApiResult<Response> {
     local_accounts(&state)?;
     limit_address(&state, &meta, true).await?;
-    state.limit_login(&format!("login:{}", body.email.trim().to_lowercase())).await?;
+    // Attempts count against the account, except from a browser holding a login-device cookie
+    // of this account, which has a budget of its own: guessing elsewhere cannot lock it out.
+    let device = cookie_value(&headers, DEVICE_COOKIE);
+    let key = match &device {
+        Some(device) if state.core.is_login_device(&body.email, device).await => {
+            format!("login-device:{}", hex_sha256(device))
+        }
+        _ => format!("login:{}", body.email.trim().to_lowercase()),
+    };
+    state.limit_login(&key).await?;
     let second = SecondFactor { otp: body.otp.as_deref(), recovery_code: body.recovery_code.as_deref() };
     let signed_in = state.core.login_with(&body.email, &body.password, second, &meta).await?;
-    Ok(with_cookie(&state.http, StatusCode::OK, signed_in))
+    let user = &signed_in.view.user;
+    let issued = state.core.issue_login_device(user.tenant_id, user.id).await;
+    let mut response = with_cookie(&state.http, StatusCode::OK, signed_in);
+    if let Some(value) = issued.and_then(|v| HeaderValue::from_str(&device_cookie(&state.http, &v)).ok()) {
+        response.headers_mut().append(header::SET_COOKIE, value);
+    }
+    Ok(response)
+}
+
+fn device_cookie(http: &HttpSettings, value: &str) -> String {
+    let secure = if http.secure_cookies { "; Secure" } else { "" };
+    format!(
+        "{DEVICE_COOKIE}={value}; HttpOnly; SameSite=Strict; Path={DEVICE_COOKIE_PATH}; Max-Age={DEVICE_COOKIE_MAX_AGE}{secure}"
+    )
+}
+
+/// The limiter's key names the device by a hash, not by the cookie itself.
+fn hex_sha256(value: &str) -> String {
+    use sha2::Digest as _;
+    conclave_core::records::hex(&sha2::Sha256::digest(value.as_bytes())[..16])
 }
 
 /// Exchanges the refresh cookie for a new access token and a new refresh cookie. Presenting a
@@ -198,13 +231,17 @@ fn cookie(http: &HttpSettings, value: &str, max_age: u64) -> String {
 }
 
 fn refresh_cookie(headers: &HeaderMap) -> Option<String> {
+    cookie_value(headers, REFRESH_COOKIE)
+}
+
+fn cookie_value(headers: &HeaderMap, cookie: &str) -> Option<String> {
     headers
         .get_all(header::COOKIE)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(';'))
         .filter_map(|pair| pair.trim().split_once('='))
-        .find(|(name, _)| *name == REFRESH_COOKIE)
+        .find(|(name, _)| *name == cookie)
         .map(|(_, value)| value.to_owned())
         .filter(|v| !v.is_empty())
 }

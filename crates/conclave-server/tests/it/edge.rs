@@ -19,6 +19,21 @@ async fn every_response_carries_the_security_headers() {
         assert!(headers.contains_key("permissions-policy"), "{path}");
         assert!(headers["strict-transport-security"].to_str().unwrap().starts_with("max-age="), "{path}");
         assert!(headers.contains_key("x-request-id"), "{path}");
+        let api = path.starts_with("/api/");
+        assert_eq!(
+            headers.get("cache-control").is_some_and(|v| v == "no-store"),
+            api,
+            "{path}: API answers are not cached"
+        );
+    }
+    // An authenticated answer with data in it, and the gateway's.
+    let (token, _) = h.signup("ada@example.com").await;
+    for path in ["/api/v1/me", "/v1/models"] {
+        let r = h
+            .send(Request::get(path).header("authorization", format!("Bearer {token}")).body(Body::empty()).unwrap())
+            .await;
+        assert_eq!(r.status(), StatusCode::OK, "{path}");
+        assert_eq!(r.headers()["cache-control"], "no-store", "{path}");
     }
 }
 

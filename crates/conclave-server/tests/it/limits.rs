@@ -136,3 +136,62 @@ async fn losing_redis_fails_closed_or_open_as_configured() {
     assert!(matches!(closed.check("k", q).await, Err(Error::Unavailable { service: "rate limiter", .. })));
     assert!(open.check("k", q).await.is_ok(), "fail open lets the request through");
 }
+
+/// Someone guessing a user's password from other addresses uses up the account's budget; the
+/// user, on a browser where they signed in before (login-device cookie), still signs in. A
+/// device cookie of another account, or a forged one, buys nothing.
+#[tokio::test]
+async fn guessing_elsewhere_does_not_lock_out_a_known_browser() {
+    let h = Harness::limited(3, |_| {}).await;
+    let (_, _) = h.signup("victim@example.com").await;
+    let (_, _) = h.signup("other@example.com").await;
+    let login = |email: &str, password: &str, cookie: Option<&str>| {
+        let mut req = Request::post("/api/v1/auth/login").header("content-type", "application/json");
+        if let Some(cookie) = cookie {
+            req = req.header("cookie", cookie);
+        }
+        req.body(Body::from(json!({"email": email, "password": password}).to_string())).unwrap()
+    };
+    let device_of = |response: &axum::response::Response| -> String {
+        response
+            .headers()
+            .get_all("set-cookie")
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .find(|c| c.starts_with("conclave_device="))
+            .map(|c| c.split(';').next().unwrap().to_owned())
+            .expect("a login-device cookie")
+    };
+    let peer = |last: u8| std::net::SocketAddr::from(([198, 51, 100, last], 40000));
+    let home = h.send_from(peer(1), login("victim@example.com", "correct-horse-battery-staple-42", None)).await;
+    assert_eq!(home.status(), StatusCode::OK);
+    let device = device_of(&home);
+    let set = home.headers().get_all("set-cookie").iter().map(|v| v.to_str().unwrap().to_owned()).collect::<Vec<_>>();
+    let attrs = set.iter().find(|c| c.starts_with("conclave_device=")).unwrap();
+    assert!(
+        attrs.contains("HttpOnly") && attrs.contains("SameSite=Strict") && attrs.contains("Path=/api/v1/auth/login")
+    );
+    let other = h.send_from(peer(2), login("other@example.com", "correct-horse-battery-staple-42", None)).await;
+    let other_device = device_of(&other);
+
+    // The attacker, from three addresses, spends the account's budget (3 a minute).
+    for last in 10..13 {
+        let r = h.send_from(peer(last), login("victim@example.com", "wrong-password-guess", None)).await;
+        assert!(matches!(r.status(), StatusCode::UNAUTHORIZED | StatusCode::TOO_MANY_REQUESTS), "{}", r.status());
+    }
+    let r = h.send_from(peer(13), login("victim@example.com", "wrong-password-guess", None)).await;
+    assert_eq!(r.status(), StatusCode::TOO_MANY_REQUESTS, "the account's budget is spent");
+    // Without its cookie, the victim is held back too; with it, not.
+    let r = h.send_from(peer(20), login("victim@example.com", "correct-horse-battery-staple-42", None)).await;
+    assert_eq!(r.status(), StatusCode::TOO_MANY_REQUESTS);
+    let r = h.send_from(peer(21), login("victim@example.com", "correct-horse-battery-staple-42", Some(&device))).await;
+    assert_eq!(r.status(), StatusCode::OK, "a known browser signs in");
+    // Another account's cookie, or a forged one, counts against the account.
+    for cookie in
+        [other_device.clone(), format!("{}x", &device[..device.len() - 1]), "conclave_device=v1.AAAA.BBBB".into()]
+    {
+        let r =
+            h.send_from(peer(22), login("victim@example.com", "correct-horse-battery-staple-42", Some(&cookie))).await;
+        assert_eq!(r.status(), StatusCode::TOO_MANY_REQUESTS, "{cookie}");
+    }
+}

@@ -555,6 +555,24 @@ impl TestApp {
         Ok(resp.body)
     }
 
+    /// Uploads `content` as the multipart part `file` named `name` into a library; the raw answer.
+    pub async fn upload(
+        &self,
+        token: &str,
+        library: &str,
+        name: &str,
+        content_type: &str,
+        content: &[u8],
+    ) -> Result<Resp> {
+        let (boundary, body) = multipart(name, content_type, content);
+        self.post(&format!("/api/v1/libraries/{library}/documents"))
+            .bearer_auth(token)
+            .header("content-type", format!("multipart/form-data; boundary={boundary}"))
+            .body(body)
+            .fetch()
+            .await
+    }
+
     /// Posts a message (non-streamed) and returns the raw answer.
     pub async fn post_message(&self, token: &str, conversation_id: &Value, content: &str) -> Result<Resp> {
         self.post(&format!("/api/v1/conversations/{}/messages", s(conversation_id)))
@@ -725,6 +743,18 @@ impl Session {
 }
 
 /// An HTTP answer, read whole.
+/// A multipart/form-data body with one part `file`: (boundary, bytes).
+pub fn multipart(name: &str, content_type: &str, content: &[u8]) -> (String, Vec<u8>) {
+    let boundary = "conclave-test-boundary-41c2".to_owned();
+    let mut body = format!(
+        "--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"{name}\"\r\nContent-Type: {content_type}\r\n\r\n"
+    )
+    .into_bytes();
+    body.extend_from_slice(content);
+    body.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
+    (boundary, body)
+}
+
 pub struct Resp {
     pub what: String,
     pub status: u16,

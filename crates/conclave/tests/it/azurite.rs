@@ -68,28 +68,8 @@ impl Drop for Azurite {
     }
 }
 
-fn multipart(name: &str, content_type: &str, content: &[u8]) -> (String, Vec<u8>) {
-    let boundary = "azurite-test-boundary-41c2".to_owned();
-    let mut body = format!(
-        "--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"{name}\"\r\nContent-Type: {content_type}\r\n\r\n"
-    )
-    .into_bytes();
-    body.extend_from_slice(content);
-    body.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
-    (boundary, body)
-}
-
 async fn upload(app: &TestApp, token: &str, library: &str, name: &str, content: &[u8]) -> Result<Value> {
-    let (boundary, body) = multipart(name, "text/plain", content);
-    let r = app
-        .post(&format!("/api/v1/libraries/{library}/documents"))
-        .bearer_auth(token)
-        .header("content-type", format!("multipart/form-data; boundary={boundary}"))
-        .body(body)
-        .send()
-        .await?;
-    anyhow::ensure!(r.status() == 201, "upload answered {}: {}", r.status(), r.text().await?);
-    Ok(r.json().await?)
+    Ok(app.upload(token, library, name, "text/plain", content).await?.expect(201).body)
 }
 
 #[tokio::test]

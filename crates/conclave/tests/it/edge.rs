@@ -139,3 +139,37 @@ async fn bodies_beyond_the_route_class_limit_are_refused() -> Result<()> {
     assert_eq!(refused.body["error"]["code"], "request_too_large", "{}", refused.text);
     Ok(())
 }
+
+/// Every answer has an access-log line; refusals are `warn` lines with an `event` and the
+/// client's address, and nothing the client sent (email, password, token, query) is in them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refusals_are_logged_with_the_address_and_nothing_secret() -> Result<()> {
+    let app = TestApp::builder(Backend::Sqlite).start().await?;
+    let unknown = json!({"email": "nobody-here@example.com", "password": "Wrong horse battery staple 9"});
+    let refused = app.post("/api/v1/auth/login").json(&unknown).fetch().await?.problem(401);
+    let request_id = refused.header("x-request-id").context("no x-request-id")?;
+    app.get("/api/v1/me").bearer_auth("ck_not-a-real-key_secretpart").fetch().await?.problem(401);
+    app.get("/api/v1/conversations?q=privileged-search-text").fetch().await?.problem(401);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let lines: Vec<Value> = loop {
+        let lines: Vec<Value> = app.logs().iter().filter_map(|l| serde_json::from_str(l).ok()).collect();
+        let refusals = lines.iter().filter(|l| l.to_string().contains("auth.refused")).count();
+        if refusals >= 3 || std::time::Instant::now() > deadline {
+            break lines;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    };
+    let login = lines
+        .iter()
+        .find(|l| l.to_string().contains(&request_id) && l.to_string().contains("auth.refused"))
+        .context("no access-log line for the refused sign-in")?;
+    let text = login.to_string();
+    assert!(text.contains("\"status\":401") && text.contains("127.0.0.1"), "{text}");
+    assert_eq!(login["level"], "warn", "{text}");
+    assert_eq!(login["path"], "/api/v1/auth/login", "span fields are plain JSON keys: {text}");
+    let all = app.logs().join("\n");
+    for secret in ["nobody-here@example.com", "Wrong horse", "secretpart", "privileged-search-text"] {
+        assert!(!all.contains(secret), "'{secret}' reached the log");
+    }
+    Ok(())
+}

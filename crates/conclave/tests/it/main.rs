@@ -49,6 +49,7 @@ mod provider_failures;
 mod redis_entra;
 mod replicas;
 mod restart;
+mod scan;
 mod sessions;
 mod shutdown;
 mod streaming;

@@ -485,3 +485,100 @@ async fn jwt_attack_unknown_kid_flood_does_not_hammer_the_issuer() -> Result<()>
     assert!(after - before <= 1, "25 unknown key ids caused {} key set fetches", after - before);
     Ok(())
 }
+
+/// A logout token (or any non-access token type) signed by the issuer is not a credential.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jwt_attack_another_token_type() -> Result<()> {
+    let (provider, app, key) = attack_setup().await?;
+    let claims = genuine_claims(&provider.issuer);
+    let encoding = EncodingKey::from_rsa_der(&key.der);
+    for typ in ["logout+jwt", "secevent+jwt", "dpop+jwt"] {
+        let header = Header { kid: Some(key.kid.clone()), typ: Some(typ.into()), ..Header::new(Algorithm::RS256) };
+        assert_refused(&app, &jsonwebtoken::encode(&header, &claims, &encoding)?).await?;
+    }
+    // An RFC 9068 access token is one.
+    let header = Header { kid: Some(key.kid.clone()), typ: Some("at+jwt".into()), ..Header::new(Algorithm::RS256) };
+    app.get("/api/v1/me").bearer_auth(jsonwebtoken::encode(&header, &claims, &encoding)?).fetch().await?.expect(200);
+    Ok(())
+}
+
+/// A token for several audiences must name this client as its authorised party.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jwt_attack_several_audiences_for_another_client() -> Result<()> {
+    let (provider, app, key) = attack_setup().await?;
+    let encoding = EncodingKey::from_rsa_der(&key.der);
+    let with = |azp: Option<&str>| -> Result<String> {
+        let mut claims = genuine_claims(&provider.issuer);
+        claims.insert("aud".into(), json!([CLIENT_ID, "another-client"]));
+        if let Some(azp) = azp {
+            claims.insert("azp".into(), json!(azp));
+        }
+        sign(Algorithm::RS256, &key.kid, &encoding, &claims)
+    };
+    assert_refused(&app, &with(None)?).await?;
+    assert_refused(&app, &with(Some("another-client"))?).await?;
+    app.get("/api/v1/me").bearer_auth(with(Some(CLIENT_ID))?).fetch().await?.expect(200);
+    Ok(())
+}
+
+/// With `CONCLAVE_OIDC_REQUIRED_SCOPE`, a token without the API's delegated scope (an ID token,
+/// an app-only token, a token for another API) is refused; `scp` (Entra) and `scope` both count.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jwt_attack_token_without_the_required_scope() -> Result<()> {
+    let provider = OidcProvider::start().await?;
+    provider
+        .add_user("alice-sub", user_claims("alice@contoso.example", "Alice", "contoso", &["Conclave.Admin"], &[]))
+        .await?;
+    let app = sso_server(Backend::Sqlite, &provider, &[("CONCLAVE_OIDC_REQUIRED_SCOPE", "access_as_user")]).await?;
+    let key = provider.signing_key().await?;
+    let encoding = EncodingKey::from_rsa_der(&key.der);
+    let with = |claim: Option<(&str, &str)>| -> Result<String> {
+        let mut claims = genuine_claims(&provider.issuer);
+        if let Some((name, value)) = claim {
+            claims.insert(name.into(), json!(value));
+        }
+        sign(Algorithm::RS256, &key.kid, &encoding, &claims)
+    };
+    assert_refused(&app, &with(None)?).await?;
+    assert_refused(&app, &with(Some(("scp", "Files.Read access_as_user_not")))?).await?;
+    assert_refused(&app, &provider.sign_in("alice-sub").await?).await?;
+    app.get("/api/v1/me").bearer_auth(with(Some(("scp", "Files.Read access_as_user")))?).fetch().await?.expect(200);
+    app.get("/api/v1/me").bearer_auth(with(Some(("scope", "openid access_as_user")))?).fetch().await?.expect(200);
+    Ok(())
+}
+
+/// A tenant that requires MFA refuses SSO tokens whose `amr` shows a single factor (and audits
+/// it), and accepts Entra ID's `["pwd", "mfa"]`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tenant_requiring_mfa_refuses_single_factor_sso_tokens() -> Result<()> {
+    let (provider, app, key) = attack_setup().await?;
+    let encoding = EncodingKey::from_rsa_der(&key.der);
+    // A fresh token per call (`jti`), so the short credential cache never answers for it.
+    let with_amr = |amr: Option<Value>| -> Result<String> {
+        let mut claims = genuine_claims(&provider.issuer);
+        claims.insert("jti".into(), json!(uuid::Uuid::new_v4().to_string()));
+        if let Some(amr) = amr {
+            claims.insert("amr".into(), amr);
+        }
+        sign(Algorithm::RS256, &key.kid, &encoding, &claims)
+    };
+    let mfa = with_amr(Some(json!(["pwd", "mfa"])))?;
+    app.patch("/api/v1/admin/tenant")
+        .bearer_auth(&mfa)
+        .json(&json!({"settings": {"require_mfa": true}}))
+        .fetch()
+        .await?
+        .expect(200);
+    assert_refused(&app, &with_amr(None)?).await?;
+    assert_refused(&app, &with_amr(Some(json!(["pwd"])))?).await?;
+    app.get("/api/v1/me").bearer_auth(with_amr(Some(json!(["pwd", "mfa"])))?).fetch().await?.expect(200);
+    let events = app
+        .get("/api/v1/audit/events?action=auth.sso_login&outcome=failure")
+        .bearer_auth(with_amr(Some(json!(["hwk", "pin"])))?)
+        .fetch()
+        .await?
+        .expect(200);
+    let text = events.text.clone();
+    assert!(text.contains("mfa_missing"), "{text}");
+    Ok(())
+}
