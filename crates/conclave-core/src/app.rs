@@ -33,6 +33,10 @@ pub struct CoreConfig {
     pub first_signup_is_admin: bool,
     pub access_token_ttl: Duration,
     pub refresh_token_ttl: Duration,
+    /// A local session ends this long after sign-in, however active (the absolute lifetime).
+    pub session_max_lifetime: Duration,
+    /// A local session that has not been refreshed for this long ends (the idle timeout).
+    pub session_idle_timeout: Duration,
     pub password_hashing: PasswordHashingParams,
     pub default_tenant_name: String,
     /// How long a reply's lease lasts without renewal; a reply whose replica died is marked
@@ -73,6 +77,8 @@ impl Default for CoreConfig {
             first_signup_is_admin: true,
             access_token_ttl: Duration::from_secs(15 * 60),
             refresh_token_ttl: Duration::from_secs(30 * 24 * 3600),
+            session_max_lifetime: Duration::from_secs(12 * 3600),
+            session_idle_timeout: Duration::from_secs(30 * 60),
             password_hashing: PasswordHashingParams::default(),
             default_tenant_name: "Default".into(),
             reply_lease: Duration::from_secs(30),

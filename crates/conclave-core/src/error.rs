@@ -23,6 +23,10 @@ pub enum Error {
     NotFound(&'static str),
     #[error("authentication required")]
     Unauthenticated,
+    /// A refresh of a session that reached its idle timeout or its absolute lifetime: the user
+    /// signs in again.
+    #[error("session expired")]
+    SessionExpired(crate::records::SessionEnd),
     /// Sign-in failed: unknown account, wrong password or disabled account alike.
     #[error("invalid credentials")]
     InvalidCredentials,

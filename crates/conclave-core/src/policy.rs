@@ -16,6 +16,18 @@ pub fn require(caller: &Caller, scope: Scope) -> Result<()> {
     Ok(())
 }
 
+/// Managing one's own sessions: a person signed in, not an API key (a leaked key must neither
+/// see where its owner is signed in nor sign them out).
+pub fn require_session_user(caller: &Caller) -> Result<()> {
+    if caller.principal.must_change_password {
+        return Err(Error::PasswordChangeRequired);
+    }
+    if caller.principal.session_id().is_none() {
+        return Err(Error::Forbidden("An API key cannot manage sessions; sign in instead.".into()));
+    }
+    Ok(())
+}
+
 /// Tenant administration: role admin, and the `admin` scope for API keys.
 pub fn require_admin(caller: &Caller) -> Result<()> {
     require(caller, Scope::Admin)?;

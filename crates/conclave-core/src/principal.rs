@@ -151,6 +151,8 @@ impl Principal {
 pub struct RequestMeta {
     pub ip: Option<IpAddr>,
     pub request_id: Option<String>,
+    /// The client's `User-Agent`, shortened; recorded with a new session only.
+    pub user_agent: Option<String>,
 }
 
 /// An authenticated call: who, and from where.

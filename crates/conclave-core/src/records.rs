@@ -27,6 +27,9 @@ pub struct User {
     pub role: Role,
     pub disabled: bool,
     pub must_change_password: bool,
+    /// Single sign-on tokens issued (`iat`) before this are refused: set when the user's
+    /// sessions are ended, since an issuer's JWT cannot be revoked one by one.
+    pub tokens_valid_after: Option<OffsetDateTime>,
     pub created_at: OffsetDateTime,
     pub updated_at: OffsetDateTime,
 }
@@ -106,6 +109,78 @@ pub struct TokenRecord {
     pub used_at: Option<OffsetDateTime>,
     /// The session was revoked (logout, reuse detected, password change).
     pub session_revoked: bool,
+    /// The limits of the session the token belongs to (read with the token; when storing
+    /// tokens these are not written).
+    pub session: SessionTimes,
+}
+
+/// The times that bound a session: its absolute end, and its last use for the idle limit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SessionTimes {
+    pub created_at: OffsetDateTime,
+    /// Set at sign-in from the maximum lifetime then in force; never moved.
+    pub expires_at: OffsetDateTime,
+    /// Sign-in, then each refresh.
+    pub last_used_at: OffsetDateTime,
+}
+
+/// Why a session ended on its own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SessionEnd {
+    /// Not refreshed within the idle timeout.
+    Idle,
+    /// Past its absolute lifetime.
+    Lifetime,
+}
+
+/// Which sessions are alive at `now`: before their stored expiry, created after
+/// `created_since` (the maximum lifetime in force now, which may be shorter than the one at
+/// sign-in) and used after `used_since` (the idle timeout).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SessionCutoffs {
+    pub now: OffsetDateTime,
+    pub created_since: OffsetDateTime,
+    pub used_since: OffsetDateTime,
+}
+
+impl SessionCutoffs {
+    pub fn at(now: OffsetDateTime, max_lifetime: std::time::Duration, idle_timeout: std::time::Duration) -> Self {
+        SessionCutoffs { now, created_since: now - max_lifetime, used_since: now - idle_timeout }
+    }
+
+    /// Why a session with these times is over, if it is; the absolute limit is told first.
+    pub fn ended(&self, t: &SessionTimes) -> Option<SessionEnd> {
+        if t.expires_at <= self.now || t.created_at <= self.created_since {
+            Some(SessionEnd::Lifetime)
+        } else if t.last_used_at <= self.used_since {
+            Some(SessionEnd::Idle)
+        } else {
+            None
+        }
+    }
+}
+
+/// A new session, as sign-in records it.
+#[derive(Debug, Clone)]
+pub struct NewSession {
+    pub id: SessionId,
+    pub user_id: UserId,
+    pub times: SessionTimes,
+    /// The `User-Agent` the sign-in came with (shortened), to tell sessions apart in the list.
+    pub user_agent: Option<String>,
+    /// The client address of the sign-in.
+    pub ip: Option<String>,
+}
+
+/// A session as its user's list shows it.
+#[derive(Debug, Clone)]
+pub struct SessionRecord {
+    pub tenant_id: TenantId,
+    pub id: SessionId,
+    pub user_id: UserId,
+    pub times: SessionTimes,
+    pub user_agent: Option<String>,
+    pub ip: Option<String>,
 }
 
 /// What an incoming credential id resolves to, from the global lookup table.
@@ -451,4 +526,33 @@ pub struct MfaRecord {
     pub last_step: Option<i64>,
     /// Recovery codes not used yet.
     pub recovery_codes_left: i64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn sessions_end_at_their_absolute_or_idle_limit_whichever_comes_first() {
+        let signed_in = crate::clock::now();
+        let minutes = |m: i64| time::Duration::minutes(m);
+        let times =
+            SessionTimes { created_at: signed_in, expires_at: signed_in + minutes(12 * 60), last_used_at: signed_in };
+        let cut = |now, max_hours: u64, idle_minutes: u64| {
+            SessionCutoffs::at(now, Duration::from_secs(max_hours * 3600), Duration::from_secs(idle_minutes * 60))
+        };
+        assert_eq!(cut(signed_in + minutes(29), 12, 30).ended(&times), None);
+        assert_eq!(cut(signed_in + minutes(30), 12, 30).ended(&times), Some(SessionEnd::Idle));
+        let used = SessionTimes { last_used_at: signed_in + minutes(11 * 60 + 50), ..times };
+        assert_eq!(cut(signed_in + minutes(11 * 60 + 59), 12, 30).ended(&used), None);
+        assert_eq!(cut(signed_in + minutes(12 * 60), 12, 30).ended(&used), Some(SessionEnd::Lifetime));
+        // A maximum lowered after sign-in applies to sessions already running.
+        assert_eq!(
+            cut(signed_in + minutes(61), 1, 30).ended(&SessionTimes { last_used_at: signed_in + minutes(60), ..times }),
+            Some(SessionEnd::Lifetime)
+        );
+        // Both over: the absolute limit is the one told.
+        assert_eq!(cut(signed_in + minutes(13 * 60), 12, 30).ended(&times), Some(SessionEnd::Lifetime));
+    }
 }

@@ -135,16 +135,13 @@ pub trait Store: LibraryStore + KeyStore + Send + Sync + 'static {
     // --- sessions and tokens --------------------------------------------------------------
     /// Where a credential id lives (global lookup).
     async fn find_credential(&self, id: uuid::Uuid) -> StoreResult<Option<CredentialRef>>;
-    async fn create_session(
-        &self,
-        tenant: TenantId,
-        session: SessionId,
-        user: UserId,
-        tokens: &[TokenRecord],
-    ) -> StoreResult<()>;
+    /// Stores a session (sign-in) with its first tokens.
+    async fn create_session(&self, tenant: TenantId, session: &NewSession, tokens: &[TokenRecord]) -> StoreResult<()>;
+    /// The token with its session's state (revoked, times).
     async fn get_token(&self, tenant: TenantId, id: TokenId) -> StoreResult<TokenRecord>;
     /// Marks a refresh token used and stores its successors, atomically: of two concurrent
-    /// exchanges of one token, exactly one succeeds; the other gets `Ok(false)`.
+    /// exchanges of one token, exactly one succeeds; the other gets `Ok(false)`. `at` becomes
+    /// the session's last use (the idle timeout counts from it).
     async fn rotate_refresh(
         &self,
         tenant: TenantId,
@@ -153,8 +150,21 @@ pub trait Store: LibraryStore + KeyStore + Send + Sync + 'static {
         successors: &[TokenRecord],
     ) -> StoreResult<bool>;
     async fn revoke_session(&self, tenant: TenantId, session: SessionId) -> StoreResult<()>;
-    /// Revokes every session of the user but `keep`.
-    async fn revoke_user_sessions(&self, tenant: TenantId, user: UserId, keep: Option<SessionId>) -> StoreResult<()>;
+    /// Revokes one session of `user`: false when the user has no such unrevoked session
+    /// (another user's session is never touched).
+    async fn revoke_own_session(&self, tenant: TenantId, user: UserId, session: SessionId) -> StoreResult<bool>;
+    /// Revokes every session of the user but `keep`; returns how many were revoked.
+    async fn revoke_user_sessions(&self, tenant: TenantId, user: UserId, keep: Option<SessionId>) -> StoreResult<u64>;
+    /// The user's sessions that are alive by `cutoffs` and not revoked, newest first.
+    async fn list_sessions(
+        &self,
+        tenant: TenantId,
+        user: UserId,
+        cutoffs: SessionCutoffs,
+        page: PageRequest,
+    ) -> StoreResult<Page<SessionRecord>>;
+    /// Refuses the user's single sign-on tokens issued before `at`; never moves the cut-off back.
+    async fn set_tokens_valid_after(&self, tenant: TenantId, user: UserId, at: OffsetDateTime) -> StoreResult<()>;
 
     // --- API keys -------------------------------------------------------------------------
     async fn create_api_key(&self, record: &ApiKeyRecord) -> StoreResult<()>;

@@ -6,6 +6,7 @@ use std::time::Duration;
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use conclave_core::provider::ProviderError;
+use conclave_core::records::SessionEnd;
 use conclave_core::{Error, FieldError};
 use serde::Serialize;
 
@@ -128,6 +129,16 @@ fn domain_problem(e: Error) -> Problem {
             S::UNAUTHORIZED,
             "unauthenticated",
             "Sign in first: send `Authorization: Bearer <token>` with a valid access token or API key. Access tokens expire; refresh to get a new one.",
+        ),
+        Error::SessionExpired(SessionEnd::Idle) => Problem::new(
+            S::UNAUTHORIZED,
+            "session-expired",
+            "Your session ended because it was not used for too long; sign in again.",
+        ),
+        Error::SessionExpired(SessionEnd::Lifetime) => Problem::new(
+            S::UNAUTHORIZED,
+            "session-expired",
+            "Your session reached its maximum lifetime; sign in again.",
         ),
         Error::InvalidCredentials => Problem::new(S::UNAUTHORIZED, "invalid-credentials", "The email address or the password is incorrect."),
         Error::Forbidden(detail) => Problem::new(S::FORBIDDEN, "forbidden", detail),

@@ -175,8 +175,20 @@ impl FromRequestParts<AppState> for Meta {
         let peer = parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip());
         let ip = peer.map(|peer| client_ip(peer, &parts.headers, &state.http.trusted_proxies));
         let request_id = parts.extensions.get::<RequestId>().map(|r| r.0.clone());
-        Ok(Meta(RequestMeta { ip, request_id }))
+        Ok(Meta(RequestMeta { ip, request_id, user_agent: user_agent(parts) }))
     }
+}
+
+/// Longest `User-Agent` kept with a session: enough to tell browsers apart, bounded storage.
+const MAX_USER_AGENT_CHARS: usize = 200;
+
+/// The `User-Agent` header, without control characters and shortened; `None` if absent or empty.
+fn user_agent(parts: &Parts) -> Option<String> {
+    let raw = parts.headers.get(header::USER_AGENT)?;
+    let text = String::from_utf8_lossy(raw.as_bytes());
+    let clean: String = text.chars().filter(|c| !c.is_control()).take(MAX_USER_AGENT_CHARS).collect();
+    let clean = clean.trim();
+    (!clean.is_empty()).then(|| clean.to_owned())
 }
 
 /// The client's address: the peer, unless the peer is a trusted proxy, in which case the
@@ -323,6 +335,23 @@ mod tests {
         assert_eq!(decode_cursor(&encode_cursor(id)), Some(id));
         assert_eq!(decode_cursor("not a cursor"), None);
         assert_eq!(decode_cursor("AAAA"), None);
+    }
+
+    #[test]
+    fn user_agents_are_cleaned_and_bounded() {
+        let parts = |ua: &[u8]| {
+            let req = axum::http::Request::builder()
+                .header(header::USER_AGENT, axum::http::HeaderValue::from_bytes(ua).unwrap())
+                .body(())
+                .unwrap();
+            req.into_parts().0
+        };
+        assert_eq!(user_agent(&parts(b"Mozilla/5.0 (X11)")).as_deref(), Some("Mozilla/5.0 (X11)"));
+        assert_eq!(user_agent(&parts(b"a\tb")).as_deref(), Some("ab"));
+        assert_eq!(user_agent(&parts(b"   ")), None);
+        assert_eq!(user_agent(&parts(&[b'x'; 1000])).map(|u| u.len()), Some(MAX_USER_AGENT_CHARS));
+        let (no_header, ()) = axum::http::Request::builder().body(()).unwrap().into_parts();
+        assert_eq!(user_agent(&no_header), None);
     }
 
     #[test]

@@ -23,8 +23,8 @@ use crate::db_time::DbTime;
 use crate::error::{is_unique_violation, store_error};
 use crate::{PgStore, SqliteStore};
 
-const USER_COLUMNS: &str =
-    "tenant_id, user_id, email, display_name, role, password_hash, must_change_password, disabled, created_at, updated_at";
+const USER_COLUMNS: &str = "tenant_id, user_id, email, display_name, role, password_hash, must_change_password, disabled, created_at, updated_at, tokens_valid_after";
+const SESSION_COLUMNS: &str = "tenant_id, session_id, user_id, created_at, expires_at, last_used_at, user_agent, ip";
 const AGENT_COLUMNS: &str = "tenant_id, agent_id, owner_id, name, description, instructions, model, temperature, top_p, max_tokens, library_ids, visibility, created_at, updated_at";
 const CONVERSATION_COLUMNS: &str = "tenant_id, conversation_id, owner_id, agent_id, title, created_at, updated_at";
 const MESSAGE_COLUMNS: &str = "tenant_id, message_id, conversation_id, role, content, status, model, prompt_tokens, completion_tokens, finish_reason, error, reply_to, created_at, updated_at";
@@ -70,6 +70,7 @@ macro_rules! store_impl {
                     role: text_enum("role", r.try_get::<&str, _>("role")?)?,
                     disabled: r.try_get("disabled")?,
                     must_change_password: r.try_get("must_change_password")?,
+                    tokens_valid_after: r.try_get::<Option<DbTime>, _>("tokens_valid_after")?.map(|t| t.0),
                     created_at: r.try_get::<DbTime, _>("created_at")?.0,
                     updated_at: r.try_get::<DbTime, _>("updated_at")?.0,
                 })
@@ -170,6 +171,26 @@ macro_rules! store_impl {
                     expires_at: r.try_get::<DbTime, _>("expires_at")?.0,
                     used_at: r.try_get::<Option<DbTime>, _>("used_at")?.map(|t| t.0),
                     session_revoked: r.try_get::<Option<DbTime>, _>("revoked_at")?.is_some(),
+                    session: SessionTimes {
+                        created_at: r.try_get::<DbTime, _>("session_created_at")?.0,
+                        expires_at: r.try_get::<DbTime, _>("session_expires_at")?.0,
+                        last_used_at: r.try_get::<DbTime, _>("session_last_used_at")?.0,
+                    },
+                })
+            }
+
+            fn session_row(r: &<$db as sqlx::Database>::Row) -> Result<SessionRecord, sqlx::Error> {
+                Ok(SessionRecord {
+                    tenant_id: TenantId(r.try_get("tenant_id")?),
+                    id: SessionId(r.try_get("session_id")?),
+                    user_id: UserId(r.try_get("user_id")?),
+                    times: SessionTimes {
+                        created_at: r.try_get::<DbTime, _>("created_at")?.0,
+                        expires_at: r.try_get::<DbTime, _>("expires_at")?.0,
+                        last_used_at: r.try_get::<DbTime, _>("last_used_at")?.0,
+                    },
+                    user_agent: r.try_get("user_agent")?,
+                    ip: r.try_get("ip")?,
                 })
             }
 
@@ -201,7 +222,7 @@ macro_rules! store_impl {
                     .map_err(email_taken)?;
                 let t = now();
                 let sql = format!(
-                    "INSERT INTO users ({USER_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, FALSE, $8, $8) RETURNING {USER_COLUMNS}"
+                    "INSERT INTO users ({USER_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, FALSE, $8, $8, NULL) RETURNING {USER_COLUMNS}"
                 );
                 let row = sqlx::query(&sql)
                     .bind(tenant.0)
@@ -747,13 +768,18 @@ macro_rules! store_impl {
                 })
             }
 
-            async fn create_session(&self, tenant: TenantId, session: SessionId, user: UserId, tokens: &[TokenRecord]) -> StoreResult<()> {
+            async fn create_session(&self, tenant: TenantId, session: &NewSession, tokens: &[TokenRecord]) -> StoreResult<()> {
                 let mut tx = self.pool.begin().await.map_err(store_error)?;
-                sqlx::query("INSERT INTO sessions (tenant_id, session_id, user_id, created_at) VALUES ($1, $2, $3, $4)")
+                let sql = format!("INSERT INTO sessions ({SESSION_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)");
+                sqlx::query(&sql)
                     .bind(tenant.0)
-                    .bind(session.0)
-                    .bind(user.0)
-                    .bind(now())
+                    .bind(session.id.0)
+                    .bind(session.user_id.0)
+                    .bind(DbTime(session.times.created_at))
+                    .bind(DbTime(session.times.expires_at))
+                    .bind(DbTime(session.times.last_used_at))
+                    .bind(&session.user_agent)
+                    .bind(&session.ip)
                     .execute(&mut *tx)
                     .await
                     .map_err(store_error)?;
@@ -763,7 +789,8 @@ macro_rules! store_impl {
 
             async fn get_token(&self, tenant: TenantId, id: TokenId) -> StoreResult<TokenRecord> {
                 let row = sqlx::query(
-                    "SELECT t.tenant_id, t.token_id, t.session_id, t.user_id, t.kind, t.secret_hash, t.expires_at, t.used_at, s.revoked_at \
+                    "SELECT t.tenant_id, t.token_id, t.session_id, t.user_id, t.kind, t.secret_hash, t.expires_at, t.used_at, s.revoked_at, \
+                     s.created_at AS session_created_at, s.expires_at AS session_expires_at, s.last_used_at AS session_last_used_at \
                      FROM session_tokens t JOIN sessions s ON s.tenant_id = t.tenant_id AND s.session_id = t.session_id \
                      WHERE t.tenant_id = $1 AND t.token_id = $2",
                 )
@@ -790,6 +817,16 @@ macro_rules! store_impl {
                     tx.rollback().await.map_err(store_error)?;
                     return Ok(false);
                 }
+                sqlx::query(
+                    "UPDATE sessions SET last_used_at = $3 WHERE tenant_id = $1 AND session_id = \
+                     (SELECT session_id FROM session_tokens WHERE tenant_id = $1 AND token_id = $2)",
+                )
+                .bind(tenant.0)
+                .bind(used.0)
+                .bind(DbTime(at))
+                .execute(&mut *tx)
+                .await
+                .map_err(store_error)?;
                 Self::insert_tokens(&mut tx, successors).await.map_err(store_error)?;
                 tx.commit().await.map_err(store_error)?;
                 Ok(true)
@@ -806,8 +843,22 @@ macro_rules! store_impl {
                 Ok(())
             }
 
-            async fn revoke_user_sessions(&self, tenant: TenantId, user: UserId, keep: Option<SessionId>) -> StoreResult<()> {
-                sqlx::query(
+            async fn revoke_own_session(&self, tenant: TenantId, user: UserId, session: SessionId) -> StoreResult<bool> {
+                let r = sqlx::query(
+                    "UPDATE sessions SET revoked_at = $4 WHERE tenant_id = $1 AND user_id = $2 AND session_id = $3 AND revoked_at IS NULL",
+                )
+                .bind(tenant.0)
+                .bind(user.0)
+                .bind(session.0)
+                .bind(now())
+                .execute(&self.pool)
+                .await
+                .map_err(store_error)?;
+                Ok(r.rows_affected() == 1)
+            }
+
+            async fn revoke_user_sessions(&self, tenant: TenantId, user: UserId, keep: Option<SessionId>) -> StoreResult<u64> {
+                let r = sqlx::query(
                     "UPDATE sessions SET revoked_at = $3 WHERE tenant_id = $1 AND user_id = $2 AND revoked_at IS NULL \
                      AND ($4 IS NULL OR session_id <> $4)",
                 )
@@ -818,7 +869,48 @@ macro_rules! store_impl {
                 .execute(&self.pool)
                 .await
                 .map_err(store_error)?;
-                Ok(())
+                Ok(r.rows_affected())
+            }
+
+            async fn list_sessions(
+                &self,
+                tenant: TenantId,
+                user: UserId,
+                cutoffs: SessionCutoffs,
+                page: PageRequest,
+            ) -> StoreResult<Page<SessionRecord>> {
+                let sql = format!(
+                    "SELECT {SESSION_COLUMNS} FROM sessions WHERE tenant_id = $1 AND user_id = $2 AND revoked_at IS NULL \
+                     AND expires_at > $3 AND created_at > $4 AND last_used_at > $5 AND session_id < $6 \
+                     ORDER BY session_id DESC LIMIT $7"
+                );
+                let rows = sqlx::query(&sql)
+                    .bind(tenant.0)
+                    .bind(user.0)
+                    .bind(DbTime(cutoffs.now))
+                    .bind(DbTime(cutoffs.created_since))
+                    .bind(DbTime(cutoffs.used_since))
+                    .bind(page.after.unwrap_or(Uuid::max()))
+                    .bind(page.fetch_limit())
+                    .fetch_all(&self.pool)
+                    .await
+                    .map_err(store_error)?;
+                let sessions = rows.iter().map(Self::session_row).collect::<Result<Vec<_>, _>>().map_err(store_error)?;
+                Ok(Page::from_rows(sessions, page, |s| s.id.0))
+            }
+
+            async fn set_tokens_valid_after(&self, tenant: TenantId, user: UserId, at: OffsetDateTime) -> StoreResult<()> {
+                let r = sqlx::query(
+                    "UPDATE users SET tokens_valid_after = CASE WHEN tokens_valid_after IS NULL OR tokens_valid_after < $3 \
+                     THEN $3 ELSE tokens_valid_after END WHERE tenant_id = $1 AND user_id = $2",
+                )
+                .bind(tenant.0)
+                .bind(user.0)
+                .bind(DbTime(at))
+                .execute(&self.pool)
+                .await
+                .map_err(store_error)?;
+                expect_one(r.rows_affected())
             }
 
             async fn create_api_key(&self, record: &ApiKeyRecord) -> StoreResult<()> {

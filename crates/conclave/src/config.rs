@@ -97,6 +97,11 @@ pub struct AuthConfig {
     pub signup: Option<Signup>,
     pub access_token_ttl_seconds: u64,
     pub refresh_token_ttl_seconds: u64,
+    /// A local session ends this many hours after sign-in however active it is (NIST SP
+    /// 800-63B AAL2 re-authentication; see `docs/configuration.md`).
+    pub session_max_hours: u64,
+    /// A local session not refreshed for this many minutes ends.
+    pub session_idle_minutes: u64,
     /// How long a verified access token or API key is trusted without a database lookup; a
     /// revocation made on another replica takes up to this long to apply here. 0: no cache.
     pub cache_ttl_seconds: u64,
@@ -167,6 +172,17 @@ impl Default for OidcConfig {
 
 /// The longest clock skew accepted: beyond it, an expired token lives on noticeably.
 pub const MAX_OIDC_CLOCK_SKEW_SECONDS: u64 = 300;
+/// NIST SP 800-63B (rev. 3) AAL2: re-authenticate at least every 12 hours, and after 30 minutes
+/// of inactivity.
+pub const DEFAULT_SESSION_MAX_HOURS: u64 = 12;
+pub const DEFAULT_SESSION_IDLE_MINUTES: u64 = 30;
+/// Production refuses longer limits: NIST SP 800-63B-4 AAL2's upper bounds (24 h overall, 1 h
+/// of inactivity).
+pub const MAX_PRODUCTION_SESSION_HOURS: u64 = 24;
+pub const MAX_PRODUCTION_SESSION_IDLE_MINUTES: u64 = 60;
+/// The longest session any profile accepts (the refresh token's old sliding 30 days).
+pub const MAX_SESSION_HOURS: u64 = 30 * 24;
+
 /// Longest the credential cache may trust a verified credential (`CONCLAVE_AUTH_CACHE_TTL_SECONDS`).
 pub const MAX_AUTH_CACHE_TTL_SECONDS: u64 = 60;
 
@@ -399,6 +415,8 @@ impl Default for AuthConfig {
             signup: None,
             access_token_ttl_seconds: 15 * 60,
             refresh_token_ttl_seconds: 30 * 24 * 3600,
+            session_max_hours: DEFAULT_SESSION_MAX_HOURS,
+            session_idle_minutes: DEFAULT_SESSION_IDLE_MINUTES,
             cache_ttl_seconds: 5,
             password_hash_memory_kib: 19_456,
             password_hash_iterations: 2,
@@ -593,6 +611,12 @@ impl Config {
         }
         if let Some(v) = parse_env(env, "CONCLAVE_REFRESH_TOKEN_TTL_SECONDS", "a number of seconds")? {
             self.auth.refresh_token_ttl_seconds = v;
+        }
+        if let Some(v) = parse_env(env, "CONCLAVE_SESSION_MAX_HOURS", "a number of hours")? {
+            self.auth.session_max_hours = v;
+        }
+        if let Some(v) = parse_env(env, "CONCLAVE_SESSION_IDLE_MINUTES", "a number of minutes")? {
+            self.auth.session_idle_minutes = v;
         }
         if let Some(v) = parse_env(env, "CONCLAVE_AUTH_CACHE_TTL_SECONDS", "a number of seconds")? {
             self.auth.cache_ttl_seconds = v;
@@ -835,6 +859,49 @@ impl Config {
         !(self.profile == Profile::Dev && self.http.listen.ip().is_loopback())
     }
 
+    /// The session limits: usable in any profile, and within NIST's AAL2 bounds in production.
+    fn session_findings(&self, prod: bool, out: &mut Vec<Finding>) {
+        let (hours, idle) = (self.auth.session_max_hours, self.auth.session_idle_minutes);
+        let severity = if prod { Severity::Error } else { Severity::Warning };
+        if hours == 0 || hours > MAX_SESSION_HOURS {
+            out.push(Finding::error(
+                "CONCLAVE_SESSION_MAX_HOURS",
+                format!("a session's maximum lifetime must be 1 to {MAX_SESSION_HOURS} hours"),
+            ));
+        } else if hours > MAX_PRODUCTION_SESSION_HOURS {
+            out.push(Finding {
+                severity,
+                variable: "CONCLAVE_SESSION_MAX_HOURS",
+                message: format!("at most {MAX_PRODUCTION_SESSION_HOURS} hours in production (NIST SP 800-63B-4 AAL2)"),
+            });
+        }
+        if idle == 0 || idle.saturating_mul(60) < self.auth.access_token_ttl_seconds {
+            // The web app refreshes when its access token expires: an idle limit shorter than
+            // the token would sign out people who are using it.
+            out.push(Finding::error(
+                "CONCLAVE_SESSION_IDLE_MINUTES",
+                format!(
+                    "the idle timeout must be at least the access token lifetime ({} s), or active users are signed out",
+                    self.auth.access_token_ttl_seconds
+                ),
+            ));
+        } else if idle > hours.saturating_mul(60) {
+            out.push(Finding::warning(
+                "CONCLAVE_SESSION_IDLE_MINUTES",
+                "the idle timeout is longer than the maximum lifetime, so it never applies".into(),
+            ));
+        }
+        if idle > MAX_PRODUCTION_SESSION_IDLE_MINUTES {
+            out.push(Finding {
+                severity,
+                variable: "CONCLAVE_SESSION_IDLE_MINUTES",
+                message: format!(
+                    "at most {MAX_PRODUCTION_SESSION_IDLE_MINUTES} minutes in production (NIST SP 800-63B-4 AAL2)"
+                ),
+            });
+        }
+    }
+
     /// Everything unsafe or unusable about this configuration.
     pub fn findings(&self) -> Vec<Finding> {
         let mut out = Vec::new();
@@ -1060,6 +1127,7 @@ impl Config {
                 "access tokens should live between 1 s and 1 hour".into(),
             );
         }
+        self.session_findings(prod, &mut out);
         if self.auth.cache_ttl_seconds > MAX_AUTH_CACHE_TTL_SECONDS {
             out.push(Finding::error(
                 "CONCLAVE_AUTH_CACHE_TTL_SECONDS",
@@ -1277,6 +1345,49 @@ mod tests {
         assert!(c.signup_open());
         assert!(!c.secure_cookies());
         assert!(c.database_url().ends_with("conclave.db"));
+    }
+
+    #[test]
+    fn session_limits_default_to_nist_aal2_and_are_checked() {
+        let c = Config::load(None, &env(&[])).unwrap();
+        assert_eq!((c.auth.session_max_hours, c.auth.session_idle_minutes), (12, 30));
+        let with = |pairs: &[(&str, &str)]| Config::load(None, &env(pairs)).unwrap();
+        let c = with(&[("CONCLAVE_SESSION_MAX_HOURS", "8"), ("CONCLAVE_SESSION_IDLE_MINUTES", "20")]);
+        assert_eq!((c.auth.session_max_hours, c.auth.session_idle_minutes), (8, 20));
+        assert!(errors(&c).is_empty(), "{:?}", c.findings());
+        let session_errors = |pairs: &[(&str, &str)]| -> Vec<&'static str> {
+            errors(&with(pairs)).into_iter().filter(|v| v.starts_with("CONCLAVE_SESSION_")).collect()
+        };
+        assert_eq!(session_errors(&[("CONCLAVE_SESSION_MAX_HOURS", "0")]), vec!["CONCLAVE_SESSION_MAX_HOURS"]);
+        assert_eq!(session_errors(&[("CONCLAVE_SESSION_MAX_HOURS", "721")]), vec!["CONCLAVE_SESSION_MAX_HOURS"]);
+        assert_eq!(session_errors(&[("CONCLAVE_SESSION_IDLE_MINUTES", "0")]), vec!["CONCLAVE_SESSION_IDLE_MINUTES"]);
+        // Shorter than the access token: active users would be signed out.
+        assert_eq!(session_errors(&[("CONCLAVE_SESSION_IDLE_MINUTES", "10")]), vec!["CONCLAVE_SESSION_IDLE_MINUTES"]);
+        assert!(session_errors(&[
+            ("CONCLAVE_SESSION_IDLE_MINUTES", "10"),
+            ("CONCLAVE_ACCESS_TOKEN_TTL_SECONDS", "600")
+        ])
+        .is_empty());
+        // Beyond NIST's AAL2 bounds: a warning in dev, refused in production.
+        let long = [("CONCLAVE_SESSION_MAX_HOURS", "72"), ("CONCLAVE_SESSION_IDLE_MINUTES", "120")];
+        assert!(session_errors(&long).is_empty());
+        let warned: Vec<_> = with(&long)
+            .findings()
+            .into_iter()
+            .filter(|f| f.variable.starts_with("CONCLAVE_SESSION_"))
+            .map(|f| (f.severity, f.variable))
+            .collect();
+        assert_eq!(
+            warned,
+            vec![
+                (Severity::Warning, "CONCLAVE_SESSION_MAX_HOURS"),
+                (Severity::Warning, "CONCLAVE_SESSION_IDLE_MINUTES")
+            ]
+        );
+        let mut prod = long.to_vec();
+        prod.push(("CONCLAVE_PROFILE", "production"));
+        assert_eq!(session_errors(&prod), vec!["CONCLAVE_SESSION_MAX_HOURS", "CONCLAVE_SESSION_IDLE_MINUTES"]);
+        assert!(Config::load(None, &env(&[("CONCLAVE_SESSION_MAX_HOURS", "twelve")])).is_err());
     }
 
     #[test]

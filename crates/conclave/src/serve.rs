@@ -42,6 +42,8 @@ fn core_config(config: &Config) -> CoreConfig {
         first_signup_is_admin: config.profile == Profile::Dev,
         access_token_ttl: Duration::from_secs(config.auth.access_token_ttl_seconds),
         refresh_token_ttl: Duration::from_secs(config.auth.refresh_token_ttl_seconds),
+        session_max_lifetime: Duration::from_secs(config.auth.session_max_hours.saturating_mul(3600)),
+        session_idle_timeout: Duration::from_secs(config.auth.session_idle_minutes.saturating_mul(60)),
         password_hashing: PasswordHashingParams {
             memory_kib: config.auth.password_hash_memory_kib,
             iterations: config.auth.password_hash_iterations,

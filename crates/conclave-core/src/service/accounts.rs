@@ -165,15 +165,36 @@ impl Conclave {
         self.start_session(&record.user, meta).await
     }
 
-    async fn start_session(&self, user: &User, _meta: &RequestMeta) -> Result<SignedIn> {
-        let session = SessionId::new();
-        let (access, access_rec) = self.issue_token(user, session, TokenKind::Access);
-        let (refresh, refresh_rec) = self.issue_token(user, session, TokenKind::Refresh);
-        self.store.create_session(user.tenant_id, session, user.id, &[access_rec, refresh_rec]).await?;
-        Ok(self.signed_in(user, access, refresh))
+    /// A new session: it ends `session_max_lifetime` from now at the latest, and records the
+    /// sign-in's user agent and address for the user's session list.
+    async fn start_session(&self, user: &User, meta: &RequestMeta) -> Result<SignedIn> {
+        let now = crate::clock::now();
+        let session = NewSession {
+            id: SessionId::new(),
+            user_id: user.id,
+            times: SessionTimes {
+                created_at: now,
+                expires_at: now + self.config.session_max_lifetime,
+                last_used_at: now,
+            },
+            user_agent: meta.user_agent.clone(),
+            ip: meta.ip.map(|ip| ip.to_string()),
+        };
+        let (access, access_rec) = self.issue_token(user, session.id, session.times, TokenKind::Access);
+        let (refresh, refresh_rec) = self.issue_token(user, session.id, session.times, TokenKind::Refresh);
+        let refresh_expires = refresh_rec.expires_at;
+        self.store.create_session(user.tenant_id, &session, &[access_rec, refresh_rec]).await?;
+        Ok(self.signed_in(user, access, refresh, refresh_expires))
     }
 
-    fn issue_token(&self, user: &User, session: SessionId, kind: TokenKind) -> (SecretString, TokenRecord) {
+    /// A token of the session; neither kind outlives the session's absolute end.
+    fn issue_token(
+        &self,
+        user: &User,
+        session: SessionId,
+        times: SessionTimes,
+        kind: TokenKind,
+    ) -> (SecretString, TokenRecord) {
         let (credential_kind, ttl) = match kind {
             TokenKind::Access => (CredentialKind::AccessToken, self.config.access_token_ttl),
             TokenKind::Refresh => (CredentialKind::RefreshToken, self.config.refresh_token_ttl),
@@ -186,14 +207,23 @@ impl Conclave {
             user_id: user.id,
             kind,
             secret_hash: issued.hash.0.to_vec(),
-            expires_at: crate::clock::now() + ttl,
+            expires_at: (crate::clock::now() + ttl).min(times.expires_at),
             used_at: None,
             session_revoked: false,
+            session: times,
         };
         (issued.token, record)
     }
 
-    fn signed_in(&self, user: &User, access: SecretString, refresh: SecretString) -> SignedIn {
+    fn signed_in(
+        &self,
+        user: &User,
+        access: SecretString,
+        refresh: SecretString,
+        refresh_expires: time::OffsetDateTime,
+    ) -> SignedIn {
+        // The cookie lasts as long as the refresh token can: the session's absolute end.
+        let refresh_ttl = (refresh_expires - crate::clock::now()).max(time::Duration::ZERO).unsigned_abs();
         SignedIn {
             view: AuthView {
                 user: UserView::from(user),
@@ -202,24 +232,54 @@ impl Conclave {
                 expires_in: self.config.access_token_ttl.as_secs(),
             },
             refresh_token: refresh,
-            refresh_ttl: self.config.refresh_token_ttl,
+            refresh_ttl,
         }
+    }
+
+    /// The limits sessions are held to now.
+    pub(crate) fn session_cutoffs(&self) -> SessionCutoffs {
+        SessionCutoffs::at(crate::clock::now(), self.config.session_max_lifetime, self.config.session_idle_timeout)
     }
 
     /// Exchanges a refresh token for a new access token and a new refresh token. Presenting a
     /// token that was already exchanged revokes its whole session: someone holds a copy.
     pub async fn refresh(&self, token: &str, meta: &RequestMeta) -> Result<SignedIn> {
         let record = self.find_token(token, CredentialKind::RefreshToken).await?;
-        let now = crate::clock::now();
-        if record.session_revoked || record.expires_at <= now {
+        if record.session_revoked {
+            return Err(Error::Unauthenticated);
+        }
+        let cutoffs = self.session_cutoffs();
+        let now = cutoffs.now;
+        if let Some(end) = cutoffs.ended(&record.session) {
+            // Marked revoked so that it leaves every list and this is audited once; the
+            // client is told why, so the web app can say "signed out after inactivity".
+            self.store.revoke_session(record.tenant_id, record.session_id).await?;
+            self.credentials.invalidate();
+            let reason = match end {
+                SessionEnd::Idle => "idle_timeout",
+                SessionEnd::Lifetime => "max_lifetime",
+            };
+            self.audit(
+                record.tenant_id,
+                meta,
+                AuditRecord::new("auth.session_expired", "session", record.session_id)
+                    .outcome(Outcome::Failure)
+                    .detail(serde_json::json!({"user_id": record.user_id, "reason": reason})),
+            )
+            .await;
+            return Err(Error::SessionExpired(end));
+        }
+        if record.expires_at <= now {
             return Err(Error::Unauthenticated);
         }
         let user = self.store.get_user(record.tenant_id, record.user_id).await.map_err(|_| Error::Unauthenticated)?;
         if user.disabled {
             return Err(Error::Unauthenticated);
         }
-        let (access, access_rec) = self.issue_token(&user, record.session_id, TokenKind::Access);
-        let (refresh, refresh_rec) = self.issue_token(&user, record.session_id, TokenKind::Refresh);
+        let times = SessionTimes { last_used_at: now, ..record.session };
+        let (access, access_rec) = self.issue_token(&user, record.session_id, times, TokenKind::Access);
+        let (refresh, refresh_rec) = self.issue_token(&user, record.session_id, times, TokenKind::Refresh);
+        let refresh_expires = refresh_rec.expires_at;
         let rotated = record.used_at.is_none()
             && self.store.rotate_refresh(record.tenant_id, record.id, now, &[access_rec, refresh_rec]).await?;
         if !rotated {
@@ -235,7 +295,7 @@ impl Conclave {
             .await;
             return Err(Error::Unauthenticated);
         }
-        Ok(self.signed_in(&user, access, refresh))
+        Ok(self.signed_in(&user, access, refresh, refresh_expires))
     }
 
     /// Ends the session of the refresh token and/or of the calling access token.
@@ -286,7 +346,13 @@ impl Conclave {
         match parsed.kind {
             CredentialKind::AccessToken => {
                 let record = self.check_token(parsed).await?;
-                if record.kind != TokenKind::Access || record.session_revoked || record.expires_at <= now {
+                // The token's own expiry is capped at the session's end when issued; the session
+                // check also applies a maximum lifetime lowered since.
+                if record.kind != TokenKind::Access
+                    || record.session_revoked
+                    || record.expires_at <= now
+                    || self.session_cutoffs().ended(&record.session).is_some()
+                {
                     return Err(Error::Unauthenticated);
                 }
                 let user = self.active_user(record.tenant_id, record.user_id).await?;

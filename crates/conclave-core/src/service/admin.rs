@@ -41,7 +41,7 @@ impl Conclave {
     pub async fn bootstrap_user(&self, input: AdminNewUser) -> Result<CreatedUserView> {
         let tenant = self.store.default_tenant(&self.config.default_tenant_name).await?;
         let created = self.create_local_user(tenant.id, input).await?;
-        let meta = RequestMeta { ip: None, request_id: Some("cli".into()) };
+        let meta = RequestMeta { request_id: Some("cli".into()), ..Default::default() };
         self.audit(
             tenant.id,
             &meta,

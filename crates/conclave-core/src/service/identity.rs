@@ -168,6 +168,9 @@ impl Conclave {
                     }
                     return Err(refuse("the user is disabled"));
                 }
+                if !issued_after(&token, user.tokens_valid_after) {
+                    return Err(refuse("the token was issued before the user's sessions were ended"));
+                }
                 self.follow_claims(user, &email, &display_name, role, meta).await
             }
             None => self.provision(sso, &token, email, display_name, role, meta).await?,
@@ -306,6 +309,19 @@ impl Conclave {
     }
 }
 
+/// Whether the token was issued (`iat`) at or after the user's cut-off, if there is one. `iat`
+/// has whole seconds, so a token issued in the same second as the cut-off but after it is refused
+/// too (the client gets another); a token without `iat` cannot show it is newer.
+fn issued_after(token: &VerifiedToken, cut_off: Option<time::OffsetDateTime>) -> bool {
+    let Some(cut_off) = cut_off else { return true };
+    token
+        .claims
+        .get("iat")
+        .and_then(Value::as_i64)
+        .and_then(|iat| time::OffsetDateTime::from_unix_timestamp(iat).ok())
+        .is_some_and(|iat| iat >= cut_off)
+}
+
 /// The email address and display name the claims give, normalised.
 fn profile_of(token: &VerifiedToken) -> Result<(String, String)> {
     let text = |name: &str| token.claims.get(name).and_then(Value::as_str).map(str::trim).filter(|s| !s.is_empty());
@@ -379,6 +395,17 @@ mod tests {
             Role::Member
         );
         assert_eq!(sso.role_of(&token(serde_json::json!({}))), Role::Member);
+    }
+
+    #[test]
+    fn tokens_issued_before_the_cut_off_are_refused() {
+        let cut = time::OffsetDateTime::from_unix_timestamp(1_700_000_000).unwrap() + time::Duration::milliseconds(500);
+        let at = |iat: i64| token(serde_json::json!({"iat": iat}));
+        assert!(issued_after(&at(1_600_000_000), None), "no cut-off: any token");
+        assert!(!issued_after(&at(1_699_999_999), Some(cut)));
+        assert!(!issued_after(&at(1_700_000_000), Some(cut)), "the same second is not provably after");
+        assert!(issued_after(&at(1_700_000_001), Some(cut)));
+        assert!(!issued_after(&token(serde_json::json!({})), Some(cut)), "no iat, no proof");
     }
 
     #[test]

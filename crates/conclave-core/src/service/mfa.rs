@@ -1,7 +1,8 @@
 //! The second factor of local accounts: TOTP enrolment (pending until a first code confirms
 //! it), one-time recovery codes, the check at sign-in, turning it off, an administrator's reset,
 //! and the tenant setting that makes it compulsory. The TOTP secret is sealed under the tenant
-//! key and bound to its user; every change is audited.
+//! key and bound to its user; every change is audited, and a change of the caller's own factor
+//! ends their other sessions.
 
 use conclave_auth::totp::{hash_recovery_code, new_recovery_codes, TotpSecret};
 use serde::Serialize;
@@ -85,7 +86,12 @@ impl Conclave {
         if !self.store.enable_mfa(caller.tenant(), user.id, step as i64, &hashes).await? {
             return Err(already_on());
         }
-        self.audit_by(caller, AuditRecord::new("mfa.enabled", "user", user.id)).await;
+        let ended = self.end_other_sessions_after_factor_change(caller).await?;
+        self.audit_by(
+            caller,
+            AuditRecord::new("mfa.enabled", "user", user.id).detail(serde_json::json!({"other_sessions_ended": ended})),
+        )
+        .await;
         Ok(RecoveryCodesView { recovery_codes: codes })
     }
 
@@ -109,7 +115,13 @@ impl Conclave {
             });
         }
         self.store.delete_mfa(caller.tenant(), user.id).await?;
-        self.audit_by(caller, AuditRecord::new("mfa.disabled", "user", user.id)).await;
+        let ended = self.end_other_sessions_after_factor_change(caller).await?;
+        self.audit_by(
+            caller,
+            AuditRecord::new("mfa.disabled", "user", user.id)
+                .detail(serde_json::json!({"other_sessions_ended": ended})),
+        )
+        .await;
         Ok(())
     }
 
@@ -130,7 +142,13 @@ impl Conclave {
         let codes = new_recovery_codes();
         let hashes: Vec<Vec<u8>> = codes.iter().map(|c| hash_recovery_code(&user.id.0, c)).collect();
         self.store.replace_recovery_codes(caller.tenant(), user.id, &hashes).await?;
-        self.audit_by(caller, AuditRecord::new("mfa.recovery_codes_regenerated", "user", user.id)).await;
+        let ended = self.end_other_sessions_after_factor_change(caller).await?;
+        self.audit_by(
+            caller,
+            AuditRecord::new("mfa.recovery_codes_regenerated", "user", user.id)
+                .detail(serde_json::json!({"other_sessions_ended": ended})),
+        )
+        .await;
         Ok(RecoveryCodesView { recovery_codes: codes })
     }
 

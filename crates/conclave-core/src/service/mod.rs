@@ -16,4 +16,5 @@ pub mod libraries;
 pub mod mfa;
 pub mod models;
 pub mod replies;
+pub mod sessions;
 pub mod usage;

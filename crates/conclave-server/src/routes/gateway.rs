@@ -65,12 +65,14 @@ impl From<Error> for GatewayError {
     fn from(e: Error) -> Self {
         use StatusCode as S;
         match e {
-            Error::Unauthenticated | Error::InvalidCredentials | Error::MfaRequired => Self::new(
-                S::UNAUTHORIZED,
-                "invalid_request_error",
-                Some("invalid_api_key"),
-                "Invalid or missing credentials: send `Authorization: Bearer <Conclave API key or access token>`.",
-            ),
+            Error::Unauthenticated | Error::InvalidCredentials | Error::MfaRequired | Error::SessionExpired(_) => {
+                Self::new(
+                    S::UNAUTHORIZED,
+                    "invalid_request_error",
+                    Some("invalid_api_key"),
+                    "Invalid or missing credentials: send `Authorization: Bearer <Conclave API key or access token>`.",
+                )
+            }
             Error::NotFound(_) => Self::new(
                 S::NOT_FOUND,
                 "invalid_request_error",

@@ -22,6 +22,7 @@ pub mod me;
 pub mod mfa;
 pub mod models;
 pub mod root;
+pub mod sessions;
 pub mod usage;
 
 pub fn api() -> OpenApiRouter<AppState> {
@@ -30,6 +31,7 @@ pub fn api() -> OpenApiRouter<AppState> {
         .merge(auth::router())
         .merge(me::router())
         .merge(mfa::router())
+        .merge(sessions::router())
         .merge(api_keys::router())
         .merge(admin::router())
         .merge(keys::router())

@@ -50,6 +50,7 @@ enum Resource {
     Conversation,
     ApiKey,
     Document,
+    Session,
 }
 
 static COUNTER: AtomicUsize = AtomicUsize::new(0);
@@ -83,6 +84,9 @@ fn rule(method: &Method, path: &str) -> Option<(Rule, Option<Value>)> {
             (Signed, Some(json!({"current_password": "wrong-guess-entirely", "code": "000000"})))
         }
         ("DELETE", "/api/v1/admin/users/{id}/mfa") => (AdminOnUser, None),
+        ("GET", "/api/v1/me/sessions") | ("POST", "/api/v1/me/sessions/revoke-others") => (Signed, None),
+        ("DELETE", "/api/v1/me/sessions/{id}") => (Owner(Session), None),
+        ("POST", "/api/v1/admin/users/{id}/sessions/revoke") => (AdminOnUser, None),
         ("GET", "/api/v1/api-keys") | ("GET", "/api/v1/agents") | ("GET", "/api/v1/conversations") => (Signed, None),
         ("POST", "/api/v1/api-keys") => (Signed, Some(json!({"name": "matrix"}))),
         ("POST", "/api/v1/agents") => (Signed, Some(json!({"name": "Matrix", "model": "conclave-demo"}))),
@@ -154,6 +158,8 @@ struct World {
     api_key: String,
     library: String,
     document: String,
+    /// The owner's session.
+    session: String,
 }
 
 async fn world(h: &Harness) -> World {
@@ -219,6 +225,9 @@ async fn world(h: &Harness) -> World {
     let document = h.upload(&owner, &library, "memo.txt", "text/plain", b"privileged memo").await;
     assert_eq!(document.status, StatusCode::CREATED, "{}", document.body);
     let document = document.body["id"].as_str().unwrap().to_owned();
+    let sessions = h.call(Method::GET, "/api/v1/me/sessions", Some(&owner), None).await;
+    assert_eq!(sessions.status, StatusCode::OK, "{}", sessions.body);
+    let session = sessions.body["items"][0]["id"].as_str().unwrap().to_owned();
     World {
         admin,
         owner,
@@ -232,6 +241,7 @@ async fn world(h: &Harness) -> World {
         api_key,
         library,
         document,
+        session,
     }
 }
 
@@ -282,6 +292,7 @@ async fn every_route_has_a_rule_and_denies_whoever_it_must() {
             }
             Rule::Owner(Resource::ApiKey) => path.replace("{id}", &w.api_key),
             Rule::Owner(Resource::Document) => path.replace("{id}", &w.document),
+            Rule::Owner(Resource::Session) => path.replace("{id}", &w.session),
             Rule::Library(_) => path.replace("{id}", &w.library).replace("{user_id}", &w.owner_id),
             Rule::AdminOnUser => path.replace("{id}", &w.owner_id),
             _ => path.clone(),
@@ -385,6 +396,8 @@ async fn every_route_has_a_rule_and_denies_whoever_it_must() {
     assert_eq!(keys.body["items"][0]["id"], w.api_key.as_str());
     let me = h.call(Method::GET, "/api/v1/me", Some(&w.owner), None).await;
     assert_eq!(me.body["display_name"], "Test", "foreign and unprivileged PATCHes changed nothing");
+    let sessions = h.call(Method::GET, "/api/v1/me/sessions", Some(&w.owner), None).await;
+    assert_eq!(sessions.body["items"][0]["id"], w.session.as_str(), "nobody else ended the owner's session");
 }
 
 fn rule_body(method: &Method, path: &str) -> Option<Value> {

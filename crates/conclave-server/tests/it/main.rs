@@ -9,4 +9,5 @@ mod gateway;
 mod harness;
 mod limits;
 mod openapi;
+mod sessions;
 mod streaming;

@@ -62,12 +62,21 @@ async fn another_tenant_sees_nothing(store: &dyn Store) {
         expires_at: now() + time::Duration::minutes(1),
         used_at: None,
         session_revoked: false,
+        session: crate::records::session_times(60),
     };
-    store.create_session(a.id, session, ada.id, std::slice::from_ref(&token)).await.unwrap();
+    let new_session = crate::records::new_session(session, ada.id, 60);
+    store.create_session(a.id, &new_session, std::slice::from_ref(&token)).await.unwrap();
     assert!(matches!(store.get_token(b.id, token.id).await, Err(StoreError::NotFound)));
     assert!(!store.rotate_refresh(b.id, token.id, now(), &[]).await.unwrap());
     store.revoke_session(b.id, session).await.unwrap();
+    assert!(!store.revoke_own_session(b.id, ada.id, session).await.unwrap());
+    assert_eq!(store.revoke_user_sessions(b.id, ada.id, None).await.unwrap(), 0);
+    let live = crate::records::live(30);
+    assert!(store.list_sessions(b.id, ada.id, live, PageRequest::default()).await.unwrap().items.is_empty());
+    assert!(matches!(store.set_tokens_valid_after(b.id, ada.id, now()).await, Err(StoreError::NotFound)));
     assert!(!store.get_token(a.id, token.id).await.unwrap().session_revoked, "another tenant cannot revoke it");
+    assert_eq!(store.list_sessions(a.id, ada.id, live, PageRequest::default()).await.unwrap().items.len(), 1);
+    assert_eq!(store.get_user(a.id, ada.id).await.unwrap().tokens_valid_after, None);
 }
 
 crate::both_backends!(another_tenant_sees_nothing);

@@ -21,6 +21,25 @@ pub fn now() -> OffsetDateTime {
     conclave_core::clock::now()
 }
 
+/// Times of a session that began now and ends in `minutes`.
+pub fn session_times(minutes: i64) -> SessionTimes {
+    let now = now();
+    SessionTimes { created_at: now, expires_at: now + time::Duration::minutes(minutes), last_used_at: now }
+}
+
+pub fn new_session(id: SessionId, user: UserId, minutes: i64) -> NewSession {
+    NewSession { id, user_id: user, times: session_times(minutes), user_agent: None, ip: None }
+}
+
+/// The cut-offs of now, with a 12-hour maximum and an idle timeout of `idle_minutes`.
+pub fn live(idle_minutes: u64) -> SessionCutoffs {
+    SessionCutoffs::at(
+        now(),
+        std::time::Duration::from_secs(12 * 3600),
+        std::time::Duration::from_secs(idle_minutes * 60),
+    )
+}
+
 pub fn new_user(email: &str, first_admin: bool) -> NewUser {
     NewUser {
         id: UserId::new(),
@@ -189,16 +208,24 @@ async fn sessions_rotate_once_and_revoke(store: &dyn Store) {
         expires_at: now() + time::Duration::minutes(5),
         used_at: None,
         session_revoked: false,
+        session: session_times(60),
     };
     let (access, refresh) = (token(TokenKind::Access), token(TokenKind::Refresh));
-    store.create_session(t.id, session, u.id, &[access.clone(), refresh.clone()]).await.unwrap();
+    let mut started = new_session(session, u.id, 60);
+    started.times.last_used_at -= time::Duration::minutes(10);
+    store.create_session(t.id, &started, &[access.clone(), refresh.clone()]).await.unwrap();
     assert_eq!(store.find_credential(refresh.id.0).await.unwrap(), Some(CredentialRef::Token(t.id)));
     let read = store.get_token(t.id, refresh.id).await.unwrap();
     assert_eq!((read.kind, read.session_revoked, read.used_at), (TokenKind::Refresh, false, None));
     assert_eq!(read.secret_hash, vec![7; 32]);
+    assert_eq!(read.session, started.times, "the token carries its session's times");
 
     let next = token(TokenKind::Refresh);
-    assert!(store.rotate_refresh(t.id, refresh.id, now(), std::slice::from_ref(&next)).await.unwrap());
+    let rotated_at = now();
+    assert!(store.rotate_refresh(t.id, refresh.id, rotated_at, std::slice::from_ref(&next)).await.unwrap());
+    let after = store.get_token(t.id, next.id).await.unwrap().session;
+    assert_eq!(after.last_used_at, rotated_at, "a refresh is the session's last use");
+    assert_eq!((after.created_at, after.expires_at), (started.times.created_at, started.times.expires_at));
     assert!(
         !store.rotate_refresh(t.id, refresh.id, now(), &[token(TokenKind::Refresh)]).await.unwrap(),
         "second exchange refused"
@@ -227,17 +254,100 @@ async fn user_sessions_revoked_but_one(store: &dyn Store) {
             expires_at: now() + time::Duration::minutes(5),
             used_at: None,
             session_revoked: false,
+            session: session_times(60),
         };
-        store.create_session(t.id, session, u.id, std::slice::from_ref(&tok)).await.unwrap();
+        store.create_session(t.id, &new_session(session, u.id, 60), std::slice::from_ref(&tok)).await.unwrap();
         tokens.push(tok);
     }
-    store.revoke_user_sessions(t.id, u.id, Some(tokens[0].session_id)).await.unwrap();
+    assert_eq!(store.revoke_user_sessions(t.id, u.id, Some(tokens[0].session_id)).await.unwrap(), 2);
+    assert_eq!(store.revoke_user_sessions(t.id, u.id, Some(tokens[0].session_id)).await.unwrap(), 0, "already revoked");
     let revoked: Vec<bool> = futures::future::join_all(tokens.iter().map(|tok| store.get_token(t.id, tok.id)))
         .await
         .into_iter()
         .map(|r| r.unwrap().session_revoked)
         .collect();
     assert_eq!(revoked, vec![false, true, true]);
+}
+
+/// The session list: only live sessions (not revoked, within both limits), newest first, paged;
+/// a user revokes only their own; the single sign-on cut-off only moves forward.
+async fn sessions_listed_revoked_and_cut_off(store: &dyn Store) {
+    let t = store.default_tenant("Default").await.unwrap();
+    let u = store.create_user(t.id, new_user("list@example.com", true)).await.unwrap();
+    let other = store.create_user(t.id, new_user("other@example.com", false)).await.unwrap();
+    let minutes = time::Duration::minutes;
+    let start = |times: SessionTimes, user: UserId| {
+        let s = NewSession {
+            id: SessionId::new(),
+            user_id: user,
+            times,
+            user_agent: Some("Mozilla/5.0 (Test)".into()),
+            ip: Some("203.0.113.7".into()),
+        };
+        async move {
+            store.create_session(t.id, &s, &[]).await.unwrap();
+            s
+        }
+    };
+    let n = now();
+    let idle = start(
+        SessionTimes { created_at: n - minutes(40), expires_at: n + minutes(600), last_used_at: n - minutes(31) },
+        u.id,
+    )
+    .await;
+    let expired = start(
+        SessionTimes { created_at: n - minutes(600), expires_at: n - minutes(1), last_used_at: n - minutes(2) },
+        u.id,
+    )
+    .await;
+    let too_old = start(
+        SessionTimes { created_at: n - minutes(13 * 60), expires_at: n + minutes(60), last_used_at: n - minutes(1) },
+        u.id,
+    )
+    .await;
+    let a = start(
+        SessionTimes { created_at: n - minutes(20), expires_at: n + minutes(700), last_used_at: n - minutes(5) },
+        u.id,
+    )
+    .await;
+    let b = start(session_times(720), u.id).await;
+    let revoked = start(session_times(720), u.id).await;
+    let theirs = start(session_times(720), other.id).await;
+    store.revoke_session(t.id, revoked.id).await.unwrap();
+
+    let page = store.list_sessions(t.id, u.id, live(30), PageRequest::first(1)).await.unwrap();
+    assert_eq!(page.items.iter().map(|s| s.id).collect::<Vec<_>>(), vec![b.id], "newest first");
+    let rest = store.list_sessions(t.id, u.id, live(30), PageRequest { limit: 10, after: page.next }).await.unwrap();
+    assert_eq!(
+        rest.items.iter().map(|s| s.id).collect::<Vec<_>>(),
+        vec![a.id],
+        "idle, expired, too old, revoked and another user's are not listed: {:?}",
+        [idle.id, expired.id, too_old.id]
+    );
+    assert!(rest.next.is_none());
+    let listed = &rest.items[0];
+    assert_eq!((listed.times, listed.user_id, listed.tenant_id), (a.times, u.id, t.id));
+    assert_eq!((listed.user_agent.as_deref(), listed.ip.as_deref()), (Some("Mozilla/5.0 (Test)"), Some("203.0.113.7")));
+    // A longer idle timeout lists the idle one too.
+    assert_eq!(store.list_sessions(t.id, u.id, live(45), PageRequest::default()).await.unwrap().items.len(), 3);
+
+    assert!(!store.revoke_own_session(t.id, u.id, theirs.id).await.unwrap(), "another user's session");
+    assert!(!store.revoke_own_session(t.id, u.id, revoked.id).await.unwrap(), "already revoked");
+    assert!(store.revoke_own_session(t.id, u.id, a.id).await.unwrap());
+    assert_eq!(store.list_sessions(t.id, other.id, live(30), PageRequest::default()).await.unwrap().items.len(), 1);
+    // Every unrevoked session counts, expired or not, but the one kept.
+    assert_eq!(store.revoke_user_sessions(t.id, u.id, Some(b.id)).await.unwrap(), 3);
+    assert_eq!(store.list_sessions(t.id, u.id, live(30), PageRequest::default()).await.unwrap().items[0].id, b.id);
+
+    assert_eq!(store.get_user(t.id, u.id).await.unwrap().tokens_valid_after, None);
+    let cut = now();
+    store.set_tokens_valid_after(t.id, u.id, cut).await.unwrap();
+    store.set_tokens_valid_after(t.id, u.id, cut - minutes(5)).await.unwrap();
+    assert_eq!(store.get_user(t.id, u.id).await.unwrap().tokens_valid_after, Some(cut), "never moved back");
+    assert_eq!(store.get_login(t.id, u.id).await.unwrap().user.tokens_valid_after, Some(cut));
+    assert_eq!(store.get_user(t.id, other.id).await.unwrap().tokens_valid_after, None);
+    let missing = store.set_tokens_valid_after(t.id, UserId::new(), cut).await;
+    assert!(matches!(missing, Err(StoreError::NotFound)), "{missing:?}");
 }
 
 async fn api_keys_lifecycle(store: &dyn Store) {
@@ -580,6 +690,7 @@ crate::both_backends!(
     users_page_update_and_last_admin,
     sessions_rotate_once_and_revoke,
     user_sessions_revoked_but_one,
+    sessions_listed_revoked_and_cut_off,
     api_keys_lifecycle,
     agents_visibility_and_paging,
     conversations_messages_and_replies,

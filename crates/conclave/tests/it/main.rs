@@ -50,6 +50,7 @@ mod redis_entra;
 mod replicas;
 mod restart;
 mod scan;
+mod sessions;
 mod shutdown;
 mod streaming;
 mod tenant;

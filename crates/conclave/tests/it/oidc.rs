@@ -17,7 +17,7 @@ use sha2::{Digest, Sha256};
 
 use crate::app::{s, Backend, Fetch, TestApp};
 
-const CLIENT_ID: &str = "conclave-spa";
+pub(crate) const CLIENT_ID: &str = "conclave-spa";
 const REDIRECT_URI: &str = "http://127.0.0.1/callback";
 
 /// The provider process; killed (by its own pid) when dropped.
@@ -177,7 +177,7 @@ impl OidcProvider {
 }
 
 /// A server signing in through `provider`, with tenants from `tid` and roles from claims.
-async fn sso_server(backend: Backend, provider: &OidcProvider, extra: &[(&str, &str)]) -> Result<TestApp> {
+pub(crate) async fn sso_server(backend: Backend, provider: &OidcProvider, extra: &[(&str, &str)]) -> Result<TestApp> {
     let mut builder = TestApp::builder(backend)
         .env("CONCLAVE_OIDC_ISSUER", provider.issuer.clone())
         .env("CONCLAVE_OIDC_CLIENT_ID", CLIENT_ID)
@@ -191,7 +191,7 @@ async fn sso_server(backend: Backend, provider: &OidcProvider, extra: &[(&str, &
     builder.start().await
 }
 
-fn user_claims(email: &str, name: &str, tid: &str, roles: &[&str], groups: &[&str]) -> Value {
+pub(crate) fn user_claims(email: &str, name: &str, tid: &str, roles: &[&str], groups: &[&str]) -> Value {
     json!({"email": email, "email_verified": true, "name": name, "tid": tid, "roles": roles, "groups": groups})
 }
 
