@@ -408,9 +408,10 @@ impl<'a> AuditRecord<'a> {
 }
 
 impl Conclave {
-    /// The one audit hook every state change, sign-in and denial goes through.
+    /// The one audit hook every state change, sign-in and denial goes through. Returns once the
+    /// event is stored (written with those of concurrent requests in one transaction).
     pub(crate) async fn audit(&self, tenant: TenantId, meta: &RequestMeta, record: AuditRecord<'_>) {
-        self.append_audit_event(&Self::audit_event(tenant, meta, record), None).await;
+        self.queue_audit(Self::audit_event(tenant, meta, record), None).await;
     }
 
     /// The event [`Self::audit`] would append, for appending later with
@@ -436,7 +437,7 @@ impl Conclave {
     /// fails, the usage is still recorded on its own, so budgets keep counting).
     pub(crate) async fn append_audit_event(&self, event: &NewAuditEvent, usage: Option<&UsageRecord>) {
         let result = match usage {
-            Some(u) => self.store.append_audit_with_usage(&[(event.clone(), u.clone())]).await,
+            Some(u) => self.store.append_audit_with_usage(&[(event.clone(), Some(u.clone()))]).await,
             None => self.store.append_audit(event).await.map(|_| ()),
         };
         use std::sync::atomic::Ordering;

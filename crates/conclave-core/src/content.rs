@@ -90,6 +90,18 @@ pub trait ContentCodec: Send + Sync {
     async fn seal(&self, scope: SealScope, plaintext: &str) -> Result<Sealed>;
     async fn open(&self, scope: SealScope, sealed: &Sealed) -> Result<String>;
 
+    /// Hands the codec a conversation's wrapped key, read together with other data (`None`:
+    /// the conversation has none yet; one is made and stored now), so that sealing and opening
+    /// its content next need no read of their own.
+    async fn prepare_conversation_key(
+        &self,
+        _tenant: TenantId,
+        _conversation: ConversationId,
+        _wrapped: Option<&[u8]>,
+    ) -> Result<()> {
+        Ok(())
+    }
+
     /// Readiness: the key service behind the codec answers (a KMS may be unreachable).
     async fn ready(&self) -> Result<()> {
         Ok(())

@@ -105,18 +105,31 @@ impl EnvelopeCodec {
         let wrapped = match self.cached_wrapped(slot) {
             Some(w) => w,
             None => {
-                let w = match self.store.conversation_key(tenant, conversation).await? {
-                    Some(w) => w,
-                    None => {
-                        let (fresh, version) = self.fresh_wrapped(tenant, &binding).await?;
-                        self.store.put_conversation_key(tenant, conversation, &fresh, version).await?
-                    }
-                };
-                self.remember_wrapped(slot, &w);
-                w
+                let stored = self.store.conversation_key(tenant, conversation).await?;
+                self.known_conversation_key(tenant, conversation, stored).await?
             }
         };
         self.unwrap(tenant, &wrapped, &binding).await
+    }
+
+    /// The conversation's wrapped key as read from the store (`None`: made and stored now),
+    /// remembered for next time.
+    async fn known_conversation_key(
+        &self,
+        tenant: TenantId,
+        conversation: ConversationId,
+        stored: Option<Vec<u8>>,
+    ) -> Result<Vec<u8>> {
+        let w = match stored {
+            Some(w) => w,
+            None => {
+                let binding = Binding::cek(tenant.0, conversation.0);
+                let (fresh, version) = self.fresh_wrapped(tenant, &binding).await?;
+                self.store.put_conversation_key(tenant, conversation, &fresh, version).await?
+            }
+        };
+        self.remember_wrapped(KeySlot::Conversation(tenant, conversation), &w);
+        Ok(w)
     }
 
     /// A library's key; libraries get theirs when they are created.
@@ -200,6 +213,18 @@ impl ContentCodec for EnvelopeCodec {
 
     async fn ready(&self) -> Result<()> {
         self.provider.check().await.map_err(key_error)
+    }
+
+    async fn prepare_conversation_key(
+        &self,
+        tenant: TenantId,
+        conversation: ConversationId,
+        wrapped: Option<&[u8]>,
+    ) -> Result<()> {
+        if self.cached_wrapped(KeySlot::Conversation(tenant, conversation)).is_none() {
+            self.known_conversation_key(tenant, conversation, wrapped.map(<[u8]>::to_vec)).await?;
+        }
+        Ok(())
     }
 
     async fn open(&self, scope: SealScope, sealed: &Sealed) -> Result<String> {

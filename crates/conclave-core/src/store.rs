@@ -50,6 +50,21 @@ pub struct PartialSaved {
     pub cancel_requested: bool,
 }
 
+/// What posting a message needs from the store, read in one query: the owner's conversation,
+/// its agent (if the owner may still use it), the replies being generated in the owner's
+/// conversations, whether the conversation holds messages yet, and its wrapped key.
+#[derive(Debug, Clone)]
+pub struct ReplyContext {
+    pub conversation: ConversationRecord,
+    /// `None` when the agent was deleted or is no longer visible to the owner.
+    pub agent: Option<AgentRecord>,
+    /// As [`Store::count_streaming`] counts them.
+    pub streaming: i64,
+    pub has_messages: bool,
+    /// The conversation's key, wrapped; `None` until its first sealed content.
+    pub wrapped_key: Option<Vec<u8>>,
+}
+
 /// Constraint names the domain turns into 409s.
 pub mod constraints {
     pub const USER_EMAIL_UNIQUE: &str = "user_emails_pkey";
@@ -213,14 +228,22 @@ pub trait Store: LibraryStore + KeyStore + Send + Sync + 'static {
         title: Option<&crate::content::Sealed>,
     ) -> StoreResult<()>;
     async fn delete_conversation(&self, tenant: TenantId, owner: UserId, id: ConversationId) -> StoreResult<()>;
+    /// The conversation (if `owner` owns it) and what a new reply to it needs to know.
+    async fn reply_context(
+        &self,
+        tenant: TenantId,
+        owner: UserId,
+        conversation: ConversationId,
+    ) -> StoreResult<ReplyContext>;
     /// Stores a user message (absent when regenerating) and the assistant message in state
     /// `streaming` that answers it, holding `lease`, in one transaction, and marks the
-    /// conversation active.
+    /// conversation active, giving it `title` when one is given.
     async fn insert_exchange(
         &self,
         user: Option<&MessageRecord>,
         reply: &MessageRecord,
         lease: Lease,
+        title: Option<&crate::content::Sealed>,
     ) -> StoreResult<()>;
     /// Saves the text so far of a reply this replica owns and renews its lease. Tells whether the
     /// reply is still this replica's to write and whether a cancel was requested.
@@ -298,8 +321,9 @@ pub trait Store: LibraryStore + KeyStore + Send + Sync + 'static {
     async fn latest_checkpoint(&self, tenant: TenantId) -> StoreResult<Option<AuditCheckpoint>>;
 
     // --- gateway calls: usage and audit together (perf branch) ----------------------------
-    /// Records usage rows and appends audit events, in order, in one transaction (the ends of
-    /// gateway calls); each event's sequence number and hash are assigned exactly as by
-    /// `append_audit`. All or nothing.
-    async fn append_audit_with_usage(&self, calls: &[(NewAuditEvent, UsageRecord)]) -> StoreResult<()>;
+    /// Appends audit events, each with its usage row when it has one, in order, in one
+    /// transaction (the ends of gateway calls, and events gathered from concurrent requests);
+    /// each event's sequence number and hash are assigned exactly as by `append_audit`. All or
+    /// nothing.
+    async fn append_audit_with_usage(&self, calls: &[(NewAuditEvent, Option<UsageRecord>)]) -> StoreResult<()>;
 }

@@ -12,7 +12,7 @@ use conclave_core::page::{Page, PageRequest};
 use conclave_core::principal::{Role, Scope};
 use conclave_core::records::*;
 use conclave_core::settings::TenantSettings;
-use conclave_core::store::{constraints, AuditFilter, Lease, PartialSaved, Store, StoreResult};
+use conclave_core::store::{constraints, AuditFilter, Lease, PartialSaved, ReplyContext, Store, StoreResult};
 use conclave_core::StoreError;
 use sqlx::types::Json;
 use sqlx::Row;
@@ -30,6 +30,15 @@ const CONVERSATION_COLUMNS: &str = "tenant_id, conversation_id, owner_id, agent_
 const MESSAGE_COLUMNS: &str = "tenant_id, message_id, conversation_id, role, content, status, model, prompt_tokens, completion_tokens, finish_reason, error, reply_to, created_at, updated_at";
 const API_KEY_COLUMNS: &str =
     "tenant_id, api_key_id, user_id, name, secret_hash, scopes, created_at, expires_at, last_used_at";
+
+/// A column name with `prefix` (aliased columns of a join); borrowed when there is none.
+fn prefixed(prefix: &str, name: &'static str) -> std::borrow::Cow<'static, str> {
+    if prefix.is_empty() {
+        std::borrow::Cow::Borrowed(name)
+    } else {
+        std::borrow::Cow::Owned(format!("{prefix}{name}"))
+    }
+}
 
 fn now() -> DbTime {
     DbTime(OffsetDateTime::now_utc())
@@ -107,21 +116,27 @@ macro_rules! store_impl {
             }
 
             fn agent_row(r: &<$db as sqlx::Database>::Row) -> Result<AgentRecord, sqlx::Error> {
+                Self::agent_row_as(r, "")
+            }
+
+            /// An agent from columns named with `prefix` (joined with another table's).
+            fn agent_row_as(r: &<$db as sqlx::Database>::Row, prefix: &str) -> Result<AgentRecord, sqlx::Error> {
+                let col = |name: &'static str| prefixed(prefix, name);
                 Ok(AgentRecord {
-                    tenant_id: TenantId(r.try_get("tenant_id")?),
-                    id: AgentId(r.try_get("agent_id")?),
-                    owner_id: UserId(r.try_get("owner_id")?),
-                    name: Sealed(r.try_get("name")?),
-                    description: r.try_get::<Option<Vec<u8>>, _>("description")?.map(Sealed),
-                    instructions: Sealed(r.try_get("instructions")?),
-                    model: r.try_get("model")?,
-                    temperature: r.try_get("temperature")?,
-                    top_p: r.try_get("top_p")?,
-                    max_tokens: to_u32(r.try_get("max_tokens")?),
-                    library_ids: r.try_get::<Json<Vec<LibraryId>>, _>("library_ids")?.0,
-                    visibility: text_enum("visibility", r.try_get::<&str, _>("visibility")?)?,
-                    created_at: r.try_get::<DbTime, _>("created_at")?.0,
-                    updated_at: r.try_get::<DbTime, _>("updated_at")?.0,
+                    tenant_id: TenantId(r.try_get(&*col("tenant_id"))?),
+                    id: AgentId(r.try_get(&*col("agent_id"))?),
+                    owner_id: UserId(r.try_get(&*col("owner_id"))?),
+                    name: Sealed(r.try_get(&*col("name"))?),
+                    description: r.try_get::<Option<Vec<u8>>, _>(&*col("description"))?.map(Sealed),
+                    instructions: Sealed(r.try_get(&*col("instructions"))?),
+                    model: r.try_get(&*col("model"))?,
+                    temperature: r.try_get(&*col("temperature"))?,
+                    top_p: r.try_get(&*col("top_p"))?,
+                    max_tokens: to_u32(r.try_get(&*col("max_tokens"))?),
+                    library_ids: r.try_get::<Json<Vec<LibraryId>>, _>(&*col("library_ids"))?.0,
+                    visibility: text_enum("visibility", r.try_get::<&str, _>(&*col("visibility"))?)?,
+                    created_at: r.try_get::<DbTime, _>(&*col("created_at"))?.0,
+                    updated_at: r.try_get::<DbTime, _>(&*col("updated_at"))?.0,
                 })
             }
 
@@ -1170,12 +1185,57 @@ macro_rules! store_impl {
                 expect_one(r.rows_affected())
             }
 
-            async fn insert_exchange(&self, user: Option<&MessageRecord>, reply: &MessageRecord, lease: Lease) -> StoreResult<()> {
+            async fn reply_context(&self, tenant: TenantId, owner: UserId, conversation: ConversationId) -> StoreResult<ReplyContext> {
+                // One statement instead of four: the conversation, its agent as the owner may see
+                // it, the owner's streaming replies, whether it has messages, and its wrapped key.
+                let agent_columns = AGENT_COLUMNS.split(", ").map(|c| format!("a.{c} AS agent_{c}")).collect::<Vec<_>>().join(", ");
+                let sql = format!(
+                    "SELECT c.tenant_id, c.conversation_id, c.owner_id, c.agent_id, c.title, c.created_at, c.updated_at, \
+                     c.wrapped_key AS conversation_wrapped_key, a.agent_id AS visible_agent_id, {agent_columns}, \
+                     (SELECT COUNT(*) FROM messages m JOIN conversations o \
+                         ON o.tenant_id = m.tenant_id AND o.conversation_id = m.conversation_id \
+                         WHERE m.tenant_id = $1 AND o.owner_id = $3 AND m.status = 'streaming') AS streaming, \
+                     EXISTS (SELECT 1 FROM messages h WHERE h.tenant_id = $1 AND h.conversation_id = $2) AS has_messages \
+                     FROM conversations c LEFT JOIN agents a ON a.tenant_id = c.tenant_id AND a.agent_id = c.agent_id \
+                         AND (a.owner_id = $3 OR a.visibility = 'tenant') \
+                     WHERE c.tenant_id = $1 AND c.conversation_id = $2 AND c.owner_id = $3"
+                );
+                let row = sqlx::query(&sql)
+                    .bind(tenant.0)
+                    .bind(conversation.0)
+                    .bind(owner.0)
+                    .fetch_one(&self.pool)
+                    .await
+                    .map_err(store_error)?;
+                let read = || -> Result<ReplyContext, sqlx::Error> {
+                    let visible: Option<Uuid> = row.try_get("visible_agent_id")?;
+                    Ok(ReplyContext {
+                        conversation: Self::conversation_row(&row)?,
+                        agent: visible.map(|_| Self::agent_row_as(&row, "agent_")).transpose()?,
+                        streaming: row.try_get("streaming")?,
+                        has_messages: row.try_get("has_messages")?,
+                        wrapped_key: row.try_get("conversation_wrapped_key")?,
+                    })
+                };
+                read().map_err(store_error)
+            }
+
+            async fn insert_exchange(
+                &self,
+                user: Option<&MessageRecord>,
+                reply: &MessageRecord,
+                lease: Lease,
+                title: Option<&Sealed>,
+            ) -> StoreResult<()> {
                 let mut tx = self.pool.begin().await.map_err(store_error)?;
-                let r = sqlx::query("UPDATE conversations SET updated_at = $3 WHERE tenant_id = $1 AND conversation_id = $2")
+                // The title of a conversation's first exchange goes with its activity touch.
+                let r = sqlx::query(
+                    "UPDATE conversations SET updated_at = $3, title = COALESCE($4, title) WHERE tenant_id = $1 AND conversation_id = $2",
+                )
                     .bind(reply.tenant_id.0)
                     .bind(reply.conversation_id.0)
                     .bind(DbTime(reply.created_at))
+                    .bind(title.map(|t| &t.0))
                     .execute(&mut *tx)
                     .await
                     .map_err(store_error)?;
@@ -1516,10 +1576,12 @@ macro_rules! store_impl {
             }
 
             // --- gateway calls: usage and audit together (perf branch) ----------------------
-            async fn append_audit_with_usage(&self, calls: &[(NewAuditEvent, UsageRecord)]) -> StoreResult<()> {
+            async fn append_audit_with_usage(&self, calls: &[(NewAuditEvent, Option<UsageRecord>)]) -> StoreResult<()> {
                 let mut tx = self.pool.begin().await.map_err(store_error)?;
                 for (e, u) in calls {
-                    Self::record_usage_in(&mut tx, u).await?;
+                    if let Some(u) = u {
+                        Self::record_usage_in(&mut tx, u).await?;
+                    }
                     Self::append_audit_in(&mut tx, e).await?;
                 }
                 tx.commit().await.map_err(store_error)

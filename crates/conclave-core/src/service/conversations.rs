@@ -253,7 +253,7 @@ pub(crate) fn auto_title(content: &str) -> String {
     title
 }
 
-fn conversation_not_found(e: StoreError) -> Error {
+pub(crate) fn conversation_not_found(e: StoreError) -> Error {
     match e {
         StoreError::NotFound => Error::NotFound("conversation"),
         other => other.into(),

@@ -208,7 +208,7 @@ impl UsageMeter {
     /// Records the call's usage and audit event, and returns once they are stored.
     pub async fn finish(mut self) {
         if let Some((usage, audit)) = self.take_records() {
-            self.core.record_gateway_call(audit, usage).await;
+            self.core.queue_audit(audit, Some(usage)).await;
         }
     }
 }
@@ -221,15 +221,15 @@ impl Drop for UsageMeter {
         let core = self.core.clone();
         if let Ok(handle) = tokio::runtime::Handle::try_current() {
             handle.spawn(async move {
-                core.record_gateway_call(audit, usage).await;
+                core.queue_audit(audit, Some(usage)).await;
             });
         }
     }
 }
 
-/// The ends of gateway calls waiting to be written. One task writes whatever has gathered in
-/// one transaction, in arrival order: concurrent calls share a commit and never contend for
-/// the tenant's audit lock.
+/// Audit events (with their usage rows, for the ends of gateway calls) waiting to be written.
+/// One task writes whatever has gathered in one transaction, in arrival order: concurrent
+/// requests share a commit and never contend for the tenant's audit lock.
 #[derive(Default)]
 pub(crate) struct RecordQueue {
     sender: std::sync::Mutex<Option<tokio::sync::mpsc::UnboundedSender<QueuedCall>>>,
@@ -237,17 +237,17 @@ pub(crate) struct RecordQueue {
 
 struct QueuedCall {
     audit: NewAuditEvent,
-    usage: UsageRecord,
+    usage: Option<UsageRecord>,
     stored: tokio::sync::oneshot::Sender<()>,
 }
 
-/// Most calls written in one transaction.
+/// Most events written in one transaction.
 const MAX_BATCH: usize = 64;
 
 impl Conclave {
-    /// Stores a gateway call's usage row and audit event together; returns once they are
-    /// written (or their failure handled as any audit failure is).
-    async fn record_gateway_call(&self, audit: NewAuditEvent, usage: UsageRecord) {
+    /// Stores an audit event (and a gateway call's usage row with it) through the shared
+    /// writer; returns once they are written (or their failure handled as any audit failure is).
+    pub(crate) async fn queue_audit(&self, audit: NewAuditEvent, usage: Option<UsageRecord>) {
         let (stored, done) = tokio::sync::oneshot::channel();
         let call = QueuedCall { audit, usage, stored };
         let refused = {
@@ -257,7 +257,7 @@ impl Conclave {
         };
         match refused {
             // The writer is gone (shutting down): write it here.
-            Some(call) => self.append_audit_event(&call.audit, Some(&call.usage)).await,
+            Some(call) => self.append_audit_event(&call.audit, call.usage.as_ref()).await,
             None => {
                 let _ = done.await;
             }
@@ -279,15 +279,15 @@ impl Conclave {
                         Err(_) => break,
                     }
                 }
-                let pairs: Vec<(NewAuditEvent, UsageRecord)> =
+                let pairs: Vec<(NewAuditEvent, Option<UsageRecord>)> =
                     batch.iter().map(|c| (c.audit.clone(), c.usage.clone())).collect();
                 let written = store.append_audit_with_usage(&pairs).await;
                 if let (Err(e), Some(core)) = (&written, me.upgrade()) {
                     // One at a time, so one bad call does not lose the others; failures are
                     // counted and logged there.
-                    tracing::warn!(error = %e, calls = batch.len(), "a batch of gateway records failed; writing them one by one");
+                    tracing::warn!(error = %e, events = batch.len(), "a batch of audit events failed; writing them one by one");
                     for call in &batch {
-                        core.append_audit_event(&call.audit, Some(&call.usage)).await;
+                        core.append_audit_event(&call.audit, call.usage.as_ref()).await;
                     }
                 } else if let Some(core) = me.upgrade() {
                     core.audit_unwritable.store(false, std::sync::atomic::Ordering::Relaxed);

@@ -91,16 +91,27 @@ impl Conclave {
                 ),
             ));
         }
-        let conversation = self.owned_conversation(caller, conversation_id).await?;
-        let (route, agent) = self.conversation_agent(caller, &conversation).await?;
-        self.check_reply_limits(caller).await?;
+        // The conversation, its agent, the caller's running replies and the conversation's key
+        // in one read: each store round trip costs more than the work it does here.
+        let context = self
+            .store
+            .reply_context(caller.tenant(), caller.user(), conversation_id)
+            .await
+            .map_err(super::conversations::conversation_not_found)?;
+        let conversation = &context.conversation;
+        let (route, agent) = self.reply_route(caller, context.agent.clone()).await?;
+        self.check_server_reply_limit()?;
+        self.check_user_reply_limit(context.streaming)?;
 
+        let tenant = caller.tenant();
+        self.codec.prepare_conversation_key(tenant, conversation_id, context.wrapped_key.as_deref()).await?;
         let mut messages = self.system_prompt(&agent).await?;
-        messages.extend(self.history(caller.tenant(), conversation_id, None).await?);
+        if context.has_messages {
+            messages.extend(self.history(tenant, conversation_id, None).await?);
+        }
         messages.push(ChatMessage { role: "user", content: content.clone() });
 
         let now = crate::clock::now();
-        let tenant = caller.tenant();
         let user_id = MessageId::new();
         let user_record = MessageRecord {
             tenant_id: tenant,
@@ -118,14 +129,15 @@ impl Conclave {
             updated_at: now,
         };
         let reply_record = self.pending_reply(&user_record, &agent.model).await?;
-        self.store.insert_exchange(Some(&user_record), &reply_record, self.lease()).await?;
-        if conversation.title.is_none() {
-            let title = self
-                .codec
-                .seal(SealScope::ConversationTitle { tenant, conversation: conversation_id }, &auto_title(&content))
-                .await?;
-            self.store.update_conversation_title(tenant, caller.user(), conversation_id, Some(&title)).await?;
-        }
+        let title = match conversation.title {
+            None => Some(
+                self.codec
+                    .seal(SealScope::ConversationTitle { tenant, conversation: conversation_id }, &auto_title(&content))
+                    .await?,
+            ),
+            Some(_) => None,
+        };
+        self.store.insert_exchange(Some(&user_record), &reply_record, self.lease(), title.as_ref()).await?;
         self.audit_by(
             caller,
             AuditRecord::new("message.create", "conversation", conversation_id).detail(serde_json::json!({
@@ -178,7 +190,7 @@ impl Conclave {
         let mut messages = self.system_prompt(&agent).await?;
         messages.extend(self.history(caller.tenant(), conversation_id, Some(user_message.id)).await?);
         let reply_record = self.pending_reply(&user_message, &agent.model).await?;
-        self.store.insert_exchange(None, &reply_record, self.lease()).await?;
+        self.store.insert_exchange(None, &reply_record, self.lease(), None).await?;
         self.audit_by(
             caller,
             AuditRecord::new("message.regenerate", "conversation", conversation_id).detail(serde_json::json!({
@@ -240,11 +252,19 @@ impl Conclave {
         caller: &Caller,
         conversation: &ConversationRecord,
     ) -> Result<(ModelRoute, AgentRecord)> {
-        let agent = self.visible_agent(caller, conversation.agent_id).await.map_err(|e| match e {
-            Error::NotFound(_) => {
-                Error::Conflict("This conversation's agent was deleted; start a new conversation.".into())
-            }
-            other => other,
+        let agent = match self.visible_agent(caller, conversation.agent_id).await {
+            Ok(agent) => Some(agent),
+            Err(Error::NotFound(_)) => None,
+            Err(other) => return Err(other),
+        };
+        self.reply_route(caller, agent).await
+    }
+
+    /// The route to the model of a conversation's agent (`None`: no longer visible to the
+    /// caller), checked against the tenant's allow-list, region pin and budgets.
+    async fn reply_route(&self, caller: &Caller, agent: Option<AgentRecord>) -> Result<(ModelRoute, AgentRecord)> {
+        let agent = agent.ok_or_else(|| {
+            Error::Conflict("This conversation's agent was deleted; start a new conversation.".into())
         })?;
         let tenant = self.tenant(caller.tenant()).await?;
         let route = self.model_route(&tenant, &agent.model).map_err(|reason| {
@@ -255,14 +275,24 @@ impl Conclave {
     }
 
     async fn check_reply_limits(&self, caller: &Caller) -> Result<()> {
-        let limits = &self.config.limits;
-        if self.hub.len() >= limits.max_replies_per_server {
+        self.check_server_reply_limit()?;
+        let running = self.store.count_streaming(caller.tenant(), caller.user()).await?;
+        self.check_user_reply_limit(running)
+    }
+
+    fn check_server_reply_limit(&self) -> Result<()> {
+        if self.hub.len() >= self.config.limits.max_replies_per_server {
             return Err(Error::RateLimited {
                 retry_after: Duration::from_secs(5),
                 detail: "This server is generating as many replies as it may; try again in a few seconds.".into(),
             });
         }
-        let running = self.store.count_streaming(caller.tenant(), caller.user()).await?;
+        Ok(())
+    }
+
+    /// `running`: the caller's replies being generated, across replicas.
+    fn check_user_reply_limit(&self, running: i64) -> Result<()> {
+        let limits = &self.config.limits;
         if running >= i64::from(limits.max_replies_per_user) {
             return Err(Error::RateLimited {
                 retry_after: Duration::from_secs(2),

@@ -22,7 +22,7 @@ async fn another_tenant_sees_nothing(store: &dyn Store) {
     let c = conversation(a.id, ada.id, shared.id);
     store.create_conversation(&c).await.unwrap();
     let (m, r) = exchange(a.id, c.id, "privileged");
-    store.insert_exchange(Some(&m), &r, lease()).await.unwrap();
+    store.insert_exchange(Some(&m), &r, lease(), None).await.unwrap();
 
     // Tenant B's scope with tenant A's ids, even naming A's user as the viewer.
     assert!(matches!(store.get_user(b.id, ada.id).await, Err(StoreError::NotFound)));

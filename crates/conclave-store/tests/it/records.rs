@@ -442,9 +442,33 @@ async fn conversations_messages_and_replies(store: &dyn Store) {
     store.create_conversation(&newer).await.unwrap();
     assert!(matches!(store.get_conversation(t.id, bob.id, older.id).await, Err(StoreError::NotFound)));
 
+    // What a first message needs, read at once.
+    let context = store.reply_context(t.id, ada.id, older.id).await.unwrap();
+    assert_eq!((context.conversation.id, context.conversation.agent_id), (older.id, a.id));
+    assert_eq!(context.agent.as_ref().map(|a| a.id), Some(a.id));
+    assert_eq!((context.streaming, context.has_messages, context.wrapped_key), (0, false, None));
+    assert!(matches!(store.reply_context(t.id, bob.id, older.id).await, Err(StoreError::NotFound)));
+
     tokio::time::sleep(std::time::Duration::from_millis(5)).await;
     let (user, reply) = exchange(t.id, older.id, "hello");
-    store.insert_exchange(Some(&user), &reply, lease()).await.unwrap();
+    let first_title = Sealed(b"\0hello".to_vec());
+    store.insert_exchange(Some(&user), &reply, lease(), Some(&first_title)).await.unwrap();
+    let context = store.reply_context(t.id, ada.id, older.id).await.unwrap();
+    assert_eq!(context.conversation.title, Some(first_title), "the first exchange names the conversation");
+    assert_eq!((context.streaming, context.has_messages), (1, true), "the reply being generated counts");
+    // An agent the owner can no longer see (it is bob's and private) is reported as absent.
+    let bobs = agent(t.id, bob.id, Visibility::Private);
+    store.create_agent(&bobs).await.unwrap();
+    let elsewhere = conversation(t.id, ada.id, bobs.id);
+    store.create_conversation(&elsewhere).await.unwrap();
+    let context = store.reply_context(t.id, ada.id, elsewhere.id).await.unwrap();
+    assert!(context.agent.is_none());
+    assert_eq!(
+        (context.streaming, context.has_messages),
+        (1, false),
+        "streaming counts every conversation of the owner"
+    );
+    store.delete_conversation(t.id, ada.id, elsewhere.id).await.unwrap();
     let listed: Vec<_> = store
         .list_conversations(t.id, ada.id, PageRequest::default())
         .await
@@ -490,7 +514,7 @@ async fn conversations_messages_and_replies(store: &dyn Store) {
     );
     let orphan = exchange(t.id, older.id, "late");
     assert!(
-        store.insert_exchange(Some(&orphan.0), &orphan.1, lease()).await.is_err(),
+        store.insert_exchange(Some(&orphan.0), &orphan.1, lease(), None).await.is_err(),
         "no messages into a deleted conversation"
     );
 }
@@ -506,7 +530,7 @@ async fn deleting_a_user_removes_their_data(store: &dyn Store) {
     let c = conversation(t.id, leaver.id, private.id);
     store.create_conversation(&c).await.unwrap();
     let (m, r) = exchange(t.id, c.id, "secret");
-    store.insert_exchange(Some(&m), &r, lease()).await.unwrap();
+    store.insert_exchange(Some(&m), &r, lease(), None).await.unwrap();
     let key = ApiKey {
         tenant_id: t.id,
         id: ApiKeyId::new(),
@@ -576,7 +600,7 @@ async fn reply_leases_cancel_and_expiry(store: &dyn Store) {
     let c = conversation(t.id, ada.id, a.id);
     store.create_conversation(&c).await.unwrap();
     let (user, reply) = exchange(t.id, c.id, "question");
-    store.insert_exchange(Some(&user), &reply, lease()).await.unwrap();
+    store.insert_exchange(Some(&user), &reply, lease(), None).await.unwrap();
     assert_eq!(store.count_streaming(t.id, ada.id).await.unwrap(), 1);
 
     let partial = Sealed(b"\0Half an ans".to_vec());
@@ -610,7 +634,7 @@ async fn reply_leases_cancel_and_expiry(store: &dyn Store) {
     // Regenerating: a second reply to the same question, without a new user message.
     let (_, again) = exchange(t.id, c.id, "question");
     let again = MessageRecord { reply_to: Some(user.id), ..again };
-    store.insert_exchange(None, &again, lease()).await.unwrap();
+    store.insert_exchange(None, &again, lease(), None).await.unwrap();
     assert_eq!(store.list_messages(t.id, c.id, PageRequest::default()).await.unwrap().items.len(), 3);
 }
 
@@ -651,21 +675,25 @@ async fn audit_with_usage_is_atomic_and_chained(store: &dyn Store) {
     let other = UsageRecord { id: uuid::Uuid::now_v7(), ..usage.clone() };
     assert_eq!(store.append_audit(&event("before")).await.unwrap(), 1);
     store
-        .append_audit_with_usage(&[(event("first call"), usage.clone()), (event("second call"), other.clone())])
+        .append_audit_with_usage(&[
+            (event("first call"), Some(usage.clone())),
+            (event("no usage"), None),
+            (event("second call"), Some(other.clone())),
+        ])
         .await
         .unwrap();
     let third = UsageRecord { id: uuid::Uuid::now_v7(), ..usage.clone() };
     assert!(
         store
-            .append_audit_with_usage(&[(event("third call"), third), (event("duplicate"), usage.clone())])
+            .append_audit_with_usage(&[(event("third call"), Some(third)), (event("duplicate"), Some(usage.clone()))])
             .await
             .is_err(),
         "the same usage row twice violates its key"
     );
-    assert_eq!(store.append_audit(&event("after")).await.unwrap(), 4, "the failed batch took no sequence number");
+    assert_eq!(store.append_audit(&event("after")).await.unwrap(), 5, "the failed batch took no sequence number");
     let events = store.list_audit(t.id, &conclave_core::store::AuditFilter::after(0, 100)).await.unwrap();
     let actions: Vec<&str> = events.iter().map(|e| e.action.as_str()).collect();
-    assert_eq!(actions, ["before", "first call", "second call", "after"]);
+    assert_eq!(actions, ["before", "first call", "no usage", "second call", "after"]);
     let mut prev = [0u8; 32];
     for e in &events {
         let hash = audit_hash(&prev, e);
