@@ -3,7 +3,7 @@
 
 use std::ops::Range;
 
-use zeroize::{Zeroize, Zeroizing};
+use zeroize::Zeroizing;
 
 use super::header::{SegmentHeader, HEADER_LEN};
 use super::SegmentCipher;
@@ -85,7 +85,8 @@ pub struct RangeDecryptor {
     core: SegmentCipher,
     plan: RangePlan,
     index: u64,
-    buf: Zeroizing<Vec<u8>>,
+    /// A stored segment that arrived in pieces: ciphertext only, so it needs no wiping.
+    buf: Vec<u8>,
     failed: bool,
 }
 
@@ -96,7 +97,7 @@ impl RangeDecryptor {
             core: SegmentCipher::new(key, binding, &plan.header),
             index: plan.first_segment,
             plan,
-            buf: Zeroizing::new(Vec::with_capacity(capacity)),
+            buf: Vec::with_capacity(capacity),
             failed: false,
         }
     }
@@ -118,30 +119,47 @@ impl RangeDecryptor {
                 return Err(CryptoError::InvalidInput("more ciphertext than the range plan covers"));
             }
             let expected = stored_len(&self.plan.header, self.plan.plaintext_len, self.index) as usize;
+            // A whole segment in the input is opened from there, without a copy into `buf`.
+            if self.buf.is_empty() && data.len() >= expected {
+                let (segment, rest) = data.split_at(expected);
+                self.open_segment(segment, out)?;
+                data = rest;
+                continue;
+            }
             let take = (expected - self.buf.len()).min(data.len());
             self.buf.extend_from_slice(&data[..take]);
             data = &data[take..];
             if self.buf.len() == expected {
-                self.open_segment(out)?;
+                let stored = std::mem::take(&mut self.buf);
+                let opened = self.open_segment(&stored, out);
+                self.buf = stored;
+                self.buf.clear();
+                opened?;
             }
         }
         Ok(())
     }
 
-    fn open_segment(&mut self, out: &mut Vec<u8>) -> Result<()> {
+    /// Opens one stored segment and appends the part of its plaintext the plan asks for.
+    fn open_segment(&mut self, stored: &[u8], out: &mut Vec<u8>) -> Result<()> {
         let index = u32::try_from(self.index).map_err(|_| CryptoError::InvalidInput("segment index"))?;
         let last = self.index == self.plan.final_segment();
-        let opened = self.core.open(index, last, &mut self.buf);
-        if opened.is_ok() {
-            let segment_start = self.index * u64::from(self.plan.header.segment_size());
-            let segment_end = segment_start + (self.buf.len() - TAG_LEN) as u64;
-            let lo = (self.plan.range.start.max(segment_start) - segment_start) as usize;
-            let hi = (self.plan.range.end.min(segment_end) - segment_start) as usize;
-            out.extend_from_slice(&self.buf[lo..hi]);
-            self.index += 1;
+        let segment_start = self.index * u64::from(self.plan.header.segment_size());
+        let segment_end = segment_start + stored.len().saturating_sub(TAG_LEN) as u64;
+        let lo = (self.plan.range.start.max(segment_start) - segment_start) as usize;
+        let hi = (self.plan.range.end.min(segment_end).max(segment_start) - segment_start) as usize;
+        if lo == 0 && hi == stored.len().saturating_sub(TAG_LEN) {
+            // The whole segment is wanted (every one but the first and last of a range):
+            // decrypted straight into `out`.
+            self.core.open_append(index, last, stored, out)?;
+        } else {
+            // Part of it: decrypted into a scratch buffer, wiped after the wanted part is copied.
+            let mut plain = Zeroizing::new(Vec::with_capacity(stored.len()));
+            self.core.open_append(index, last, stored, &mut plain)?;
+            out.extend_from_slice(&plain[lo..hi]);
         }
-        self.buf.zeroize();
-        opened
+        self.index += 1;
+        Ok(())
     }
 
     /// Checks that every planned segment arrived.

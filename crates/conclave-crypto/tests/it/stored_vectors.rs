@@ -115,4 +115,3 @@ fn wrapped_keys_unwrap() {
         assert_eq!(key.expose_secret(), &[0x5a; 32], "{what}");
     }
 }
-
