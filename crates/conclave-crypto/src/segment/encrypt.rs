@@ -65,7 +65,11 @@ impl SegmentEncryptor {
                 return Ok(());
             }
             let sealed = self.writer.seal(&self.pending, false, out);
-            self.pending.zeroize();
+            // Only the bytes in use held plaintext: wiping the whole capacity each time would
+            // double the work for uploads that arrive in small pieces. The capacity is wiped
+            // once, on drop (`Zeroizing`).
+            self.pending.as_mut_slice().zeroize();
+            self.pending.clear();
             sealed?;
         }
         while data.len() >= self.segment_size {

@@ -90,6 +90,16 @@ impl SegmentCipher {
         self.cipher.seal_into(&self.nonce(index, last), &self.aad, plaintext, ciphertext)
     }
 
+    /// Opens one stored segment (ciphertext ‖ tag) in place; its plaintext is then
+    /// `stored[..len - 16]`. On failure the segment's ciphertext is zeroed.
+    fn open_in_place(&self, index: u32, last: bool, stored: &mut [u8]) -> Result<()> {
+        let Some(body_len) = stored.len().checked_sub(TAG_LEN) else {
+            return Err(crate::error::CryptoError::Truncated);
+        };
+        let (body, tag) = stored.split_at_mut(body_len);
+        self.cipher.open_in_place(&self.nonce(index, last), &self.aad, body, tag)
+    }
+
     /// Opens one stored segment (ciphertext ‖ tag) and appends its plaintext to `out`; on
     /// failure `out` is left as it was.
     fn open_append(&self, index: u32, last: bool, stored: &[u8], out: &mut Vec<u8>) -> Result<()> {
