@@ -15,5 +15,6 @@ pub mod keys;
 pub mod libraries;
 pub mod mfa;
 pub mod models;
+pub mod orphans;
 pub mod replies;
 pub mod usage;
