@@ -49,7 +49,11 @@ pub struct SweepReport {
 fn document_object(location: &Path) -> Option<(TenantId, LibraryId, DocumentId)> {
     let parts: Vec<&str> = location.as_ref().split('/').collect();
     match parts.as_slice() {
-        ["tenants", tenant, "libraries", library, "documents", document, name] if name.starts_with('v') => {
+        ["tenants", tenant, "libraries", library, "documents", document, name] => {
+            // `v<version>-<uuid>` exactly: nothing else (a store's staging file, say) is ours.
+            let (version, random) = name.strip_prefix('v')?.split_once('-')?;
+            version.parse::<u64>().ok()?;
+            uuid::Uuid::try_parse(random).ok()?;
             Some((tenant.parse().ok()?, library.parse().ok()?, document.parse().ok()?))
         }
         _ => None,
@@ -153,10 +157,12 @@ mod tests {
         for other in [
             format!("tenants/{t}/libraries/{l}/documents/{d}"),
             format!("tenants/{t}/libraries/{l}/documents/{d}/x3"),
-            format!("tenants/{t}/libraries/{l}/documents/not-a-uuid/v1-x"),
-            format!("tenants/{t}/checkpoints/{d}/v1-x"),
-            format!("backups/{t}/libraries/{l}/documents/{d}/v1-x"),
-            format!("tenants/{t}/libraries/{l}/documents/{d}/v1-x/extra"),
+            format!("tenants/{t}/libraries/{l}/documents/{d}/v3-{}#1", uuid::Uuid::new_v4()),
+            format!("tenants/{t}/libraries/{l}/documents/{d}/vx-{}", uuid::Uuid::new_v4()),
+            format!("tenants/{t}/libraries/{l}/documents/not-a-uuid/v1-{d}"),
+            format!("tenants/{t}/checkpoints/{d}/v1-{d}"),
+            format!("backups/{t}/libraries/{l}/documents/{d}/v1-{d}"),
+            format!("tenants/{t}/libraries/{l}/documents/{d}/v1-{d}/extra"),
         ] {
             assert_eq!(document_object(&Path::from(other.as_str())), None, "{other}");
         }
