@@ -664,12 +664,14 @@ fn file_blocks(
         }
         let read = tokio::task::spawn_blocking(move || {
             let len = (range.end - range.start).min(FILE_READ_BLOCK);
-            let block = read_block(&mut file, range.start, len)?;
-            Ok((file, range, block))
+            let block = read_block(&mut file, range.start, len)
+                .map_err(|e| std::io::Error::new(e.kind(), format!("{}: {e}", path.display())))?;
+            Ok((file, path, range, block))
         })
         .await
         .map_err(|e| failed(std::io::Error::other(e)))?;
-        let (file, range, block): (std::fs::File, Range<u64>, Vec<u8>) = read.map_err(failed)?;
+        let (file, path, range, block): (std::fs::File, std::path::PathBuf, Range<u64>, Vec<u8>) =
+            read.map_err(failed)?;
         let next = range.start + block.len() as u64..range.end;
         Ok(Some((Bytes::from(block), (file, path, next))))
     })
@@ -703,7 +705,7 @@ async fn read_header(file: std::fs::File) -> std::io::Result<(std::fs::File, Vec
 /// The planned plaintext of a local object. Each step reads a block of whole segments (about
 /// [`FILE_READ_BLOCK`]) on the blocking pool and decrypts it there, in place, while it is still
 /// in the CPU's cache; the plaintext of each segment then goes out as a slice of that block, so
-/// the document is never copied between the file and the socket. A block that fails its check
+/// this process never copies the document between reading it and sending it. A block that fails its check
 /// ends the stream with an error; the segments before it in the block are not sent.
 fn local_plaintext(
     file: std::fs::File,

@@ -677,3 +677,31 @@ async fn the_sweep_removes_old_unreferenced_objects_only() {
     assert_eq!((report.removed, report.left), (1, 0), "{report:?}");
     assert_eq!(object_files(&h).len(), 3, "the stored document, the young object and the foreign file");
 }
+
+#[tokio::test]
+async fn a_truncated_object_never_downloads_completely() {
+    let h = Harness::new().await;
+    let (owner, _) = h.signup("owner@example.com").await;
+    let lib = library(&h, &owner, "Matters").await;
+    let content = text(300_000, 4);
+    let r = h.upload(&owner, &lib, "long.txt", "text/plain", &content).await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+    let doc = r.body["id"].as_str().unwrap().to_owned();
+    let object = object_files(&h).pop().unwrap();
+    let bytes = std::fs::read(&object).unwrap();
+    // Cut inside the last segment, then exactly at a segment boundary (the last segment gone).
+    for cut in [bytes.len() - 10, 16 + 4 * (65536 + 16)] {
+        std::fs::write(&object, &bytes[..cut]).unwrap();
+        let whole = download(&h, &owner, &format!("/api/v1/documents/{doc}/content"), &[]).await;
+        assert!(whole.body.is_err(), "cut at {cut}: a truncated object must not download completely");
+        let tail = download(&h, &owner, &format!("/api/v1/documents/{doc}/content"), &[("range", "bytes=-100")]).await;
+        // Refused before the answer starts (the store has no such bytes), or cut while streaming.
+        assert!(
+            tail.status.is_server_error() || tail.body.is_err(),
+            "cut at {cut}: the end of a truncated object must not read ({})",
+            tail.status
+        );
+        let head = download(&h, &owner, &format!("/api/v1/documents/{doc}/content"), &[("range", "bytes=0-99")]).await;
+        assert_eq!(head.body.unwrap(), &content[..100], "cut at {cut}: the untouched start still reads");
+    }
+}
