@@ -14,30 +14,15 @@ import json
 import os
 import platform
 import shutil
-import socket
 import statistics
 import subprocess
 import tempfile
 import time
 import urllib.request
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-RESULTS = ROOT / "bench" / "RESULTS.md"
+from common import RESULTS, ROOT, free_port, rss_kib, write_section
+
 SECTION = "## Start-up and idle memory"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def rss_kib(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1])
-    raise RuntimeError("no VmRSS")
 
 
 def one_run(binary: str, data_dir: str, idle_s: float) -> tuple[float, int]:
@@ -101,14 +86,7 @@ def main() -> None:
         f"Reproduce: `make build-release && bench/startup.py`.\n\n"
         f"| figure | value |\n|---|---|\n{table}\n"
     )
-    text = RESULTS.read_text() if RESULTS.exists() else "# Benchmark results\n\nEach section is rewritten by the script named in it.\n"
-    if SECTION in text:
-        head, _, rest = text.partition(SECTION)
-        nxt = rest.find("\n## ")
-        text = head + section + (rest[nxt:] if nxt != -1 else "")
-    else:
-        text = text.rstrip("\n") + "\n\n" + section
-    RESULTS.write_text(text)
+    write_section(SECTION, section)
     print(f"recorded in {RESULTS.relative_to(ROOT)}")
 
 

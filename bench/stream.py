@@ -29,9 +29,8 @@ import time
 import urllib.request
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-RELEASE = ROOT / "target" / "release"
-RESULTS = ROOT / "bench" / "RESULTS.md"
+from common import HTTP, RELEASE, RESULTS, ROOT, child_env, stop, wait_for_line, write_section
+
 SECTION = "## Streaming relay"
 PACKAGES = {"conclave": "conclave", "mock": "conclave-mock-provider", "loadgen": "conclave-loadgen"}
 PROVIDER_KEY = "bench-provider-key"
@@ -39,37 +38,6 @@ PASSWORD = "maple-orbit-quarry-lantern"
 CHUNKS, REPLY_BYTES = 64, 2048
 # Upstream paces: a burst, 20 ms apart, and slow enough that thousands of streams are open at once.
 PACES = {"burst": 0, "20ms": 20, "slow": 400}
-# urllib would otherwise honour *_proxy variables; everything here is on 127.0.0.1.
-HTTP = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-
-
-def child_env(extra: dict[str, str]) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CONCLAVE_") and "proxy" not in k.lower()}
-    env.update(extra)
-    return env
-
-
-def wait_for_line(path: Path, proc: subprocess.Popen, needle: str, timeout: float = 20.0) -> dict:
-    """The first JSON line of a log file that contains `needle`."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"{proc.args[0]} exited with {proc.returncode}:\n{path.read_text()[-2000:]}")
-        for line in path.read_text().splitlines():
-            if needle in line:
-                return json.loads(line)
-        time.sleep(0.01)
-    raise RuntimeError(f"{proc.args[0]} did not say {needle!r} within {timeout:.0f} s")
-
-
-def stop(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=10)
 
 
 class Mock:
@@ -379,14 +347,7 @@ def record(targets, runs, n_ttft, n_burst, c_burst, n_20ms, c_20ms, n_open) -> N
         f"{targets_table(targets)}\n\n"
         f"### Runs\n\n{runs_table(runs)}\n"
     )
-    text = RESULTS.read_text() if RESULTS.exists() else "# Benchmark results\n\nEach section is rewritten by the script named in it.\n"
-    if SECTION in text:
-        head, _, rest = text.partition(SECTION)
-        nxt = rest.find("\n## ")
-        text = head + section + (rest[nxt:] if nxt != -1 else "")
-    else:
-        text = text.rstrip("\n") + "\n\n" + section
-    RESULTS.write_text(text)
+    write_section(SECTION, section)
 
 
 if __name__ == "__main__":

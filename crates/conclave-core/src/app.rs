@@ -276,11 +276,12 @@ impl Conclave {
         self.hub.len()
     }
 
-    /// The background work of a serving process: the lease sweeper, and acting on cancel
-    /// notices for the replies this process generates.
+    /// The background work of a serving process: the lease sweeper, audit checkpoints, the
+    /// orphan-object sweep, and acting on cancel notices for the replies this process generates.
     pub fn start_background(self: &Arc<Self>) {
         self.start_lease_sweeper();
         self.start_checkpoints();
+        self.start_orphan_sweep();
         let this = Arc::downgrade(self);
         let mut notices = self.notifier.subscribe();
         tokio::spawn(async move {

@@ -13,7 +13,8 @@
 //! ```
 //!
 //! Every key is a 256-bit [`Key`]. All encryption is AES-256-GCM with 96-bit nonces and 128-bit
-//! tags (checked against Google's Wycheproof vectors). Every wrapped key and every ciphertext is
+//! tags (checked against Google's Wycheproof vectors, and against data the former RustCrypto
+//! backend wrote: `tests/fixtures/`). Every wrapped key and every ciphertext is
 //! bound to what it belongs to by associated data: the canonical encoding of a [`Binding`]
 //! (purpose, tenant and the ids of the row), followed by the format's own header bytes. Bytes
 //! copied to another row, field, document version or tenant fail to decrypt with
@@ -51,9 +52,12 @@
 //!
 //! # Secrets in memory
 //!
-//! [`Key`] zeroizes on drop, has no `Clone` and prints as `Key(<redacted>)`. AES round keys and
-//! GHASH keys are zeroized when a cipher is dropped. Buffers that held plaintext or key material
-//! inside this crate are zeroized before they are released.
+//! [`Key`] zeroizes on drop, has no `Clone` and prints as `Key(<redacted>)`. AES-256-GCM runs in
+//! AWS-LC, whose allocator overwrites a cipher's expanded key (round keys and GHASH table) when
+//! the cipher is dropped (the details, and what stays on the stack, are in
+//! docs/security-model.md). A failed decryption zeroes the unverified plaintext AWS-LC already
+//! wrote. Buffers that held plaintext or key material inside this crate are zeroized before they
+//! are released.
 
 pub mod binding;
 pub mod cache;

@@ -71,23 +71,35 @@ enum AdminCommand {
 /// glibc gives each thread that allocates its own arena; SQLite's connection threads, handling
 /// large sealed blobs, would then each keep freed memory resident. Two arenas keep the resident
 /// size close to what is in use, at no measurable speed cost for this workload.
+///
+/// Document uploads and downloads allocate and free buffers of a few hundred KiB to a few MiB
+/// (multipart chunks, encrypted batches, file blocks). By default glibc serves those with fresh
+/// `mmap`s, or trims them off the heap as soon as they are freed, so every buffer is paid for
+/// again in page faults and in zeroing its pages: a fifth of the server's CPU time for an
+/// upload (bench/RESULTS.md, "Documents"). Serving allocations up to 4 MiB from the heap and
+/// trimming only beyond 16 MiB of free space reuses those pages instead; idle memory is
+/// unchanged and an upload's resident growth stays within its target.
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
-fn limit_malloc_arenas() {
+fn tune_malloc() {
     extern "C" {
         fn mallopt(param: i32, value: i32) -> i32;
     }
+    const M_TRIM_THRESHOLD: i32 = -1;
+    const M_MMAP_THRESHOLD: i32 = -3;
     const M_ARENA_MAX: i32 = -8;
     // SAFETY: mallopt only tunes the allocator; called before any other thread exists.
     unsafe {
         mallopt(M_ARENA_MAX, 2);
+        mallopt(M_MMAP_THRESHOLD, 4 << 20);
+        mallopt(M_TRIM_THRESHOLD, 16 << 20);
     }
 }
 
 #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
-fn limit_malloc_arenas() {}
+fn tune_malloc() {}
 
 fn main() -> ExitCode {
-    limit_malloc_arenas();
+    tune_malloc();
     // Both ring and aws-lc-rs are compiled in (dependencies ask for each), so rustls cannot pick
     // a process-wide provider by itself; clients that use the default (Redis over TLS) get ring,
     // as the server's own listener does.

@@ -18,7 +18,8 @@ pub struct AuditEventView {
     #[serde(with = "time::serde::rfc3339")]
     pub at: OffsetDateTime,
     pub actor_id: Option<UserId>,
-    /// `user`, `api_key` or `anonymous`.
+    /// `user`, `api_key`, `anonymous`, `command_line` (the CLI) or `system` (background work such
+    /// as the orphan-object sweep).
     pub actor_kind: String,
     pub action: String,
     pub resource_type: String,

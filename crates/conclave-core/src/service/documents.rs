@@ -16,7 +16,7 @@ use conclave_crypto::segment::{
 };
 use conclave_crypto::{Binding, Key};
 use futures::stream::BoxStream;
-use futures::{Stream, StreamExt};
+use futures::{Stream, StreamExt, TryStreamExt};
 use object_store::path::Path;
 use object_store::{GetOptions, GetRange, GetResult, GetResultPayload, ObjectStoreExt, WriteMultipart};
 use serde::Serialize;
@@ -48,9 +48,10 @@ const PARTS_IN_FLIGHT: usize = 2;
 /// another.
 const RELAY_BATCH: usize = 512 * 1024;
 const RELAY_DEPTH: usize = 1;
-/// Stored bytes read at a time from a local object. object_store's own file stream reads 8 KiB
-/// per blocking-pool task: 130 of them for a 1 MiB range, which took 6.4 ms of server CPU per
-/// range request against 2.4 ms with this (bench/documents.py).
+/// Stored bytes read at a time from a local object (rounded down to whole segments when the
+/// blocks are decrypted in place). object_store's own file stream reads 8 KiB per blocking-pool
+/// task: 130 of them for a 1 MiB range, which took 6.4 ms of server CPU per range request
+/// against 2.4 ms with 1 MiB blocks (bench/documents.py).
 const FILE_READ_BLOCK: u64 = 1 << 20;
 
 /// What uploads may be.
@@ -510,6 +511,7 @@ impl Conclave {
         let binding = Binding::document_segment(tenant.0, library.0, id.0, version);
         let path = Path::from(d.version.object_key.as_str());
         let store = self.objects.store().clone();
+        let object = d.version.object_key.clone();
         let body = match &range {
             ContentRange::Partial(r) => {
                 let header = store.get_range(&path, 0..HEADER_LEN as u64).await.map_err(object_error)?;
@@ -517,20 +519,33 @@ impl Conclave {
                 let plan = RangePlan::new(&header, size, r.clone()).map_err(|e| integrity_error(&d, e))?;
                 let options =
                     GetOptions { range: Some(GetRange::Bounded(plan.ciphertext_range())), ..Default::default() };
-                let source = object_stream(store.get_opts(&path, options).await.map_err(object_error)?);
-                decrypting(
-                    source,
-                    Decryptor::Range(RangeDecryptor::new(&key, &binding, plan)),
-                    d.version.object_key.clone(),
-                )
+                let result = store.get_opts(&path, options).await.map_err(object_error)?;
+                let decryptor = RangeDecryptor::new(&key, &binding, plan.clone());
+                match result.payload {
+                    GetResultPayload::File(file, _) => local_plaintext(file, &plan, decryptor, object),
+                    GetResultPayload::Stream(stream) => decrypting(stream, Decryptor::Range(decryptor), object),
+                }
             }
             _ => {
-                let source = object_stream(store.get(&path).await.map_err(object_error)?);
-                decrypting(
-                    source,
-                    Decryptor::Whole(SegmentDecryptor::new(&key, &binding)),
-                    d.version.object_key.clone(),
-                )
+                let result = store.get(&path).await.map_err(object_error)?;
+                match result.payload {
+                    // An empty document is still read through the whole-object reader, which
+                    // checks its one (empty, last) segment.
+                    GetResultPayload::File(file, _) if size > 0 => {
+                        let (file, header) = read_header(file).await.map_err(|e| {
+                            tracing::error!(object = %object, error = %e, "cannot read a document's header");
+                            Error::Internal("the document's stored content cannot be read".into())
+                        })?;
+                        let header = SegmentHeader::parse(&header).map_err(|e| integrity_error(&d, e))?;
+                        let plan = RangePlan::new(&header, size, 0..size).map_err(|e| integrity_error(&d, e))?;
+                        let decryptor = RangeDecryptor::new(&key, &binding, plan.clone());
+                        local_plaintext(file, &plan, decryptor, object)
+                    }
+                    payload => {
+                        let source = object_stream(GetResult { payload, ..result });
+                        decrypting(source, Decryptor::Whole(SegmentDecryptor::new(&key, &binding)), object)
+                    }
+                }
             }
         };
         self.audit_by(
@@ -663,8 +678,8 @@ where
     }
 }
 
-/// An object's bytes as they are read: a local file in large blocks, any other store's stream as
-/// it arrives.
+/// An object's bytes as they arrive from a remote store (or a local file, for the one-segment
+/// object of an empty document).
 fn object_stream(result: GetResult) -> BoxStream<'static, object_store::Result<Bytes>> {
     let GetResult { payload, range, .. } = result;
     match payload {
@@ -686,24 +701,103 @@ fn file_blocks(
             return Ok(None);
         }
         let read = tokio::task::spawn_blocking(move || {
-            use std::io::{Read, Seek, SeekFrom};
             let len = (range.end - range.start).min(FILE_READ_BLOCK);
-            let mut block = Vec::with_capacity(len as usize);
-            file.seek(SeekFrom::Start(range.start))?;
-            (&mut file).take(len).read_to_end(&mut block)?;
-            Ok((file, range, block))
+            let block = read_block(&mut file, range.start, len)
+                .map_err(|e| std::io::Error::new(e.kind(), format!("{}: {e}", path.display())))?;
+            Ok((file, path, range, block))
         })
         .await
         .map_err(|e| failed(std::io::Error::other(e)))?;
-        let (file, range, block): (std::fs::File, Range<u64>, Vec<u8>) = read.map_err(failed)?;
-        if block.is_empty() {
-            let message = format!("{} ends before byte {}", path.display(), range.end);
-            return Err(failed(std::io::Error::new(std::io::ErrorKind::UnexpectedEof, message)));
-        }
+        let (file, path, range, block): (std::fs::File, std::path::PathBuf, Range<u64>, Vec<u8>) =
+            read.map_err(failed)?;
         let next = range.start + block.len() as u64..range.end;
         Ok(Some((Bytes::from(block), (file, path, next))))
     })
     .boxed()
+}
+
+/// Exactly `len` bytes of `file` from `offset`; a file that ends before is an error.
+fn read_block(file: &mut std::fs::File, offset: u64, len: u64) -> std::io::Result<Vec<u8>> {
+    use std::io::{Read, Seek, SeekFrom};
+    let mut block = Vec::with_capacity(len as usize);
+    file.seek(SeekFrom::Start(offset))?;
+    file.take(len).read_to_end(&mut block)?;
+    if (block.len() as u64) < len {
+        let message = format!("the object ends before byte {}", offset + len);
+        return Err(std::io::Error::new(std::io::ErrorKind::UnexpectedEof, message));
+    }
+    Ok(block)
+}
+
+/// The first [`HEADER_LEN`] bytes of a local object, read on the blocking pool.
+async fn read_header(file: std::fs::File) -> std::io::Result<(std::fs::File, Vec<u8>)> {
+    tokio::task::spawn_blocking(move || {
+        let mut file = file;
+        let header = read_block(&mut file, 0, HEADER_LEN as u64)?;
+        Ok((file, header))
+    })
+    .await
+    .map_err(std::io::Error::other)?
+}
+
+/// The planned plaintext of a local object. Each step reads a block of whole segments (about
+/// [`FILE_READ_BLOCK`]) on the blocking pool and decrypts it there, in place, while it is still
+/// in the CPU's cache; the plaintext of each segment then goes out as a slice of that block, so
+/// this process never copies the document between reading it and sending it. A block that fails its check
+/// ends the stream with an error; the segments before it in the block are not sent.
+fn local_plaintext(
+    file: std::fs::File,
+    plan: &RangePlan,
+    decryptor: RangeDecryptor,
+    object: String,
+) -> BoxStream<'static, std::io::Result<Bytes>> {
+    let block = plan.whole_segments_len(FILE_READ_BLOCK);
+    let fail = move |failure: BlockFailure| match failure {
+        BlockFailure::Read(e) => {
+            tracing::error!(object = %object, error = %e, "a stored document could not be read");
+            std::io::Error::other("the stored document could not be read")
+        }
+        BlockFailure::Integrity(e) => {
+            tracing::error!(object = %object, problem = %e, "a stored document failed its integrity check while being read");
+            std::io::Error::other("the stored document failed its integrity check")
+        }
+    };
+    let state = Some((file, decryptor, plan.ciphertext_range(), fail));
+    futures::stream::unfold(state, move |state| async move {
+        let (mut file, mut decryptor, range, fail) = state?;
+        if range.is_empty() {
+            return match decryptor.finish() {
+                Ok(()) => None,
+                Err(e) => Some((Err(fail(BlockFailure::Integrity(e))), None)),
+            };
+        }
+        let len = (range.end - range.start).min(block);
+        let start = range.start;
+        let read = tokio::task::spawn_blocking(move || {
+            let mut block = read_block(&mut file, start, len).map_err(BlockFailure::Read)?;
+            let parts = decryptor.open_in_place(&mut block).map_err(BlockFailure::Integrity)?;
+            Ok((file, decryptor, block, parts))
+        })
+        .await
+        .unwrap_or_else(|e| Err(BlockFailure::Read(std::io::Error::other(e))));
+        match read {
+            Ok((file, decryptor, block, parts)) => {
+                let block = Bytes::from(block);
+                let parts: Vec<Bytes> = parts.into_iter().filter(|r| !r.is_empty()).map(|r| block.slice(r)).collect();
+                Some((Ok(parts), Some((file, decryptor, start + len..range.end, fail))))
+            }
+            Err(failure) => Some((Err(fail(failure)), None)),
+        }
+    })
+    .map_ok(|parts| futures::stream::iter(parts.into_iter().map(Ok)))
+    .try_flatten()
+    .boxed()
+}
+
+/// Why a block of a local object could not be sent.
+enum BlockFailure {
+    Read(std::io::Error),
+    Integrity(conclave_crypto::CryptoError),
 }
 
 enum Decryptor {

@@ -15,6 +15,7 @@ pub mod keys;
 pub mod libraries;
 pub mod mfa;
 pub mod models;
+pub mod orphans;
 pub mod replies;
 pub mod sessions;
 pub mod usage;

@@ -1,7 +1,5 @@
 //! The whole-object reader: ciphertext in, in pieces of any size; verified plaintext out.
 
-use zeroize::{Zeroize, Zeroizing};
-
 use super::header::{SegmentHeader, HEADER_LEN};
 use super::SegmentCipher;
 use crate::aead::{Cipher, TAG_LEN};
@@ -33,7 +31,9 @@ enum State {
 struct Body {
     core: SegmentCipher,
     stored_len: usize,
-    buf: Zeroizing<Vec<u8>>,
+    /// A stored segment that arrived in pieces: ciphertext only (segments are decrypted from it
+    /// into the output, never in place), so it needs no wiping.
+    buf: Vec<u8>,
     next_index: u32,
 }
 
@@ -72,7 +72,7 @@ impl SegmentDecryptor {
                 self.state = State::Body(Body {
                     core: SegmentCipher::from_cipher(cipher, binding, &header),
                     stored_len,
-                    buf: Zeroizing::new(Vec::with_capacity(stored_len)),
+                    buf: Vec::with_capacity(stored_len),
                     next_index: 0,
                 });
                 &data[take..]
@@ -135,24 +135,14 @@ impl Body {
         if self.next_index == u32::MAX {
             return Err(CryptoError::malformed("segmented object", "more than 2^32 segments"));
         }
-        let (body, tag) = segment.split_at(segment.len() - TAG_LEN);
-        let start = out.len();
-        out.extend_from_slice(body);
-        // The tag is checked before anything is decrypted, so on failure `out` holds ciphertext.
-        if let Err(e) = self.core.open_detached(self.next_index, false, &mut out[start..], tag) {
-            out.truncate(start);
-            return Err(e);
-        }
+        self.core.open_append(self.next_index, false, segment, out)?;
         self.next_index += 1;
         Ok(())
     }
 
     fn open_buffered(&mut self, last: bool, out: &mut Vec<u8>) -> Result<()> {
-        let opened = self.core.open(self.next_index, last, &mut self.buf);
-        if opened.is_ok() {
-            out.extend_from_slice(&self.buf[..self.buf.len() - TAG_LEN]);
-        }
-        self.buf.zeroize();
+        let opened = self.core.open_append(self.next_index, last, &self.buf, out);
+        self.buf.clear();
         opened
     }
 }

@@ -85,21 +85,41 @@ impl SegmentCipher {
         nonce
     }
 
-    fn seal(&self, index: u32, last: bool, buf: &mut [u8]) -> Result<[u8; TAG_LEN]> {
-        self.cipher.seal_in_place(&self.nonce(index, last), &self.aad, buf)
+    /// Seals one segment's plaintext into `ciphertext` (as long as it) and returns the tag.
+    fn seal_into(&self, index: u32, last: bool, plaintext: &[u8], ciphertext: &mut [u8]) -> Result<[u8; TAG_LEN]> {
+        self.cipher.seal_into(&self.nonce(index, last), &self.aad, plaintext, ciphertext)
     }
 
-    /// Opens one stored segment (ciphertext ‖ tag) in place; the plaintext is `buf[..len - 16]`.
-    fn open(&self, index: u32, last: bool, buf: &mut [u8]) -> Result<()> {
-        let Some(body_len) = buf.len().checked_sub(TAG_LEN) else {
+    /// Opens one stored segment (ciphertext ‖ tag) in place; its plaintext is then
+    /// `stored[..len - 16]`. On failure the segment's ciphertext is zeroed.
+    fn open_in_place(&self, index: u32, last: bool, stored: &mut [u8]) -> Result<()> {
+        let Some(body_len) = stored.len().checked_sub(TAG_LEN) else {
             return Err(crate::error::CryptoError::Truncated);
         };
-        let (body, tag) = buf.split_at_mut(body_len);
-        self.open_detached(index, last, body, tag)
+        let (body, tag) = stored.split_at_mut(body_len);
+        self.cipher.open_in_place(&self.nonce(index, last), &self.aad, body, tag)
     }
 
-    /// Opens a segment whose ciphertext and tag lie apart; on failure `body` is left as it was.
-    fn open_detached(&self, index: u32, last: bool, body: &mut [u8], tag: &[u8]) -> Result<()> {
-        self.cipher.open_in_place(&self.nonce(index, last), &self.aad, body, tag)
+    /// Opens one stored segment (ciphertext ‖ tag) and appends its plaintext to `out`; on
+    /// failure `out` is left as it was.
+    fn open_append(&self, index: u32, last: bool, stored: &[u8], out: &mut Vec<u8>) -> Result<()> {
+        let start = out.len();
+        out.resize(start + stored.len().saturating_sub(TAG_LEN), 0);
+        let opened = self.open_into(index, last, stored, &mut out[start..]);
+        if opened.is_err() {
+            // Zeroed by `open_into`: nothing unverified is left in the spare capacity.
+            out.truncate(start);
+        }
+        opened
+    }
+
+    /// Opens one stored segment (ciphertext ‖ tag) into `plaintext`, which is 16 bytes shorter
+    /// than `stored`; on failure `plaintext` is zeroed.
+    fn open_into(&self, index: u32, last: bool, stored: &[u8], plaintext: &mut [u8]) -> Result<()> {
+        let Some(body_len) = stored.len().checked_sub(TAG_LEN) else {
+            return Err(crate::error::CryptoError::Truncated);
+        };
+        let (body, tag) = stored.split_at(body_len);
+        self.cipher.open_into(&self.nonce(index, last), &self.aad, body, tag, plaintext)
     }
 }

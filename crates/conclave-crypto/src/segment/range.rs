@@ -3,7 +3,7 @@
 
 use std::ops::Range;
 
-use zeroize::{Zeroize, Zeroizing};
+use zeroize::Zeroizing;
 
 use super::header::{SegmentHeader, HEADER_LEN};
 use super::SegmentCipher;
@@ -64,6 +64,15 @@ impl RangePlan {
         &self.header
     }
 
+    /// The longest read of at most `max` stored bytes that holds whole segments only (at least
+    /// one segment, whatever `max`): reads of this length from the start of
+    /// [`ciphertext_range`](Self::ciphertext_range), the last one shorter, are what
+    /// [`RangeDecryptor::open_in_place`] takes.
+    pub fn whole_segments_len(&self, max: u64) -> u64 {
+        let stored = self.header.stored_segment_len();
+        (max / stored).max(1) * stored
+    }
+
     fn final_segment(&self) -> u64 {
         self.plaintext_len / u64::from(self.header.segment_size())
     }
@@ -85,7 +94,8 @@ pub struct RangeDecryptor {
     core: SegmentCipher,
     plan: RangePlan,
     index: u64,
-    buf: Zeroizing<Vec<u8>>,
+    /// A stored segment that arrived in pieces: ciphertext only, so it needs no wiping.
+    buf: Vec<u8>,
     failed: bool,
 }
 
@@ -96,7 +106,7 @@ impl RangeDecryptor {
             core: SegmentCipher::new(key, binding, &plan.header),
             index: plan.first_segment,
             plan,
-            buf: Zeroizing::new(Vec::with_capacity(capacity)),
+            buf: Vec::with_capacity(capacity),
             failed: false,
         }
     }
@@ -118,30 +128,90 @@ impl RangeDecryptor {
                 return Err(CryptoError::InvalidInput("more ciphertext than the range plan covers"));
             }
             let expected = stored_len(&self.plan.header, self.plan.plaintext_len, self.index) as usize;
+            // A whole segment in the input is opened from there, without a copy into `buf`.
+            if self.buf.is_empty() && data.len() >= expected {
+                let (segment, rest) = data.split_at(expected);
+                self.open_segment(segment, out)?;
+                data = rest;
+                continue;
+            }
             let take = (expected - self.buf.len()).min(data.len());
             self.buf.extend_from_slice(&data[..take]);
             data = &data[take..];
             if self.buf.len() == expected {
-                self.open_segment(out)?;
+                let stored = std::mem::take(&mut self.buf);
+                let opened = self.open_segment(&stored, out);
+                self.buf = stored;
+                self.buf.clear();
+                opened?;
             }
         }
         Ok(())
     }
 
-    fn open_segment(&mut self, out: &mut Vec<u8>) -> Result<()> {
+    /// Opens one stored segment and appends the part of its plaintext the plan asks for.
+    fn open_segment(&mut self, stored: &[u8], out: &mut Vec<u8>) -> Result<()> {
         let index = u32::try_from(self.index).map_err(|_| CryptoError::InvalidInput("segment index"))?;
         let last = self.index == self.plan.final_segment();
-        let opened = self.core.open(index, last, &mut self.buf);
-        if opened.is_ok() {
-            let segment_start = self.index * u64::from(self.plan.header.segment_size());
-            let segment_end = segment_start + (self.buf.len() - TAG_LEN) as u64;
+        let segment_start = self.index * u64::from(self.plan.header.segment_size());
+        let segment_end = segment_start + stored.len().saturating_sub(TAG_LEN) as u64;
+        let lo = (self.plan.range.start.max(segment_start) - segment_start) as usize;
+        let hi = (self.plan.range.end.min(segment_end).max(segment_start) - segment_start) as usize;
+        if lo == 0 && hi == stored.len().saturating_sub(TAG_LEN) {
+            // The whole segment is wanted (every one but the first and last of a range):
+            // decrypted straight into `out`.
+            self.core.open_append(index, last, stored, out)?;
+        } else {
+            // Part of it: decrypted into a scratch buffer, wiped after the wanted part is copied.
+            let mut plain = Zeroizing::new(Vec::with_capacity(stored.len()));
+            self.core.open_append(index, last, stored, &mut plain)?;
+            out.extend_from_slice(&plain[lo..hi]);
+        }
+        self.index += 1;
+        Ok(())
+    }
+
+    /// Opens, in place, the next planned segments held whole in `stored` (a read of
+    /// [`RangePlan::whole_segments_len`] bytes, or what is left of the range), and returns where
+    /// the requested plaintext lies in `stored`: one range per segment, in order. Nothing is
+    /// copied; the bytes between the ranges (tags, and the parts of the first and last segments
+    /// outside the request) are not plaintext to send. On failure the segment that failed is
+    /// zeroed and the decryptor refuses further input.
+    pub fn open_in_place(&mut self, stored: &mut [u8]) -> Result<Vec<Range<usize>>> {
+        if self.failed {
+            return Err(CryptoError::InvalidInput("this decryptor already failed"));
+        }
+        let result = self.open_in_place_inner(stored);
+        self.failed = result.is_err();
+        result
+    }
+
+    fn open_in_place_inner(&mut self, stored: &mut [u8]) -> Result<Vec<Range<usize>>> {
+        if !self.buf.is_empty() {
+            return Err(CryptoError::InvalidInput("a segment was pushed in part; push the rest"));
+        }
+        let size = u64::from(self.plan.header.segment_size());
+        let mut ranges = Vec::with_capacity(stored.len() / (size as usize + TAG_LEN) + 1);
+        let mut at = 0;
+        while at < stored.len() {
+            if self.index >= self.plan.end_segment {
+                return Err(CryptoError::InvalidInput("more ciphertext than the range plan covers"));
+            }
+            let len = stored_len(&self.plan.header, self.plan.plaintext_len, self.index) as usize;
+            let Some(segment) = stored.get_mut(at..at + len) else {
+                return Err(CryptoError::InvalidInput("a read must hold whole segments"));
+            };
+            let index = u32::try_from(self.index).map_err(|_| CryptoError::InvalidInput("segment index"))?;
+            self.core.open_in_place(index, self.index == self.plan.final_segment(), segment)?;
+            let segment_start = self.index * size;
+            let segment_end = segment_start + (len - TAG_LEN) as u64;
             let lo = (self.plan.range.start.max(segment_start) - segment_start) as usize;
             let hi = (self.plan.range.end.min(segment_end) - segment_start) as usize;
-            out.extend_from_slice(&self.buf[lo..hi]);
+            ranges.push(at + lo..at + hi);
             self.index += 1;
+            at += len;
         }
-        self.buf.zeroize();
-        opened
+        Ok(ranges)
     }
 
     /// Checks that every planned segment arrived.

@@ -5,5 +5,6 @@ mod cache;
 mod fuzz_corpus;
 mod local_provider;
 mod segments;
+mod stored_vectors;
 mod wrap_and_seal;
 mod wrapped_v2;

@@ -231,6 +231,59 @@ proptest! {
     }
 
     #[test]
+    fn in_place_range_reads_equal_the_slice(
+        (seg, plaintext) in sized_plaintext(),
+        a in any::<prop::sample::Index>(),
+        b in any::<prop::sample::Index>(),
+        block in 1u64..2000,
+        flip in any::<Option<(prop::sample::Index, u8)>>(),
+    ) {
+        let key = Key::generate();
+        let object = segment::encrypt(&key, &binding(1), &plaintext, seg).unwrap();
+        let header = SegmentHeader::parse(&object[..HEADER_LEN]).unwrap();
+        let (a, b) = (a.index(plaintext.len() + 1), b.index(plaintext.len() + 1));
+        let range = a.min(b) as u64..a.max(b) as u64;
+        let plan = RangePlan::new(&header, plaintext.len() as u64, range.clone()).unwrap();
+        let ct = plan.ciphertext_range();
+        let mut stored = object[ct.start as usize..ct.end as usize].to_vec();
+        if let Some((at, bit)) = flip.filter(|_| !stored.is_empty()) {
+            let at = at.index(stored.len());
+            stored[at] ^= 1 << (bit % 8);
+        }
+        let tampered = stored != object[ct.start as usize..ct.end as usize];
+
+        // Reads of whole segments, as a local file is read for a download.
+        let read = plan.whole_segments_len(block) as usize;
+        prop_assert_eq!(read % (seg as usize + 16), 0);
+        let mut reader = RangeDecryptor::new(&key, &binding(1), plan.clone());
+        let mut out = Vec::new();
+        let mut failed = false;
+        for chunk in stored.chunks_mut(read) {
+            match reader.open_in_place(chunk) {
+                Ok(ranges) => {
+                    for r in ranges {
+                        out.extend_from_slice(&chunk[r]);
+                    }
+                }
+                Err(_) => {
+                    failed = true;
+                    break;
+                }
+            }
+        }
+        let expected = &plaintext[range.start as usize..range.end as usize];
+        if tampered {
+            // Whatever came out before the failure is a true prefix of the range.
+            prop_assert!(failed);
+            prop_assert!(expected.starts_with(&out));
+        } else {
+            prop_assert!(!failed);
+            reader.finish().unwrap();
+            prop_assert_eq!(&out, expected);
+        }
+    }
+
+    #[test]
     fn a_wrong_plaintext_length_never_yields_wrong_bytes(
         (seg, plaintext) in sized_plaintext(),
         claimed in 0usize..1500,
@@ -366,4 +419,26 @@ fn range_plan_rejects_ranges_outside_the_plaintext() {
     // A range ending in the last, partial segment reads exactly to the end of the object.
     let plan = RangePlan::new(&header, 100, 95..100).unwrap();
     assert_eq!(plan.ciphertext_range().end, header.ciphertext_len(100).unwrap());
+}
+
+#[test]
+fn in_place_reads_must_hold_whole_segments() {
+    let key = Key::generate();
+    let plaintext = vec![7u8; 100];
+    let object = segment::encrypt(&key, &binding(1), &plaintext, 32).unwrap();
+    let header = SegmentHeader::parse(&object[..HEADER_LEN]).unwrap();
+    let plan = RangePlan::new(&header, 100, 10..90).unwrap();
+    let ct = plan.ciphertext_range();
+    let mut stored = object[ct.start as usize..ct.end as usize].to_vec();
+    let mut reader = RangeDecryptor::new(&key, &binding(1), plan.clone());
+    assert!(reader.open_in_place(&mut stored[..40]).is_err(), "a read that ends inside a segment");
+    assert!(reader.open_in_place(&mut stored[..48]).is_err(), "a failed reader refuses more");
+
+    // Opened in place, segment by segment: the ranges point at exactly the asked plaintext.
+    let mut reader = RangeDecryptor::new(&key, &binding(1), plan);
+    let ranges = reader.open_in_place(&mut stored).unwrap();
+    assert_eq!(ranges, vec![10..32, 48..80, 96..122]);
+    reader.finish().unwrap();
+    let got: Vec<u8> = ranges.into_iter().flat_map(|r| stored[r].to_vec()).collect();
+    assert_eq!(got, &plaintext[10..90]);
 }

@@ -605,3 +605,103 @@ async fn rotation_while_uploads_run_loses_nothing() {
         assert_eq!(back.body.as_deref().unwrap(), &body[..], "a document uploaded during the rotation reads back");
     }
 }
+
+/// Sets a file's modification time `ago` in the past, as if it had been written then.
+fn age(path: &std::path::Path, ago: std::time::Duration) {
+    let file = std::fs::File::options().write(true).open(path).unwrap();
+    file.set_modified(std::time::SystemTime::now() - ago).unwrap();
+}
+
+fn write_object(path: &std::path::Path, ago: Option<std::time::Duration>) {
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    std::fs::write(path, b"CNCL\x01 ciphertext under a key nobody stored").unwrap();
+    if let Some(ago) = ago {
+        age(path, ago);
+    }
+}
+
+#[tokio::test]
+async fn the_sweep_removes_old_unreferenced_objects_only() {
+    use conclave_core::service::orphans::ORPHAN_MIN_AGE;
+    use std::time::Duration;
+
+    let h = Harness::new().await;
+    let (owner, _) = h.signup("owner@example.com").await;
+    let lib = library(&h, &owner, "Matters").await;
+    let content = text(70_000, 9);
+    let r = h.upload(&owner, &lib, "kept.txt", "text/plain", &content).await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+    let doc = r.body["id"].as_str().unwrap().to_owned();
+
+    // The stored document's object, made old: referenced, so kept however old it is.
+    let stored = object_files(&h).pop().unwrap();
+    let two_hours = Duration::from_secs(2 * 3600);
+    age(&stored, two_hours);
+    let documents = stored.parent().unwrap().parent().unwrap();
+    let name = || format!("v1-{}", conclave_core::ids::DocumentId::new());
+    // A crash after the object of a second version was complete, before its row: old, swept.
+    let next_version = stored.parent().unwrap().join(format!("v2-{}", conclave_core::ids::DocumentId::new()));
+    write_object(&next_version, Some(two_hours));
+    // A new document whose row never came: old, swept.
+    let never_stored = documents.join(conclave_core::ids::DocumentId::new().to_string()).join(name());
+    write_object(&never_stored, Some(two_hours));
+    // An upload whose row is still to come: young, kept.
+    let in_flight = documents.join(conclave_core::ids::DocumentId::new().to_string()).join(name());
+    write_object(&in_flight, None);
+    // Not a document object at all: never touched.
+    let foreign = h.dir().join("objects").join("tenants").join("notes.txt");
+    write_object(&foreign, Some(two_hours));
+
+    let report = h.core.sweep_orphan_objects(ORPHAN_MIN_AGE, 1000).await.unwrap();
+    assert_eq!((report.examined, report.removed, report.young, report.left), (4, 2, 1, 0), "{report:?}");
+    assert!(!next_version.exists() && !never_stored.exists(), "the old orphans are removed");
+    assert!(stored.exists() && in_flight.exists() && foreign.exists(), "everything else stays");
+    let d = download(&h, &owner, &format!("/api/v1/documents/{doc}/content"), &[]).await;
+    assert_eq!(d.body.unwrap(), content, "the document still reads");
+
+    // Each removal is in the tenant's audit log, by the system.
+    let events = h.call(Method::GET, "/api/v1/audit/events?action=document.orphan_removed", Some(&owner), None).await;
+    assert_eq!(events.status, StatusCode::OK, "{}", events.body);
+    let items = events.body["items"].as_array().unwrap();
+    assert_eq!(items.len(), 2, "{}", events.body);
+    assert!(items.iter().all(|e| e["actor_kind"] == "system" && e["actor_id"].is_null()), "{}", events.body);
+    assert!(items.iter().any(|e| e["detail"]["object"].as_str().is_some_and(|o| next_version.ends_with(o))));
+
+    // At most `max_removals` per sweep: the rest wait for the next one.
+    for _ in 0..3 {
+        write_object(&documents.join(conclave_core::ids::DocumentId::new().to_string()).join(name()), Some(two_hours));
+    }
+    let report = h.core.sweep_orphan_objects(ORPHAN_MIN_AGE, 2).await.unwrap();
+    assert_eq!((report.removed, report.left), (2, 1), "{report:?}");
+    let report = h.core.sweep_orphan_objects(ORPHAN_MIN_AGE, 2).await.unwrap();
+    assert_eq!((report.removed, report.left), (1, 0), "{report:?}");
+    assert_eq!(object_files(&h).len(), 3, "the stored document, the young object and the foreign file");
+}
+
+#[tokio::test]
+async fn a_truncated_object_never_downloads_completely() {
+    let h = Harness::new().await;
+    let (owner, _) = h.signup("owner@example.com").await;
+    let lib = library(&h, &owner, "Matters").await;
+    let content = text(300_000, 4);
+    let r = h.upload(&owner, &lib, "long.txt", "text/plain", &content).await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+    let doc = r.body["id"].as_str().unwrap().to_owned();
+    let object = object_files(&h).pop().unwrap();
+    let bytes = std::fs::read(&object).unwrap();
+    // Cut inside the last segment, then exactly at a segment boundary (the last segment gone).
+    for cut in [bytes.len() - 10, 16 + 4 * (65536 + 16)] {
+        std::fs::write(&object, &bytes[..cut]).unwrap();
+        let whole = download(&h, &owner, &format!("/api/v1/documents/{doc}/content"), &[]).await;
+        assert!(whole.body.is_err(), "cut at {cut}: a truncated object must not download completely");
+        let tail = download(&h, &owner, &format!("/api/v1/documents/{doc}/content"), &[("range", "bytes=-100")]).await;
+        // Refused before the answer starts (the store has no such bytes), or cut while streaming.
+        assert!(
+            tail.status.is_server_error() || tail.body.is_err(),
+            "cut at {cut}: the end of a truncated object must not read ({})",
+            tail.status
+        );
+        let head = download(&h, &owner, &format!("/api/v1/documents/{doc}/content"), &[("range", "bytes=0-99")]).await;
+        assert_eq!(head.body.unwrap(), &content[..100], "cut at {cut}: the untouched start still reads");
+    }
+}
