@@ -46,6 +46,7 @@ env -u CONCLAVE_CONFIG $(env | sed -n 's/^\(CONCLAVE_[A-Z0-9_]*\)=.*/-u \1/p') \
   CONCLAVE_PASSWORD_HASH_MEMORY_KIB=1024 \
   CONCLAVE_PASSWORD_HASH_ITERATIONS=1 \
   CONCLAVE_ACCESS_TOKEN_TTL_SECONDS=3600 \
+  CONCLAVE_SESSION_IDLE_MINUTES=60 \
   "$bin" serve >"$work/server.log" 2>&1 &
 server=$!
 
