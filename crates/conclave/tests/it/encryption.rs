@@ -73,7 +73,8 @@ async fn content_is_encrypted_at_rest(backend: Backend) -> Result<()> {
     Ok(())
 }
 
-fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+/// Every file under `dir`, recursively.
+pub(crate) fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     let mut out = Vec::new();
     if let Ok(entries) = std::fs::read_dir(dir) {
         for e in entries.flatten() {

@@ -4,7 +4,6 @@
 //! audited, and leaves no document and no object; with clamd gone, uploads are refused with
 //! 503 and nothing is stored (scanning fails closed). Files cross several 64 KiB chunks.
 
-use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
@@ -69,22 +68,6 @@ async fn standin_clamd() -> Result<(u16, Arc<AtomicUsize>, tokio::task::JoinHand
     Ok((port, received, task))
 }
 
-/// Every file under `dir`, recursively.
-fn files_under(dir: &Path) -> Vec<std::path::PathBuf> {
-    let mut out = Vec::new();
-    if let Ok(entries) = std::fs::read_dir(dir) {
-        for entry in entries.flatten() {
-            let path = entry.path();
-            if path.is_dir() {
-                out.extend(files_under(&path));
-            } else {
-                out.push(path);
-            }
-        }
-    }
-    out
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn uploads_are_scanned_and_malware_or_a_silent_scanner_stores_nothing() -> Result<()> {
     let (port, received, clamd) = standin_clamd().await?;
@@ -99,7 +82,7 @@ async fn uploads_are_scanned_and_malware_or_a_silent_scanner_stores_nothing() ->
     let clean = "Privileged and confidential.\n".repeat(10_000);
     let stored = app.upload(&admin.token, &lib, "memo.txt", "text/plain", clean.as_bytes()).await?.expect(201);
     assert_eq!(received.load(Ordering::SeqCst), clean.len(), "the whole plaintext was scanned");
-    let before = files_under(&objects).len();
+    let before = crate::encryption::walk(&objects).len();
     assert!(before >= 1);
 
     // EICAR in the middle of a large text: refused, nothing kept, audited.
@@ -110,7 +93,7 @@ async fn uploads_are_scanned_and_malware_or_a_silent_scanner_stores_nothing() ->
         app.get(&format!("/api/v1/libraries/{lib}/documents")).bearer_auth(&admin.token).fetch().await?.expect(200);
     let names: Vec<&str> = docs.body["items"].as_array().unwrap().iter().filter_map(|d| d["name"].as_str()).collect();
     assert_eq!(names, vec!["memo.txt"], "{}", docs.text);
-    assert_eq!(files_under(&objects).len(), before, "the refused file's object was removed");
+    assert_eq!(crate::encryption::walk(&objects).len(), before, "the refused file's object was removed");
     let audit =
         app.get("/api/v1/audit/events?action=document.upload").bearer_auth(&admin.token).fetch().await?.expect(200);
     let events: &Vec<Value> = audit.body["items"].as_array().unwrap();
@@ -126,7 +109,7 @@ async fn uploads_are_scanned_and_malware_or_a_silent_scanner_stores_nothing() ->
     tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     let refused = app.upload(&admin.token, &lib, "later.txt", "text/plain", b"a short note").await?.problem(503);
     assert!(refused.text.contains("malware scanner"), "{}", refused.text);
-    assert_eq!(files_under(&objects).len(), before);
+    assert_eq!(crate::encryption::walk(&objects).len(), before);
     // What was stored before stays readable.
     let id = s(&stored.body["id"]);
     let content =
