@@ -46,6 +46,18 @@ pub struct SessionsRevokedView {
     pub tokens_valid_after: OffsetDateTime,
 }
 
+/// What ending every session of the tenant did.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct TenantSessionsRevokedView {
+    /// Users whose sessions were ended.
+    pub users: u64,
+    /// Local sessions ended (the caller's current one is kept).
+    pub revoked_sessions: u64,
+    /// Single sign-on tokens issued before this time are refused from now on (but the caller's).
+    #[serde(with = "time::serde::rfc3339")]
+    pub tokens_valid_after: OffsetDateTime,
+}
+
 impl Conclave {
     /// The caller's live sessions (not revoked, within both limits), newest first.
     pub async fn list_my_sessions(&self, caller: &Caller, page: PageRequest) -> Result<Page<SessionView>> {
@@ -124,6 +136,44 @@ impl Conclave {
         )
         .await;
         Ok(ended)
+    }
+
+    /// An administrator ends every session of every user of the tenant (a suspected breach), but
+    /// their own current one, and refuses every user's single sign-on tokens issued until now
+    /// but their own. API keys are separate credentials and are not touched. `confirm` must be
+    /// true: the action signs everyone out.
+    pub async fn admin_revoke_all_sessions(&self, caller: &Caller, confirm: bool) -> Result<TenantSessionsRevokedView> {
+        self.permit(caller, policy::require_admin(caller), "admin.sessions_revoke_all.denied", "tenant", None).await?;
+        if !confirm {
+            return Err(Error::field("confirm", "Set confirm to true: this signs every user of the organisation out."));
+        }
+        let now = crate::clock::now();
+        let (mut users, mut revoked_sessions) = (0u64, 0u64);
+        let mut page = PageRequest { limit: 500, after: None };
+        loop {
+            let batch = self.store.list_users(caller.tenant(), page).await?;
+            for user in &batch.items {
+                let own = user.id == caller.user();
+                let keep = if own { caller.principal.session_id() } else { None };
+                revoked_sessions += self.store.revoke_user_sessions(caller.tenant(), user.id, keep).await?;
+                if !own {
+                    self.store.set_tokens_valid_after(caller.tenant(), user.id, now).await?;
+                }
+                users += 1;
+            }
+            match batch.next {
+                Some(after) => page = PageRequest { limit: 500, after: Some(after) },
+                None => break,
+            }
+        }
+        self.credentials.invalidate();
+        self.audit_by(
+            caller,
+            AuditRecord::new("tenant.sessions_revoked", "tenant", caller.tenant())
+                .detail(serde_json::json!({"users": users, "revoked_sessions": revoked_sessions})),
+        )
+        .await;
+        Ok(TenantSessionsRevokedView { users, revoked_sessions, tokens_valid_after: now })
     }
 
     /// After the caller changed a sign-in factor (TOTP on or off, new recovery codes): every

@@ -10,7 +10,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::error::{ApiResult, Problem};
-use crate::extract::{ApiPath, ApiQuery, Authenticated, PageParams};
+use crate::extract::{ApiJson, ApiPath, ApiQuery, Authenticated, PageParams};
 use crate::routes::PageView;
 use crate::state::AppState;
 
@@ -20,6 +20,31 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(revoke))
         .routes(routes!(revoke_others))
         .routes(routes!(admin_revoke))
+        .routes(routes!(admin_revoke_all))
+}
+
+#[derive(serde::Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RevokeAllBody {
+    /// Must be true: every user of the organisation is signed out.
+    confirm: bool,
+}
+
+/// Ends every session of every user of the tenant but the caller's current one, and refuses
+/// single sign-on tokens issued until now (but the caller's): a suspected breach. API keys are
+/// not touched.
+#[utoipa::path(post, path = "/api/v1/admin/sessions/revoke", tag = "admin", security(("bearer" = [])),
+    request_body = RevokeAllBody, responses(
+    (status = 200, body = conclave_core::service::sessions::TenantSessionsRevokedView),
+    (status = 403, body = Problem),
+    (status = 422, body = Problem, description = "confirm is not true"),
+))]
+async fn admin_revoke_all(
+    State(state): State<AppState>,
+    Authenticated(caller): Authenticated,
+    ApiJson(body): ApiJson<RevokeAllBody>,
+) -> ApiResult<Json<conclave_core::service::sessions::TenantSessionsRevokedView>> {
+    Ok(Json(state.core.admin_revoke_all_sessions(&caller, body.confirm).await?))
 }
 
 /// The caller's live sessions, newest first; `current` marks the one making the call.

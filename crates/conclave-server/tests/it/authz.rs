@@ -23,6 +23,10 @@ enum Rule {
     Signed,
     /// Tenant administrators only.
     Admin,
+    /// Tenant administrators only, for an action that would sign the matrix's own principals
+    /// out: the administrator's call carries an unconfirmed body and must get as far as its
+    /// validation (422); the action itself has its own test.
+    AdminUnconfirmed,
     /// Administrators and auditors.
     Auditors,
     /// Administrators, on a user of their own tenant (the `{id}`).
@@ -87,6 +91,7 @@ fn rule(method: &Method, path: &str) -> Option<(Rule, Option<Value>)> {
         ("GET", "/api/v1/me/sessions") | ("POST", "/api/v1/me/sessions/revoke-others") => (Signed, None),
         ("DELETE", "/api/v1/me/sessions/{id}") => (Owner(Session), None),
         ("POST", "/api/v1/admin/users/{id}/sessions/revoke") => (AdminOnUser, None),
+        ("POST", "/api/v1/admin/sessions/revoke") => (AdminUnconfirmed, Some(json!({"confirm": false}))),
         ("GET", "/api/v1/api-keys") | ("GET", "/api/v1/agents") | ("GET", "/api/v1/conversations") => (Signed, None),
         ("POST", "/api/v1/api-keys") => (Signed, Some(json!({"name": "matrix"}))),
         ("POST", "/api/v1/agents") => (Signed, Some(json!({"name": "Matrix", "model": "conclave-demo"}))),
@@ -332,6 +337,14 @@ async fn every_route_has_a_rule_and_denies_whoever_it_must() {
                 }
                 let s = h.call(method.clone(), &concrete, Some(&w.admin), body()).await.status;
                 check(format!("admin {method} {path}"), s, s.is_success());
+            }
+            Rule::AdminUnconfirmed => {
+                for (who, token) in [("member", &w.other), ("auditor", &w.auditor)] {
+                    let s = h.call(method.clone(), &concrete, Some(token), body()).await.status;
+                    check(format!("{who} {method} {path}"), s, s == StatusCode::FORBIDDEN);
+                }
+                let s = h.call(method.clone(), &concrete, Some(&w.admin), body()).await.status;
+                check(format!("admin {method} {path}"), s, s == StatusCode::UNPROCESSABLE_ENTITY);
             }
             Rule::Auditors => {
                 let s = h.call(method.clone(), &concrete, Some(&w.other), body()).await.status;

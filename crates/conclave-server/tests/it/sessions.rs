@@ -308,6 +308,45 @@ async fn an_administrator_ends_every_session_of_a_user() {
     assert!(audited.iter().any(|(a, _)| a == "admin.sessions_revoke.denied"), "{audited:?}");
 }
 
+/// A suspected breach: an administrator signs every user out at once, keeping only their own
+/// current session; it needs an explicit confirmation and is audited.
+#[tokio::test]
+async fn an_administrator_ends_every_session_of_the_tenant() {
+    let h = Harness::new().await;
+    let (admin_signup, admin_id) = h.signup("admin@a.example").await;
+    let admin = login(&h, "admin@a.example", "a").await;
+    let (bob_signup, bob_id) = h.signup("bob@a.example").await;
+    let bob = login(&h, "bob@a.example", "b").await;
+    let (carol, carol_id) = h.signup("carol@a.example").await;
+    let path = "/api/v1/admin/sessions/revoke";
+
+    let refused = h.call(Method::POST, path, Some(&bob.token), Some(json!({"confirm": true}))).await;
+    assert_eq!(refused.status, StatusCode::FORBIDDEN, "members cannot");
+    let unconfirmed = h.call(Method::POST, path, Some(&admin.token), Some(json!({"confirm": false}))).await;
+    assert_eq!(unconfirmed.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", unconfirmed.body);
+    assert_eq!(me(&h, &bob.token).await, StatusCode::OK, "nothing happened without the confirmation");
+
+    let r = h.call(Method::POST, path, Some(&admin.token), Some(json!({"confirm": true}))).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    assert_eq!(r.body["users"], 3);
+    assert_eq!(r.body["revoked_sessions"], 4, "admin's sign-up session, bob's two, carol's one");
+    for token in [&admin_signup, &bob_signup, &bob.token, &carol] {
+        assert_eq!(me(&h, token).await, StatusCode::UNAUTHORIZED);
+    }
+    assert_eq!(refresh(&h, &bob.cookie).await.0.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(me(&h, &admin.token).await, StatusCode::OK, "the administrator's own session is kept");
+
+    let tenant = h.core.store().default_tenant("Default").await.unwrap().id;
+    for (id, cut) in [(&bob_id, true), (&carol_id, true), (&admin_id, false)] {
+        let user = h.core.store().get_user(tenant, id.parse().unwrap()).await.unwrap();
+        assert_eq!(user.tokens_valid_after.is_some(), cut, "{id}");
+    }
+    let audited = actions(&h, &admin.token).await;
+    let event = audited.iter().find(|(a, _)| a == "tenant.sessions_revoked").expect("audited");
+    assert_eq!(event.1["revoked_sessions"], 4);
+    assert!(audited.iter().any(|(a, _)| a == "admin.sessions_revoke_all.denied"), "{audited:?}");
+}
+
 fn unix_now() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or_default()
 }
