@@ -210,6 +210,22 @@ macro_rules! store_impl {
             }
 
             /// The user row and its global email entry, inside the caller's transaction.
+            /// Refuses (`last_admin`) a change that leaves the tenant without an active
+            /// administrator; the caller's transaction is then dropped, which rolls it back.
+            async fn an_admin_remains(tx: &mut sqlx::Transaction<'_, $db>, tenant: TenantId) -> StoreResult<()> {
+                let admins: i64 = sqlx::query_scalar(
+                    "SELECT COUNT(*) FROM users WHERE tenant_id = $1 AND role = 'admin' AND disabled = FALSE",
+                )
+                .bind(tenant.0)
+                .fetch_one(&mut **tx)
+                .await
+                .map_err(store_error)?;
+                if admins == 0 {
+                    return Err(StoreError::Constraint("last_admin".into()));
+                }
+                Ok(())
+            }
+
             async fn insert_user(tx: &mut sqlx::Transaction<'_, $db>, tenant: TenantId, user: NewUser) -> StoreResult<User> {
                 // Counting through the tenant row serialises concurrent sign-ups: exactly one
                 // of them can be the first.
@@ -452,17 +468,7 @@ macro_rules! store_impl {
                     .fetch_one(&mut *tx)
                     .await
                     .map_err(store_error)?;
-                let admins: i64 = sqlx::query_scalar(
-                    "SELECT COUNT(*) FROM users WHERE tenant_id = $1 AND role = 'admin' AND disabled = FALSE",
-                )
-                .bind(tenant.0)
-                .fetch_one(&mut *tx)
-                .await
-                .map_err(store_error)?;
-                if admins == 0 {
-                    tx.rollback().await.map_err(store_error)?;
-                    return Err(StoreError::Constraint("last_admin".into()));
-                }
+                Self::an_admin_remains(&mut tx, tenant).await?;
                 let updated = Self::user_row(&row).map_err(store_error)?;
                 tx.commit().await.map_err(store_error)?;
                 Ok(updated)
@@ -586,17 +592,7 @@ macro_rules! store_impl {
                     .fetch_one(&mut *tx)
                     .await
                     .map_err(email_taken)?;
-                let admins: i64 = sqlx::query_scalar(
-                    "SELECT COUNT(*) FROM users WHERE tenant_id = $1 AND role = 'admin' AND disabled = FALSE",
-                )
-                .bind(tenant.0)
-                .fetch_one(&mut *tx)
-                .await
-                .map_err(store_error)?;
-                if admins == 0 {
-                    tx.rollback().await.map_err(store_error)?;
-                    return Err(StoreError::Constraint("last_admin".into()));
-                }
+                Self::an_admin_remains(&mut tx, tenant).await?;
                 let updated = Self::user_row(&row).map_err(store_error)?;
                 tx.commit().await.map_err(store_error)?;
                 Ok(updated)
