@@ -320,7 +320,7 @@ pub trait Store: LibraryStore + KeyStore + Send + Sync + 'static {
     /// The tenant's newest checkpoint.
     async fn latest_checkpoint(&self, tenant: TenantId) -> StoreResult<Option<AuditCheckpoint>>;
 
-    // --- gateway calls: usage and audit together (perf branch) ----------------------------
+    // --- gateway calls: usage and audit together ----------------------------
     /// Appends audit events, each with its usage row when it has one, in order, in one
     /// transaction (the ends of gateway calls, and events gathered from concurrent requests);
     /// each event's sequence number and hash are assigned exactly as by `append_audit`. All or

@@ -209,7 +209,6 @@ macro_rules! store_impl {
                 })
             }
 
-            /// The user row and its global email entry, inside the caller's transaction.
             /// Refuses (`last_admin`) a change that leaves the tenant without an active
             /// administrator; the caller's transaction is then dropped, which rolls it back.
             async fn an_admin_remains(tx: &mut sqlx::Transaction<'_, $db>, tenant: TenantId) -> StoreResult<()> {
@@ -226,6 +225,7 @@ macro_rules! store_impl {
                 Ok(())
             }
 
+            /// The user row and its global email entry, inside the caller's transaction.
             async fn insert_user(tx: &mut sqlx::Transaction<'_, $db>, tenant: TenantId, user: NewUser) -> StoreResult<User> {
                 // Counting through the tenant row serialises concurrent sign-ups: exactly one
                 // of them can be the first.
@@ -1571,8 +1571,13 @@ macro_rules! store_impl {
                 row.as_ref().map(|r| Self::checkpoint_row(r)).transpose().map_err(store_error)
             }
 
-            // --- gateway calls: usage and audit together (perf branch) ----------------------
+            // --- gateway calls: usage and audit together ----------------------
             async fn append_audit_with_usage(&self, calls: &[(NewAuditEvent, Option<UsageRecord>)]) -> StoreResult<()> {
+                // One tenant after another (a stable sort keeps each tenant's order, which is all
+                // its hash chain needs): replicas writing batches of the same tenants then lock
+                // their rows in the same order and cannot deadlock on PostgreSQL.
+                let mut calls: Vec<_> = calls.iter().collect();
+                calls.sort_by_key(|(e, _)| e.tenant_id.0);
                 let mut tx = self.pool.begin().await.map_err(store_error)?;
                 for (e, u) in calls {
                     if let Some(u) = u {

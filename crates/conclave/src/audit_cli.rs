@@ -80,7 +80,6 @@ async fn local_provider(config: &Config) -> anyhow::Result<conclave_crypto::Loca
         .with_context(|| format!("the local key file {}", path.display()))
 }
 
-/// Turns on signed checkpoints for a serving process.
 /// The key that signs checkpoints: an EC P-256 key in Key Vault with the `azure-key-vault`
 /// provider, else the Ed25519 key in the local key file.
 async fn checkpoint_signer(config: &Config) -> anyhow::Result<Arc<dyn conclave_crypto::CheckpointSigner>> {
@@ -96,6 +95,7 @@ async fn checkpoint_signer(config: &Config) -> anyhow::Result<Arc<dyn conclave_c
     Ok(Arc::new(local_provider(config).await?.checkpoint_signer().await.context("the checkpoint signing key")?))
 }
 
+/// Turns on signed checkpoints for a serving process.
 pub async fn start_checkpoints(config: &Config, core: &Conclave) -> anyhow::Result<()> {
     let signer = checkpoint_signer(config).await?;
     let location = config.checkpoint_location();

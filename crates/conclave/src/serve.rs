@@ -62,13 +62,8 @@ fn core_config(config: &Config) -> CoreConfig {
         },
         sso: None,
         auth_cache_ttl: Duration::from_secs(config.auth.cache_ttl_seconds),
-        // The address was checked when the configuration was read.
-        scanner: config.limits.clamd_address.as_deref().and_then(|address| {
-            let timeout = Duration::from_secs(config.limits.scan_timeout_seconds);
-            crate::clamd::Clamd::new(address, timeout)
-                .ok()
-                .map(|c| Arc::new(c) as Arc<dyn conclave_core::scan::Scanner>)
-        }),
+        // Set by `serve` (command-line cores do not upload).
+        scanner: None,
     }
 }
 
@@ -446,13 +441,15 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     let mut core_config = core_config(&config);
     core_config.sso = single_sign_on(&config).await?;
     if let Some(address) = &config.limits.clamd_address {
+        let clamd = crate::clamd::Clamd::new(address, Duration::from_secs(config.limits.scan_timeout_seconds))?;
         // Not fatal: uploads are refused (503) while clamd does not answer.
-        match crate::clamd::Clamd::new(address, Duration::from_secs(5))?.ping().await {
+        match clamd.ping().await {
             Ok(()) => tracing::info!(clamd = %address, "uploads are scanned for malware"),
             Err(e) => {
                 tracing::error!(clamd = %address, error = %e, "clamd does not answer; uploads are refused until it does")
             }
         }
+        core_config.scanner = Some(Arc::new(clamd));
     }
     let core =
         Conclave::new(core_config, store, codec, catalog, notifier, objects).map_err(|e| anyhow::anyhow!("{e}"))?;

@@ -200,7 +200,7 @@ impl Conclave {
     }
 }
 
-fn user_not_found(e: StoreError) -> Error {
+pub(crate) fn user_not_found(e: StoreError) -> Error {
     match e {
         StoreError::NotFound => Error::NotFound("user"),
         other => other.into(),

@@ -155,7 +155,7 @@ impl Conclave {
     /// An administrator removes a user's second factor (a lost phone); the user enrols again.
     pub async fn admin_reset_mfa(&self, caller: &Caller, id: UserId) -> Result<()> {
         policy::require_admin(caller)?;
-        self.store.get_user(caller.tenant(), id).await.map_err(|_| Error::NotFound("user"))?;
+        self.store.get_user(caller.tenant(), id).await.map_err(super::admin::user_not_found)?;
         if !self.store.delete_mfa(caller.tenant(), id).await? {
             return Err(Error::NotFound("MFA enrolment"));
         }

@@ -7,7 +7,7 @@ use serde::Serialize;
 use time::OffsetDateTime;
 
 use crate::app::{AuditRecord, Conclave};
-use crate::error::{Error, Result, StoreError};
+use crate::error::{Error, Result};
 use crate::ids::{SessionId, UserId};
 use crate::page::{Page, PageRequest};
 use crate::policy;
@@ -49,7 +49,7 @@ pub struct SessionsRevokedView {
 /// What ending every session of the tenant did.
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct TenantSessionsRevokedView {
-    /// Users whose sessions were ended.
+    /// Users of the tenant (each had every session ended, the caller all but the current one).
     pub users: u64,
     /// Local sessions ended (the caller's current one is kept).
     pub revoked_sessions: u64,
@@ -124,10 +124,7 @@ impl Conclave {
             Some(id.to_string()),
         )
         .await?;
-        self.store.get_user(caller.tenant(), id).await.map_err(|e| match e {
-            StoreError::NotFound => Error::NotFound("user"),
-            other => other.into(),
-        })?;
+        self.store.get_user(caller.tenant(), id).await.map_err(super::admin::user_not_found)?;
         let ended = self.end_sessions(caller, id, None).await?;
         self.audit_by(
             caller,

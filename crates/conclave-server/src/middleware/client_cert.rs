@@ -20,7 +20,7 @@ pub struct ClientCertificate {
 impl ClientCertificate {
     /// Reads the identity of an end-entity certificate (DER) that was already verified.
     pub fn from_der(der: &[u8]) -> ClientCertificate {
-        let sha256 = Sha256::digest(der).iter().map(|b| format!("{b:02x}")).collect();
+        let sha256 = conclave_core::records::hex(&Sha256::digest(der));
         let Ok((_, cert)) = x509_parser::parse_x509_certificate(der) else {
             return ClientCertificate { common_name: None, subject_alt_names: Vec::new(), sha256 };
         };
@@ -61,7 +61,7 @@ mod tests {
         let id = ClientCertificate::from_der(cert.der());
         assert_eq!(id.common_name.as_deref(), Some("build-agent"));
         assert_eq!(id.subject_alt_names, ["agent.example.test", "192.0.2.7"]);
-        let expected: String = Sha256::digest(cert.der()).iter().map(|b| format!("{b:02x}")).collect();
+        let expected = conclave_core::records::hex(&Sha256::digest(cert.der()));
         assert_eq!(id.sha256, expected);
         assert_eq!(id.sha256.len(), 64);
     }

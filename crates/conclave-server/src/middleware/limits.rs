@@ -87,8 +87,18 @@ pub async fn layer(State(http): State<Arc<HttpSettings>>, req: Request, next: Ne
         let gateway = req.uri().path().starts_with("/v1/");
         // Read (and drop) a body that is only somewhat too large before answering, so the client,
         // still sending, reads the 413 instead of a connection reset; a far larger one is cut.
+        // Frames are dropped as they come: nothing of the body is held.
         if len <= max as u64 + DRAIN_LIMIT {
-            let drain = axum::body::to_bytes(req.into_body(), max.saturating_add(DRAIN_LIMIT as usize));
+            let drain = async {
+                let mut frames = req.into_body().into_data_stream();
+                let mut read = 0u64;
+                while let Some(Ok(frame)) = futures::StreamExt::next(&mut frames).await {
+                    read += frame.len() as u64;
+                    if read > len {
+                        break;
+                    }
+                }
+            };
             let _ = tokio::time::timeout(DRAIN_TIME, drain).await;
         }
         let detail = format!("The request body is larger than this route accepts ({max} bytes).");

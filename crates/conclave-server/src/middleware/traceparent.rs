@@ -3,6 +3,7 @@
 //! new trace starts otherwise. This server's span gets a fresh id; the response and the model
 //! provider request carry `00-<trace id>-<this span>-<flags>`.
 
+use conclave_core::records::hex;
 use std::fmt;
 
 use rand::RngCore as _;
@@ -26,10 +27,6 @@ fn hex_bytes<const N: usize>(s: &str) -> Option<[u8; N]> {
         *byte = u8::from_str_radix(&s[2 * i..2 * i + 2], 16).ok()?;
     }
     Some(out)
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 impl TraceParent {

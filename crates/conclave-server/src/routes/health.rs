@@ -25,7 +25,7 @@ pub struct Readiness {
 }
 
 /// Longest wait for the key service's answer in `/readyz`.
-const KMS_CHECK_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(3);
+const DEPENDENCY_CHECK_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(3);
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new().routes(routes!(healthz)).routes(routes!(readyz))
@@ -45,37 +45,37 @@ async fn healthz() -> Json<Health> {
 ))]
 async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Readiness>) {
     // A KMS that retries a failing vault must not hold the probe past a typical probe timeout.
-    let keys = async {
-        match tokio::time::timeout(KMS_CHECK_TIMEOUT, state.core.keys_ready()).await {
-            Ok(result) => result.map_err(|e| e.to_string()),
-            Err(_) => Err(format!("no answer within {} s", KMS_CHECK_TIMEOUT.as_secs())),
-        }
-    };
-    let objects = async {
-        match tokio::time::timeout(KMS_CHECK_TIMEOUT, state.core.objects_ready()).await {
-            Ok(result) => result.map_err(|e| e.to_string()),
-            Err(_) => Err(format!("no answer within {} s", KMS_CHECK_TIMEOUT.as_secs())),
-        }
-    };
-    let (database, keys, objects) = tokio::join!(state.core.ready(), keys, objects);
-    if let Err(e) = &database {
-        tracing::warn!(error = %e, "readiness: database unavailable");
-    }
-    if let Err(e) = &keys {
-        tracing::warn!(error = %e, "readiness: key service unavailable");
-    }
+    let (database, keys, objects) = tokio::join!(
+        state.core.ready(),
+        within_check_time(state.core.keys_ready()),
+        within_check_time(state.core.objects_ready())
+    );
     let mut checks = serde_json::Map::new();
-    checks.insert("database".into(), if database.is_ok() { "ok" } else { "unavailable" }.into());
-    checks.insert("kms".into(), if keys.is_ok() { "ok" } else { "unavailable" }.into());
-    if let Err(e) = &objects {
-        tracing::warn!(error = %e, "readiness: object store unavailable");
+    for (name, what, result) in [
+        ("database", "database", database.map_err(|e| e.to_string())),
+        ("kms", "key service", keys),
+        ("object_store", "object store", objects),
+    ] {
+        if let Err(e) = &result {
+            tracing::warn!(error = %e, "readiness: {what} unavailable");
+        }
+        checks.insert(name.into(), if result.is_ok() { "ok" } else { "unavailable" }.into());
     }
-    checks.insert("object_store".into(), if objects.is_ok() { "ok" } else { "unavailable" }.into());
     // An audit event that could not be stored means changes go unrecorded: not ready until an
     // audit write succeeds again (docs/security-model.md, "Audit writes").
     let audit = state.core.audit_writable();
     checks.insert("audit_log".into(), if audit { "ok" } else { "unwritable" }.into());
-    let ok = database.is_ok() && keys.is_ok() && objects.is_ok() && audit;
+    let ok = checks.values().all(|v| v == "ok");
     let status = if ok { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
     (status, Json(Readiness { status: if ok { "ok" } else { "unavailable" }, checks }))
+}
+
+/// A dependency check bounded by [`DEPENDENCY_CHECK_TIMEOUT`].
+async fn within_check_time<E: std::fmt::Display>(
+    check: impl std::future::Future<Output = Result<(), E>>,
+) -> Result<(), String> {
+    match tokio::time::timeout(DEPENDENCY_CHECK_TIMEOUT, check).await {
+        Ok(result) => result.map_err(|e| e.to_string()),
+        Err(_) => Err(format!("no answer within {} s", DEPENDENCY_CHECK_TIMEOUT.as_secs())),
+    }
 }
