@@ -149,8 +149,12 @@ impl Conclave {
             return Err(Error::InvalidCredentials);
         }
         if let Err(e) = self.check_second_factor(tenant, &record.user, second, meta).await {
-            let reason =
-                if second.otp.is_none() && second.recovery_code.is_none() { "mfa_missing" } else { "mfa_bad_code" };
+            // Only a missing or wrong code is a failed sign-in; a key service or database that
+            // cannot answer is an outage, reported as it is.
+            if !matches!(e, Error::MfaRequired) {
+                return Err(e);
+            }
+            let reason = if second.is_empty() { "mfa_missing" } else { "mfa_bad_code" };
             self.audit(
                 tenant,
                 meta,

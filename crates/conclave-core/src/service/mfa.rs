@@ -41,7 +41,7 @@ pub struct SecondFactor<'a> {
 }
 
 impl SecondFactor<'_> {
-    fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.otp.is_none() && self.recovery_code.is_none()
     }
 }
