@@ -6,7 +6,7 @@ SHELL := bash
 CARGO ?= cargo
 export CARGO_TERM_PROGRESS_WHEN ?= never
 
-.PHONY: help run build build-release test lint fmt services azurite oidc-provider test-rust test-sdk test-fuzz bench clean
+.PHONY: help run build build-release test lint fmt services azurite oidc-provider s3-emulator test-rust test-sdk test-fuzz bench clean
 
 help:
 	@echo "make run    build Conclave and start it on http://127.0.0.1:8080 (SQLite, local data folder)"
@@ -24,7 +24,7 @@ build-release:
 	$(CARGO) build --release --locked -p conclave
 
 ## Everything CI runs: fast lints first, then the suites against the real services.
-test: lint services azurite oidc-provider test-rust test-sdk test-fuzz
+test: lint services azurite oidc-provider s3-emulator test-rust test-sdk test-fuzz
 
 VENV := .venv
 PY := $(VENV)/bin/python
@@ -58,7 +58,7 @@ $(OIDC_DIR)/node_modules/.installed: $(OIDC_DIR)/package-lock.json $(OIDC_DIR)/p
 	cd $(OIDC_DIR) && npm ci --silent --no-audit --no-fund
 	touch $@
 
-test-rust: azurite oidc-provider
+test-rust: azurite oidc-provider s3-emulator
 	@if $(CARGO) nextest --version >/dev/null 2>&1; then \
 	  $(CARGO) nextest run --workspace --locked --no-fail-fast; \
 	else \
@@ -69,6 +69,14 @@ test-rust: azurite oidc-provider
 $(VENV)/.installed: tests/sdk/requirements.txt
 	python3 -m venv $(VENV)
 	$(PY) -m pip install --quiet --disable-pip-version-check -r tests/sdk/requirements.txt
+	touch $@
+
+## moto's S3 server (PyPI), the S3-compatible store the object-store tests run against, in the
+## same venv, installed once (its own stamp).
+s3-emulator: $(VENV)/.s3-installed
+
+$(VENV)/.s3-installed: tests/s3/requirements.txt | $(VENV)/.installed
+	$(PY) -m pip install --quiet --disable-pip-version-check -r tests/s3/requirements.txt
 	touch $@
 
 ## The official openai SDK, unchanged, against the gateway of a real server.

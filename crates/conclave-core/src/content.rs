@@ -152,6 +152,19 @@ pub trait ContentCodec: Send + Sync {
         None
     }
 
+    /// Unwraps a key wrapped by the tenant's master key and forgets it: whether the configured
+    /// provider can still open it (a restored backup, a retired version). An unreachable provider
+    /// is an error, not an answer.
+    async fn check_wrapped(
+        &self,
+        _tenant: TenantId,
+        _kind: WrappedKeyKind,
+        _id: uuid::Uuid,
+        _wrapped: &[u8],
+    ) -> Result<KeyCheck> {
+        Err(no_key_hierarchy())
+    }
+
     /// Unwraps a key wrapped by the tenant's master key and wraps it again under the current
     /// master-key version: the new bytes and that version. Content is not touched.
     async fn rewrap(
@@ -163,6 +176,14 @@ pub trait ContentCodec: Send + Sync {
     ) -> Result<(Vec<u8>, u32)> {
         Err(no_key_hierarchy())
     }
+}
+
+/// Whether a wrapped key opens with the configured master key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeyCheck {
+    Opens,
+    /// It never will with this provider: why (retired or unknown version, revoked, altered).
+    Unreadable(String),
 }
 
 fn no_key_hierarchy() -> Error {

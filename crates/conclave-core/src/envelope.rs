@@ -14,7 +14,7 @@ use conclave_crypto::{
     Binding, CryptoError, FieldName, Key, KeyCache, KeyId, KeyProvider, KeyRef, Purpose, WrappedKey,
 };
 
-use crate::content::{ContentCodec, PlaintextCodec, SealScope, Sealed, FORMAT_PLAINTEXT};
+use crate::content::{ContentCodec, KeyCheck, PlaintextCodec, SealScope, Sealed, FORMAT_PLAINTEXT};
 use crate::error::{Error, Result};
 use crate::ids::{ConversationId, DocumentId, LibraryId, TenantId, UserId};
 use crate::libraries::WrappedKeyKind;
@@ -297,6 +297,24 @@ impl ContentCodec for EnvelopeCodec {
         Some(self.provider.clone())
     }
 
+    async fn check_wrapped(
+        &self,
+        tenant: TenantId,
+        kind: WrappedKeyKind,
+        id: uuid::Uuid,
+        wrapped: &[u8],
+    ) -> Result<KeyCheck> {
+        let opened = match WrappedKey::parse(wrapped) {
+            Ok(wrapped) => self.provider.unwrap(tenant.0, &wrapped, &master_binding(tenant, kind, id)).await.map(drop),
+            Err(e) => Err(e),
+        };
+        match opened {
+            Ok(()) => Ok(KeyCheck::Opens),
+            Err(e @ CryptoError::KeyUnavailable(_)) => Err(key_error(e)),
+            Err(e) => Ok(KeyCheck::Unreadable(e.to_string())),
+        }
+    }
+
     async fn rewrap(
         &self,
         tenant: TenantId,
@@ -304,16 +322,21 @@ impl ContentCodec for EnvelopeCodec {
         id: uuid::Uuid,
         wrapped: &[u8],
     ) -> Result<(Vec<u8>, u32)> {
-        let binding = match kind {
-            WrappedKeyKind::Tenant => Binding::tek(tenant.0),
-            WrappedKeyKind::Library => Binding::lek(tenant.0, id),
-            WrappedKeyKind::Conversation => Binding::cek(tenant.0, id),
-        };
+        let binding = master_binding(tenant, kind, id);
         let old = WrappedKey::parse(wrapped).map_err(integrity)?;
         let key = self.provider.unwrap(tenant.0, &old, &binding).await.map_err(key_error)?;
         let new = self.provider.wrap(tenant.0, &key, &binding).await.map_err(key_error)?;
         self.wrapped.lock().unwrap_or_else(|e| e.into_inner()).clear();
         Ok((new.to_bytes(), new.kek().version))
+    }
+}
+
+/// What a key wrapped by the tenant's master key is bound to.
+fn master_binding(tenant: TenantId, kind: WrappedKeyKind, id: uuid::Uuid) -> Binding {
+    match kind {
+        WrappedKeyKind::Tenant => Binding::tek(tenant.0),
+        WrappedKeyKind::Library => Binding::lek(tenant.0, id),
+        WrappedKeyKind::Conversation => Binding::cek(tenant.0, id),
     }
 }
 

@@ -194,8 +194,8 @@ pub trait LibraryStore: Send + Sync {
     /// Deletes the document and its versions (their keys with them) unless its library is on
     /// legal hold (`Constraint("legal_hold")`). Returns the object keys to remove.
     async fn delete_document(&self, tenant: TenantId, id: DocumentId) -> StoreResult<Vec<String>>;
-    /// Whether any version row names this object (the orphan sweep's check).
-    async fn object_in_use(&self, object_key: &str) -> StoreResult<bool>;
+    /// Every object the tenant's document versions name, in key order (what a backup copies).
+    async fn document_objects(&self, tenant: TenantId) -> StoreResult<Vec<String>>;
 }
 
 /// The kinds of key wrapped directly by a tenant's master key (KEK).

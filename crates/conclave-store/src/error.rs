@@ -11,6 +11,8 @@ pub enum ConnectError {
     Unreachable { backend: &'static str, detail: String },
     #[error("database migration failed: {0}")]
     Migration(String),
+    #[error("{0}")]
+    Unsupported(String),
 }
 
 pub(crate) fn store_error(e: sqlx::Error) -> StoreError {

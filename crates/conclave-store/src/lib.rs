@@ -136,6 +136,26 @@ impl Database {
         result.map_err(|e| ConnectError::Migration(e.to_string()))
     }
 
+    /// Writes a consistent copy of the embedded database to `path` (SQLite's `VACUUM INTO`: one
+    /// read transaction, so writers carry on and the copy is what was committed when it began).
+    /// `path` must not exist. PostgreSQL has its own tools (`pg_dump`, point-in-time restore).
+    pub async fn snapshot_into(&self, path: &Path) -> Result<(), ConnectError> {
+        let Database::Sqlite(s) = self else {
+            return Err(ConnectError::Unsupported(
+                "a snapshot is taken of the embedded SQLite database only; back PostgreSQL up with pg_dump or its point-in-time restore".into(),
+            ));
+        };
+        let target = path
+            .to_str()
+            .ok_or_else(|| ConnectError::Unsupported(format!("{} is not a UTF-8 path", path.display())))?;
+        sqlx::query("VACUUM INTO $1")
+            .bind(target)
+            .execute(&s.pool)
+            .await
+            .map_err(|e| ConnectError::Unreachable { backend: "SQLite", detail: error::describe(&e) })?;
+        Ok(())
+    }
+
     pub fn backend(&self) -> &'static str {
         match self {
             Database::Sqlite(_) => "sqlite",

@@ -508,13 +508,12 @@ macro_rules! library_store_impl {
                 Ok(objects)
             }
 
-            async fn object_in_use(&self, object_key: &str) -> StoreResult<bool> {
-                let found: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM document_versions WHERE object_key = $1")
-                    .bind(object_key)
-                    .fetch_one(&self.pool)
+            async fn document_objects(&self, tenant: TenantId) -> StoreResult<Vec<String>> {
+                sqlx::query_scalar("SELECT object_key FROM document_versions WHERE tenant_id = $1 ORDER BY object_key")
+                    .bind(tenant.0)
+                    .fetch_all(&self.pool)
                     .await
-                    .map_err(store_error)?;
-                Ok(found > 0)
+                    .map_err(store_error)
             }
         }
 

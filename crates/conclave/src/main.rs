@@ -1,6 +1,7 @@
 //! The `conclave` command: `serve`, `migrate`, `check-config`, `admin create`, `keys` and `audit`.
 
 mod audit_cli;
+mod backup_cli;
 mod checkpoint_sink;
 mod clamd;
 mod config;
@@ -46,6 +47,18 @@ enum Command {
     Keys {
         #[command(subcommand)]
         command: keys_cli::KeysCommand,
+    },
+    /// Copies the embedded database and the document objects into a new folder, with a manifest
+    /// of digests; never a master key. The server may keep running.
+    Backup {
+        /// A new or empty folder outside the data folder.
+        folder: PathBuf,
+    },
+    /// Restores a backup into an empty data folder, after checking every file against the
+    /// manifest and every key against the configured master key.
+    Restore {
+        /// A folder written by `conclave backup`.
+        folder: PathBuf,
     },
     /// The audit log: offline verification, the checkpoint public key, export.
     Audit {
@@ -139,6 +152,8 @@ fn main() -> ExitCode {
                     }
                     Command::Keys { command } => keys_cli::run(config, command).await,
                     Command::Audit { command } => audit_cli::run(config, command).await,
+                    Command::Backup { folder } => backup_cli::backup(config, folder).await,
+                    Command::Restore { folder } => backup_cli::restore(config, folder).await,
                     Command::CheckConfig => unreachable!("handled above"),
                 }
             });

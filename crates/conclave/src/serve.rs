@@ -150,8 +150,32 @@ async fn content_codec(
     config: &Config,
     store: Arc<dyn conclave_core::store::Store>,
 ) -> anyhow::Result<Arc<dyn ContentCodec>> {
+    refuse_a_new_key_file_for_old_keys(config, store.as_ref()).await?;
     let provider = key_provider(config).await?;
     Ok(Arc::new(EnvelopeCodec::new(store, provider, Duration::from_secs(config.keys.cache_seconds))))
+}
+
+/// The local key file is created on first start; but a database that already holds wrapped
+/// keys was started with a key file before, and a new one could open none of them. Stop and name
+/// the file instead (a restored backup without its key file, a key file moved away).
+async fn refuse_a_new_key_file_for_old_keys(
+    config: &Config,
+    store: &dyn conclave_core::store::Store,
+) -> anyhow::Result<()> {
+    let path = config.key_file();
+    if config.keys.provider != "local" || path.exists() {
+        return Ok(());
+    }
+    let tenants = store.tenants_with_keys().await.map_err(|e| anyhow::anyhow!("{e}")).context("database")?;
+    if !tenants.is_empty() {
+        bail!(
+            "the local key file {} is missing, but the database holds keys of {} tenant(s) wrapped by a key file: \
+             put that key file back (or point CONCLAVE_KEY_FILE at it); a new one would open none of them",
+            path.display(),
+            tenants.len()
+        );
+    }
+    Ok(())
 }
 
 // --- Azure: Key Vault key provider, Entra ID credential (conclave-azure) ---
@@ -308,7 +332,11 @@ pub async fn migrate(config: Config) -> anyhow::Result<()> {
 /// The services on the configured database, object store and key provider, without serving:
 /// for the command-line tools.
 pub(crate) async fn offline_core(config: &Config) -> anyhow::Result<Arc<Conclave>> {
-    let db = open_database(config).await?;
+    core_on(config, &open_database(config).await?).await
+}
+
+/// The services on `db` (whose pool the caller may close when done with them).
+pub(crate) async fn core_on(config: &Config, db: &Database) -> anyhow::Result<Arc<Conclave>> {
     let store = db.clone().into_store();
     let codec = content_codec(config, store.clone()).await?;
     Conclave::new(

@@ -5,6 +5,7 @@ pub mod admin;
 pub mod agents;
 pub mod api_keys;
 pub mod audit;
+pub mod backup;
 pub mod conversations;
 pub mod documents;
 pub mod events;

@@ -44,6 +44,11 @@ pub struct SweepReport {
     pub left: usize,
 }
 
+/// Whether `location` is a document object's key (what backups copy and restores accept).
+pub(crate) fn is_document_object(location: &Path) -> bool {
+    document_object(location).is_some()
+}
+
 /// The ids in a document object's key (`tenants/{t}/libraries/{l}/documents/{d}/v{n}-{uuid}`, as
 /// `Objects::new_key` makes them); `None` for anything else, which the sweep never touches.
 fn document_object(location: &Path) -> Option<(TenantId, LibraryId, DocumentId)> {

@@ -133,11 +133,15 @@ async fn document_versions_conflicts_and_deletion(store: &dyn Store) {
     assert_eq!(page.items.len(), 1);
     let rest = store.list_documents(tenant, l.id, PageRequest { limit: 10, after: page.next }).await.unwrap();
     assert_eq!(rest.items.len(), 1);
-    assert!(store.object_in_use(&versions[0].object_key).await.unwrap());
+    let mut named: Vec<String> = [&versions[0], &versions[1]].iter().map(|v| v.object_key.clone()).collect();
+    named.push(store.list_document_versions(tenant, other.id).await.unwrap()[0].object_key.clone());
+    named.sort();
+    assert_eq!(store.document_objects(tenant).await.unwrap(), named);
+    assert_eq!(store.document_objects(TenantId::new()).await.unwrap(), Vec::<String>::new());
 
     let objects = store.delete_document(tenant, d.id).await.unwrap();
     assert_eq!(objects.len(), 2);
-    assert!(!store.object_in_use(&versions[0].object_key).await.unwrap());
+    assert!(!store.document_objects(tenant).await.unwrap().contains(&versions[0].object_key));
     assert!(matches!(store.get_document(tenant, d.id).await, Err(StoreError::NotFound)));
     assert!(matches!(store.delete_document(tenant, d.id).await, Err(StoreError::NotFound)));
 
