@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use serde_json::Value;
 
-use crate::app::{s, Backend, TestApp};
+use crate::app::{run_cli, s, Backend, TempDir, TestApp, TestAppBuilder};
 
 const BUCKET: &str = "documents";
 
@@ -70,18 +70,31 @@ impl Drop for Moto {
     }
 }
 
+impl Moto {
+    /// The variables that point Conclave at the bucket.
+    fn env(&self) -> Vec<(String, String)> {
+        [
+            ("CONCLAVE_OBJECT_STORE_URL", format!("s3://{BUCKET}")),
+            ("AWS_ENDPOINT", self.base.clone()),
+            ("AWS_ALLOW_HTTP", "true".to_owned()),
+            ("AWS_ACCESS_KEY_ID", "conclave-test".to_owned()),
+            ("AWS_SECRET_ACCESS_KEY", "conclave-test-secret".to_owned()),
+            ("AWS_REGION", "us-east-1".to_owned()),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v))
+        .collect()
+    }
+}
+
+fn on_s3(moto: &Moto) -> TestAppBuilder {
+    moto.env().into_iter().fold(TestApp::builder(Backend::Sqlite), |b, (k, v)| b.env(&k, v))
+}
+
 #[tokio::test]
 async fn documents_on_s3_through_moto() -> Result<()> {
     let moto = Moto::start().await?;
-    let app = TestApp::builder(Backend::Sqlite)
-        .env("CONCLAVE_OBJECT_STORE_URL", format!("s3://{BUCKET}"))
-        .env("AWS_ENDPOINT", moto.base.clone())
-        .env("AWS_ALLOW_HTTP", "true")
-        .env("AWS_ACCESS_KEY_ID", "conclave-test")
-        .env("AWS_SECRET_ACCESS_KEY", "conclave-test-secret")
-        .env("AWS_REGION", "us-east-1")
-        .start()
-        .await?;
+    let app = on_s3(&moto).start().await?;
     let admin = app.admin().await?;
     let lib: Value = app
         .post("/api/v1/libraries")
@@ -129,11 +142,40 @@ async fn documents_on_s3_through_moto() -> Result<()> {
     let old = app.get(&format!("/api/v1/documents/{id}/content?version=1")).bearer_auth(&admin.token).send().await?;
     assert_eq!(old.bytes().await?.len(), v1.len());
 
+    // A backup reads both objects out of the bucket.
+    let data = PathBuf::from(app.site_var("CONCLAVE_DATA_DIR").expect("a data folder"));
+    let key_file = data.join("keys").join("conclave-kek.json");
+    let scratch = TempDir::new()?;
+    let backup = scratch.path().join("backup");
+    let mut site = moto.env();
+    site.push(("CONCLAVE_DATA_DIR".into(), data.display().to_string()));
+    let taken = run_cli(&["backup", &backup.display().to_string()], &site, Duration::from_secs(120)).await?;
+    assert!(taken.status.success() && taken.stdout.contains("2 objects"), "{taken}");
+
     let deleted = app.delete(&format!("/api/v1/documents/{id}")).bearer_auth(&admin.token).send().await?;
     assert_eq!(deleted.status(), 204);
     assert!(moto.keys().await?.is_empty(), "both versions' objects are removed");
     let gone = app.get(&format!("/api/v1/documents/{id}/content")).bearer_auth(&admin.token).send().await?;
     assert_eq!(gone.status(), 404);
     assert_eq!(app.get("/readyz").send().await?.status(), 200);
+    let _site = app.into_site();
+
+    // Restored into a new data folder, the objects go back into the bucket in parts.
+    let restored = scratch.path().join("restored");
+    let mut env = moto.env();
+    env.push(("CONCLAVE_DATA_DIR".into(), restored.display().to_string()));
+    env.push(("CONCLAVE_KEY_FILE".into(), key_file.display().to_string()));
+    let done = run_cli(&["restore", &backup.display().to_string()], &env, Duration::from_secs(120)).await?;
+    assert!(done.status.success(), "{done}");
+    assert_eq!(moto.keys().await?.len(), 2);
+    let app = on_s3(&moto)
+        .env("CONCLAVE_DATA_DIR", restored.display().to_string())
+        .env("CONCLAVE_KEY_FILE", key_file.display().to_string())
+        .start()
+        .await?;
+    let admin = app.login(&admin.email, &admin.password).await?;
+    let back = app.get(&format!("/api/v1/documents/{id}/content?version=1")).bearer_auth(&admin.token).send().await?;
+    assert_eq!(back.status(), 200);
+    assert!(back.bytes().await?.as_ref() == v1.as_slice(), "the restored document equals the upload");
     Ok(())
 }
