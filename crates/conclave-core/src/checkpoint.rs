@@ -7,7 +7,7 @@
 //! event; a checkpoint kept outside the database also shows the newest events removed (with the
 //! tenant's counter reset) and a chain rewritten from some point with recomputed hashes.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -201,9 +201,16 @@ pub struct Checkpointer {
     pub signer: Arc<dyn CheckpointSigner>,
     pub sinks: Vec<Arc<dyn CheckpointSink>>,
     pub every: Duration,
+    /// The newest checkpointed sequence number seen per tenant, so a tenant whose log has not
+    /// moved costs no database read.
+    checkpointed: std::sync::Mutex<HashMap<TenantId, i64>>,
 }
 
 impl Checkpointer {
+    pub fn new(signer: Arc<dyn CheckpointSigner>, sinks: Vec<Arc<dyn CheckpointSink>>, every: Duration) -> Self {
+        Self { signer, sinks, every, checkpointed: Default::default() }
+    }
+
     /// Signs the tenant's head as of now.
     pub async fn sign(&self, tenant: TenantId, seq: i64, head: Vec<u8>) -> Result<AuditCheckpoint> {
         let mut checkpoint = AuditCheckpoint {
@@ -223,21 +230,55 @@ impl Checkpointer {
     /// Writes a checkpoint for every tenant whose log moved since its last one: to every sink
     /// first, then to the database (so a checkpoint in the database was also written outside it;
     /// a failed sink is retried on the next round). Returns how many were written.
+    ///
+    /// One tenant's failure does not hold the others back: every tenant is tried, and the first
+    /// error is returned after the round.
     pub async fn run_once(&self, store: &dyn Store) -> Result<usize> {
         let mut written = 0;
+        let mut first_error = None;
         for (tenant, seq, head) in store.audit_heads().await? {
             let Some(head) = head.filter(|_| seq > 0) else { continue };
-            if store.latest_checkpoint(tenant).await?.is_some_and(|c| c.seq >= seq) {
-                continue;
+            match self.checkpoint_tenant(store, tenant, seq, head).await {
+                Ok(true) => written += 1,
+                Ok(false) => {}
+                Err(e) => {
+                    tracing::warn!(%tenant, error = %e, "an audit checkpoint could not be written; retried next round");
+                    first_error.get_or_insert(e);
+                }
             }
-            let checkpoint = self.sign(tenant, seq, head).await?;
-            for sink in &self.sinks {
-                sink.append(&checkpoint).await?;
-            }
-            store.append_checkpoint(&checkpoint).await?;
-            written += 1;
         }
-        Ok(written)
+        first_error.map_or(Ok(written), Err)
+    }
+
+    /// Checkpoints the tenant at `seq` unless a checkpoint already covers it: known in memory,
+    /// else read from the database (another replica may have written it).
+    async fn checkpoint_tenant(&self, store: &dyn Store, tenant: TenantId, seq: i64, head: Vec<u8>) -> Result<bool> {
+        if self.known(tenant).is_some_and(|known| known >= seq) {
+            return Ok(false);
+        }
+        if let Some(latest) = store.latest_checkpoint(tenant).await? {
+            self.remember(tenant, latest.seq);
+            if latest.seq >= seq {
+                return Ok(false);
+            }
+        }
+        let checkpoint = self.sign(tenant, seq, head).await?;
+        for sink in &self.sinks {
+            sink.append(&checkpoint).await?;
+        }
+        store.append_checkpoint(&checkpoint).await?;
+        self.remember(tenant, seq);
+        Ok(true)
+    }
+
+    fn known(&self, tenant: TenantId) -> Option<i64> {
+        self.checkpointed.lock().unwrap_or_else(|e| e.into_inner()).get(&tenant).copied()
+    }
+
+    fn remember(&self, tenant: TenantId, seq: i64) {
+        let mut map = self.checkpointed.lock().unwrap_or_else(|e| e.into_inner());
+        let entry = map.entry(tenant).or_insert(seq);
+        *entry = (*entry).max(seq);
     }
 }
 

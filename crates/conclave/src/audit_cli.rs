@@ -99,13 +99,9 @@ async fn checkpoint_signer(config: &Config) -> anyhow::Result<Arc<dyn conclave_c
 pub async fn start_checkpoints(config: &Config, core: &Conclave) -> anyhow::Result<()> {
     let signer = checkpoint_signer(config).await?;
     let location = config.checkpoint_location();
-    let sink = crate::checkpoint_sink::open(&location)?;
+    let sink = crate::checkpoint_sink::open(config, &location)?;
     tracing::info!(sink = %location, key_id = %signer.key_id(), every_seconds = config.audit.checkpoint_seconds, "audit checkpoints on");
-    core.set_checkpointer(Checkpointer {
-        signer,
-        sinks: vec![sink],
-        every: Duration::from_secs(config.audit.checkpoint_seconds),
-    });
+    core.set_checkpointer(Checkpointer::new(signer, vec![sink], Duration::from_secs(config.audit.checkpoint_seconds)));
     Ok(())
 }
 
@@ -137,7 +133,7 @@ async fn verify(
     let store = db.clone().into_store();
     let explicit = checkpoints.is_some();
     let location = checkpoints.unwrap_or_else(|| config.checkpoint_location());
-    let kept: Vec<SourcedCheckpoint> = match crate::checkpoint_sink::read_all(&location).await {
+    let kept: Vec<SourcedCheckpoint> = match crate::checkpoint_sink::read_all(config, &location).await {
         Ok(found) => found,
         Err(e) if !explicit => {
             println!("note: no checkpoints read from {location} ({e:#}); checking those in the database only");

@@ -12,6 +12,8 @@ use futures::TryStreamExt as _;
 use object_store::path::Path as ObjectPath;
 use object_store::{ObjectStore, ObjectStoreExt as _, PutMode, PutOptions, PutPayload};
 
+use crate::config::Config;
+
 /// A location is an object store URL when it has a scheme (`az://`, `s3://`, `file://`,
 /// `memory://`); anything else is a folder.
 fn is_url(location: &str) -> bool {
@@ -19,18 +21,18 @@ fn is_url(location: &str) -> bool {
 }
 
 /// The sink for a location (see [`crate::config::Config::checkpoint_location`]).
-pub fn open(location: &str) -> anyhow::Result<Arc<dyn CheckpointSink>> {
+pub fn open(config: &Config, location: &str) -> anyhow::Result<Arc<dyn CheckpointSink>> {
     if is_url(location) {
-        Ok(Arc::new(ObjectStoreSink::open(location)?))
+        Ok(Arc::new(ObjectStoreSink::open(config, location)?))
     } else {
         Ok(Arc::new(FileSink::new(location)))
     }
 }
 
 /// Every checkpoint kept at a location (all tenants), each with where it was read.
-pub async fn read_all(location: &str) -> anyhow::Result<Vec<SourcedCheckpoint>> {
+pub async fn read_all(config: &Config, location: &str) -> anyhow::Result<Vec<SourcedCheckpoint>> {
     if is_url(location) {
-        ObjectStoreSink::open(location)?.read_all().await
+        ObjectStoreSink::open(config, location)?.read_all().await
     } else {
         let dir = std::path::PathBuf::from(location);
         if !dir.exists() {
@@ -52,17 +54,20 @@ pub struct ObjectStoreSink {
 }
 
 impl ObjectStoreSink {
-    /// Credentials and options come from the environment (`AZURE_STORAGE_*`, `AWS_*`), as the
-    /// `object_store` crate names them.
-    pub fn open(url: &str) -> anyhow::Result<Self> {
+    /// Azure Blob and S3 are reached as the document store is (`crate::serve::remote_store`:
+    /// the `AZURE_*` / `AWS_*` variables, Entra ID tokens with `CONCLAVE_OBJECT_STORE_AUTH=entra`);
+    /// the path after the container is the prefix. `file://` and `memory://` for tests.
+    pub fn open(config: &Config, url: &str) -> anyhow::Result<Self> {
         let parsed = url::Url::parse(url).with_context(|| format!("checkpoint URL {url}"))?;
-        let options: Vec<(String, String)> = std::env::vars()
-            .filter(|(k, _)| k.starts_with("AZURE_") || k.starts_with("AWS_") || k.starts_with("OBJECT_STORE_"))
-            .map(|(k, v)| (k.to_ascii_lowercase(), v))
-            .collect();
-        let (store, prefix) =
-            object_store::parse_url_opts(&parsed, options).with_context(|| format!("checkpoint container {url}"))?;
-        Ok(Self::new(Arc::from(store), prefix, url))
+        let (scheme, prefix) =
+            object_store::ObjectStoreScheme::parse(&parsed).with_context(|| format!("checkpoint URL {url}"))?;
+        let store = match scheme {
+            object_store::ObjectStoreScheme::Local | object_store::ObjectStoreScheme::Memory => {
+                Arc::from(object_store::parse_url(&parsed).with_context(|| format!("checkpoint container {url}"))?.0)
+            }
+            _ => crate::serve::remote_store(config, url).with_context(|| format!("checkpoint container {url}"))?,
+        };
+        Ok(Self::new(store, prefix, url))
     }
 
     pub fn new(store: Arc<dyn ObjectStore>, prefix: ObjectPath, url: &str) -> Self {
@@ -160,10 +165,10 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("conclave-cp-os-{}", uuid::Uuid::new_v4()));
         std::fs::create_dir_all(&dir).unwrap();
         let url = format!("file://{}", dir.display());
-        let sink = open(&url).unwrap();
+        let sink = open(&Config::default(), &url).unwrap();
         sink.append(&checkpoint(1)).await.unwrap();
         assert!(sink.append(&checkpoint(1)).await.is_err());
-        let read = read_all(&url).await.unwrap();
+        let read = read_all(&Config::default(), &url).await.unwrap();
         assert_eq!(read.len(), 1);
         std::fs::remove_dir_all(dir).ok();
     }

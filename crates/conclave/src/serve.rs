@@ -77,6 +77,15 @@ pub(crate) fn object_store(config: &Config) -> anyhow::Result<Objects> {
     }
     let parsed = url::Url::parse(url).context("CONCLAVE_OBJECT_STORE_URL is not a URL")?;
     let describe = format!("{}://{}{}", parsed.scheme(), parsed.host_str().unwrap_or_default(), parsed.path());
+    let store = remote_store(config, url).context("CONCLAVE_OBJECT_STORE_URL")?;
+    Ok(Objects::new(store, describe))
+}
+
+/// Azure Blob (`az://`, with Entra ID tokens when `CONCLAVE_OBJECT_STORE_AUTH=entra`) or S3
+/// (`s3://`) at `url`, credentials from the `AZURE_*` / `AWS_*` variables: document content and
+/// audit checkpoints alike.
+pub(crate) fn remote_store(config: &Config, url: &str) -> anyhow::Result<Arc<dyn object_store::ObjectStore>> {
+    let parsed = url::Url::parse(url).with_context(|| format!("{url} is not a URL"))?;
     let store: Arc<dyn object_store::ObjectStore> = match parsed.scheme() {
         "az" | "azure" | "abfs" | "abfss" | "adl" | "https" if !url.contains("amazonaws.com") => {
             let mut builder = object_store::azure::MicrosoftAzureBuilder::from_env().with_url(url);
@@ -87,17 +96,14 @@ pub(crate) fn object_store(config: &Config) -> anyhow::Result<Objects> {
                     builder.with_credentials(conclave_azure::blob::BlobTokenProvider::new(credential).into_provider());
                 tracing::info!("Azure Blob with Entra ID tokens");
             }
-            Arc::new(builder.build().context("CONCLAVE_OBJECT_STORE_URL (Azure Blob; AZURE_STORAGE_* variables)")?)
+            Arc::new(builder.build().context("Azure Blob (AZURE_STORAGE_* variables)")?)
         }
         "s3" | "s3a" | "https" => Arc::new(
-            object_store::aws::AmazonS3Builder::from_env()
-                .with_url(url)
-                .build()
-                .context("CONCLAVE_OBJECT_STORE_URL (S3; AWS_* variables)")?,
+            object_store::aws::AmazonS3Builder::from_env().with_url(url).build().context("S3 (AWS_* variables)")?,
         ),
-        other => anyhow::bail!("CONCLAVE_OBJECT_STORE_URL: '{other}://' is not supported (file://, az://, s3://)"),
+        other => anyhow::bail!("'{other}://' is not supported (file://, az://, s3://)"),
     };
-    Ok(Objects::new(store, describe))
+    Ok(store)
 }
 
 /// The OIDC issuer's verifier and the claim mappings, when an issuer is configured. The issuer

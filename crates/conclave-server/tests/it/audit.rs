@@ -117,11 +117,11 @@ async fn checkpoints(h: &Harness, dir: &std::path::Path) -> Vec<u8> {
     use conclave_crypto::CheckpointSigner as _;
     let signer = conclave_crypto::LocalKeyProvider::ephemeral().checkpoint_signer().await.unwrap();
     let public = signer.public_key().await.unwrap();
-    h.core.set_checkpointer(conclave_core::checkpoint::Checkpointer {
-        signer: std::sync::Arc::new(signer),
-        sinks: vec![std::sync::Arc::new(conclave_core::checkpoint::FileSink::new(dir))],
-        every: std::time::Duration::from_secs(3600),
-    });
+    h.core.set_checkpointer(conclave_core::checkpoint::Checkpointer::new(
+        std::sync::Arc::new(signer),
+        vec![std::sync::Arc::new(conclave_core::checkpoint::FileSink::new(dir))],
+        std::time::Duration::from_secs(3600),
+    ));
     public
 }
 
@@ -311,4 +311,74 @@ async fn an_unwritable_audit_log_fails_readiness_until_a_write_succeeds() {
     let ready = h.call(Method::GET, "/readyz", None, None).await;
     assert_eq!(ready.status, StatusCode::OK, "{}", ready.body);
     let _ = db.close().await;
+}
+
+/// A sink that refuses one tenant's checkpoints until told otherwise.
+struct RefusingSink {
+    inner: conclave_core::checkpoint::FileSink,
+    refused: std::sync::Mutex<Option<conclave_core::ids::TenantId>>,
+}
+
+#[async_trait::async_trait]
+impl conclave_core::checkpoint::CheckpointSink for RefusingSink {
+    fn describe(&self) -> String {
+        "refusing".into()
+    }
+
+    async fn append(&self, c: &conclave_core::records::AuditCheckpoint) -> conclave_core::Result<()> {
+        if *self.refused.lock().unwrap() == Some(c.tenant_id) {
+            return Err(conclave_core::Error::Unavailable { service: "test sink", detail: "refused".into() });
+        }
+        self.inner.append(c).await
+    }
+}
+
+#[tokio::test]
+async fn one_tenants_failed_checkpoint_holds_no_other_tenant_back_and_is_retried() {
+    let h = Harness::new().await;
+    let (admin, _) = h.signup("admin@example.com").await;
+    agents(&h, &admin, 1).await;
+    let store = h.core.store().clone();
+    let other = store.create_tenant("Other firm").await.unwrap();
+    let event = |n: usize| conclave_core::records::NewAuditEvent {
+        tenant_id: other.id,
+        id: conclave_core::ids::AuditEventId::new(),
+        at: conclave_core::clock::now(),
+        actor_id: None,
+        actor_kind: "system",
+        action: "test.event",
+        resource_type: "test",
+        resource_id: Some(n.to_string()),
+        outcome: conclave_core::records::Outcome::Success,
+        ip: None,
+        request_id: None,
+        detail: None,
+    };
+    store.append_audit(&event(1)).await.unwrap();
+
+    let dir = std::env::temp_dir().join(format!("conclave-cp-it-{}", crate::harness::uuid()));
+    let signer = conclave_crypto::LocalKeyProvider::ephemeral().checkpoint_signer().await.unwrap();
+    let sink = std::sync::Arc::new(RefusingSink {
+        inner: conclave_core::checkpoint::FileSink::new(&dir),
+        refused: std::sync::Mutex::new(Some(other.id)),
+    });
+    h.core.set_checkpointer(conclave_core::checkpoint::Checkpointer::new(
+        std::sync::Arc::new(signer),
+        vec![sink.clone()],
+        std::time::Duration::from_secs(3600),
+    ));
+
+    assert!(h.core.write_checkpoints().await.is_err(), "the refused tenant's failure is reported");
+    let tenants: Vec<_> = store.audit_heads().await.unwrap().into_iter().map(|(t, ..)| t).collect();
+    let first = tenants.iter().find(|t| **t != other.id).copied().expect("the first tenant");
+    assert!(store.latest_checkpoint(first).await.unwrap().is_some(), "the other tenant was checkpointed anyway");
+    assert!(store.latest_checkpoint(other.id).await.unwrap().is_none());
+
+    *sink.refused.lock().unwrap() = None;
+    assert_eq!(h.core.write_checkpoints().await.unwrap(), 1, "retried next round");
+    assert_eq!(h.core.write_checkpoints().await.unwrap(), 0, "nothing moved since");
+    store.append_audit(&event(2)).await.unwrap();
+    assert_eq!(h.core.write_checkpoints().await.unwrap(), 1, "a moved log is checkpointed again");
+    assert_eq!(store.latest_checkpoint(other.id).await.unwrap().map(|c| c.seq), Some(2));
+    let _ = std::fs::remove_dir_all(dir);
 }
