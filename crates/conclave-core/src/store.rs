@@ -180,6 +180,16 @@ pub trait Store: LibraryStore + KeyStore + Send + Sync + 'static {
     ) -> StoreResult<Page<SessionRecord>>;
     /// Refuses the user's single sign-on tokens issued before `at`; never moves the cut-off back.
     async fn set_tokens_valid_after(&self, tenant: TenantId, user: UserId, at: OffsetDateTime) -> StoreResult<()>;
+    /// In one transaction: ends every session of the tenant but `keep`, and moves every user's
+    /// single sign-on cut-off to `at` but `except`'s. Returns (users in the tenant, sessions
+    /// ended).
+    async fn revoke_tenant_sessions(
+        &self,
+        tenant: TenantId,
+        except: UserId,
+        keep: Option<SessionId>,
+        at: OffsetDateTime,
+    ) -> StoreResult<(u64, u64)>;
 
     // --- API keys -------------------------------------------------------------------------
     async fn create_api_key(&self, record: &ApiKeyRecord) -> StoreResult<()>;

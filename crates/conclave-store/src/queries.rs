@@ -924,6 +924,44 @@ macro_rules! store_impl {
                 expect_one(r.rows_affected())
             }
 
+            async fn revoke_tenant_sessions(
+                &self,
+                tenant: TenantId,
+                except: UserId,
+                keep: Option<SessionId>,
+                at: OffsetDateTime,
+            ) -> StoreResult<(u64, u64)> {
+                let mut tx = self.pool.begin().await.map_err(store_error)?;
+                let sessions = sqlx::query(
+                    "UPDATE sessions SET revoked_at = $2 WHERE tenant_id = $1 AND revoked_at IS NULL \
+                     AND ($3 IS NULL OR session_id <> $3)",
+                )
+                .bind(tenant.0)
+                .bind(now())
+                .bind(keep.map(|s| s.0))
+                .execute(&mut *tx)
+                .await
+                .map_err(store_error)?
+                .rows_affected();
+                sqlx::query(
+                    "UPDATE users SET tokens_valid_after = CASE WHEN tokens_valid_after IS NULL OR tokens_valid_after < $3 \
+                     THEN $3 ELSE tokens_valid_after END WHERE tenant_id = $1 AND user_id <> $2",
+                )
+                .bind(tenant.0)
+                .bind(except.0)
+                .bind(DbTime(at))
+                .execute(&mut *tx)
+                .await
+                .map_err(store_error)?;
+                let users: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM users WHERE tenant_id = $1")
+                    .bind(tenant.0)
+                    .fetch_one(&mut *tx)
+                    .await
+                    .map_err(store_error)?;
+                tx.commit().await.map_err(store_error)?;
+                Ok((u64::try_from(users).unwrap_or(0), sessions))
+            }
+
             async fn create_api_key(&self, record: &ApiKeyRecord) -> StoreResult<()> {
                 let k = &record.key;
                 let mut tx = self.pool.begin().await.map_err(store_error)?;

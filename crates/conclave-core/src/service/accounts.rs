@@ -257,8 +257,7 @@ impl Conclave {
         if let Some(end) = cutoffs.ended(&record.session) {
             // Marked revoked so that it leaves every list and this is audited once; the
             // client is told why, so the web app can say "signed out after inactivity".
-            self.store.revoke_session(record.tenant_id, record.session_id).await?;
-            self.credentials.invalidate();
+            self.end_session(record.tenant_id, record.session_id).await?;
             let reason = match end {
                 SessionEnd::Idle => "idle_timeout",
                 SessionEnd::Lifetime => "max_lifetime",
@@ -287,8 +286,7 @@ impl Conclave {
         let rotated = record.used_at.is_none()
             && self.store.rotate_refresh(record.tenant_id, record.id, now, &[access_rec, refresh_rec]).await?;
         if !rotated {
-            self.store.revoke_session(record.tenant_id, record.session_id).await?;
-            self.credentials.invalidate();
+            self.end_session(record.tenant_id, record.session_id).await?;
             self.audit(
                 record.tenant_id,
                 meta,
@@ -306,15 +304,13 @@ impl Conclave {
     pub async fn logout(&self, refresh_token: Option<&str>, caller: Option<&Caller>, meta: &RequestMeta) -> Result<()> {
         if let Some(token) = refresh_token {
             if let Ok(record) = self.find_token(token, CredentialKind::RefreshToken).await {
-                self.store.revoke_session(record.tenant_id, record.session_id).await?;
-                self.credentials.invalidate();
+                self.end_session(record.tenant_id, record.session_id).await?;
                 self.audit(record.tenant_id, meta, AuditRecord::new("auth.logout", "session", record.session_id)).await;
             }
         }
         if let Some(caller) = caller {
             if let Some(session) = caller.principal.session_id() {
-                self.store.revoke_session(caller.tenant(), session).await?;
-                self.credentials.invalidate();
+                self.end_session(caller.tenant(), session).await?;
                 self.audit_by(caller, AuditRecord::new("auth.logout", "session", session)).await;
             }
         }
@@ -451,8 +447,7 @@ impl Conclave {
         let new = new.to_owned();
         let hash = self.blocking(move |h| h.hash(&new)).await?.map_err(Error::internal)?;
         self.store.set_password(caller.tenant(), caller.user(), &hash, false).await?;
-        self.store.revoke_user_sessions(caller.tenant(), caller.user(), Some(session)).await?;
-        self.credentials.invalidate();
+        self.end_user_sessions(caller.tenant(), caller.user(), Some(session)).await?;
         self.audit_by(caller, AuditRecord::new("user.password_change", "user", caller.user())).await;
         Ok(())
     }

@@ -100,8 +100,7 @@ impl Conclave {
         })?;
         self.credentials.invalidate();
         if patch.disabled == Some(true) {
-            self.store.revoke_user_sessions(caller.tenant(), id, None).await?;
-            self.credentials.invalidate();
+            self.end_user_sessions(caller.tenant(), id, None).await?;
         }
         self.audit_by(
             caller,
@@ -123,9 +122,7 @@ impl Conclave {
         validate_new_password("new_password", new_password, &user.email, &user.display_name)?;
         let hash = self.hash_password(new_password.to_owned()).await?;
         self.store.set_password(caller.tenant(), id, &hash, true).await?;
-        self.credentials.invalidate();
-        self.store.revoke_user_sessions(caller.tenant(), id, None).await?;
-        self.credentials.invalidate();
+        self.end_user_sessions(caller.tenant(), id, None).await?;
         self.audit_by(caller, AuditRecord::new("user.password_reset", "user", id)).await;
         Ok(())
     }

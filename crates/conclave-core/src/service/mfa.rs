@@ -159,8 +159,7 @@ impl Conclave {
         if !self.store.delete_mfa(caller.tenant(), id).await? {
             return Err(Error::NotFound("MFA enrolment"));
         }
-        self.store.revoke_user_sessions(caller.tenant(), id, None).await?;
-        self.credentials.invalidate();
+        self.end_user_sessions(caller.tenant(), id, None).await?;
         self.audit_by(caller, AuditRecord::new("mfa.reset", "user", id)).await;
         Ok(())
     }

@@ -8,7 +8,7 @@ use time::OffsetDateTime;
 
 use crate::app::{AuditRecord, Conclave};
 use crate::error::{Error, Result};
-use crate::ids::{SessionId, UserId};
+use crate::ids::{SessionId, TenantId, UserId};
 use crate::page::{Page, PageRequest};
 use crate::policy;
 use crate::principal::Caller;
@@ -89,10 +89,12 @@ impl Conclave {
             Some(id.to_string()),
         )
         .await?;
-        if !self.store.revoke_own_session(caller.tenant(), caller.user(), id).await? {
+        let revoked = self.store.revoke_own_session(caller.tenant(), caller.user(), id).await;
+        // Whatever the outcome, nothing cached may outlive a revocation attempt's effect.
+        self.credentials.invalidate();
+        if !revoked? {
             return Err(Error::NotFound("session"));
         }
-        self.credentials.invalidate();
         self.audit_by(caller, AuditRecord::new("session.revoked", "session", id)).await;
         Ok(())
     }
@@ -145,25 +147,10 @@ impl Conclave {
             return Err(Error::field("confirm", "Set confirm to true: this signs every user of the organisation out."));
         }
         let now = crate::clock::now();
-        let (mut users, mut revoked_sessions) = (0u64, 0u64);
-        let mut page = PageRequest { limit: 500, after: None };
-        loop {
-            let batch = self.store.list_users(caller.tenant(), page).await?;
-            for user in &batch.items {
-                let own = user.id == caller.user();
-                let keep = if own { caller.principal.session_id() } else { None };
-                revoked_sessions += self.store.revoke_user_sessions(caller.tenant(), user.id, keep).await?;
-                if !own {
-                    self.store.set_tokens_valid_after(caller.tenant(), user.id, now).await?;
-                }
-                users += 1;
-            }
-            match batch.next {
-                Some(after) => page = PageRequest { limit: 500, after: Some(after) },
-                None => break,
-            }
-        }
+        let revoked =
+            self.store.revoke_tenant_sessions(caller.tenant(), caller.user(), caller.principal.session_id(), now).await;
         self.credentials.invalidate();
+        let (users, revoked_sessions) = revoked?;
         self.audit_by(
             caller,
             AuditRecord::new("tenant.sessions_revoked", "tenant", caller.tenant())
@@ -177,10 +164,27 @@ impl Conclave {
     /// other session ends, since one of them may belong to whoever made the change necessary.
     /// Returns how many ended, for the change's audit event.
     pub(crate) async fn end_other_sessions_after_factor_change(&self, caller: &Caller) -> Result<u64> {
-        let ended =
-            self.store.revoke_user_sessions(caller.tenant(), caller.user(), caller.principal.session_id()).await?;
+        self.end_user_sessions(caller.tenant(), caller.user(), caller.principal.session_id()).await
+    }
+
+    /// Ends one session. Every revocation goes through here or [`Self::end_user_sessions`], which
+    /// empty the credential cache as well, so a revoked session is refused at once.
+    pub(crate) async fn end_session(&self, tenant: TenantId, session: SessionId) -> Result<()> {
+        let revoked = self.store.revoke_session(tenant, session).await;
         self.credentials.invalidate();
-        Ok(ended)
+        Ok(revoked?)
+    }
+
+    /// Ends every session of the user but `keep`; returns how many ended.
+    pub(crate) async fn end_user_sessions(
+        &self,
+        tenant: TenantId,
+        user: UserId,
+        keep: Option<SessionId>,
+    ) -> Result<u64> {
+        let ended = self.store.revoke_user_sessions(tenant, user, keep).await;
+        self.credentials.invalidate();
+        Ok(ended?)
     }
 
     async fn end_sessions(
@@ -190,9 +194,10 @@ impl Conclave {
         keep: Option<SessionId>,
     ) -> Result<SessionsRevokedView> {
         let now = crate::clock::now();
-        let revoked_sessions = self.store.revoke_user_sessions(caller.tenant(), user, keep).await?;
-        self.store.set_tokens_valid_after(caller.tenant(), user, now).await?;
+        let revoked_sessions = self.end_user_sessions(caller.tenant(), user, keep).await?;
+        let cut_off = self.store.set_tokens_valid_after(caller.tenant(), user, now).await;
         self.credentials.invalidate();
+        cut_off?;
         Ok(SessionsRevokedView { revoked_sessions, tokens_valid_after: now })
     }
 }

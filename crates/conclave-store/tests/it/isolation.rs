@@ -74,6 +74,7 @@ async fn another_tenant_sees_nothing(store: &dyn Store) {
     let live = crate::records::live(30);
     assert!(store.list_sessions(b.id, ada.id, live, PageRequest::default()).await.unwrap().items.is_empty());
     assert!(matches!(store.set_tokens_valid_after(b.id, ada.id, now()).await, Err(StoreError::NotFound)));
+    assert_eq!(store.revoke_tenant_sessions(b.id, UserId::new(), None, now()).await.unwrap().1, 0);
     assert!(!store.get_token(a.id, token.id).await.unwrap().session_revoked, "another tenant cannot revoke it");
     assert_eq!(store.list_sessions(a.id, ada.id, live, PageRequest::default()).await.unwrap().items.len(), 1);
     assert_eq!(store.get_user(a.id, ada.id).await.unwrap().tokens_valid_after, None);

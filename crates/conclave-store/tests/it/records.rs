@@ -348,6 +348,17 @@ async fn sessions_listed_revoked_and_cut_off(store: &dyn Store) {
     assert_eq!(store.get_user(t.id, other.id).await.unwrap().tokens_valid_after, None);
     let missing = store.set_tokens_valid_after(t.id, UserId::new(), cut).await;
     assert!(matches!(missing, Err(StoreError::NotFound)), "{missing:?}");
+
+    // Tenant-wide: every session but the one kept, every user's cut-off but the caller's.
+    let later = cut + minutes(1);
+    let users = store.list_users(t.id, PageRequest { limit: 100, after: None }).await.unwrap().items.len() as u64;
+    assert_eq!(store.revoke_tenant_sessions(t.id, u.id, Some(b.id), later).await.unwrap(), (users, 1), "theirs ended");
+    assert_eq!(store.list_sessions(t.id, u.id, live(30), PageRequest::default()).await.unwrap().items[0].id, b.id);
+    assert!(store.list_sessions(t.id, other.id, live(30), PageRequest::default()).await.unwrap().items.is_empty());
+    assert_eq!(store.get_user(t.id, u.id).await.unwrap().tokens_valid_after, Some(cut), "the caller's own stays");
+    assert_eq!(store.get_user(t.id, other.id).await.unwrap().tokens_valid_after, Some(later));
+    assert_eq!(store.revoke_tenant_sessions(t.id, u.id, None, cut).await.unwrap(), (users, 1), "then b");
+    assert_eq!(store.get_user(t.id, other.id).await.unwrap().tokens_valid_after, Some(later), "never moved back");
 }
 
 async fn api_keys_lifecycle(store: &dyn Store) {
