@@ -172,8 +172,7 @@ impl FromRequestParts<AppState> for Meta {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        let peer = parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip());
-        let ip = peer.map(|peer| client_ip(peer, &parts.headers, &state.http.trusted_proxies));
+        let ip = request_client_ip(&parts.extensions, &parts.headers, &state.http.trusted_proxies);
         let request_id = parts.extensions.get::<RequestId>().map(|r| r.0.clone());
         Ok(Meta(RequestMeta { ip, request_id, user_agent: user_agent(parts) }))
     }
@@ -189,6 +188,24 @@ fn user_agent(parts: &Parts) -> Option<String> {
     let clean: String = text.chars().filter(|c| !c.is_control()).take(MAX_USER_AGENT_CHARS).collect();
     let clean = clean.trim();
     (!clean.is_empty()).then(|| clean.to_owned())
+}
+
+/// The client's address, worked out once per request by the access-log layer (the outermost
+/// that knows the peer) and read from the request's extensions by everything after it.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ClientIp(pub IpAddr);
+
+/// The request's client address: the access-log layer's [`ClientIp`], else worked out from the
+/// peer (a router served without that layer).
+pub(crate) fn request_client_ip(
+    extensions: &axum::http::Extensions,
+    headers: &axum::http::HeaderMap,
+    trusted: &[ipnet::IpNet],
+) -> Option<IpAddr> {
+    if let Some(ClientIp(ip)) = extensions.get::<ClientIp>() {
+        return Some(*ip);
+    }
+    extensions.get::<ConnectInfo<SocketAddr>>().map(|c| client_ip(c.0.ip(), headers, trusted))
 }
 
 /// The client's address: the peer, unless the peer is a trusted proxy, in which case the

@@ -6,11 +6,10 @@
 //! 415, 422). Credentials, bodies and query strings are never written. The request span adds the
 //! request id and trace id.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
-use axum::extract::{ConnectInfo, Request, State};
+use axum::extract::{Request, State};
 use axum::http::StatusCode;
 use axum::middleware::Next;
 use axum::response::Response;
@@ -28,12 +27,12 @@ pub fn refusal(status: StatusCode) -> Option<&'static str> {
     }
 }
 
-pub async fn layer(State(http): State<Arc<HttpSettings>>, req: Request, next: Next) -> Response {
+pub async fn layer(State(http): State<Arc<HttpSettings>>, mut req: Request, next: Next) -> Response {
     let started = Instant::now();
-    let client = req
-        .extensions()
-        .get::<ConnectInfo<SocketAddr>>()
-        .map(|c| crate::extract::client_ip(c.0.ip(), req.headers(), &http.trusted_proxies));
+    let client = crate::extract::request_client_ip(req.extensions(), req.headers(), &http.trusted_proxies);
+    if let Some(ip) = client {
+        req.extensions_mut().insert(crate::extract::ClientIp(ip));
+    }
     let response = next.run(req).await;
     let status = response.status();
     let ms = started.elapsed().as_secs_f64() * 1000.0;

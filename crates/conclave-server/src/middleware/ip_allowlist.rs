@@ -2,10 +2,9 @@
 //! checked after authentication). The client address is the peer's, or what a trusted proxy
 //! says it forwarded. Health probes stay reachable for the platform.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 
-use axum::extract::{ConnectInfo, Request, State};
+use axum::extract::{Request, State};
 use axum::http::StatusCode;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
@@ -17,8 +16,7 @@ pub async fn layer(State(http): State<Arc<HttpSettings>>, req: Request, next: Ne
     if http.ip_allowlist.is_empty() || matches!(req.uri().path(), "/healthz" | "/readyz") {
         return next.run(req).await;
     }
-    let peer = req.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip());
-    let client = peer.map(|p| crate::extract::client_ip(p, req.headers(), &http.trusted_proxies));
+    let client = crate::extract::request_client_ip(req.extensions(), req.headers(), &http.trusted_proxies);
     if client.is_some_and(|ip| http.ip_allowlist.iter().any(|net| net.contains(&ip))) {
         return next.run(req).await;
     }
