@@ -135,6 +135,7 @@ mod tests {
             role: Role::Member,
             credential: Credential::Session(SessionId(Uuid::new_v4())),
             must_change_password: false,
+            mfa_enrollment_pending: false,
         }
     }
 

@@ -69,6 +69,7 @@ mod tests {
                 role,
                 credential,
                 must_change_password: false,
+                mfa_enrollment_pending: false,
             },
             meta: RequestMeta::default(),
         }

@@ -116,6 +116,10 @@ pub struct Principal {
     pub credential: Credential,
     /// Set after an administrator reset the password: only the password change is allowed.
     pub must_change_password: bool,
+    /// The tenant requires MFA and this user, signed in with a local password, has not enrolled
+    /// yet: only enrolment is open. Worked out when the credential is verified (and cached with
+    /// it), never for single sign-on users or API keys.
+    pub mfa_enrollment_pending: bool,
 }
 
 impl Principal {

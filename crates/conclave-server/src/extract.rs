@@ -262,7 +262,7 @@ impl FromRequestParts<AppState> for Authenticated {
         state.limit(&key).await?;
         let caller = Caller { principal, meta };
         state.core.check_tenant_address(&caller).await?;
-        if !open_before_mfa_enrolment(parts) && state.core.mfa_enrollment_pending(&caller).await? {
+        if caller.principal.mfa_enrollment_pending && !open_before_mfa_enrolment(parts) {
             return Err(Error::MfaEnrollmentRequired.into());
         }
         Ok(Authenticated(caller))

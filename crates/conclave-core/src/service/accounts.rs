@@ -362,6 +362,7 @@ impl Conclave {
                     role: user.role,
                     credential: Credential::Session(record.session_id),
                     must_change_password: user.must_change_password,
+                    mfa_enrollment_pending: self.mfa_enrollment_pending(user.tenant_id, user.id).await?,
                 };
                 Ok((principal, Some(record.expires_at)))
             }
@@ -386,6 +387,7 @@ impl Conclave {
                     role: user.role,
                     credential: Credential::ApiKey { id: record.key.id, scopes: record.key.scopes },
                     must_change_password: user.must_change_password,
+                    mfa_enrollment_pending: false,
                 };
                 Ok((principal, record.key.expires_at))
             }

@@ -187,6 +187,8 @@ impl Conclave {
         }
         let t = self.store.update_tenant(caller.tenant(), &name, &settings).await?;
         self.forget_tenant(caller.tenant());
+        // Cached principals carry what the settings decide (MFA enrolment pending).
+        self.credentials.invalidate();
         self.audit_by(
             caller,
             AuditRecord::new("tenant.update", "tenant", t.id)

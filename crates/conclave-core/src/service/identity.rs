@@ -207,6 +207,8 @@ impl Conclave {
             role: user.role,
             credential: Credential::Session(SessionId(uuid::Uuid::from_bytes(id))),
             must_change_password: false,
+            // The issuer's `amr` answers for the second factor (checked above).
+            mfa_enrollment_pending: false,
         })
     }
 

@@ -192,21 +192,18 @@ impl Conclave {
         Err(Error::MfaRequired)
     }
 
-    /// Whether the tenant requires MFA and this caller, signed in with a local password, has
-    /// not enrolled yet. Single sign-on users and API keys are not held back.
-    pub async fn mfa_enrollment_pending(&self, caller: &Caller) -> Result<bool> {
-        if caller.principal.session_id().is_none() {
+    /// Whether the tenant requires MFA and this user, who signs in with a local password, has
+    /// not enrolled yet (for a session's principal; single sign-on users and API keys are not
+    /// held back).
+    pub(crate) async fn mfa_enrollment_pending(&self, tenant: TenantId, user: UserId) -> Result<bool> {
+        if !self.tenant(tenant).await?.settings.require_mfa {
             return Ok(false);
         }
-        let tenant = self.tenant(caller.tenant()).await?;
-        if !tenant.settings.require_mfa {
-            return Ok(false);
-        }
-        let login = self.store.get_login(caller.tenant(), caller.user()).await?;
+        let login = self.store.get_login(tenant, user).await?;
         if login.password_hash.is_none() {
             return Ok(false);
         }
-        Ok(!self.store.get_mfa(caller.tenant(), caller.user()).await?.is_some_and(|m| m.enabled))
+        Ok(!self.store.get_mfa(tenant, user).await?.is_some_and(|m| m.enabled))
     }
 
     async fn second_factor_ok(&self, user: &User, mfa: &MfaRecord, second: SecondFactor<'_>) -> Result<bool> {
