@@ -84,6 +84,12 @@ pub struct VerifiedToken {
 #[async_trait::async_trait]
 pub trait TokenVerifier: Send + Sync + 'static {
     async fn verify(&self, token: &str) -> Result<VerifiedToken, OidcError>;
+
+    /// Changes whenever the issuer's key set is replaced: a verification cached under an older
+    /// value must be done again (the key that signed it may be gone).
+    fn keys_generation(&self) -> u64 {
+        0
+    }
 }
 
 struct KeySet {
@@ -105,6 +111,8 @@ pub struct OidcVerifier {
     /// When an unknown key id last caused a fetch; held while fetching so concurrent requests
     /// wait for one fetch instead of starting their own.
     last_refetch: Mutex<Option<Instant>>,
+    /// Bumped on every replacement of `keys`.
+    generation: std::sync::atomic::AtomicU64,
 }
 
 #[derive(Deserialize)]
@@ -142,6 +150,7 @@ impl OidcVerifier {
             jwks_uri: discovery.jwks_uri,
             keys: RwLock::new(KeySet { keys, fetched_at: Instant::now() }),
             last_refetch: Mutex::new(None),
+            generation: std::sync::atomic::AtomicU64::new(0),
         })
     }
 
@@ -164,6 +173,7 @@ impl OidcVerifier {
         match fetch_keys(&self.http, &self.jwks_uri).await {
             Ok(keys) => {
                 *self.keys.write().await = KeySet { keys, fetched_at: Instant::now() };
+                self.generation.fetch_add(1, std::sync::atomic::Ordering::Release);
                 true
             }
             Err(e) => {
@@ -202,6 +212,10 @@ impl OidcVerifier {
 
 #[async_trait::async_trait]
 impl TokenVerifier for OidcVerifier {
+    fn keys_generation(&self) -> u64 {
+        self.generation.load(std::sync::atomic::Ordering::Acquire)
+    }
+
     async fn verify(&self, token: &str) -> Result<VerifiedToken, OidcError> {
         // `decode_header` refuses `alg: none` (not an algorithm jsonwebtoken knows); the
         // allow-list then refuses everything but RS256, PS256 and ES256.

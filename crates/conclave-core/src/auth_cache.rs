@@ -1,9 +1,10 @@
-//! A short-lived, in-process cache of verified bearer credentials (access tokens and API keys)
-//! and the principal each stands for, so that a busy client is not looked up in the database on
-//! every call.
+//! A short-lived, in-process cache of verified bearer credentials (access tokens, API keys and
+//! the single sign-on issuer's JWTs) and the principal each stands for, so that a busy client is
+//! not looked up in the database (nor its JWT signature checked) on every call.
 //!
-//! - An entry is keyed by the credential's id and keeps only the SHA-256 of its secret, compared
-//!   in constant time; a presented secret that does not match is a miss, checked in the database.
+//! - An entry is keyed by the credential's id (a JWT's: the first half of its SHA-256) and keeps
+//!   only the SHA-256 of its secret (a JWT's: of the whole token), compared in constant time; a
+//!   presented secret that does not match is a miss, checked in the database.
 //! - An entry lives at most the configured TTL (`CONCLAVE_AUTH_CACHE_TTL_SECONDS`, 0 switches the
 //!   cache off), and never past the credential's own expiry.
 //! - Every change through this process that can withdraw or alter a credential or its user
@@ -17,7 +18,8 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use conclave_auth::{hash_secret, CredentialKind, ParsedCredential, SecretHash};
-use secrecy::ExposeSecret;
+use secrecy::{ExposeSecret, SecretString};
+use sha2::{Digest, Sha256};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
@@ -32,9 +34,16 @@ struct Entry {
     until: Instant,
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum Kind {
+    AccessToken,
+    ApiKey,
+    Jwt,
+}
+
 #[derive(Default)]
 struct Inner {
-    entries: HashMap<(bool, Uuid), Entry>,
+    entries: HashMap<(Kind, Uuid), Entry>,
     /// Bumped by every invalidation: a lookup stores its result only if none happened meanwhile.
     generation: u64,
 }
@@ -48,8 +57,18 @@ pub struct CredentialCache {
 #[derive(Debug, Clone, Copy)]
 pub struct Ticket(u64);
 
-fn key(parsed: &ParsedCredential) -> (bool, Uuid) {
-    (parsed.kind == CredentialKind::ApiKey, parsed.id)
+fn key(parsed: &ParsedCredential) -> (Kind, Uuid) {
+    let kind = if parsed.kind == CredentialKind::ApiKey { Kind::ApiKey } else { Kind::AccessToken };
+    (kind, parsed.id)
+}
+
+/// A JWT's entry is named by the issuer's key-set generation too: once the key set is replaced,
+/// every cached verification misses and is done again against the new keys.
+fn jwt_key(bearer: &str, keys_generation: u64) -> (Kind, Uuid) {
+    let digest = Sha256::new().chain_update(keys_generation.to_le_bytes()).chain_update(bearer.as_bytes()).finalize();
+    let mut id = [0u8; 16];
+    id.copy_from_slice(&digest[..16]);
+    (Kind::Jwt, Uuid::from_bytes(id))
 }
 
 impl CredentialCache {
@@ -64,12 +83,22 @@ impl CredentialCache {
     /// The cached principal for this credential, if it is cached, fresh, and the secret matches;
     /// otherwise the ticket to hand back to [`Self::store`] after verifying it in the database.
     pub fn get(&self, parsed: &ParsedCredential) -> Result<Principal, Ticket> {
+        self.lookup(key(parsed), &parsed.secret)
+    }
+
+    /// As [`Self::get`], for a single sign-on JWT (the whole token is its secret) verified
+    /// against the issuer's key set of generation `keys_generation`.
+    pub fn get_jwt(&self, bearer: &str, keys_generation: u64) -> Result<Principal, Ticket> {
+        self.lookup(jwt_key(bearer, keys_generation), &SecretString::from(bearer.to_owned()))
+    }
+
+    fn lookup(&self, key: (Kind, Uuid), secret: &SecretString) -> Result<Principal, Ticket> {
         if self.ttl.is_zero() {
             return Err(Ticket(0));
         }
         let inner = self.lock();
-        match inner.entries.get(&key(parsed)) {
-            Some(e) if e.until > Instant::now() && e.secret.matches(&parsed.secret) => Ok(e.principal.clone()),
+        match inner.entries.get(&key) {
+            Some(e) if e.until > Instant::now() && e.secret.matches(secret) => Ok(e.principal.clone()),
             _ => Err(Ticket(inner.generation)),
         }
     }
@@ -80,6 +109,29 @@ impl CredentialCache {
         &self,
         ticket: Ticket,
         parsed: &ParsedCredential,
+        principal: &Principal,
+        expires_at: Option<OffsetDateTime>,
+    ) {
+        self.keep(ticket, key(parsed), parsed.secret.expose_secret(), principal, expires_at);
+    }
+
+    /// As [`Self::store`], for a single sign-on JWT; `expires_at` is its `exp`.
+    pub fn store_jwt(
+        &self,
+        ticket: Ticket,
+        bearer: &str,
+        keys_generation: u64,
+        principal: &Principal,
+        expires_at: Option<OffsetDateTime>,
+    ) {
+        self.keep(ticket, jwt_key(bearer, keys_generation), bearer, principal, expires_at);
+    }
+
+    fn keep(
+        &self,
+        ticket: Ticket,
+        key: (Kind, Uuid),
+        secret: &str,
         principal: &Principal,
         expires_at: Option<OffsetDateTime>,
     ) {
@@ -105,12 +157,8 @@ impl CredentialCache {
                 return;
             }
         }
-        let entry = Entry {
-            secret: hash_secret(parsed.secret.expose_secret()),
-            principal: principal.clone(),
-            until: now + ttl,
-        };
-        inner.entries.insert(key(parsed), entry);
+        let entry = Entry { secret: hash_secret(secret), principal: principal.clone(), until: now + ttl };
+        inner.entries.insert(key, entry);
     }
 
     /// Forgets every cached credential: called on any change that may withdraw one.
@@ -182,5 +230,24 @@ mod tests {
         let Err(ticket) = off.get(&cred) else { panic!() };
         off.store(ticket, &cred, &principal(), None);
         assert!(off.get(&cred).is_err(), "a zero TTL must not cache");
+    }
+
+    #[test]
+    fn a_jwt_is_served_from_the_cache_only_when_whole_and_never_past_its_exp() {
+        let cache = CredentialCache::new(Duration::from_secs(60));
+        let jwt = "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJhZGEifQ.c2lnbmF0dXJl";
+        let Err(ticket) = cache.get_jwt(jwt, 1) else { panic!("empty cache answered") };
+        let p = principal();
+        cache.store_jwt(ticket, jwt, 1, &p, Some(crate::clock::now() + time::Duration::minutes(5)));
+        assert_eq!(cache.get_jwt(jwt, 1).expect("cached").user_id, p.user_id);
+        assert!(cache.get_jwt(&format!("{jwt}x"), 1).is_err(), "another token misses");
+        assert!(cache.get_jwt(jwt, 2).is_err(), "a replaced key set misses");
+        let parsed = credential();
+        assert!(cache.get(&parsed).is_err(), "kinds never share entries");
+        cache.invalidate();
+        assert!(cache.get_jwt(jwt, 1).is_err());
+        let Err(ticket) = cache.get_jwt(jwt, 1) else { panic!() };
+        cache.store_jwt(ticket, jwt, 1, &p, Some(crate::clock::now() - time::Duration::seconds(1)));
+        assert!(cache.get_jwt(jwt, 1).is_err(), "an expired JWT was cached");
     }
 }

@@ -327,7 +327,18 @@ impl Conclave {
     pub async fn authenticate_request(&self, bearer: &str, meta: &RequestMeta) -> Result<Principal> {
         let Some(parsed) = ParsedCredential::parse(bearer) else {
             return match &self.config.sso {
-                Some(sso) if bearer.split('.').count() == 3 => self.authenticate_sso(sso, bearer, meta).await,
+                Some(sso) if bearer.split('.').count() == 3 => {
+                    // The generation is read before verifying: a key set replaced meanwhile
+                    // leaves this result under the old generation, where nobody looks.
+                    let generation = sso.verifier.keys_generation();
+                    let ticket = match self.credentials.get_jwt(bearer, generation) {
+                        Ok(principal) => return Ok(principal),
+                        Err(ticket) => ticket,
+                    };
+                    let (principal, expires_at) = self.authenticate_sso(sso, bearer, meta).await?;
+                    self.credentials.store_jwt(ticket, bearer, generation, &principal, expires_at);
+                    Ok(principal)
+                }
                 _ => Err(Error::Unauthenticated),
             };
         };

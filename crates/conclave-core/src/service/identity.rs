@@ -140,13 +140,14 @@ fn refuse(reason: &str) -> Error {
 }
 
 impl Conclave {
-    /// The principal an issuer's JWT stands for, provisioning the user on first sign-in.
+    /// The principal an issuer's JWT stands for, provisioning the user on first sign-in, and
+    /// the token's expiry (its `exp`).
     pub(crate) async fn authenticate_sso(
         &self,
         sso: &SingleSignOn,
         bearer: &str,
         meta: &RequestMeta,
-    ) -> Result<Principal> {
+    ) -> Result<(Principal, Option<time::OffsetDateTime>)> {
         let token = sso.verifier.verify(bearer).await.map_err(|e| refuse(&e.to_string()))?;
         let first_use = sso.first_use(bearer, &token);
         let role = sso.role_of(&token);
@@ -201,7 +202,7 @@ impl Conclave {
         let session: [u8; 32] = Sha256::digest(bearer.as_bytes()).into();
         let mut id = [0u8; 16];
         id.copy_from_slice(&session[..16]);
-        Ok(Principal {
+        let principal = Principal {
             tenant_id: user.tenant_id,
             user_id: user.id,
             role: user.role,
@@ -209,7 +210,13 @@ impl Conclave {
             must_change_password: false,
             // The issuer's `amr` answers for the second factor (checked above).
             mfa_enrollment_pending: false,
-        })
+        };
+        let expires_at = token
+            .claims
+            .get("exp")
+            .and_then(serde_json::Value::as_i64)
+            .and_then(|exp| time::OffsetDateTime::from_unix_timestamp(exp).ok());
+        Ok((principal, expires_at))
     }
 
     /// Brings the stored profile in line with the claims; the sign-in goes on with the stored
