@@ -7,6 +7,8 @@
 //! names, but only objects older than [`ORPHAN_MIN_AGE`]: an upload's object exists for at most
 //! the moment between its completion and its row, so a young object may still be claimed.
 
+use std::collections::hash_map::Entry;
+use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use futures::StreamExt;
@@ -72,6 +74,8 @@ impl Conclave {
     pub async fn sweep_orphan_objects(&self, min_age: Duration, max_removals: usize) -> Result<SweepReport> {
         let cutoff = crate::clock::now().unix_timestamp() - i64::try_from(min_age.as_secs()).unwrap_or(i64::MAX);
         let mut report = SweepReport::default();
+        // Each tenant's named objects, read once when its first old object is met.
+        let mut named: HashMap<TenantId, HashSet<String>> = HashMap::new();
         let mut listing = self.objects.store().list(Some(&Path::from("tenants")));
         while let Some(meta) = listing.next().await {
             let meta = meta.map_err(unavailable)?;
@@ -81,10 +85,12 @@ impl Conclave {
                 report.young += 1;
                 continue;
             }
-            // By the ids in the key: the tenant's primary-key lookup, not a search for the key.
             let key = meta.location.as_ref();
-            let versions = self.store.list_document_versions(tenant, document).await?;
-            if versions.iter().any(|v| v.object_key == key) {
+            let tenant_objects = match named.entry(tenant) {
+                Entry::Occupied(e) => e.into_mut(),
+                Entry::Vacant(e) => e.insert(self.store.document_objects(tenant).await?.into_iter().collect()),
+            };
+            if tenant_objects.contains(key) {
                 continue;
             }
             if report.removed >= max_removals {
