@@ -25,6 +25,7 @@ use futures::StreamExt as _;
 use tower::{Layer as _, ServiceExt as _};
 
 use crate::error::{ApiError, Problem};
+use crate::routes::gateway::GatewayError;
 use crate::state::HttpSettings;
 
 /// What a route does with its request, which decides its limits.
@@ -83,8 +84,9 @@ pub async fn layer(State(http): State<Arc<HttpSettings>>, req: Request, next: Ne
         RouteClass::Json | RouteClass::Stream | RouteClass::Health => http.max_json_bytes,
     };
     let declared = req.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+    // The OpenAI-compatible gateway answers its refusals in OpenAI's error shape.
+    let gateway = req.uri().path().starts_with("/v1/");
     if let Some(len) = declared.filter(|len| *len > max as u64) {
-        let gateway = req.uri().path().starts_with("/v1/");
         // Read (and drop) a body that is only somewhat too large before answering, so the client,
         // still sending, reads the 413 instead of a connection reset; a far larger one is cut.
         // Frames are dropped as they come: nothing of the body is held.
@@ -103,9 +105,7 @@ pub async fn layer(State(http): State<Arc<HttpSettings>>, req: Request, next: Ne
         }
         let detail = format!("The request body is larger than this route accepts ({max} bytes).");
         if gateway {
-            // The OpenAI-compatible gateway answers in OpenAI's error shape.
-            let body = serde_json::json!({"error": {"message": detail, "type": "invalid_request_error", "code": "request_too_large", "param": null}});
-            return (StatusCode::PAYLOAD_TOO_LARGE, axum::Json(body)).into_response();
+            return GatewayError::too_large(detail).into_response();
         }
         return ApiError::PayloadTooLarge(detail).into_response();
     }
@@ -119,14 +119,14 @@ pub async fn layer(State(http): State<Arc<HttpSettings>>, req: Request, next: Ne
             Ok(response) => response.unwrap_or_else(|e| match e {}),
             Err(_) => {
                 tracing::warn!(timeout_seconds = http.limits.request_timeout.as_secs(), "request timed out");
-                let mut problem = Problem::new(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "timeout",
-                    format!(
-                        "The server did not finish this request within {} s; try again shortly.",
-                        http.limits.request_timeout.as_secs()
-                    ),
+                let detail = format!(
+                    "The server did not finish this request within {} s; try again shortly.",
+                    http.limits.request_timeout.as_secs()
                 );
+                if gateway {
+                    return GatewayError::timed_out(detail).into_response();
+                }
+                let mut problem = Problem::new(StatusCode::SERVICE_UNAVAILABLE, "timeout", detail);
                 problem.retry_after = Some(Duration::from_secs(5));
                 problem.render()
             }
@@ -199,6 +199,7 @@ mod tests {
         Router::new()
             .route("/api/v1/agents", get(slow).post(|body: axum::body::Bytes| async move { body.len().to_string() }))
             .route("/api/v1/conversations/{id}/messages/{m}/events", get(slow))
+            .route("/v1/models", get(slow))
             .route(
                 "/api/v1/libraries/{id}/documents",
                 post(|body: axum::body::Bytes| async move { body.len().to_string() }),
@@ -218,6 +219,22 @@ mod tests {
         assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
         assert_eq!(response.headers()[header::CONTENT_TYPE], "application/problem+json");
         assert!(response.headers().contains_key(header::RETRY_AFTER));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_gateway_answers_its_timeouts_in_openais_error_shape() {
+        let limits = RouteLimits { request_timeout: Duration::from_secs(30), ..RouteLimits::default() };
+        let req = Request::get("/v1/models").body(Body::empty()).unwrap();
+        let response = send(app(limits), req).await;
+        assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(response.headers()[header::CONTENT_TYPE], "application/json");
+        assert!(response.headers().contains_key(header::RETRY_AFTER));
+        let body: serde_json::Value =
+            serde_json::from_slice(&axum::body::to_bytes(response.into_body(), 4096).await.unwrap()).unwrap();
+        assert_eq!(
+            (body["error"]["type"].as_str(), body["error"]["code"].as_str()),
+            (Some("api_error"), Some("timeout"))
+        );
     }
 
     #[tokio::test(start_paused = true)]

@@ -59,6 +59,18 @@ impl GatewayError {
     fn bad_request(message: impl Into<String>) -> Self {
         Self::new(StatusCode::BAD_REQUEST, "invalid_request_error", None, message)
     }
+
+    /// A body over the route's limit (413), from the handler or from the limits layer alike.
+    pub(crate) fn too_large(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::PAYLOAD_TOO_LARGE, "invalid_request_error", Some("request_too_large"), message)
+    }
+
+    /// A request the server did not finish in time (503, retry shortly).
+    pub(crate) fn timed_out(message: impl Into<String>) -> Self {
+        let mut err = Self::new(StatusCode::SERVICE_UNAVAILABLE, "api_error", Some("timeout"), message);
+        err.retry_after = Some(Duration::from_secs(5));
+        err
+    }
 }
 
 impl From<Error> for GatewayError {
@@ -101,7 +113,7 @@ impl From<Error> for GatewayError {
             }
             Error::Conflict(m) => Self::new(S::CONFLICT, "invalid_request_error", None, m),
             Error::BadRequest(m) => Self::bad_request(m),
-            Error::TooLarge(m) => Self::new(S::PAYLOAD_TOO_LARGE, "invalid_request_error", None, m),
+            Error::TooLarge(m) => Self::too_large(m),
             Error::UnsupportedMediaType(m) => Self::new(S::UNSUPPORTED_MEDIA_TYPE, "invalid_request_error", None, m),
             Error::RateLimited { retry_after, detail } => {
                 let mut err = Self::new(S::TOO_MANY_REQUESTS, "rate_limit_error", Some("rate_limit_exceeded"), detail);
