@@ -196,7 +196,14 @@ struct Reading {
 impl Conclave {
     /// Whether the caller may upload to the library: checked before a request body is read.
     pub async fn check_upload_allowed(&self, caller: &Caller, library: LibraryId) -> Result<()> {
-        self.permit(caller, policy::require(caller, Scope::LibrariesWrite), "document.scope", "document", None).await?;
+        self.permit(
+            caller,
+            policy::require(caller, Scope::LibrariesWrite),
+            "document.upload.denied",
+            "library",
+            Some(library.to_string()),
+        )
+        .await?;
         let access = self.visible_library(caller, library).await?;
         self.require_library_role(caller, &access, LibraryRole::Editor, "upload to").await
     }
@@ -449,7 +456,14 @@ impl Conclave {
         library: LibraryId,
         page: PageRequest,
     ) -> Result<Page<DocumentView>> {
-        self.permit(caller, policy::require(caller, Scope::LibrariesRead), "document.scope", "document", None).await?;
+        self.permit(
+            caller,
+            policy::require(caller, Scope::LibrariesRead),
+            "document.list.denied",
+            "library",
+            Some(library.to_string()),
+        )
+        .await?;
         let access = self.visible_library(caller, library).await?;
         self.require_library_role(caller, &access, LibraryRole::Reader, "list the documents of").await?;
         let rows = self.store.list_documents(caller.tenant(), library, page).await?;
@@ -558,7 +572,14 @@ impl Conclave {
 
     /// Deletes a document, every version and their keys; refused while its library is on hold.
     pub async fn delete_document(&self, caller: &Caller, id: DocumentId) -> Result<()> {
-        self.permit(caller, policy::require(caller, Scope::LibrariesWrite), "document.scope", "document", None).await?;
+        self.permit(
+            caller,
+            policy::require(caller, Scope::LibrariesWrite),
+            "document.delete.denied",
+            "document",
+            Some(id.to_string()),
+        )
+        .await?;
         let document = self.store.get_document(caller.tenant(), id).await.map_err(not_found)?;
         let access =
             self.visible_library(caller, document.library_id).await.map_err(|_| Error::NotFound("document"))?;
@@ -585,7 +606,14 @@ impl Conclave {
         id: DocumentId,
         version: Option<u64>,
     ) -> Result<DocumentWithVersion> {
-        self.permit(caller, policy::require(caller, Scope::LibrariesRead), "document.scope", "document", None).await?;
+        self.permit(
+            caller,
+            policy::require(caller, Scope::LibrariesRead),
+            "document.read.denied",
+            "document",
+            Some(id.to_string()),
+        )
+        .await?;
         let d = self.store.get_document_version(caller.tenant(), id, version).await.map_err(not_found)?;
         let access =
             self.store.get_library(caller.tenant(), caller.user(), d.document.library_id).await.map_err(not_found)?;

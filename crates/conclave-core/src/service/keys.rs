@@ -58,13 +58,13 @@ pub struct RewrapReport {
 
 impl Conclave {
     pub async fn keys_status(&self, caller: &Caller) -> Result<KeysView> {
-        self.permit(caller, policy::require_admin(caller), "keys.admin", "tenant", None).await?;
+        self.permit(caller, policy::require_admin(caller), "keys.status.denied", "tenant", None).await?;
         self.tenant_keys_status(caller.tenant()).await
     }
 
     /// Starts a rotation: a new master-key version now, the rewrap in the background.
     pub async fn rotate_keys(&self, caller: &Caller) -> Result<RotationView> {
-        self.permit(caller, policy::require_admin(caller), "keys.admin", "tenant", None).await?;
+        self.permit(caller, policy::require_admin(caller), "keys.rotate.denied", "tenant", None).await?;
         let tenant = caller.tenant();
         let version = self.rotate_tenant_key(tenant).await?;
         let pending = self.keys_below(tenant, version).await?;

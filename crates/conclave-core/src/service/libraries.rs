@@ -54,7 +54,8 @@ pub struct LibraryInput {
 
 impl Conclave {
     pub async fn create_library(&self, caller: &Caller, input: LibraryInput) -> Result<LibraryView> {
-        self.permit(caller, policy::require(caller, Scope::LibrariesWrite), "library.scope", "library", None).await?;
+        self.permit(caller, policy::require(caller, Scope::LibrariesWrite), "library.create.denied", "library", None)
+            .await?;
         if input.legal_hold.is_some() {
             return Err(Error::field("legal_hold", "Set a legal hold on an existing library (administrators)."));
         }
@@ -84,14 +85,22 @@ impl Conclave {
     }
 
     pub async fn get_library(&self, caller: &Caller, id: LibraryId) -> Result<LibraryView> {
-        self.permit(caller, policy::require(caller, Scope::LibrariesRead), "library.scope", "library", None).await?;
+        self.permit(
+            caller,
+            policy::require(caller, Scope::LibrariesRead),
+            "library.read.denied",
+            "library",
+            Some(id.to_string()),
+        )
+        .await?;
         let access = self.visible_library(caller, id).await?;
         self.library_view(&access).await
     }
 
     /// The caller's libraries (administrators: every library of the tenant), newest first.
     pub async fn list_libraries(&self, caller: &Caller, page: PageRequest) -> Result<Page<LibraryView>> {
-        self.permit(caller, policy::require(caller, Scope::LibrariesRead), "library.scope", "library", None).await?;
+        self.permit(caller, policy::require(caller, Scope::LibrariesRead), "library.list.denied", "library", None)
+            .await?;
         let all = caller.principal.is_admin();
         let rows = self.store.list_libraries(caller.tenant(), caller.user(), all, page).await?;
         let mut items = Vec::with_capacity(rows.items.len());
@@ -102,7 +111,14 @@ impl Conclave {
     }
 
     pub async fn update_library(&self, caller: &Caller, id: LibraryId, input: LibraryInput) -> Result<LibraryView> {
-        self.permit(caller, policy::require(caller, Scope::LibrariesWrite), "library.scope", "library", None).await?;
+        self.permit(
+            caller,
+            policy::require(caller, Scope::LibrariesWrite),
+            "library.update.denied",
+            "library",
+            Some(id.to_string()),
+        )
+        .await?;
         let access = self.visible_library(caller, id).await?;
         if input.legal_hold.is_some() && input.legal_hold != Some(access.library.legal_hold) {
             self.permit(caller, policy::require_admin(caller), "library.legal_hold", "library", Some(id.to_string()))
@@ -139,7 +155,14 @@ impl Conclave {
 
     /// Deletes the library with its documents and its key; refused while on legal hold.
     pub async fn delete_library(&self, caller: &Caller, id: LibraryId) -> Result<()> {
-        self.permit(caller, policy::require(caller, Scope::LibrariesWrite), "library.scope", "library", None).await?;
+        self.permit(
+            caller,
+            policy::require(caller, Scope::LibrariesWrite),
+            "library.delete.denied",
+            "library",
+            Some(id.to_string()),
+        )
+        .await?;
         let access = self.visible_library(caller, id).await?;
         self.require_library_role(caller, &access, LibraryRole::Manager, "delete").await?;
         let objects = self.store.delete_library(caller.tenant(), id).await.map_err(legal_hold_error)?;
@@ -153,7 +176,14 @@ impl Conclave {
     }
 
     pub async fn list_library_members(&self, caller: &Caller, id: LibraryId) -> Result<Vec<MemberView>> {
-        self.permit(caller, policy::require(caller, Scope::LibrariesRead), "library.scope", "library", None).await?;
+        self.permit(
+            caller,
+            policy::require(caller, Scope::LibrariesRead),
+            "library.member.list.denied",
+            "library",
+            Some(id.to_string()),
+        )
+        .await?;
         self.visible_library(caller, id).await?;
         let members = self.store.list_members(caller.tenant(), id).await?;
         Ok(members
@@ -176,7 +206,14 @@ impl Conclave {
         user: UserId,
         role: LibraryRole,
     ) -> Result<Vec<MemberView>> {
-        self.permit(caller, policy::require(caller, Scope::LibrariesWrite), "library.scope", "library", None).await?;
+        self.permit(
+            caller,
+            policy::require(caller, Scope::LibrariesWrite),
+            "library.member.put.denied",
+            "library",
+            Some(id.to_string()),
+        )
+        .await?;
         let access = self.visible_library(caller, id).await?;
         self.require_library_role(caller, &access, LibraryRole::Manager, "manage the members of").await?;
         self.store.put_member(caller.tenant(), id, user, role, crate::clock::now()).await.map_err(|e| match e {
@@ -193,7 +230,14 @@ impl Conclave {
     }
 
     pub async fn remove_library_member(&self, caller: &Caller, id: LibraryId, user: UserId) -> Result<()> {
-        self.permit(caller, policy::require(caller, Scope::LibrariesWrite), "library.scope", "library", None).await?;
+        self.permit(
+            caller,
+            policy::require(caller, Scope::LibrariesWrite),
+            "library.member.remove.denied",
+            "library",
+            Some(id.to_string()),
+        )
+        .await?;
         let access = self.visible_library(caller, id).await?;
         self.require_library_role(caller, &access, LibraryRole::Manager, "manage the members of").await?;
         if !self.store.remove_member(caller.tenant(), id, user).await? {

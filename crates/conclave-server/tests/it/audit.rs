@@ -276,12 +276,29 @@ async fn permission_denials_are_audited_but_invisible_resources_are_not() {
         .call(Method::GET, &format!("/api/v1/agents/{}", agent.body["id"].as_str().unwrap()), Some(&member), None)
         .await;
     assert_eq!(r.status, StatusCode::NOT_FOUND);
+    let r = h.call(Method::GET, "/api/v1/admin/keys", Some(&member), None).await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
+    // An API key without the libraries scope: the action and the library it asked for.
+    let key = h
+        .call(Method::POST, "/api/v1/api-keys", Some(&member), Some(json!({"name": "k", "scopes": ["agents:read"]})))
+        .await;
+    let key = key.body["key"].as_str().expect("the key, once").to_owned();
+    let library = uuid::Uuid::new_v4().to_string();
+    let r = h.call(Method::GET, &format!("/api/v1/libraries/{library}/documents"), Some(&key), None).await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN, "{}", r.body);
 
     let log = h.call(Method::GET, "/api/v1/audit/events?limit=200", Some(&admin), None).await;
     let denied: Vec<&serde_json::Value> =
         log.body["items"].as_array().unwrap().iter().filter(|e| e["outcome"] == "denied").collect();
     let actions: Vec<&str> = denied.iter().map(|e| e["action"].as_str().unwrap()).collect();
-    assert_eq!(actions, ["admin.user_list.denied", "audit.read.denied"], "{}", log.body);
+    assert_eq!(
+        actions,
+        ["admin.user_list.denied", "audit.read.denied", "keys.status.denied", "document.list.denied"],
+        "{}",
+        log.body
+    );
+    assert_eq!(denied[3]["resource_type"], "library");
+    assert_eq!(denied[3]["resource_id"], library.as_str());
     assert!(denied.iter().all(|e| e["actor_id"] == member_id.as_str() && e["detail"]["reason"].is_string()));
 }
 
