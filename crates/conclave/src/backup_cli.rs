@@ -74,7 +74,6 @@ pub async fn backup(config: Config, dest: PathBuf) -> anyhow::Result<()> {
 
     let partial = dest.join(format!("{DATABASE}.partial"));
     db.snapshot_into(&partial).await.context("copying the database")?;
-    db.close().await;
     let keys = objects_named_by(&partial).await?;
 
     let sizes = core.document_object_sizes().await.map_err(|e| anyhow::anyhow!("{e}")).context("listing objects")?;
@@ -117,6 +116,7 @@ pub async fn backup(config: Config, dest: PathBuf) -> anyhow::Result<()> {
         audit_checkpoints,
     };
     write_manifest(&dest, &manifest)?;
+    db.close().await;
 
     let bytes: u64 = manifest.objects.iter().map(|o| o.size).sum();
     println!(
