@@ -24,6 +24,9 @@ use crate::error::{is_unique_violation, store_error};
 use crate::{PgStore, SqliteStore};
 
 const USER_COLUMNS: &str = "tenant_id, user_id, email, display_name, role, password_hash, must_change_password, disabled, created_at, updated_at, tokens_valid_after";
+/// Moves a user's single sign-on cut-off forward to `$3`, never back.
+const CUT_OFF_FORWARD_TO_3: &str =
+    "tokens_valid_after = CASE WHEN tokens_valid_after IS NULL OR tokens_valid_after < $3 THEN $3 ELSE tokens_valid_after END";
 const SESSION_COLUMNS: &str = "tenant_id, session_id, user_id, created_at, expires_at, last_used_at, user_agent, ip";
 const AGENT_COLUMNS: &str = "tenant_id, agent_id, owner_id, name, description, instructions, model, temperature, top_p, max_tokens, library_ids, visibility, created_at, updated_at";
 const CONVERSATION_COLUMNS: &str = "tenant_id, conversation_id, owner_id, agent_id, title, created_at, updated_at";
@@ -911,10 +914,8 @@ macro_rules! store_impl {
             }
 
             async fn set_tokens_valid_after(&self, tenant: TenantId, user: UserId, at: OffsetDateTime) -> StoreResult<()> {
-                let r = sqlx::query(
-                    "UPDATE users SET tokens_valid_after = CASE WHEN tokens_valid_after IS NULL OR tokens_valid_after < $3 \
-                     THEN $3 ELSE tokens_valid_after END WHERE tenant_id = $1 AND user_id = $2",
-                )
+                let sql = format!("UPDATE users SET {CUT_OFF_FORWARD_TO_3} WHERE tenant_id = $1 AND user_id = $2");
+                let r = sqlx::query(&sql)
                 .bind(tenant.0)
                 .bind(user.0)
                 .bind(DbTime(at))
@@ -943,10 +944,8 @@ macro_rules! store_impl {
                 .await
                 .map_err(store_error)?
                 .rows_affected();
-                sqlx::query(
-                    "UPDATE users SET tokens_valid_after = CASE WHEN tokens_valid_after IS NULL OR tokens_valid_after < $3 \
-                     THEN $3 ELSE tokens_valid_after END WHERE tenant_id = $1 AND user_id <> $2",
-                )
+                let sql = format!("UPDATE users SET {CUT_OFF_FORWARD_TO_3} WHERE tenant_id = $1 AND user_id <> $2");
+                sqlx::query(&sql)
                 .bind(tenant.0)
                 .bind(except.0)
                 .bind(DbTime(at))
