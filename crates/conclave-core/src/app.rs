@@ -124,6 +124,8 @@ pub struct Conclave {
     pub(crate) credentials: crate::auth_cache::CredentialCache,
     /// Ends of gateway calls (usage and audit), written in batches by one task.
     pub(crate) gateway_records: crate::service::gateway::RecordQueue,
+    /// Partial saves of the replies being generated, written in batches by one task.
+    pub(crate) partial_saves: crate::service::partial_saves::PartialSaveQueue,
 }
 
 impl Conclave {
@@ -154,6 +156,7 @@ impl Conclave {
             tenants: Default::default(),
             credentials,
             gateway_records: Default::default(),
+            partial_saves: Default::default(),
             replica: uuid::Uuid::new_v4(),
             checkpointer: Default::default(),
             audit_failures: Default::default(),

@@ -50,6 +50,15 @@ pub struct PartialSaved {
     pub cancel_requested: bool,
 }
 
+/// One reply's text so far, to save with others in one transaction.
+#[derive(Debug, Clone)]
+pub struct PartialSave {
+    pub tenant: TenantId,
+    pub id: MessageId,
+    pub content: crate::content::Sealed,
+    pub lease: Lease,
+}
+
 /// What posting a message needs from the store, read in one query: the owner's conversation,
 /// its agent (if the owner may still use it), the replies being generated in the owner's
 /// conversations, whether the conversation holds messages yet, and its wrapped key.
@@ -264,6 +273,10 @@ pub trait Store: LibraryStore + KeyStore + Send + Sync + 'static {
         content: &crate::content::Sealed,
         lease: Lease,
     ) -> StoreResult<PartialSaved>;
+    /// [`save_partial`](Self::save_partial) for several replies at once (each at most once):
+    /// one statement and one commit for the many replies a busy replica is generating. The
+    /// answers are in the order given.
+    async fn save_partials(&self, saves: &[PartialSave]) -> StoreResult<Vec<PartialSaved>>;
     /// Asks whichever replica owns a streaming reply to stop it. `Ok(false)` if it is not streaming.
     async fn request_cancel(&self, tenant: TenantId, conversation: ConversationId, id: MessageId) -> StoreResult<bool>;
     /// Marks every streaming reply whose lease expired before `now` as failed (its replica died),

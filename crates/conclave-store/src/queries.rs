@@ -12,7 +12,9 @@ use conclave_core::page::{Page, PageRequest};
 use conclave_core::principal::{Role, Scope};
 use conclave_core::records::*;
 use conclave_core::settings::TenantSettings;
-use conclave_core::store::{constraints, AuditFilter, Lease, PartialSaved, ReplyContext, Store, StoreResult};
+use conclave_core::store::{
+    constraints, AuditFilter, Lease, PartialSave, PartialSaved, ReplyContext, Store, StoreResult,
+};
 use conclave_core::StoreError;
 use sqlx::types::Json;
 use sqlx::Row;
@@ -1324,6 +1326,51 @@ macro_rules! store_impl {
                     },
                     None => PartialSaved { still_owned: false, cancel_requested: false },
                 })
+            }
+
+            async fn save_partials(&self, saves: &[PartialSave]) -> StoreResult<Vec<PartialSaved>> {
+                if saves.is_empty() {
+                    return Ok(Vec::new());
+                }
+                // One statement for the whole batch: one round trip and one commit, however many
+                // replies. A reply appears at most once in a batch (its task waits for the answer).
+                let rows = (0..saves.len())
+                    .map(|i| {
+                        let p = 2 + 5 * i;
+                        format!("(${}, ${}, ${}, ${}, ${})", p, p + 1, p + 2, p + 3, p + 4)
+                    })
+                    .collect::<Vec<_>>()
+                    .join(", ");
+                let sql = format!(
+                    "UPDATE messages SET content = v.column3, lease_expires_at = v.column5, updated_at = $1 \
+                     FROM (VALUES {rows}) AS v \
+                     WHERE messages.tenant_id = v.column1 AND messages.message_id = v.column2 \
+                     AND messages.status = 'streaming' AND messages.lease_owner = v.column4 \
+                     RETURNING messages.message_id AS message_id, messages.cancel_requested AS cancel_requested"
+                );
+                let mut query = sqlx::query(&sql).bind(now());
+                for s in saves {
+                    query = query
+                        .bind(s.tenant.0)
+                        .bind(s.id.0)
+                        .bind(&s.content.0)
+                        .bind(s.lease.owner)
+                        .bind(DbTime(s.lease.expires_at));
+                }
+                // Each batch size is a statement of its own: not worth a place in the cache.
+                let updated = query.persistent(false).fetch_all(&self.pool).await.map_err(store_error)?;
+                let mut cancel_requested = std::collections::HashMap::with_capacity(updated.len());
+                for row in &updated {
+                    let id: Uuid = row.try_get("message_id").map_err(store_error)?;
+                    cancel_requested.insert(id, row.try_get::<bool, _>("cancel_requested").map_err(store_error)?);
+                }
+                Ok(saves
+                    .iter()
+                    .map(|s| match cancel_requested.get(&s.id.0) {
+                        Some(&cancel_requested) => PartialSaved { still_owned: true, cancel_requested },
+                        None => PartialSaved { still_owned: false, cancel_requested: false },
+                    })
+                    .collect())
             }
 
             async fn request_cancel(&self, tenant: TenantId, conversation: ConversationId, id: MessageId) -> StoreResult<bool> {

@@ -49,10 +49,14 @@ impl Listener {
                 let watcher = graceful.watcher();
                 let app = app.clone();
                 let tls = tls.clone();
+                // A task's future is as large as its largest state: each kind of connection is
+                // spawned on its own, so a plain HTTP/1.1 connection (thousands of open streams)
+                // does not carry room for a TLS session or an HTTP/2 connection.
+                let Some(tls) = tls else {
+                    tokio::spawn(http1(TokioIo::new(stream), peer, None, app, header_read_timeout, watcher));
+                    continue;
+                };
                 tokio::spawn(async move {
-                    let Some(tls) = tls else {
-                        return connection(stream, peer, None, false, app, header_read_timeout, watcher).await;
-                    };
                     let handshake = tokio::time::timeout(header_read_timeout, tls.accept(stream)).await;
                     let stream = match handshake {
                         Ok(Ok(stream)) => stream,
@@ -63,7 +67,12 @@ impl Listener {
                     let h2 = session.alpn_protocol() == Some(b"h2");
                     let cert =
                         session.peer_certificates().and_then(|c| c.first()).map(|c| ClientCertificate::from_der(c));
-                    connection(stream, peer, cert, h2, app, header_read_timeout, watcher).await;
+                    let io = TokioIo::new(stream);
+                    if h2 {
+                        Box::pin(http2(io, peer, cert, app, watcher)).await;
+                    } else {
+                        Box::pin(http1(io, peer, cert, app, header_read_timeout, watcher)).await;
+                    }
                 });
             }
         };
@@ -78,37 +87,59 @@ impl Listener {
     }
 }
 
-/// Serves one connection's requests until it closes or the server shuts down.
-async fn connection<IO>(
-    io: IO,
+/// The service of one connection: the app, with the peer address and, over mutual TLS, the
+/// client certificate in each request.
+fn service(
     peer: SocketAddr,
     cert: Option<ClientCertificate>,
-    h2: bool,
     app: Router,
-    header_read_timeout: Duration,
-    watcher: hyper_util::server::graceful::Watcher,
-) where
-    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-{
-    let service = hyper::service::service_fn(move |req: hyper::Request<Incoming>| {
+) -> impl hyper::service::Service<
+    hyper::Request<Incoming>,
+    Response = axum::response::Response,
+    Error = std::convert::Infallible,
+    Future = tower::util::Oneshot<Router, axum::extract::Request>,
+> {
+    hyper::service::service_fn(move |req: hyper::Request<Incoming>| {
         let mut req = req.map(axum::body::Body::new);
         req.extensions_mut().insert(ConnectInfo(peer));
         if let Some(cert) = &cert {
             req.extensions_mut().insert(cert.clone());
         }
         app.clone().oneshot(req)
-    });
-    let io = TokioIo::new(io);
-    let result = if h2 {
-        let mut builder = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
-        builder.timer(TokioTimer::new());
-        watcher.watch(builder.serve_connection(io, service)).await
-    } else {
-        let mut builder = hyper::server::conn::http1::Builder::new();
-        builder.timer(TokioTimer::new()).header_read_timeout(header_read_timeout);
-        watcher.watch(builder.serve_connection(io, service)).await
-    };
-    if let Err(e) = result {
+    })
+}
+
+/// Serves one HTTP/1.1 connection's requests until it closes or the server shuts down.
+async fn http1<IO>(
+    io: TokioIo<IO>,
+    peer: SocketAddr,
+    cert: Option<ClientCertificate>,
+    app: Router,
+    header_read_timeout: Duration,
+    watcher: hyper_util::server::graceful::Watcher,
+) where
+    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder.timer(TokioTimer::new()).header_read_timeout(header_read_timeout);
+    if let Err(e) = watcher.watch(builder.serve_connection(io, service(peer, cert, app))).await {
+        tracing::debug!(%peer, error = %e, "connection ended with an error");
+    }
+}
+
+/// Serves one HTTP/2 connection's requests until it closes or the server shuts down.
+async fn http2<IO>(
+    io: TokioIo<IO>,
+    peer: SocketAddr,
+    cert: Option<ClientCertificate>,
+    app: Router,
+    watcher: hyper_util::server::graceful::Watcher,
+) where
+    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let mut builder = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
+    builder.timer(TokioTimer::new());
+    if let Err(e) = watcher.watch(builder.serve_connection(io, service(peer, cert, app))).await {
         tracing::debug!(%peer, error = %e, "connection ended with an error");
     }
 }

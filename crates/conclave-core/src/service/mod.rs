@@ -17,6 +17,7 @@ pub mod libraries;
 pub mod mfa;
 pub mod models;
 pub mod orphans;
+pub(crate) mod partial_saves;
 pub mod replies;
 pub mod sessions;
 pub mod usage;

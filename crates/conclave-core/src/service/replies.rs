@@ -370,9 +370,8 @@ impl Conclave {
             created_at: crate::clock::truncate_micros(reply.created_at),
             model: reply.model.clone(),
         };
-        let this = Arc::clone(self);
         // The reply outlives the request: it keeps the request's trace for the provider call.
-        self.replies.spawn(crate::trace::carried(async move { this.run_reply(job).await }));
+        self.replies.spawn(crate::trace::carried(Arc::clone(self).run_reply(job)));
         live
     }
 
@@ -413,15 +412,16 @@ impl Conclave {
     }
 
     /// The detached task: relays the provider's text, saves it as it grows, stores the end.
-    async fn run_reply(&self, mut job: ReplyJob) {
+    ///
+    /// Thousands of these wait at once on a slow provider, so what they keep while waiting is
+    /// small: the ending and the lost-reply paths run boxed (their futures exist only then), and
+    /// a save holds the sealed text, not a copy of the plaintext too.
+    async fn run_reply(self: Arc<Self>, mut job: ReplyJob) {
         let live = job.live.clone();
         let reply_id = live.id;
         let request = job.request.take().unwrap_or_default();
         let prompt_estimate = estimate_tokens(request.messages.iter().map(|m| m.content.as_str()));
-        let mut usage = None;
-        let mut finish_reason = None;
-        let mut failure: Option<ProviderError> = None;
-        let mut status = MessageStatus::Complete;
+        let mut end = ReplyEnding { prompt_estimate, ..ReplyEnding::default() };
         let mut saved_len = 0usize;
         let mut last_save = tokio::time::Instant::now();
         let renew_every = self.config.reply_lease / 3;
@@ -431,39 +431,41 @@ impl Conclave {
 
         // Waiting for the provider to start answering can take long: keep the lease alive and
         // listen for cancel requests meanwhile, as during the reply itself.
-        let start = job.route.provider.client.stream_chat(request);
-        tokio::pin!(start);
-        let stream = loop {
-            tokio::select! {
-                s = &mut start => break Some(s),
-                () = live.cancel.cancelled() => break None,
-                () = live.abort.cancelled() => break None,
-                _ = tick.tick() => {
-                    if last_save.elapsed() < renew_every {
-                        continue;
-                    }
-                    last_save = tokio::time::Instant::now();
-                    match self.save_partial(&job, "").await {
-                        Some(saved) if saved.cancel_requested => live.cancel.cancel(),
-                        Some(saved) if !saved.still_owned => return self.lost_reply(&job).await,
-                        _ => {}
+        let stream = {
+            let start = job.route.provider.client.stream_chat(request);
+            tokio::pin!(start);
+            loop {
+                tokio::select! {
+                    s = &mut start => break Some(s),
+                    () = live.cancel.cancelled() => break None,
+                    () = live.abort.cancelled() => break None,
+                    _ = tick.tick() => {
+                        if last_save.elapsed() < renew_every {
+                            continue;
+                        }
+                        last_save = tokio::time::Instant::now();
+                        match self.save_partial(&job, String::new()).await {
+                            Some(saved) if saved.cancel_requested => live.cancel.cancel(),
+                            Some(saved) if !saved.still_owned => return Box::pin(self.lost_reply(&job)).await,
+                            _ => {}
+                        }
                     }
                 }
             }
         };
         match stream {
-            None if live.abort.is_cancelled() => failure = Some(ProviderError::Stream(SHUTDOWN.into())),
-            None => status = MessageStatus::Cancelled,
-            Some(Err(e)) => failure = Some(e),
+            None if live.abort.is_cancelled() => end.failure = Some(ProviderError::Stream(SHUTDOWN.into())),
+            None => end.status = MessageStatus::Cancelled,
+            Some(Err(e)) => end.failure = Some(e),
             Some(Ok(mut events)) => loop {
                 tokio::select! {
                     event = events.next() => match event {
                         None => break,
                         Some(Ok(ChatEvent::Delta(delta))) => live.push(&delta),
-                        Some(Ok(ChatEvent::Finish { reason })) => finish_reason = reason,
-                        Some(Ok(ChatEvent::Usage(u))) => usage = Some(u),
+                        Some(Ok(ChatEvent::Finish { reason })) => end.finish_reason = reason,
+                        Some(Ok(ChatEvent::Usage(u))) => end.usage = Some(u),
                         Some(Err(e)) => {
-                            failure = Some(e);
+                            end.failure = Some(e);
                             break;
                         }
                     },
@@ -472,31 +474,39 @@ impl Conclave {
                             continue;
                         }
                         let text = live.text();
+                        let len = text.len();
                         last_save = tokio::time::Instant::now();
-                        match self.save_partial(&job, &text).await {
+                        match self.save_partial(&job, text).await {
                             Some(saved) if saved.cancel_requested => live.cancel.cancel(),
-                            Some(saved) if !saved.still_owned => return self.lost_reply(&job).await,
+                            Some(saved) if !saved.still_owned => return Box::pin(self.lost_reply(&job)).await,
                             Some(_) => {
-                                if text.len() != saved_len {
-                                    self.notifier.publish(Notice::Progress { message: reply_id, offset: text.len() }).await;
+                                if len != saved_len {
+                                    self.notifier.publish(Notice::Progress { message: reply_id, offset: len }).await;
                                 }
-                                saved_len = text.len();
+                                saved_len = len;
                             }
                             None => {}
                         }
                     }
                     () = live.cancel.cancelled() => {
-                        status = MessageStatus::Cancelled;
+                        end.status = MessageStatus::Cancelled;
                         break;
                     }
                     () = live.abort.cancelled() => {
-                        failure = Some(ProviderError::Stream(SHUTDOWN.into()));
+                        end.failure = Some(ProviderError::Stream(SHUTDOWN.into()));
                         break;
                     }
                 }
             },
         }
+        Box::pin(self.end_reply(job, end)).await;
+    }
 
+    /// Stores how the reply ended, records its usage and tells its subscribers.
+    async fn end_reply(&self, job: ReplyJob, end: ReplyEnding) {
+        let ReplyEnding { prompt_estimate, mut status, finish_reason, usage, failure } = end;
+        let live = &job.live;
+        let reply_id = live.id;
         let text = live.text();
         if failure.is_some() {
             status = MessageStatus::Failed;
@@ -612,15 +622,40 @@ impl Conclave {
         self.hub.remove(live.id);
     }
 
-    async fn save_partial(&self, job: &ReplyJob, text: &str) -> Option<crate::store::PartialSaved> {
-        let content = self.seal_message(job.tenant, job.conversation, job.live.id, text).await.ok()?;
-        match self.store.save_partial(job.tenant, job.live.id, &content, self.lease()).await {
+    /// Saves the text so far (sealed; the plaintext copy is dropped first) with the other
+    /// replies' saves, renewing the lease.
+    async fn save_partial(&self, job: &ReplyJob, text: String) -> Option<crate::store::PartialSaved> {
+        let content = self.seal_message(job.tenant, job.conversation, job.live.id, &text).await.ok()?;
+        drop(text);
+        let save = crate::store::PartialSave { tenant: job.tenant, id: job.live.id, content, lease: self.lease() };
+        match self.queue_partial_save(save).await {
             Ok(saved) => Some(saved),
             Err(e) => {
                 // The reply goes on; the next save retries. The lease outlives several misses.
                 tracing::warn!(error = %e, message_id = %job.live.id, "could not save a partial reply");
                 None
             }
+        }
+    }
+}
+
+/// How the relay ended, for [`Conclave::end_reply`].
+struct ReplyEnding {
+    prompt_estimate: u32,
+    status: MessageStatus,
+    finish_reason: Option<String>,
+    usage: Option<Usage>,
+    failure: Option<ProviderError>,
+}
+
+impl Default for ReplyEnding {
+    fn default() -> Self {
+        ReplyEnding {
+            prompt_estimate: 0,
+            status: MessageStatus::Complete,
+            finish_reason: None,
+            usage: None,
+            failure: None,
         }
     }
 }

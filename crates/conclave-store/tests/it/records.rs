@@ -7,7 +7,7 @@ use conclave_core::page::PageRequest;
 use conclave_core::principal::{Role, Scope};
 use conclave_core::records::*;
 use conclave_core::settings::TenantSettings;
-use conclave_core::store::{constraints, Lease, Store};
+use conclave_core::store::{constraints, Lease, PartialSave, Store};
 use conclave_core::StoreError;
 use time::OffsetDateTime;
 
@@ -721,8 +721,57 @@ async fn audit_with_usage_is_atomic_and_chained(store: &dyn Store) {
     assert!(rows.iter().all(|r| (r.prompt_tokens, r.completion_tokens) == (3, 4)));
 }
 
+/// Many replies' partial saves in one transaction: each answer is that reply's own, in order.
+async fn partial_saves_in_one_batch(store: &dyn Store) {
+    let t = store.default_tenant("Default").await.unwrap();
+    let ada = store.create_user(t.id, new_user("ada@example.com", true)).await.unwrap();
+    let a = agent(t.id, ada.id, Visibility::Private);
+    store.create_agent(&a).await.unwrap();
+    let c = conversation(t.id, ada.id, a.id);
+    store.create_conversation(&c).await.unwrap();
+    let mut replies = Vec::new();
+    for question in ["one", "two", "three", "four"] {
+        let (user, reply) = exchange(t.id, c.id, question);
+        store.insert_exchange(Some(&user), &reply, lease(), None).await.unwrap();
+        replies.push(reply);
+    }
+    let [mine, cancelled, ended, taken] = &replies[..] else { unreachable!("four replies") };
+    assert!(store.request_cancel(t.id, c.id, cancelled.id).await.unwrap());
+    let outcome = ReplyOutcome {
+        content: Sealed(b"\0done".to_vec()),
+        status: MessageStatus::Complete,
+        usage: None,
+        finish_reason: Some("stop".into()),
+        error: None,
+    };
+    assert!(store.finish_reply(t.id, ended.id, &outcome).await.unwrap());
+    let stranger = Lease { owner: uuid::Uuid::new_v4(), expires_at: now() + time::Duration::seconds(30) };
+    let save = |id: MessageId, text: &str, lease: Lease| PartialSave {
+        tenant: t.id,
+        id,
+        content: Sealed(format!("\0{text}").into_bytes()),
+        lease,
+    };
+    let saves = [
+        save(mine.id, "mine so far", lease()),
+        save(cancelled.id, "cancelled so far", lease()),
+        save(ended.id, "too late", lease()),
+        save(taken.id, "not mine", stranger),
+    ];
+    let saved = store.save_partials(&saves).await.unwrap();
+    let answers: Vec<(bool, bool)> = saved.iter().map(|s| (s.still_owned, s.cancel_requested)).collect();
+    assert_eq!(answers, [(true, false), (true, true), (false, false), (false, false)]);
+    let content = |id| async move { store.get_message(t.id, c.id, id).await.unwrap().content };
+    assert_eq!(content(mine.id).await, saves[0].content, "saved");
+    assert_eq!(content(cancelled.id).await, saves[1].content, "saved, and told of the cancel");
+    assert_eq!(content(ended.id).await, outcome.content, "an ended reply is not written");
+    assert_eq!(content(taken.id).await, taken.content, "only the owner writes");
+    assert!(store.save_partials(&[]).await.unwrap().is_empty());
+}
+
 crate::both_backends!(
     reply_leases_cancel_and_expiry,
+    partial_saves_in_one_batch,
     tenants_and_settings,
     first_user_is_admin_and_emails_are_unique,
     concurrent_first_signups_make_one_admin,
