@@ -127,6 +127,11 @@ async fn http1<IO>(
     }
 }
 
+const H2_PING_EVERY: Duration = Duration::from_secs(20);
+const H2_PING_TIMEOUT: Duration = Duration::from_secs(20);
+const H2_MAX_STREAMS: u32 = 128;
+const H2_MAX_HEADER_LIST: u32 = 64 * 1024;
+
 /// Serves one HTTP/2 connection's requests until it closes or the server shuts down.
 async fn http2<IO>(
     io: TokioIo<IO>,
@@ -138,7 +143,15 @@ async fn http2<IO>(
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let mut builder = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
-    builder.timer(TokioTimer::new());
+    // HTTP/2 has no header-read timeout of its own: a peer that stops answering is found by
+    // pings (also while streams are open; a PING does not touch them) and the connection closed;
+    // a peer may not open more streams at once, nor send larger header blocks, than a browser.
+    builder
+        .timer(TokioTimer::new())
+        .keep_alive_interval(Some(H2_PING_EVERY))
+        .keep_alive_timeout(H2_PING_TIMEOUT)
+        .max_concurrent_streams(H2_MAX_STREAMS)
+        .max_header_list_size(H2_MAX_HEADER_LIST);
     if let Err(e) = watcher.watch(builder.serve_connection(io, service(peer, cert, app))).await {
         tracing::debug!(%peer, error = %e, "connection ended with an error");
     }
