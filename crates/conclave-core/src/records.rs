@@ -472,10 +472,7 @@ impl AuditCheckpoint {
     /// ```
     pub fn signed_bytes(&self) -> Vec<u8> {
         let micros = self.at.unix_timestamp_nanos() / 1_000;
-        let algorithm = match self.algorithm {
-            SignatureAlgorithm::Ed25519 => "Ed25519",
-            SignatureAlgorithm::Es256 => "ES256",
-        };
+        let algorithm = self.algorithm.as_str();
         // A key id with a line break could make two different checkpoints sign the same bytes.
         let key_id: String = self.key_id.chars().filter(|c| !c.is_control()).collect();
         format!(

@@ -21,6 +21,16 @@ pub enum SignatureAlgorithm {
     Es256,
 }
 
+impl SignatureAlgorithm {
+    /// The name checkpoints, the database and reports use (as serialised).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SignatureAlgorithm::Ed25519 => "Ed25519",
+            SignatureAlgorithm::Es256 => "ES256",
+        }
+    }
+}
+
 /// A key that signs audit checkpoints.
 #[async_trait]
 pub trait CheckpointSigner: Send + Sync {

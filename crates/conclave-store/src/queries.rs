@@ -1223,19 +1223,25 @@ macro_rules! store_impl {
             async fn reply_context(&self, tenant: TenantId, owner: UserId, conversation: ConversationId) -> StoreResult<ReplyContext> {
                 // One statement instead of four: the conversation, its agent as the owner may see
                 // it, the owner's streaming replies, whether it has messages, and its wrapped key.
-                let agent_columns = AGENT_COLUMNS.split(", ").map(|c| format!("a.{c} AS agent_{c}")).collect::<Vec<_>>().join(", ");
-                let sql = format!(
-                    "SELECT c.tenant_id, c.conversation_id, c.owner_id, c.agent_id, c.title, c.created_at, c.updated_at, \
-                     c.wrapped_key AS conversation_wrapped_key, a.agent_id AS visible_agent_id, {agent_columns}, \
+                // Built once: it runs for every message posted.
+                static SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+                    let columns = |prefix: &str, alias: &str, list: &str| {
+                        list.split(", ").map(|c| format!("{prefix}.{c} AS {alias}{c}")).collect::<Vec<_>>().join(", ")
+                    };
+                    format!(
+                    "SELECT {}, c.wrapped_key AS conversation_wrapped_key, a.agent_id AS visible_agent_id, {}, \
                      (SELECT COUNT(*) FROM messages m JOIN conversations o \
                          ON o.tenant_id = m.tenant_id AND o.conversation_id = m.conversation_id \
                          WHERE m.tenant_id = $1 AND o.owner_id = $3 AND m.status = 'streaming') AS streaming, \
                      EXISTS (SELECT 1 FROM messages h WHERE h.tenant_id = $1 AND h.conversation_id = $2) AS has_messages \
                      FROM conversations c LEFT JOIN agents a ON a.tenant_id = c.tenant_id AND a.agent_id = c.agent_id \
                          AND (a.owner_id = $3 OR a.visibility = 'tenant') \
-                     WHERE c.tenant_id = $1 AND c.conversation_id = $2 AND c.owner_id = $3"
-                );
-                let row = sqlx::query(&sql)
+                     WHERE c.tenant_id = $1 AND c.conversation_id = $2 AND c.owner_id = $3",
+                        columns("c", "", CONVERSATION_COLUMNS),
+                        columns("a", "agent_", AGENT_COLUMNS)
+                    )
+                });
+                let row = sqlx::query(SQL.as_str())
                     .bind(tenant.0)
                     .bind(conversation.0)
                     .bind(owner.0)
@@ -1616,7 +1622,7 @@ macro_rules! store_impl {
                 .bind(DbTime(c.at))
                 .bind(i32::try_from(c.version).unwrap_or(i32::MAX))
                 .bind(&c.key_id)
-                .bind(checkpoint_algorithm_name(c.algorithm))
+                .bind(c.algorithm.as_str())
                 .bind(&c.signature)
                 .execute(&self.pool)
                 .await
@@ -1750,7 +1756,10 @@ macro_rules! store_impl {
             fn checkpoint_row(r: &<$db as sqlx::Database>::Row) -> Result<AuditCheckpoint, sqlx::Error> {
                 let algorithm: &str = r.try_get("algorithm")?;
                 Ok(AuditCheckpoint {
-                    version: u32::try_from(r.try_get::<i32, _>("version")?).unwrap_or(0),
+                    version: {
+                        let v: i32 = r.try_get("version")?;
+                        u32::try_from(v).map_err(|_| bad_value("checkpoint version", &v.to_string()))?
+                    },
                     tenant_id: TenantId(r.try_get("tenant_id")?),
                     seq: r.try_get("seq")?,
                     head: r.try_get("head")?,
@@ -1762,13 +1771,6 @@ macro_rules! store_impl {
             }
         }
     };
-}
-
-fn checkpoint_algorithm_name(a: SignatureAlgorithm) -> &'static str {
-    match a {
-        SignatureAlgorithm::Ed25519 => "Ed25519",
-        SignatureAlgorithm::Es256 => "ES256",
-    }
 }
 
 store_impl!(SqliteStore, sqlx::Sqlite);
