@@ -26,6 +26,14 @@ use crate::error::{is_unique_violation, store_error};
 use crate::{PgStore, SqliteStore};
 
 const USER_COLUMNS: &str = "tenant_id, user_id, email, display_name, role, password_hash, must_change_password, disabled, created_at, updated_at, tokens_valid_after";
+/// A new tenant: id, name, whether it is the default one, settings, creation time.
+const INSERT_TENANT: &str = "INSERT INTO tenants (tenant_id, name, is_default, settings, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $5)";
+
+/// A unique violation as the named constraint; anything else as it is.
+fn unique_as(constraint: &'static str) -> impl Fn(sqlx::Error) -> StoreError + Copy {
+    move |e| if is_unique_violation(&e) { StoreError::Constraint(constraint.into()) } else { store_error(e) }
+}
+
 /// Moves a user's single sign-on cut-off forward to `$3`, never back.
 const CUT_OFF_FORWARD_TO_3: &str =
     "tokens_valid_after = CASE WHEN tokens_valid_after IS NULL OR tokens_valid_after < $3 THEN $3 ELSE tokens_valid_after END";
@@ -242,13 +250,7 @@ macro_rules! store_impl {
                 .await
                 .map_err(store_error)?;
                 let role = if user.first_user_becomes_admin && created == 1 { Role::Admin } else { user.role };
-                let email_taken = |e: sqlx::Error| {
-                    if is_unique_violation(&e) {
-                        StoreError::Constraint(constraints::USER_EMAIL_UNIQUE.into())
-                    } else {
-                        store_error(e)
-                    }
-                };
+                let email_taken = unique_as(constraints::USER_EMAIL_UNIQUE);
                 sqlx::query("INSERT INTO user_emails (email, tenant_id, user_id) VALUES ($1, $2, $3)")
                     .bind(&user.email)
                     .bind(tenant.0)
@@ -355,12 +357,10 @@ macro_rules! store_impl {
                     return Self::tenant_row(&row).map_err(store_error);
                 }
                 let t = now();
-                sqlx::query(
-                    "INSERT INTO tenants (tenant_id, name, is_default, settings, created_at, updated_at) \
-                     VALUES ($1, $2, TRUE, $3, $4, $4) ON CONFLICT DO NOTHING",
-                )
+                sqlx::query(&format!("{INSERT_TENANT} ON CONFLICT DO NOTHING"))
                 .bind(TenantId::new().0)
                 .bind(name)
+                .bind(true)
                 .bind(Json(TenantSettings::default()))
                 .bind(t)
                 .execute(&self.pool)
@@ -371,12 +371,10 @@ macro_rules! store_impl {
             }
 
             async fn create_tenant(&self, name: &str) -> StoreResult<Tenant> {
-                let row = sqlx::query(
-                    "INSERT INTO tenants (tenant_id, name, is_default, settings, created_at, updated_at) \
-                     VALUES ($1, $2, FALSE, $3, $4, $4) RETURNING tenant_id, name, settings, created_at, updated_at",
-                )
+                let row = sqlx::query(&format!("{INSERT_TENANT} RETURNING tenant_id, name, settings, created_at, updated_at"))
                 .bind(TenantId::new().0)
                 .bind(name)
+                .bind(false)
                 .bind(Json(TenantSettings::default()))
                 .bind(now())
                 .fetch_one(&self.pool)
@@ -543,13 +541,7 @@ macro_rules! store_impl {
                 .bind(now())
                 .execute(&mut *tx)
                 .await
-                .map_err(|e| {
-                    if is_unique_violation(&e) {
-                        StoreError::Constraint(constraints::IDENTITY_UNIQUE.into())
-                    } else {
-                        store_error(e)
-                    }
-                })?;
+                .map_err(unique_as(constraints::IDENTITY_UNIQUE))?;
                 tx.commit().await.map_err(store_error)?;
                 Ok(created)
             }
@@ -569,13 +561,7 @@ macro_rules! store_impl {
                     .execute(&mut *tx)
                     .await
                     .map_err(store_error)?;
-                let email_taken = |e: sqlx::Error| {
-                    if is_unique_violation(&e) {
-                        StoreError::Constraint(constraints::USER_EMAIL_UNIQUE.into())
-                    } else {
-                        store_error(e)
-                    }
-                };
+                let email_taken = unique_as(constraints::USER_EMAIL_UNIQUE);
                 sqlx::query("UPDATE user_emails SET email = $3 WHERE tenant_id = $1 AND user_id = $2")
                     .bind(tenant.0)
                     .bind(user.0)
@@ -618,12 +604,10 @@ macro_rules! store_impl {
                 let mut tx = self.pool.begin().await.map_err(store_error)?;
                 let tenant = TenantId::new();
                 let t = now();
-                sqlx::query(
-                    "INSERT INTO tenants (tenant_id, name, is_default, settings, created_at, updated_at) \
-                     VALUES ($1, $2, FALSE, $3, $4, $4)",
-                )
+                sqlx::query(INSERT_TENANT)
                 .bind(tenant.0)
                 .bind(name)
+                .bind(false)
                 .bind(Json(TenantSettings::default()))
                 .bind(t)
                 .execute(&mut *tx)
