@@ -29,6 +29,7 @@ use crate::content::SealScope;
 use crate::error::{Error, FieldError, Result, StoreError};
 use crate::ids::{DocumentId, LibraryId, UserId};
 use crate::libraries::{DocumentRecord, DocumentVersionRecord, DocumentWithVersion, LibraryRole, VersionInsert};
+use crate::objects::direct::{DirectReader, LocalObjectWriter};
 use crate::objects::{unavailable, Objects};
 use crate::page::{Page, PageRequest};
 use crate::policy;
@@ -306,13 +307,41 @@ impl Conclave {
         job: UploadJob,
         fek: Arc<Key>,
         binding: Binding,
-        mut receiver: mpsc::Receiver<Vec<Bytes>>,
+        receiver: mpsc::Receiver<Vec<Bytes>>,
         finished: oneshot::Receiver<(u64, [u8; 32])>,
     ) -> Result<DocumentView> {
-        let path = Path::from(job.object_key.as_str());
+        let encryptor = SegmentEncryptor::new(&fek, &binding);
+        let (size, sha) = match self.objects.local_path(&job.object_key) {
+            Some(dest) => write_local(dest?, &job.object_key, encryptor, receiver, finished).await?,
+            None => self.write_remote(&job.object_key, encryptor, receiver, finished).await?,
+        };
+
+        if let Err(e) = self.scan_upload(&job, &fek, &binding).await {
+            self.remove_objects(std::slice::from_ref(&job.object_key)).await;
+            return Err(e);
+        }
+        match self.record_upload(&job, size, sha).await {
+            Ok(view) => Ok(view),
+            Err(e) => {
+                self.remove_objects(std::slice::from_ref(&job.object_key)).await;
+                Err(e)
+            }
+        }
+    }
+
+    /// Writes an upload to a remote store as a multipart upload of the store's part size; the
+    /// upload is completed only once the request has handed over the whole upload, and aborted
+    /// otherwise.
+    async fn write_remote(
+        &self,
+        object: &str,
+        mut encryptor: SegmentEncryptor,
+        mut receiver: mpsc::Receiver<Vec<Bytes>>,
+        finished: oneshot::Receiver<(u64, [u8; 32])>,
+    ) -> Result<(u64, [u8; 32])> {
+        let path = Path::from(object);
         let upload = self.objects.store().put_multipart(&path).await.map_err(unavailable)?;
         let mut writer = WriteMultipart::new_with_chunk_size(upload, self.objects.part_size());
-        let mut encryptor = SegmentEncryptor::new(&fek, &binding);
         let written: Result<()> = async {
             while let Some(batch) = receiver.recv().await {
                 // Room for the batch, the plaintext the encryptor held back, its tags and the
@@ -329,31 +358,20 @@ impl Conclave {
             Ok(())
         }
         .await;
-        let (size, sha) = match (written, finished.await) {
+        let done = match (written, finished.await) {
             (Ok(()), Ok(done)) => done,
-            (result, _) => {
+            (written, _) => {
                 if let Err(e) = writer.abort().await {
-                    tracing::warn!(object = %job.object_key, error = %e, "an interrupted upload could not be aborted");
+                    tracing::warn!(object = %object, error = %e, "an interrupted upload could not be aborted");
                 }
-                return Err(result.err().unwrap_or_else(|| Error::BadRequest("The upload was interrupted.".into())));
+                return Err(interrupted(written));
             }
         };
         let mut out = Vec::new();
         encryptor.finish(&mut out).map_err(|e| Error::Internal(format!("encryption: {e}")))?;
         writer.write(&out);
         writer.finish().await.map_err(unavailable)?;
-
-        if let Err(e) = self.scan_upload(&job, &fek, &binding).await {
-            self.remove_objects(std::slice::from_ref(&job.object_key)).await;
-            return Err(e);
-        }
-        match self.record_upload(&job, size, sha).await {
-            Ok(view) => Ok(view),
-            Err(e) => {
-                self.remove_objects(std::slice::from_ref(&job.object_key)).await;
-                Err(e)
-            }
-        }
+        Ok(done)
     }
 
     /// With a scanner configured, reads the stored object back, decrypted, through it: only a
@@ -522,7 +540,9 @@ impl Conclave {
                 let result = store.get_opts(&path, options).await.map_err(object_error)?;
                 let decryptor = RangeDecryptor::new(&key, &binding, plan.clone());
                 match result.payload {
-                    GetResultPayload::File(file, _) => local_plaintext(file, &plan, decryptor, object),
+                    GetResultPayload::File(file, path) => {
+                        local_plaintext(DirectReader::new(file, path), &plan, decryptor, object)
+                    }
                     GetResultPayload::Stream(stream) => decrypting(stream, Decryptor::Range(decryptor), object),
                 }
             }
@@ -531,15 +551,15 @@ impl Conclave {
                 match result.payload {
                     // An empty document is still read through the whole-object reader, which
                     // checks its one (empty, last) segment.
-                    GetResultPayload::File(file, _) if size > 0 => {
-                        let (file, header) = read_header(file).await.map_err(|e| {
+                    GetResultPayload::File(file, path) if size > 0 => {
+                        let (reader, header) = read_header(DirectReader::new(file, path)).await.map_err(|e| {
                             tracing::error!(object = %object, error = %e, "cannot read a document's header");
                             Error::Internal("the document's stored content cannot be read".into())
                         })?;
                         let header = SegmentHeader::parse(&header).map_err(|e| integrity_error(&d, e))?;
                         let plan = RangePlan::new(&header, size, 0..size).map_err(|e| integrity_error(&d, e))?;
                         let decryptor = RangeDecryptor::new(&key, &binding, plan.clone());
-                        local_plaintext(file, &plan, decryptor, object)
+                        local_plaintext(reader, &plan, decryptor, object)
                     }
                     payload => {
                         let source = object_stream(GetResult { payload, ..result });
@@ -634,6 +654,72 @@ struct UploadJob {
     wrapped_fek: Vec<u8>,
 }
 
+/// Why an upload's object was not completed: the writer failed, or the request stopped before
+/// handing over the whole upload.
+fn interrupted(written: Result<()>) -> Error {
+    written.err().unwrap_or_else(|| Error::BadRequest("The upload was interrupted.".into()))
+}
+
+/// Writes an upload into a local folder on the blocking pool: each batch encrypted into one
+/// reused, aligned buffer, written with direct I/O a block at a time (`objects::direct`). The
+/// object is published (renamed into place) only once the request has handed over the whole
+/// upload; otherwise its file is removed.
+async fn write_local(
+    dest: std::path::PathBuf,
+    object: &str,
+    mut encryptor: SegmentEncryptor,
+    mut receiver: mpsc::Receiver<Vec<Bytes>>,
+    finished: oneshot::Receiver<(u64, [u8; 32])>,
+) -> Result<(u64, [u8; 32])> {
+    let failed = |e: std::io::Error| {
+        tracing::error!(object = %object, error = %e, "an upload could not be written to the object folder");
+        Error::Unavailable { service: "object store", detail: "the object folder could not be written".into() }
+    };
+    let blocking = |e: tokio::task::JoinError| Error::Internal(format!("upload writer: {e}"));
+    let written = tokio::task::spawn_blocking(move || {
+        let mut writer = LocalObjectWriter::create(&dest).map_err(WriteFailure::Io)?;
+        while let Some(batch) = receiver.blocking_recv() {
+            for chunk in &batch {
+                encryptor.push(chunk, writer.output()).map_err(WriteFailure::Crypto)?;
+                writer.flush_full().map_err(WriteFailure::Io)?;
+            }
+        }
+        Ok::<_, WriteFailure>((writer, encryptor))
+    })
+    .await
+    .map_err(blocking)?;
+    let written = written.map_err(|e| match e {
+        WriteFailure::Io(e) => failed(e),
+        WriteFailure::Crypto(e) => Error::Internal(format!("encryption: {e}")),
+    });
+    let (done, (mut writer, encryptor)) = match (written, finished.await) {
+        (Ok(writer), Ok(done)) => (done, writer),
+        (Ok(unfinished), Err(_)) => {
+            // Dropping the writer removes its file: on the blocking pool, as it touches the disk.
+            tokio::task::spawn_blocking(move || drop(unfinished)).await.map_err(blocking)?;
+            return Err(interrupted(Ok(())));
+        }
+        // The writer removed its file when it failed.
+        (Err(e), _) => return Err(e),
+    };
+    tokio::task::spawn_blocking(move || {
+        encryptor.finish(writer.output()).map_err(WriteFailure::Crypto)?;
+        writer.publish().map_err(WriteFailure::Io)
+    })
+    .await
+    .map_err(blocking)?
+    .map_err(|e| match e {
+        WriteFailure::Io(e) => failed(e),
+        WriteFailure::Crypto(e) => Error::Internal(format!("encryption: {e}")),
+    })?;
+    Ok(done)
+}
+
+enum WriteFailure {
+    Io(std::io::Error),
+    Crypto(conclave_crypto::CryptoError),
+}
+
 /// Chunks of an upload collected for the writer, without copying them.
 #[derive(Default)]
 struct Batch {
@@ -696,57 +782,45 @@ fn file_blocks(
 ) -> BoxStream<'static, object_store::Result<Bytes>> {
     let failed =
         |source: std::io::Error| object_store::Error::Generic { store: "LocalFileSystem", source: source.into() };
-    futures::stream::try_unfold((file, path, range), move |(mut file, path, range)| async move {
+    let reader = DirectReader::new(file, path.clone());
+    futures::stream::try_unfold((reader, path, range), move |(mut reader, path, range)| async move {
         if range.is_empty() {
             return Ok(None);
         }
         let read = tokio::task::spawn_blocking(move || {
             let len = (range.end - range.start).min(FILE_READ_BLOCK);
-            let block = read_block(&mut file, range.start, len)
+            let block = reader
+                .read(range.start, len)
                 .map_err(|e| std::io::Error::new(e.kind(), format!("{}: {e}", path.display())))?;
-            Ok((file, path, range, block))
+            Ok::<_, std::io::Error>((reader, path, range, block))
         })
         .await
         .map_err(|e| failed(std::io::Error::other(e)))?;
-        let (file, path, range, block): (std::fs::File, std::path::PathBuf, Range<u64>, Vec<u8>) =
-            read.map_err(failed)?;
-        let next = range.start + block.len() as u64..range.end;
-        Ok(Some((Bytes::from(block), (file, path, next))))
+        let (reader, path, range, (block, at)) = read.map_err(failed)?;
+        let next = range.start + at.len() as u64..range.end;
+        Ok(Some((Bytes::from(block).slice(at), (reader, path, next))))
     })
     .boxed()
 }
 
-/// Exactly `len` bytes of `file` from `offset`; a file that ends before is an error.
-fn read_block(file: &mut std::fs::File, offset: u64, len: u64) -> std::io::Result<Vec<u8>> {
-    use std::io::{Read, Seek, SeekFrom};
-    let mut block = Vec::with_capacity(len as usize);
-    file.seek(SeekFrom::Start(offset))?;
-    file.take(len).read_to_end(&mut block)?;
-    if (block.len() as u64) < len {
-        let message = format!("the object ends before byte {}", offset + len);
-        return Err(std::io::Error::new(std::io::ErrorKind::UnexpectedEof, message));
-    }
-    Ok(block)
-}
-
 /// The first [`HEADER_LEN`] bytes of a local object, read on the blocking pool.
-async fn read_header(file: std::fs::File) -> std::io::Result<(std::fs::File, Vec<u8>)> {
+async fn read_header(mut reader: DirectReader) -> std::io::Result<(DirectReader, Vec<u8>)> {
     tokio::task::spawn_blocking(move || {
-        let mut file = file;
-        let header = read_block(&mut file, 0, HEADER_LEN as u64)?;
-        Ok((file, header))
+        let (block, at) = reader.read(0, HEADER_LEN as u64)?;
+        Ok((reader, block[at].to_vec()))
     })
     .await
     .map_err(std::io::Error::other)?
 }
 
 /// The planned plaintext of a local object. Each step reads a block of whole segments (about
-/// [`FILE_READ_BLOCK`]) on the blocking pool and decrypts it there, in place, while it is still
-/// in the CPU's cache; the plaintext of each segment then goes out as a slice of that block, so
-/// this process never copies the document between reading it and sending it. A block that fails its check
-/// ends the stream with an error; the segments before it in the block are not sent.
+/// [`FILE_READ_BLOCK`]) on the blocking pool, directly (`objects::direct`), and decrypts it
+/// there, in place, while it is still in the CPU's cache; the plaintext of each segment then goes
+/// out as a slice of that block, so this process never copies the document between reading it and
+/// sending it. A block that fails its check ends the stream with an error; the segments before it
+/// in the block are not sent.
 fn local_plaintext(
-    file: std::fs::File,
+    reader: DirectReader,
     plan: &RangePlan,
     decryptor: RangeDecryptor,
     object: String,
@@ -762,9 +836,9 @@ fn local_plaintext(
             std::io::Error::other("the stored document failed its integrity check")
         }
     };
-    let state = Some((file, decryptor, plan.ciphertext_range(), fail));
+    let state = Some((reader, decryptor, plan.ciphertext_range(), fail));
     futures::stream::unfold(state, move |state| async move {
-        let (mut file, mut decryptor, range, fail) = state?;
+        let (mut reader, mut decryptor, range, fail) = state?;
         if range.is_empty() {
             return match decryptor.finish() {
                 Ok(()) => None,
@@ -774,17 +848,18 @@ fn local_plaintext(
         let len = (range.end - range.start).min(block);
         let start = range.start;
         let read = tokio::task::spawn_blocking(move || {
-            let mut block = read_block(&mut file, start, len).map_err(BlockFailure::Read)?;
-            let parts = decryptor.open_in_place(&mut block).map_err(BlockFailure::Integrity)?;
-            Ok((file, decryptor, block, parts))
+            let (mut block, at) = reader.read(start, len).map_err(BlockFailure::Read)?;
+            let parts = decryptor.open_in_place(&mut block[at.clone()]).map_err(BlockFailure::Integrity)?;
+            let parts: Vec<Range<usize>> = parts.into_iter().map(|r| at.start + r.start..at.start + r.end).collect();
+            Ok((reader, decryptor, block, parts))
         })
         .await
         .unwrap_or_else(|e| Err(BlockFailure::Read(std::io::Error::other(e))));
         match read {
-            Ok((file, decryptor, block, parts)) => {
+            Ok((reader, decryptor, block, parts)) => {
                 let block = Bytes::from(block);
                 let parts: Vec<Bytes> = parts.into_iter().filter(|r| !r.is_empty()).map(|r| block.slice(r)).collect();
-                Some((Ok(parts), Some((file, decryptor, start + len..range.end, fail))))
+                Some((Ok(parts), Some((reader, decryptor, start + len..range.end, fail))))
             }
             Err(failure) => Some((Err(fail(failure)), None)),
         }

@@ -2,7 +2,7 @@
 
 use zeroize::{Zeroize, Zeroizing};
 
-use super::header::SegmentHeader;
+use super::header::{SegmentHeader, HEADER_LEN};
 use super::SegmentCipher;
 use crate::aead::TAG_LEN;
 use crate::binding::Binding;
@@ -18,6 +18,28 @@ pub struct SegmentEncryptor {
     segment_size: usize,
     pending: Zeroizing<Vec<u8>>,
     header_written: bool,
+}
+
+/// Where a [`SegmentEncryptor`] appends the object. A `Vec<u8>` grows by zeroed bytes that the
+/// cipher then overwrites; a buffer that is reused (such as an aligned block for direct I/O) can
+/// hand out bytes it already holds, so nothing is written twice.
+pub trait SegmentOutput {
+    /// Lengthens the output by `n` bytes and returns them; whatever they held is overwritten.
+    fn grow(&mut self, n: usize) -> &mut [u8];
+    /// Shortens the output by `n` bytes (undoes a [`grow`](Self::grow) whose sealing failed).
+    fn shrink(&mut self, n: usize);
+}
+
+impl SegmentOutput for Vec<u8> {
+    fn grow(&mut self, n: usize) -> &mut [u8] {
+        let start = self.len();
+        self.resize(start + n, 0);
+        &mut self[start..]
+    }
+
+    fn shrink(&mut self, n: usize) {
+        self.truncate(self.len().saturating_sub(n));
+    }
 }
 
 /// The part that seals, apart from the pending buffer so both can be borrowed at once.
@@ -55,7 +77,7 @@ impl SegmentEncryptor {
 
     /// Takes more plaintext and appends to `out` the header (on the first call) and every
     /// segment that is now complete.
-    pub fn push(&mut self, mut data: &[u8], out: &mut Vec<u8>) -> Result<()> {
+    pub fn push<O: SegmentOutput + ?Sized>(&mut self, mut data: &[u8], out: &mut O) -> Result<()> {
         self.write_header(out);
         if !self.pending.is_empty() {
             let take = (self.segment_size - self.pending.len()).min(data.len());
@@ -82,14 +104,14 @@ impl SegmentEncryptor {
     }
 
     /// Appends the last segment (flagged, possibly empty) and, if nothing was pushed, the header.
-    pub fn finish(mut self, out: &mut Vec<u8>) -> Result<()> {
+    pub fn finish<O: SegmentOutput + ?Sized>(mut self, out: &mut O) -> Result<()> {
         self.write_header(out);
         self.writer.seal(&self.pending, true, out)
     }
 
-    fn write_header(&mut self, out: &mut Vec<u8>) {
+    fn write_header<O: SegmentOutput + ?Sized>(&mut self, out: &mut O) {
         if !self.header_written {
-            out.extend_from_slice(&self.header.to_bytes());
+            out.grow(HEADER_LEN).copy_from_slice(&self.header.to_bytes());
             self.header_written = true;
         }
     }
@@ -97,19 +119,18 @@ impl SegmentEncryptor {
 
 impl Writer {
     /// Appends one sealed segment to `out`, encrypting straight from `plaintext` into `out`.
-    fn seal(&mut self, plaintext: &[u8], last: bool, out: &mut Vec<u8>) -> Result<()> {
+    fn seal<O: SegmentOutput + ?Sized>(&mut self, plaintext: &[u8], last: bool, out: &mut O) -> Result<()> {
         // A segment that is not last must leave a counter value for the last one.
         if !last && self.next_index == u32::MAX {
             return Err(CryptoError::InvalidInput("a segmented object has at most 2^32 segments"));
         }
-        let start = out.len();
-        out.resize(start + plaintext.len() + TAG_LEN, 0);
-        let (body, tag) = out[start..].split_at_mut(plaintext.len());
+        let stored = plaintext.len() + TAG_LEN;
+        let (body, tag) = out.grow(stored).split_at_mut(plaintext.len());
         match self.core.seal_into(self.next_index, last, plaintext, body) {
             Ok(sealed) => tag.copy_from_slice(&sealed),
             Err(e) => {
-                // Only ciphertext or zeros were written there: nothing to wipe.
-                out.truncate(start);
+                // Only ciphertext or the output's earlier bytes are there: nothing to wipe.
+                out.shrink(stored);
                 return Err(e);
             }
         }
@@ -131,7 +152,6 @@ pub fn encrypt(key: &Key, binding: &Binding, plaintext: &[u8], segment_size: u32
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::segment::HEADER_LEN;
     use uuid::Uuid;
 
     /// Encrypting the stored vector's plaintext again, with its header (so its nonce prefix),
