@@ -17,18 +17,17 @@ use conclave_crypto::segment::SegmentOutput;
 /// Direct I/O wants the buffer's address, the length and the file offset in multiples of the
 /// device's logical block; 4 KiB covers every block size in use.
 const ALIGN: usize = 4096;
-/// Bytes written at a time: the buffer is flushed once it holds this much.
+/// The size of the blocks an upload's ciphertext is written in.
 pub(crate) const WRITE_BLOCK: usize = 1 << 20;
 
-/// One object being written. Dropped before [`publish`](Self::publish), it removes what it wrote:
-/// an interrupted upload leaves nothing.
+/// One object being written, block by block. Dropped before [`publish`](Self::publish), it
+/// removes what it wrote: an interrupted upload leaves nothing.
 pub(crate) struct LocalObjectWriter {
     file: Option<File>,
     staging: PathBuf,
     dest: PathBuf,
     /// Whether the file is open with `O_DIRECT`; false on file systems that refuse it.
     direct: bool,
-    buffer: AlignedBuffer,
     /// Bytes of the object already in the file.
     written: u64,
     published: bool,
@@ -52,7 +51,6 @@ impl LocalObjectWriter {
             staging,
             dest: dest.to_owned(),
             direct,
-            buffer: AlignedBuffer::new(2 * WRITE_BLOCK),
             written: 0,
             published: false,
             #[cfg(test)]
@@ -60,33 +58,31 @@ impl LocalObjectWriter {
         })
     }
 
-    /// Where a segment writer appends the object; call [`flush_full`](Self::flush_full) after.
-    pub(crate) fn output(&mut self) -> &mut AlignedBuffer {
-        &mut self.buffer
-    }
-
-    /// Writes the buffered bytes once they fill a block, keeping back only what does not fill a
-    /// whole aligned unit.
-    pub(crate) fn flush_full(&mut self) -> std::io::Result<()> {
-        if self.buffer.len() >= WRITE_BLOCK {
-            let whole = self.buffer.len() / ALIGN * ALIGN;
-            self.write_out(whole)?;
+    /// Appends a block whose length is a whole number of aligned units (see
+    /// [`AlignedBuffer::take_aligned`]).
+    pub(crate) fn write_block(&mut self, block: &AlignedBuffer) -> std::io::Result<()> {
+        if !block.len().is_multiple_of(ALIGN) {
+            return Err(std::io::Error::other("a block that is not the last must fill whole aligned units"));
         }
-        Ok(())
+        self.write_out(block.as_slice())
     }
 
-    /// Writes the rest, sets the file to the object's length and renames it into place.
-    pub(crate) fn publish(mut self) -> std::io::Result<u64> {
-        let rest = self.buffer.len();
+    /// Appends the last block (any length), sets the file to the object's length and renames it
+    /// into place.
+    pub(crate) fn publish(mut self, mut last: AlignedBuffer) -> std::io::Result<u64> {
+        let rest = last.len();
         let length = self.written + rest as u64;
         if self.direct {
-            // The last block is padded to the alignment, then the padding cut off.
+            // The last block is padded to the alignment, then the padding cut off (also when
+            // the write fell back to the page cache on the way).
             let padded = rest.div_ceil(ALIGN) * ALIGN;
-            self.buffer.grow(padded - rest).fill(0);
-            self.write_out(padded)?;
+            last.grow(padded - rest).fill(0);
+            self.write_out(last.as_slice())?;
             self.file()?.set_len(length)?;
         } else {
-            self.write_out(rest)?;
+            self.write_out(last.as_slice())?;
+        }
+        if !self.direct {
             // Without direct I/O the data sits in the page cache, where a failed write-back
             // shows only at fsync or close: flush it so a failure fails the upload.
             self.file()?.sync_all()?;
@@ -97,18 +93,17 @@ impl LocalObjectWriter {
         Ok(length)
     }
 
-    /// Writes the first `len` bytes of the buffer at the end of the file and moves what is left
-    /// to the buffer's start.
-    fn write_out(&mut self, len: usize) -> std::io::Result<()> {
+    /// Writes `data` at the end of the file.
+    fn write_out(&mut self, data: &[u8]) -> std::io::Result<()> {
         let offset = self.written;
         #[cfg(test)]
         let result = if self.direct && self.refuse_direct_writes {
             Err(std::io::Error::from_raw_os_error(libc::EINVAL))
         } else {
-            self.file()?.write_all_at(&self.buffer.as_slice()[..len], offset)
+            self.file()?.write_all_at(data, offset)
         };
         #[cfg(not(test))]
-        let result = self.file()?.write_all_at(&self.buffer.as_slice()[..len], offset);
+        let result = self.file()?.write_all_at(data, offset);
         match result {
             Ok(()) => {}
             // A file system may take O_DIRECT at open and refuse the writes: write through the
@@ -118,12 +113,11 @@ impl LocalObjectWriter {
                     "direct writes refused by the object folder's file system; writing through the page cache");
                 self.file = Some(OpenOptions::new().write(true).open(&self.staging)?);
                 self.direct = false;
-                self.file()?.write_all_at(&self.buffer.as_slice()[..len], offset)?;
+                self.file()?.write_all_at(data, offset)?;
             }
             Err(e) => return Err(e),
         }
-        self.written += len as u64;
-        self.buffer.consume(len);
+        self.written += data.len() as u64;
         Ok(())
     }
 
@@ -291,7 +285,8 @@ pub(crate) struct AlignedBuffer {
 }
 
 impl AlignedBuffer {
-    fn new(capacity: usize) -> Self {
+    /// An empty buffer with room for `capacity` bytes.
+    pub(crate) fn new(capacity: usize) -> Self {
         let storage = vec![0u8; capacity + ALIGN];
         let start = storage.as_ptr().align_offset(ALIGN);
         Self { storage, start, len: 0 }
@@ -301,19 +296,31 @@ impl AlignedBuffer {
         self.storage.len() - self.start
     }
 
-    fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.len
     }
 
-    fn as_slice(&self) -> &[u8] {
+    pub(crate) fn as_slice(&self) -> &[u8] {
         &self.storage[self.start..self.start + self.len]
     }
 
-    /// Drops the first `n` bytes, moving the rest (less than a block) to the start.
-    fn consume(&mut self, n: usize) {
-        let begin = self.start;
-        self.storage.copy_within(begin + n..begin + self.len, begin);
-        self.len -= n;
+    /// Empties the buffer, keeping its room.
+    pub(crate) fn clear(&mut self) {
+        self.len = 0;
+    }
+
+    /// Ends this buffer at its last whole aligned unit; the bytes after it (less than one unit)
+    /// go to `rest`, which is emptied first.
+    pub(crate) fn take_aligned(&mut self, rest: &mut AlignedBuffer) {
+        let whole = self.len / ALIGN * ALIGN;
+        rest.clear();
+        rest.grow(self.len - whole).copy_from_slice(&self.as_slice()[whole..]);
+        self.len = whole;
+    }
+
+    /// The bytes, as `Bytes` (for stores that take them as they are).
+    pub(crate) fn into_bytes(self) -> bytes::Bytes {
+        bytes::Bytes::from(self.storage).slice(self.start..self.start + self.len)
     }
 }
 
@@ -345,15 +352,20 @@ mod tests {
         (0..len).map(|i| (i % 251) as u8 ^ (i >> 12) as u8).collect()
     }
 
-    /// Writes `data` in pieces of `piece` bytes and publishes it.
+    /// Writes `data` in blocks as an upload fills them from pieces of `piece` bytes, and publishes it.
     fn write(dest: &Path, data: &[u8], piece: usize, direct_io: DirectIo) -> (u64, bool) {
         let mut writer = LocalObjectWriter::create_with(dest, direct_io).unwrap();
         let opened_direct = writer.direct;
+        let (mut block, mut next) = (AlignedBuffer::new(2 * WRITE_BLOCK), AlignedBuffer::new(2 * WRITE_BLOCK));
         for chunk in data.chunks(piece.max(1)) {
-            writer.output().grow(chunk.len()).copy_from_slice(chunk);
-            writer.flush_full().unwrap();
+            block.grow(chunk.len()).copy_from_slice(chunk);
+            if block.len() >= WRITE_BLOCK {
+                block.take_aligned(&mut next);
+                writer.write_block(&block).unwrap();
+                std::mem::swap(&mut block, &mut next);
+            }
         }
-        (writer.publish().unwrap(), opened_direct)
+        (writer.publish(block).unwrap(), opened_direct)
     }
 
     fn staging_files(dir: &Path) -> Vec<PathBuf> {
@@ -440,8 +452,12 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let dest = dir.path().join("tenants/t/object");
         let mut writer = LocalObjectWriter::create(&dest).unwrap();
-        writer.output().grow(3 * WRITE_BLOCK).copy_from_slice(&pattern(3 * WRITE_BLOCK));
-        writer.flush_full().unwrap();
+        let mut block = AlignedBuffer::new(WRITE_BLOCK);
+        block.grow(3 * WRITE_BLOCK).copy_from_slice(&pattern(3 * WRITE_BLOCK));
+        writer.write_block(&block).unwrap();
+        block.clear();
+        block.grow(100);
+        assert!(writer.write_block(&block).is_err(), "only the last block may end mid-unit");
         assert_eq!(staging_files(dir.path()).len(), 1, "the object is written beside its place");
         assert!(!dest.exists(), "and is not visible before it is complete");
         drop(writer);
@@ -467,13 +483,9 @@ mod tests {
             for len in [0, 5000, WRITE_BLOCK + 4096, 2 * WRITE_BLOCK + 3] {
                 let dest = dir.path().join(format!("object-{len}-{}", matches!(direct_io, DirectIo::RefusedAtOpen)));
                 let data = pattern(len);
-                let mut writer = LocalObjectWriter::create_with(&dest, direct_io).unwrap();
-                for chunk in data.chunks(300_000) {
-                    writer.output().grow(chunk.len()).copy_from_slice(chunk);
-                    writer.flush_full().unwrap();
-                }
-                assert_eq!(writer.publish().unwrap(), len as u64);
-                assert_eq!(std::fs::read(&dest).unwrap(), data);
+                let (written, _) = write(&dest, &data, 300_000, direct_io);
+                assert_eq!(written, len as u64);
+                assert!(std::fs::read(&dest).unwrap() == data, "{len} bytes");
             }
         }
         assert!(staging_files(dir.path()).is_empty());

@@ -22,14 +22,14 @@ use object_store::{GetOptions, GetRange, GetResult, GetResultPayload, ObjectStor
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 use time::OffsetDateTime;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 
 use crate::app::{AuditRecord, Conclave};
 use crate::content::SealScope;
 use crate::error::{Error, FieldError, Result, StoreError};
 use crate::ids::{DocumentId, LibraryId, UserId};
 use crate::libraries::{DocumentRecord, DocumentVersionRecord, DocumentWithVersion, LibraryRole, VersionInsert};
-use crate::objects::direct::{DirectReader, LocalObjectWriter};
+use crate::objects::direct::{AlignedBuffer, DirectReader, LocalObjectWriter, WRITE_BLOCK};
 use crate::objects::{unavailable, Objects};
 use crate::page::{Page, PageRequest};
 use crate::policy;
@@ -44,11 +44,9 @@ const SNIFF_LEN: usize = 8 * 1024;
 /// Object-store parts in flight at once (their size is the store's, `Objects::part_size`): few
 /// enough to keep memory flat.
 const PARTS_IN_FLIGHT: usize = 2;
-/// The request hands the upload to its writer in batches of at least this many bytes: one task
-/// switch per batch rather than one per network read. One batch waits while the writer encrypts
-/// another.
-const RELAY_BATCH: usize = 512 * 1024;
-const RELAY_DEPTH: usize = 1;
+/// Blocks of ciphertext waiting for the writer while it writes another: one task switch per
+/// block ([`WRITE_BLOCK`]) rather than one per network read.
+const BLOCKS_IN_FLIGHT: usize = 1;
 /// Stored bytes read at a time from a local object (rounded down to whole segments when the
 /// blocks are decrypted in place). object_store's own file stream reads 8 KiB per blocking-pool
 /// task: 130 of them for a 1 MiB range, which took 6.4 ms of server CPU per range request
@@ -249,8 +247,9 @@ impl Conclave {
         let object_key = Objects::new_key(tenant, library, document, version);
         let binding = Binding::document_segment(tenant.0, library.0, document.0, version);
 
-        let (batches, receiver) = mpsc::channel::<Vec<Bytes>>(RELAY_DEPTH);
-        let (finish, finished) = oneshot::channel::<(u64, [u8; 32])>();
+        let (blocks, receiver) = mpsc::channel::<Sealed>(BLOCKS_IN_FLIGHT);
+        let (spares, spare_blocks) = std::sync::mpsc::channel::<AlignedBuffer>();
+        let mut sealer = BlockSealer::new(SegmentEncryptor::new(&fek, &binding), spare_blocks);
         let me = self.me.upgrade().ok_or_else(|| Error::Internal("the server is shutting down".into()))?;
         let job = UploadJob {
             caller: caller.clone(),
@@ -264,56 +263,52 @@ impl Conclave {
             object_key,
             wrapped_fek,
         };
-        let task = tokio::spawn(async move { me.store_upload(job, fek, binding, receiver, finished).await });
+        let task = tokio::spawn(async move { me.store_upload(job, fek, binding, receiver, spares).await });
 
-        // Relay the body to the writer; stop at the first problem. Dropping `batches` and
-        // `finish` without finishing makes the writer abort its object.
+        // Hash and seal the body as it arrives, while each piece is still in the CPU's cache, and
+        // hand the writer whole blocks of ciphertext; stop at the first problem. Dropping `blocks`
+        // before the last one makes the writer abort its object.
         let relayed: Result<()> = async {
-            let mut batch = Batch::default();
             for chunk in head {
-                if let Some(full) = batch.add(chunk) {
-                    if batches.send(full).await.is_err() {
+                if let Some(block) = sealer.push(&chunk)? {
+                    if blocks.send(Sealed::Block(block)).await.is_err() {
                         return Ok(()); // the writer failed: its error is the answer
                     }
                 }
             }
             if !ended {
                 while let Some(chunk) = next_chunk(&mut body, &mut reading, limits.max_bytes).await? {
-                    if let Some(full) = batch.add(chunk) {
-                        if batches.send(full).await.is_err() {
+                    if let Some(block) = sealer.push(&chunk)? {
+                        if blocks.send(Sealed::Block(block)).await.is_err() {
                             return Ok(());
                         }
                     }
                 }
             }
-            if !batch.chunks.is_empty() && batches.send(batch.chunks).await.is_err() {
-                return Ok(());
-            }
-            let _ = finish.send((reading.size, reading.sha.finalize().into()));
+            let last = Sealed::Last { block: sealer.finish()?, size: reading.size, sha: reading.sha.finalize().into() };
+            let _ = blocks.send(last).await;
             Ok(())
         }
         .await;
-        drop(batches);
+        drop(blocks);
         let stored = task.await.map_err(|e| Error::Internal(format!("upload task: {e}")))?;
         relayed?;
         stored
     }
 
-    /// The writer side of an upload: encrypts and writes the object, then stores the rows and the
-    /// audit event. Runs as its own task, so a client that leaves after sending everything still
+    /// The writer side of an upload: writes the object, then stores the rows and the audit event. Runs as its own task, so a client that leaves after sending everything still
     /// gets its document stored, and one that leaves before gets nothing stored.
     async fn store_upload(
         self: Arc<Self>,
         job: UploadJob,
         fek: Arc<Key>,
         binding: Binding,
-        receiver: mpsc::Receiver<Vec<Bytes>>,
-        finished: oneshot::Receiver<(u64, [u8; 32])>,
+        receiver: mpsc::Receiver<Sealed>,
+        spares: std::sync::mpsc::Sender<AlignedBuffer>,
     ) -> Result<DocumentView> {
-        let encryptor = SegmentEncryptor::new(&fek, &binding);
         let (size, sha) = match self.objects.local_path(&job.object_key) {
-            Some(dest) => write_local(dest?, &job.object_key, encryptor, receiver, finished).await?,
-            None => self.write_remote(&job.object_key, encryptor, receiver, finished).await?,
+            Some(dest) => write_local(dest?, &job.object_key, receiver, spares).await?,
+            None => self.write_remote(&job.object_key, receiver).await?,
         };
 
         if let Err(e) = self.scan_upload(&job, &fek, &binding).await {
@@ -330,48 +325,40 @@ impl Conclave {
     }
 
     /// Writes an upload to a remote store as a multipart upload of the store's part size; the
-    /// upload is completed only once the request has handed over the whole upload, and aborted
+    /// upload is completed only once the request has handed over its last block, and aborted
     /// otherwise.
-    async fn write_remote(
-        &self,
-        object: &str,
-        mut encryptor: SegmentEncryptor,
-        mut receiver: mpsc::Receiver<Vec<Bytes>>,
-        finished: oneshot::Receiver<(u64, [u8; 32])>,
-    ) -> Result<(u64, [u8; 32])> {
+    async fn write_remote(&self, object: &str, mut receiver: mpsc::Receiver<Sealed>) -> Result<(u64, [u8; 32])> {
         let path = Path::from(object);
         let upload = self.objects.store().put_multipart(&path).await.map_err(unavailable)?;
         let mut writer = WriteMultipart::new_with_chunk_size(upload, self.objects.part_size());
-        let written: Result<()> = async {
-            while let Some(batch) = receiver.recv().await {
-                // Room for the batch, the plaintext the encryptor held back, its tags and the
-                // header: each batch's ciphertext goes to the upload as it is, without a copy.
-                let len = batch.iter().map(Bytes::len).sum::<usize>() + encryptor.header().segment_size() as usize;
-                let room = encryptor.header().ciphertext_len(len as u64).unwrap_or(0);
-                let mut out = Vec::with_capacity(usize::try_from(room).unwrap_or(len));
-                for chunk in &batch {
-                    encryptor.push(chunk, &mut out).map_err(|e| Error::Internal(format!("encryption: {e}")))?;
+        let written: Result<Option<(u64, [u8; 32])>> = async {
+            while let Some(sealed) = receiver.recv().await {
+                match sealed {
+                    Sealed::Block(block) => {
+                        writer.put(block.into_bytes());
+                        writer.wait_for_capacity(PARTS_IN_FLIGHT).await.map_err(unavailable)?;
+                    }
+                    Sealed::Last { block, size, sha } => {
+                        writer.put(block.into_bytes());
+                        return Ok(Some((size, sha)));
+                    }
                 }
-                writer.put(Bytes::from(out));
-                writer.wait_for_capacity(PARTS_IN_FLIGHT).await.map_err(unavailable)?;
             }
-            Ok(())
+            Ok(None)
         }
         .await;
-        let done = match (written, finished.await) {
-            (Ok(()), Ok(done)) => done,
-            (written, _) => {
+        match written {
+            Ok(Some(done)) => {
+                writer.finish().await.map_err(unavailable)?;
+                Ok(done)
+            }
+            written => {
                 if let Err(e) = writer.abort().await {
                     tracing::warn!(object = %object, error = %e, "an interrupted upload could not be aborted");
                 }
-                return Err(interrupted(written));
+                Err(interrupted(written.map(drop)))
             }
-        };
-        let mut out = Vec::new();
-        encryptor.finish(&mut out).map_err(|e| Error::Internal(format!("encryption: {e}")))?;
-        writer.write(&out);
-        writer.finish().await.map_err(unavailable)?;
-        Ok(done)
+        }
     }
 
     /// With a scanner configured, reads the stored object back, decrypted, through it: only a
@@ -660,83 +647,85 @@ fn interrupted(written: Result<()>) -> Error {
     written.err().unwrap_or_else(|| Error::BadRequest("The upload was interrupted.".into()))
 }
 
-/// Writes an upload into a local folder on the blocking pool: each batch encrypted into one
-/// reused, aligned buffer, written with direct I/O a block at a time (`objects::direct`). The
-/// object is published (renamed into place) only once the request has handed over the whole
-/// upload; otherwise its file is removed.
+/// Writes an upload into a local folder on the blocking pool, each block with direct I/O
+/// (`objects::direct`), handing the written blocks back to the sealer for reuse. The object is
+/// published (renamed into place) with the last block; an upload that stops before it leaves
+/// nothing.
 async fn write_local(
     dest: std::path::PathBuf,
     object: &str,
-    mut encryptor: SegmentEncryptor,
-    mut receiver: mpsc::Receiver<Vec<Bytes>>,
-    finished: oneshot::Receiver<(u64, [u8; 32])>,
+    mut receiver: mpsc::Receiver<Sealed>,
+    spares: std::sync::mpsc::Sender<AlignedBuffer>,
 ) -> Result<(u64, [u8; 32])> {
-    let failed = |e: std::io::Error| {
-        tracing::error!(object = %object, error = %e, "an upload could not be written to the object folder");
-        Error::Unavailable { service: "object store", detail: "the object folder could not be written".into() }
-    };
-    let blocking = |e: tokio::task::JoinError| Error::Internal(format!("upload writer: {e}"));
     let written = tokio::task::spawn_blocking(move || {
-        let mut writer = LocalObjectWriter::create(&dest).map_err(WriteFailure::Io)?;
-        while let Some(batch) = receiver.blocking_recv() {
-            for chunk in &batch {
-                encryptor.push(chunk, writer.output()).map_err(WriteFailure::Crypto)?;
-                writer.flush_full().map_err(WriteFailure::Io)?;
+        let mut writer = LocalObjectWriter::create(&dest)?;
+        while let Some(sealed) = receiver.blocking_recv() {
+            match sealed {
+                Sealed::Block(block) => {
+                    writer.write_block(&block)?;
+                    // The sealer may have finished already: then the block is simply freed.
+                    let _ = spares.send(block);
+                }
+                Sealed::Last { block, size, sha } => {
+                    writer.publish(block)?;
+                    return Ok(Some((size, sha)));
+                }
             }
         }
-        Ok::<_, WriteFailure>((writer, encryptor))
+        // Dropping the writer removes its file.
+        Ok::<_, std::io::Error>(None)
     })
     .await
-    .map_err(blocking)?;
-    let written = written.map_err(|e| match e {
-        WriteFailure::Io(e) => failed(e),
-        WriteFailure::Crypto(e) => Error::Internal(format!("encryption: {e}")),
-    });
-    let (done, (mut writer, encryptor)) = match (written, finished.await) {
-        (Ok(writer), Ok(done)) => (done, writer),
-        (Ok(unfinished), Err(_)) => {
-            // Dropping the writer removes its file: on the blocking pool, as it touches the disk.
-            tokio::task::spawn_blocking(move || drop(unfinished)).await.map_err(blocking)?;
-            return Err(interrupted(Ok(())));
+    .map_err(|e| Error::Internal(format!("upload writer: {e}")))?;
+    match written {
+        Ok(Some(done)) => Ok(done),
+        Ok(None) => Err(interrupted(Ok(()))),
+        Err(e) => {
+            tracing::error!(object = %object, error = %e, "an upload could not be written to the object folder");
+            Err(Error::Unavailable { service: "object store", detail: "the object folder could not be written".into() })
         }
-        // The writer removed its file when it failed.
-        (Err(e), _) => return Err(e),
-    };
-    tokio::task::spawn_blocking(move || {
-        encryptor.finish(writer.output()).map_err(WriteFailure::Crypto)?;
-        writer.publish().map_err(WriteFailure::Io)
-    })
-    .await
-    .map_err(blocking)?
-    .map_err(|e| match e {
-        WriteFailure::Io(e) => failed(e),
-        WriteFailure::Crypto(e) => Error::Internal(format!("encryption: {e}")),
-    })?;
-    Ok(done)
+    }
 }
 
-enum WriteFailure {
-    Io(std::io::Error),
-    Crypto(conclave_crypto::CryptoError),
+/// What the request hands its writer: whole blocks of ciphertext, then the last one with the
+/// upload's size and SHA-256.
+enum Sealed {
+    Block(AlignedBuffer),
+    Last { block: AlignedBuffer, size: u64, sha: [u8; 32] },
 }
 
-/// Chunks of an upload collected for the writer, without copying them.
-#[derive(Default)]
-struct Batch {
-    chunks: Vec<Bytes>,
-    len: usize,
+/// Seals an upload into blocks of about [`WRITE_BLOCK`] bytes of ciphertext, each block a whole
+/// number of aligned units but the last, reusing the blocks the writer hands back.
+struct BlockSealer {
+    encryptor: SegmentEncryptor,
+    block: AlignedBuffer,
+    spares: std::sync::mpsc::Receiver<AlignedBuffer>,
 }
 
-impl Batch {
-    /// Adds a chunk; the batch, once it holds [`RELAY_BATCH`] bytes.
-    fn add(&mut self, chunk: Bytes) -> Option<Vec<Bytes>> {
-        self.len += chunk.len();
-        self.chunks.push(chunk);
-        if self.len < RELAY_BATCH {
-            return None;
+/// Room in a block: a block short of full, one more piece of the upload (a network read, at most
+/// 1 MiB over HTTP/1) and its tags; a larger piece makes the block grow.
+const BLOCK_CAPACITY: usize = 2 * WRITE_BLOCK + 128 * 1024;
+
+impl BlockSealer {
+    fn new(encryptor: SegmentEncryptor, spares: std::sync::mpsc::Receiver<AlignedBuffer>) -> Self {
+        Self { encryptor, block: AlignedBuffer::new(BLOCK_CAPACITY), spares }
+    }
+
+    /// Seals a piece of the upload; a block, once one is full.
+    fn push(&mut self, piece: &[u8]) -> Result<Option<AlignedBuffer>> {
+        self.encryptor.push(piece, &mut self.block).map_err(|e| Error::Internal(format!("encryption: {e}")))?;
+        if self.block.len() < WRITE_BLOCK {
+            return Ok(None);
         }
-        self.len = 0;
-        Some(std::mem::take(&mut self.chunks))
+        let mut next = self.spares.try_recv().unwrap_or_else(|_| AlignedBuffer::new(BLOCK_CAPACITY));
+        self.block.take_aligned(&mut next);
+        Ok(Some(std::mem::replace(&mut self.block, next)))
+    }
+
+    /// The last block: the rest of the ciphertext and the last segment.
+    fn finish(mut self) -> Result<AlignedBuffer> {
+        self.encryptor.finish(&mut self.block).map_err(|e| Error::Internal(format!("encryption: {e}")))?;
+        Ok(self.block)
     }
 }
 
