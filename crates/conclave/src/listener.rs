@@ -21,12 +21,6 @@ use tower::ServiceExt as _;
 
 use crate::tls::Tls;
 
-/// The most an HTTP/1 connection reads from its socket at a time (hyper's default is about
-/// 400 KB). A streamed upload arrives in frames of this size: a larger read means fewer system
-/// calls, frames and task wake-ups per GiB (bench/RESULTS.md "Documents"). Request heads stay
-/// bounded by it too, and by the header read timeout.
-const HTTP1_READ_BUFFER: usize = 1 << 20;
-
 pub struct Listener {
     pub tcp: TcpListener,
     pub tls: Option<Tls>,
@@ -111,7 +105,7 @@ async fn connection<IO>(
         watcher.watch(builder.serve_connection(io, service)).await
     } else {
         let mut builder = hyper::server::conn::http1::Builder::new();
-        builder.timer(TokioTimer::new()).header_read_timeout(header_read_timeout).max_buf_size(HTTP1_READ_BUFFER);
+        builder.timer(TokioTimer::new()).header_read_timeout(header_read_timeout);
         watcher.watch(builder.serve_connection(io, service)).await
     };
     if let Err(e) = result {
