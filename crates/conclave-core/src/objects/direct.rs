@@ -1,7 +1,8 @@
-//! Local objects written and read with direct I/O (`O_DIRECT`), past the page cache. Writing
-//! through the page cache cost a fifth of an upload's CPU time, and reading an object that is not
-//! cached costs the kernel more than a second of CPU per GiB on these virtual disks, against a
-//! twentieth of that read directly (bench/RESULTS.md "Documents").
+//! Local objects written, and read whole, with direct I/O (`O_DIRECT`), past the page cache.
+//! Writing through the page cache cost a fifth of an upload's CPU time, and reading an object that
+//! is not cached costs the kernel more than a second of CPU per GiB on these virtual disks, against
+//! a twentieth of that read directly (bench/RESULTS.md "Documents"). Byte ranges are read through
+//! the page cache ([`DirectReader::cached`]), where a range asked for again is fastest.
 //!
 //! An object is written the way `object_store`'s `LocalFileSystem` writes a multipart upload, so
 //! its readers and listing see the same thing: under `<path>#<n>` beside the object, from one
@@ -152,6 +153,12 @@ impl DirectReader {
     /// system allows, read as it is otherwise.
     pub(crate) fn new(file: File, path: PathBuf) -> Self {
         Self { file, reopen: Some(path), direct: false }
+    }
+
+    /// Reads `file` through the page cache: for byte ranges, which clients tend to ask for again
+    /// (a viewer paging back and forth), where a cached read is the fastest.
+    pub(crate) fn cached(file: File) -> Self {
+        Self { file, reopen: None, direct: false }
     }
 
     fn try_direct(&mut self) {
@@ -441,7 +448,7 @@ mod tests {
         assert_eq!(past.kind(), ErrorKind::UnexpectedEof);
         assert!(past.to_string().contains(&format!("before byte {}", total + 1)));
 
-        let mut buffered = DirectReader { file: File::open(&dest).unwrap(), reopen: None, direct: false };
+        let mut buffered = DirectReader::cached(File::open(&dest).unwrap());
         let (block, at) = buffered.read(5000, 70_000).unwrap();
         assert!(block[at] == data[5000..75_000]);
         assert_eq!(buffered.read(total - 1, 2).unwrap_err().kind(), ErrorKind::UnexpectedEof);

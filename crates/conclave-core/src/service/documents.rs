@@ -527,8 +527,8 @@ impl Conclave {
                 let result = store.get_opts(&path, options).await.map_err(object_error)?;
                 let decryptor = RangeDecryptor::new(&key, &binding, plan.clone());
                 match result.payload {
-                    GetResultPayload::File(file, path) => {
-                        local_plaintext(DirectReader::new(file, path), &plan, decryptor, object)
+                    GetResultPayload::File(file, _) => {
+                        local_plaintext(DirectReader::cached(file), &plan, decryptor, object)
                     }
                     GetResultPayload::Stream(stream) => decrypting(stream, Decryptor::Range(decryptor), object),
                 }
@@ -810,7 +810,8 @@ async fn read_header(mut reader: DirectReader) -> std::io::Result<(DirectReader,
 }
 
 /// The planned plaintext of a local object. Each step reads a block of whole segments (about
-/// [`FILE_READ_BLOCK`]) on the blocking pool, directly (`objects::direct`), and decrypts it
+/// [`FILE_READ_BLOCK`]) on the blocking pool (directly for whole objects, `objects::direct`;
+/// through the page cache for ranges) and decrypts it
 /// there, in place, while it is still in the CPU's cache; the plaintext of each segment then goes
 /// out as a slice of that block, so this process never copies the document between reading it and
 /// sending it. A block that fails its check ends the stream with an error; the segments before it
