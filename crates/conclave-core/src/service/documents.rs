@@ -296,8 +296,9 @@ impl Conclave {
         stored
     }
 
-    /// The writer side of an upload: writes the object, then stores the rows and the audit event. Runs as its own task, so a client that leaves after sending everything still
-    /// gets its document stored, and one that leaves before gets nothing stored.
+    /// The writer side of an upload: writes the object, then stores the rows and the audit event.
+    /// Runs as its own task, so a client that leaves after sending everything still gets its
+    /// document stored, and one that leaves before gets nothing stored.
     async fn store_upload(
         self: Arc<Self>,
         job: UploadJob,
