@@ -2,8 +2,12 @@
 //! Azure Blob, S3-compatible). Objects hold only ciphertext in the segmented format; their names
 //! carry ids, never document names.
 
+pub(crate) mod direct;
+
+use std::path::PathBuf;
 use std::sync::Arc;
 
+use object_store::local::LocalFileSystem;
 use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt};
 
@@ -19,6 +23,8 @@ pub struct Objects {
     store: Arc<dyn ObjectStore>,
     describe: String,
     part_size: usize,
+    /// The folder's store, when objects are local files: uploads write them directly.
+    local: Option<Arc<LocalFileSystem>>,
 }
 
 impl std::fmt::Debug for Objects {
@@ -30,16 +36,22 @@ impl std::fmt::Debug for Objects {
 impl Objects {
     /// `describe` names the store for operators (a folder, a container), without secrets.
     pub fn new(store: Arc<dyn ObjectStore>, describe: impl Into<String>) -> Self {
-        Self { store, describe: describe.into(), part_size: REMOTE_PART_SIZE }
+        Self { store, describe: describe.into(), part_size: REMOTE_PART_SIZE, local: None }
     }
 
     /// Objects in a local folder, created if missing.
     pub fn local(dir: &std::path::Path) -> Result<Self> {
         std::fs::create_dir_all(dir)
             .map_err(|e| Error::Internal(format!("cannot create the object folder {}: {e}", dir.display())))?;
-        let store = object_store::local::LocalFileSystem::new_with_prefix(dir)
-            .map_err(|e| Error::Internal(format!("object folder {}: {e}", dir.display())))?;
-        Ok(Self { part_size: LOCAL_PART_SIZE, ..Self::new(Arc::new(store), dir.display().to_string()) })
+        let store = Arc::new(
+            LocalFileSystem::new_with_prefix(dir)
+                .map_err(|e| Error::Internal(format!("object folder {}: {e}", dir.display())))?,
+        );
+        Ok(Self {
+            part_size: LOCAL_PART_SIZE,
+            local: Some(store.clone()),
+            ..Self::new(store, dir.display().to_string())
+        })
     }
 
     /// Objects in memory (tests).
@@ -51,6 +63,12 @@ impl Objects {
     /// for a local folder, where a part is only a write to a file (memory stays flatter).
     pub(crate) fn part_size(&self) -> usize {
         self.part_size
+    }
+
+    /// The file an object is, for a local folder (the path `LocalFileSystem` reads it from).
+    pub(crate) fn local_path(&self, key: &str) -> Option<Result<PathBuf>> {
+        let local = self.local.as_ref()?;
+        Some(local.path_to_filesystem(&Path::from(key)).map_err(unavailable))
     }
 
     pub fn describe(&self) -> &str {

@@ -4,6 +4,7 @@
 pub mod error;
 pub mod extract;
 pub mod middleware;
+pub mod multipart;
 pub mod routes;
 pub mod sse;
 pub mod state;

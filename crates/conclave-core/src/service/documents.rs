@@ -22,13 +22,14 @@ use object_store::{GetOptions, GetRange, GetResult, GetResultPayload, ObjectStor
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 use time::OffsetDateTime;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 
 use crate::app::{AuditRecord, Conclave};
 use crate::content::SealScope;
 use crate::error::{Error, FieldError, Result, StoreError};
 use crate::ids::{DocumentId, LibraryId, UserId};
 use crate::libraries::{DocumentRecord, DocumentVersionRecord, DocumentWithVersion, LibraryRole, VersionInsert};
+use crate::objects::direct::{AlignedBuffer, DirectReader, LocalObjectWriter, WRITE_BLOCK};
 use crate::objects::{unavailable, Objects};
 use crate::page::{Page, PageRequest};
 use crate::policy;
@@ -43,11 +44,9 @@ const SNIFF_LEN: usize = 8 * 1024;
 /// Object-store parts in flight at once (their size is the store's, `Objects::part_size`): few
 /// enough to keep memory flat.
 const PARTS_IN_FLIGHT: usize = 2;
-/// The request hands the upload to its writer in batches of at least this many bytes: one task
-/// switch per batch rather than one per network read. One batch waits while the writer encrypts
-/// another.
-const RELAY_BATCH: usize = 512 * 1024;
-const RELAY_DEPTH: usize = 1;
+/// Blocks of ciphertext waiting for the writer while it writes another: one task switch per
+/// block ([`WRITE_BLOCK`]) rather than one per network read.
+const BLOCKS_IN_FLIGHT: usize = 1;
 /// Stored bytes read at a time from a local object (rounded down to whole segments when the
 /// blocks are decrypted in place). object_store's own file stream reads 8 KiB per blocking-pool
 /// task: 130 of them for a 1 MiB range, which took 6.4 ms of server CPU per range request
@@ -187,10 +186,9 @@ pub struct DocumentContent {
     pub body: BoxStream<'static, std::io::Result<Bytes>>,
 }
 
-/// The upload's first bytes, size and hash, as the request reads them.
+/// The upload's size, as the request reads it.
 struct Reading {
     size: u64,
-    sha: Sha256,
 }
 
 impl Conclave {
@@ -228,7 +226,7 @@ impl Conclave {
         let claimed = claimed_type(&name, part_type, &limits.allowed_types)?;
 
         // The first bytes decide the type before anything is written.
-        let mut reading = Reading { size: 0, sha: Sha256::new() };
+        let mut reading = Reading { size: 0 };
         let mut head: Vec<Bytes> = Vec::new();
         let mut head_len = 0usize;
         let mut ended = false;
@@ -255,8 +253,9 @@ impl Conclave {
         let object_key = Objects::new_key(tenant, library, document, version);
         let binding = Binding::document_segment(tenant.0, library.0, document.0, version);
 
-        let (batches, receiver) = mpsc::channel::<Vec<Bytes>>(RELAY_DEPTH);
-        let (finish, finished) = oneshot::channel::<(u64, [u8; 32])>();
+        let (blocks, receiver) = mpsc::channel::<Sealed>(BLOCKS_IN_FLIGHT);
+        let (spares, spare_blocks) = std::sync::mpsc::channel::<AlignedBuffer>();
+        let mut sealer = BlockSealer::new(SegmentEncryptor::new(&fek, &binding), spare_blocks);
         let me = self.me.upgrade().ok_or_else(|| Error::Internal("the server is shutting down".into()))?;
         let job = UploadJob {
             caller: caller.clone(),
@@ -270,85 +269,55 @@ impl Conclave {
             object_key,
             wrapped_fek,
         };
-        let task = tokio::spawn(async move { me.store_upload(job, fek, binding, receiver, finished).await });
+        let task = tokio::spawn(async move { me.store_upload(job, fek, binding, receiver, spares).await });
 
-        // Relay the body to the writer; stop at the first problem. Dropping `batches` and
-        // `finish` without finishing makes the writer abort its object.
+        // Hash and seal the body as it arrives, while each piece is still in the CPU's cache, and
+        // hand the writer whole blocks of ciphertext; stop at the first problem. Dropping `blocks`
+        // before the last one makes the writer abort its object.
         let relayed: Result<()> = async {
-            let mut batch = Batch::default();
             for chunk in head {
-                if let Some(full) = batch.add(chunk) {
-                    if batches.send(full).await.is_err() {
+                if let Some(block) = sealer.push(&chunk)? {
+                    if blocks.send(Sealed::Block(block)).await.is_err() {
                         return Ok(()); // the writer failed: its error is the answer
                     }
                 }
             }
             if !ended {
                 while let Some(chunk) = next_chunk(&mut body, &mut reading, limits.max_bytes).await? {
-                    if let Some(full) = batch.add(chunk) {
-                        if batches.send(full).await.is_err() {
+                    if let Some(block) = sealer.push(&chunk)? {
+                        if blocks.send(Sealed::Block(block)).await.is_err() {
                             return Ok(());
                         }
                     }
                 }
             }
-            if !batch.chunks.is_empty() && batches.send(batch.chunks).await.is_err() {
-                return Ok(());
-            }
-            let _ = finish.send((reading.size, reading.sha.finalize().into()));
+            let (block, sha) = sealer.finish()?;
+            let last = Sealed::Last { block, size: reading.size, sha };
+            let _ = blocks.send(last).await;
             Ok(())
         }
         .await;
-        drop(batches);
+        drop(blocks);
         let stored = task.await.map_err(|e| Error::Internal(format!("upload task: {e}")))?;
         relayed?;
         stored
     }
 
-    /// The writer side of an upload: encrypts and writes the object, then stores the rows and the
-    /// audit event. Runs as its own task, so a client that leaves after sending everything still
-    /// gets its document stored, and one that leaves before gets nothing stored.
+    /// The writer side of an upload: writes the object, then stores the rows and the audit event.
+    /// Runs as its own task, so a client that leaves after sending everything still gets its
+    /// document stored, and one that leaves before gets nothing stored.
     async fn store_upload(
         self: Arc<Self>,
         job: UploadJob,
         fek: Arc<Key>,
         binding: Binding,
-        mut receiver: mpsc::Receiver<Vec<Bytes>>,
-        finished: oneshot::Receiver<(u64, [u8; 32])>,
+        receiver: mpsc::Receiver<Sealed>,
+        spares: std::sync::mpsc::Sender<AlignedBuffer>,
     ) -> Result<DocumentView> {
-        let path = Path::from(job.object_key.as_str());
-        let upload = self.objects.store().put_multipart(&path).await.map_err(unavailable)?;
-        let mut writer = WriteMultipart::new_with_chunk_size(upload, self.objects.part_size());
-        let mut encryptor = SegmentEncryptor::new(&fek, &binding);
-        let written: Result<()> = async {
-            while let Some(batch) = receiver.recv().await {
-                // Room for the batch, the plaintext the encryptor held back, its tags and the
-                // header: each batch's ciphertext goes to the upload as it is, without a copy.
-                let len = batch.iter().map(Bytes::len).sum::<usize>() + encryptor.header().segment_size() as usize;
-                let room = encryptor.header().ciphertext_len(len as u64).unwrap_or(0);
-                let mut out = Vec::with_capacity(usize::try_from(room).unwrap_or(len));
-                for chunk in &batch {
-                    encryptor.push(chunk, &mut out).map_err(|e| Error::Internal(format!("encryption: {e}")))?;
-                }
-                writer.put(Bytes::from(out));
-                writer.wait_for_capacity(PARTS_IN_FLIGHT).await.map_err(unavailable)?;
-            }
-            Ok(())
-        }
-        .await;
-        let (size, sha) = match (written, finished.await) {
-            (Ok(()), Ok(done)) => done,
-            (result, _) => {
-                if let Err(e) = writer.abort().await {
-                    tracing::warn!(object = %job.object_key, error = %e, "an interrupted upload could not be aborted");
-                }
-                return Err(result.err().unwrap_or_else(|| Error::BadRequest("The upload was interrupted.".into())));
-            }
+        let (size, sha) = match self.objects.local_path(&job.object_key) {
+            Some(dest) => write_local(dest?, &job.object_key, receiver, spares).await?,
+            None => self.write_remote(&job.object_key, receiver).await?,
         };
-        let mut out = Vec::new();
-        encryptor.finish(&mut out).map_err(|e| Error::Internal(format!("encryption: {e}")))?;
-        writer.write(&out);
-        writer.finish().await.map_err(unavailable)?;
 
         if let Err(e) = self.scan_upload(&job, &fek, &binding).await {
             self.remove_objects(std::slice::from_ref(&job.object_key)).await;
@@ -359,6 +328,43 @@ impl Conclave {
             Err(e) => {
                 self.remove_objects(std::slice::from_ref(&job.object_key)).await;
                 Err(e)
+            }
+        }
+    }
+
+    /// Writes an upload to a remote store as a multipart upload of the store's part size; the
+    /// upload is completed only once the request has handed over its last block, and aborted
+    /// otherwise.
+    async fn write_remote(&self, object: &str, mut receiver: mpsc::Receiver<Sealed>) -> Result<(u64, [u8; 32])> {
+        let path = Path::from(object);
+        let upload = self.objects.store().put_multipart(&path).await.map_err(unavailable)?;
+        let mut writer = WriteMultipart::new_with_chunk_size(upload, self.objects.part_size());
+        let written: Result<Option<(u64, [u8; 32])>> = async {
+            while let Some(sealed) = receiver.recv().await {
+                match sealed {
+                    Sealed::Block(block) => {
+                        writer.put(block.into_bytes());
+                        writer.wait_for_capacity(PARTS_IN_FLIGHT).await.map_err(unavailable)?;
+                    }
+                    Sealed::Last { block, size, sha } => {
+                        writer.put(block.into_bytes());
+                        return Ok(Some((size, sha)));
+                    }
+                }
+            }
+            Ok(None)
+        }
+        .await;
+        match written {
+            Ok(Some(done)) => {
+                writer.finish().await.map_err(unavailable)?;
+                Ok(done)
+            }
+            written => {
+                if let Err(e) = writer.abort().await {
+                    tracing::warn!(object = %object, error = %e, "an interrupted upload could not be aborted");
+                }
+                Err(interrupted(written.map(drop)))
             }
         }
     }
@@ -536,7 +542,9 @@ impl Conclave {
                 let result = store.get_opts(&path, options).await.map_err(object_error)?;
                 let decryptor = RangeDecryptor::new(&key, &binding, plan.clone());
                 match result.payload {
-                    GetResultPayload::File(file, _) => local_plaintext(file, &plan, decryptor, object),
+                    GetResultPayload::File(file, _) => {
+                        local_plaintext(DirectReader::cached(file), &plan, decryptor, object)
+                    }
                     GetResultPayload::Stream(stream) => decrypting(stream, Decryptor::Range(decryptor), object),
                 }
             }
@@ -545,15 +553,15 @@ impl Conclave {
                 match result.payload {
                     // An empty document is still read through the whole-object reader, which
                     // checks its one (empty, last) segment.
-                    GetResultPayload::File(file, _) if size > 0 => {
-                        let (file, header) = read_header(file).await.map_err(|e| {
+                    GetResultPayload::File(file, path) if size > 0 => {
+                        let (reader, header) = read_header(DirectReader::new(file, path)).await.map_err(|e| {
                             tracing::error!(object = %object, error = %e, "cannot read a document's header");
                             Error::Internal("the document's stored content cannot be read".into())
                         })?;
                         let header = SegmentHeader::parse(&header).map_err(|e| integrity_error(&d, e))?;
                         let plan = RangePlan::new(&header, size, 0..size).map_err(|e| integrity_error(&d, e))?;
                         let decryptor = RangeDecryptor::new(&key, &binding, plan.clone());
-                        local_plaintext(file, &plan, decryptor, object)
+                        local_plaintext(reader, &plan, decryptor, object)
                     }
                     payload => {
                         let source = object_stream(GetResult { payload, ..result });
@@ -662,27 +670,103 @@ struct UploadJob {
     wrapped_fek: Vec<u8>,
 }
 
-/// Chunks of an upload collected for the writer, without copying them.
-#[derive(Default)]
-struct Batch {
-    chunks: Vec<Bytes>,
-    len: usize,
+/// Why an upload's object was not completed: the writer failed, or the request stopped before
+/// handing over the whole upload.
+fn interrupted(written: Result<()>) -> Error {
+    written.err().unwrap_or_else(|| Error::BadRequest("The upload was interrupted.".into()))
 }
 
-impl Batch {
-    /// Adds a chunk; the batch, once it holds [`RELAY_BATCH`] bytes.
-    fn add(&mut self, chunk: Bytes) -> Option<Vec<Bytes>> {
-        self.len += chunk.len();
-        self.chunks.push(chunk);
-        if self.len < RELAY_BATCH {
-            return None;
+/// Writes an upload into a local folder on the blocking pool, each block with direct I/O
+/// (`objects::direct`), handing the written blocks back to the sealer for reuse. The object is
+/// published (renamed into place) with the last block; an upload that stops before it leaves
+/// nothing.
+async fn write_local(
+    dest: std::path::PathBuf,
+    object: &str,
+    mut receiver: mpsc::Receiver<Sealed>,
+    spares: std::sync::mpsc::Sender<AlignedBuffer>,
+) -> Result<(u64, [u8; 32])> {
+    let written = tokio::task::spawn_blocking(move || {
+        let mut writer = LocalObjectWriter::create(&dest)?;
+        while let Some(sealed) = receiver.blocking_recv() {
+            match sealed {
+                Sealed::Block(block) => {
+                    writer.write_block(&block)?;
+                    // The sealer may have finished already: then the block is simply freed.
+                    let _ = spares.send(block);
+                }
+                Sealed::Last { block, size, sha } => {
+                    writer.publish(block)?;
+                    return Ok(Some((size, sha)));
+                }
+            }
         }
-        self.len = 0;
-        Some(std::mem::take(&mut self.chunks))
+        // Dropping the writer removes its file.
+        Ok::<_, std::io::Error>(None)
+    })
+    .await
+    .map_err(|e| Error::Internal(format!("upload writer: {e}")))?;
+    match written {
+        Ok(Some(done)) => Ok(done),
+        Ok(None) => Err(interrupted(Ok(()))),
+        Err(e) => {
+            tracing::error!(object = %object, error = %e, "an upload could not be written to the object folder");
+            Err(Error::Unavailable { service: "object store", detail: "the object folder could not be written".into() })
+        }
     }
 }
 
-/// The next chunk of an upload, counted against the limit and hashed.
+/// What the request hands its writer: whole blocks of ciphertext, then the last one with the
+/// upload's size and SHA-256.
+enum Sealed {
+    Block(AlignedBuffer),
+    Last { block: AlignedBuffer, size: u64, sha: [u8; 32] },
+}
+
+/// Hashes and seals an upload into blocks of about [`WRITE_BLOCK`] bytes of ciphertext, each
+/// block a whole number of aligned units but the last, reusing the blocks the writer hands back.
+/// Each segment is hashed right before it is sealed, so both read it from the CPU's cache.
+struct BlockSealer {
+    encryptor: SegmentEncryptor,
+    sha: Sha256,
+    block: AlignedBuffer,
+    spares: std::sync::mpsc::Receiver<AlignedBuffer>,
+}
+
+/// Room in a block: a block short of full, one more piece of the upload (a network read) and its
+/// tags; a larger piece makes the block grow.
+const BLOCK_CAPACITY: usize = WRITE_BLOCK + WRITE_BLOCK / 2;
+
+impl BlockSealer {
+    fn new(encryptor: SegmentEncryptor, spares: std::sync::mpsc::Receiver<AlignedBuffer>) -> Self {
+        Self { encryptor, sha: Sha256::new(), block: AlignedBuffer::new(BLOCK_CAPACITY), spares }
+    }
+
+    /// Hashes and seals a piece of the upload; a block, once one is full.
+    fn push(&mut self, piece: &[u8]) -> Result<Option<AlignedBuffer>> {
+        let sha = &mut self.sha;
+        self.encryptor
+            .push_inspecting(piece, &mut self.block, |segment| sha.update(segment))
+            .map_err(|e| Error::Internal(format!("encryption: {e}")))?;
+        if self.block.len() < WRITE_BLOCK {
+            return Ok(None);
+        }
+        let mut next = self.spares.try_recv().unwrap_or_else(|_| AlignedBuffer::new(BLOCK_CAPACITY));
+        self.block.take_aligned(&mut next);
+        Ok(Some(std::mem::replace(&mut self.block, next)))
+    }
+
+    /// The last block (the rest of the ciphertext and the last segment) and the upload's SHA-256.
+    fn finish(mut self) -> Result<(AlignedBuffer, [u8; 32])> {
+        let sha = &mut self.sha;
+        self.encryptor
+            .finish_inspecting(&mut self.block, |segment| sha.update(segment))
+            .map_err(|e| Error::Internal(format!("encryption: {e}")))?;
+        Ok((self.block, self.sha.finalize().into()))
+    }
+}
+
+/// The next chunk of an upload, counted against the limit.
 async fn next_chunk<S, E>(body: &mut S, reading: &mut Reading, max: u64) -> Result<Option<Bytes>>
 where
     S: Stream<Item = std::result::Result<Bytes, E>> + Unpin,
@@ -700,7 +784,6 @@ where
                     human_bytes(max)
                 )));
             }
-            reading.sha.update(&chunk);
             Ok(Some(chunk))
         }
     }
@@ -724,57 +807,46 @@ fn file_blocks(
 ) -> BoxStream<'static, object_store::Result<Bytes>> {
     let failed =
         |source: std::io::Error| object_store::Error::Generic { store: "LocalFileSystem", source: source.into() };
-    futures::stream::try_unfold((file, path, range), move |(mut file, path, range)| async move {
+    let reader = DirectReader::new(file, path.clone());
+    futures::stream::try_unfold((reader, path, range), move |(mut reader, path, range)| async move {
         if range.is_empty() {
             return Ok(None);
         }
         let read = tokio::task::spawn_blocking(move || {
             let len = (range.end - range.start).min(FILE_READ_BLOCK);
-            let block = read_block(&mut file, range.start, len)
+            let block = reader
+                .read(range.start, len)
                 .map_err(|e| std::io::Error::new(e.kind(), format!("{}: {e}", path.display())))?;
-            Ok((file, path, range, block))
+            Ok::<_, std::io::Error>((reader, path, range, block))
         })
         .await
         .map_err(|e| failed(std::io::Error::other(e)))?;
-        let (file, path, range, block): (std::fs::File, std::path::PathBuf, Range<u64>, Vec<u8>) =
-            read.map_err(failed)?;
-        let next = range.start + block.len() as u64..range.end;
-        Ok(Some((Bytes::from(block), (file, path, next))))
+        let (reader, path, range, (block, at)) = read.map_err(failed)?;
+        let next = range.start + at.len() as u64..range.end;
+        Ok(Some((Bytes::from(block).slice(at), (reader, path, next))))
     })
     .boxed()
 }
 
-/// Exactly `len` bytes of `file` from `offset`; a file that ends before is an error.
-fn read_block(file: &mut std::fs::File, offset: u64, len: u64) -> std::io::Result<Vec<u8>> {
-    use std::io::{Read, Seek, SeekFrom};
-    let mut block = Vec::with_capacity(len as usize);
-    file.seek(SeekFrom::Start(offset))?;
-    file.take(len).read_to_end(&mut block)?;
-    if (block.len() as u64) < len {
-        let message = format!("the object ends before byte {}", offset + len);
-        return Err(std::io::Error::new(std::io::ErrorKind::UnexpectedEof, message));
-    }
-    Ok(block)
-}
-
 /// The first [`HEADER_LEN`] bytes of a local object, read on the blocking pool.
-async fn read_header(file: std::fs::File) -> std::io::Result<(std::fs::File, Vec<u8>)> {
+async fn read_header(mut reader: DirectReader) -> std::io::Result<(DirectReader, Vec<u8>)> {
     tokio::task::spawn_blocking(move || {
-        let mut file = file;
-        let header = read_block(&mut file, 0, HEADER_LEN as u64)?;
-        Ok((file, header))
+        let (block, at) = reader.read(0, HEADER_LEN as u64)?;
+        Ok((reader, block[at].to_vec()))
     })
     .await
     .map_err(std::io::Error::other)?
 }
 
 /// The planned plaintext of a local object. Each step reads a block of whole segments (about
-/// [`FILE_READ_BLOCK`]) on the blocking pool and decrypts it there, in place, while it is still
-/// in the CPU's cache; the plaintext of each segment then goes out as a slice of that block, so
-/// this process never copies the document between reading it and sending it. A block that fails its check
-/// ends the stream with an error; the segments before it in the block are not sent.
+/// [`FILE_READ_BLOCK`]) on the blocking pool (directly for whole objects, `objects::direct`;
+/// through the page cache for ranges) and decrypts it
+/// there, in place, while it is still in the CPU's cache; the plaintext of each segment then goes
+/// out as a slice of that block, so this process never copies the document between reading it and
+/// sending it. A block that fails its check ends the stream with an error; the segments before it
+/// in the block are not sent.
 fn local_plaintext(
-    file: std::fs::File,
+    reader: DirectReader,
     plan: &RangePlan,
     decryptor: RangeDecryptor,
     object: String,
@@ -790,9 +862,9 @@ fn local_plaintext(
             std::io::Error::other("the stored document failed its integrity check")
         }
     };
-    let state = Some((file, decryptor, plan.ciphertext_range(), fail));
+    let state = Some((reader, decryptor, plan.ciphertext_range(), fail));
     futures::stream::unfold(state, move |state| async move {
-        let (mut file, mut decryptor, range, fail) = state?;
+        let (mut reader, mut decryptor, range, fail) = state?;
         if range.is_empty() {
             return match decryptor.finish() {
                 Ok(()) => None,
@@ -802,17 +874,18 @@ fn local_plaintext(
         let len = (range.end - range.start).min(block);
         let start = range.start;
         let read = tokio::task::spawn_blocking(move || {
-            let mut block = read_block(&mut file, start, len).map_err(BlockFailure::Read)?;
-            let parts = decryptor.open_in_place(&mut block).map_err(BlockFailure::Integrity)?;
-            Ok((file, decryptor, block, parts))
+            let (mut block, at) = reader.read(start, len).map_err(BlockFailure::Read)?;
+            let parts = decryptor.open_in_place(&mut block[at.clone()]).map_err(BlockFailure::Integrity)?;
+            let parts: Vec<Range<usize>> = parts.into_iter().map(|r| at.start + r.start..at.start + r.end).collect();
+            Ok((reader, decryptor, block, parts))
         })
         .await
         .unwrap_or_else(|e| Err(BlockFailure::Read(std::io::Error::other(e))));
         match read {
-            Ok((file, decryptor, block, parts)) => {
+            Ok((reader, decryptor, block, parts)) => {
                 let block = Bytes::from(block);
                 let parts: Vec<Bytes> = parts.into_iter().filter(|r| !r.is_empty()).map(|r| block.slice(r)).collect();
-                Some((Ok(parts), Some((file, decryptor, start + len..range.end, fail))))
+                Some((Ok(parts), Some((reader, decryptor, start + len..range.end, fail))))
             }
             Err(failure) => Some((Err(fail(failure)), None)),
         }

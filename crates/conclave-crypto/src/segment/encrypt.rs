@@ -2,7 +2,7 @@
 
 use zeroize::{Zeroize, Zeroizing};
 
-use super::header::SegmentHeader;
+use super::header::{SegmentHeader, HEADER_LEN};
 use super::SegmentCipher;
 use crate::aead::TAG_LEN;
 use crate::binding::Binding;
@@ -18,6 +18,28 @@ pub struct SegmentEncryptor {
     segment_size: usize,
     pending: Zeroizing<Vec<u8>>,
     header_written: bool,
+}
+
+/// Where a [`SegmentEncryptor`] appends the object. A `Vec<u8>` grows by zeroed bytes that the
+/// cipher then overwrites; a buffer that is reused (such as an aligned block for direct I/O) can
+/// hand out bytes it already holds, so nothing is written twice.
+pub trait SegmentOutput {
+    /// Lengthens the output by `n` bytes and returns them; whatever they held is overwritten.
+    fn grow(&mut self, n: usize) -> &mut [u8];
+    /// Shortens the output by `n` bytes (undoes a [`grow`](Self::grow) whose sealing failed).
+    fn shrink(&mut self, n: usize);
+}
+
+impl SegmentOutput for Vec<u8> {
+    fn grow(&mut self, n: usize) -> &mut [u8] {
+        let start = self.len();
+        self.resize(start + n, 0);
+        &mut self[start..]
+    }
+
+    fn shrink(&mut self, n: usize) {
+        self.truncate(self.len().saturating_sub(n));
+    }
 }
 
 /// The part that seals, apart from the pending buffer so both can be borrowed at once.
@@ -55,7 +77,19 @@ impl SegmentEncryptor {
 
     /// Takes more plaintext and appends to `out` the header (on the first call) and every
     /// segment that is now complete.
-    pub fn push(&mut self, mut data: &[u8], out: &mut Vec<u8>) -> Result<()> {
+    pub fn push<O: SegmentOutput + ?Sized>(&mut self, data: &[u8], out: &mut O) -> Result<()> {
+        self.push_inspecting(data, out, |_| {})
+    }
+
+    /// As [`push`](Self::push), showing `inspect` the plaintext of each segment right before it
+    /// is sealed, in order: all it is shown, this call's and the next calls' and
+    /// [`finish_inspecting`](Self::finish_inspecting)'s, is the plaintext. A digest of the
+    /// plaintext taken this way reads each segment while it is in the CPU's cache for sealing.
+    pub fn push_inspecting<O, F>(&mut self, mut data: &[u8], out: &mut O, mut inspect: F) -> Result<()>
+    where
+        O: SegmentOutput + ?Sized,
+        F: FnMut(&[u8]),
+    {
         self.write_header(out);
         if !self.pending.is_empty() {
             let take = (self.segment_size - self.pending.len()).min(data.len());
@@ -64,6 +98,7 @@ impl SegmentEncryptor {
             if self.pending.len() < self.segment_size {
                 return Ok(());
             }
+            inspect(&self.pending);
             let sealed = self.writer.seal(&self.pending, false, out);
             // Only the bytes in use held plaintext: wiping the whole capacity each time would
             // double the work for uploads that arrive in small pieces. The capacity is wiped
@@ -74,6 +109,7 @@ impl SegmentEncryptor {
         }
         while data.len() >= self.segment_size {
             let (segment, rest) = data.split_at(self.segment_size);
+            inspect(segment);
             self.writer.seal(segment, false, out)?;
             data = rest;
         }
@@ -82,14 +118,24 @@ impl SegmentEncryptor {
     }
 
     /// Appends the last segment (flagged, possibly empty) and, if nothing was pushed, the header.
-    pub fn finish(mut self, out: &mut Vec<u8>) -> Result<()> {
+    pub fn finish<O: SegmentOutput + ?Sized>(self, out: &mut O) -> Result<()> {
+        self.finish_inspecting(out, |_| {})
+    }
+
+    /// As [`finish`](Self::finish), showing `inspect` the last segment's plaintext.
+    pub fn finish_inspecting<O, F>(mut self, out: &mut O, mut inspect: F) -> Result<()>
+    where
+        O: SegmentOutput + ?Sized,
+        F: FnMut(&[u8]),
+    {
         self.write_header(out);
+        inspect(&self.pending);
         self.writer.seal(&self.pending, true, out)
     }
 
-    fn write_header(&mut self, out: &mut Vec<u8>) {
+    fn write_header<O: SegmentOutput + ?Sized>(&mut self, out: &mut O) {
         if !self.header_written {
-            out.extend_from_slice(&self.header.to_bytes());
+            out.grow(HEADER_LEN).copy_from_slice(&self.header.to_bytes());
             self.header_written = true;
         }
     }
@@ -97,19 +143,18 @@ impl SegmentEncryptor {
 
 impl Writer {
     /// Appends one sealed segment to `out`, encrypting straight from `plaintext` into `out`.
-    fn seal(&mut self, plaintext: &[u8], last: bool, out: &mut Vec<u8>) -> Result<()> {
+    fn seal<O: SegmentOutput + ?Sized>(&mut self, plaintext: &[u8], last: bool, out: &mut O) -> Result<()> {
         // A segment that is not last must leave a counter value for the last one.
         if !last && self.next_index == u32::MAX {
             return Err(CryptoError::InvalidInput("a segmented object has at most 2^32 segments"));
         }
-        let start = out.len();
-        out.resize(start + plaintext.len() + TAG_LEN, 0);
-        let (body, tag) = out[start..].split_at_mut(plaintext.len());
+        let stored = plaintext.len() + TAG_LEN;
+        let (body, tag) = out.grow(stored).split_at_mut(plaintext.len());
         match self.core.seal_into(self.next_index, last, plaintext, body) {
             Ok(sealed) => tag.copy_from_slice(&sealed),
             Err(e) => {
-                // Only ciphertext or zeros were written there: nothing to wipe.
-                out.truncate(start);
+                // Only ciphertext or the output's earlier bytes are there: nothing to wipe.
+                out.shrink(stored);
                 return Err(e);
             }
         }
@@ -131,7 +176,6 @@ pub fn encrypt(key: &Key, binding: &Binding, plaintext: &[u8], segment_size: u32
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::segment::HEADER_LEN;
     use uuid::Uuid;
 
     /// Encrypting the stored vector's plaintext again, with its header (so its nonce prefix),
@@ -152,5 +196,29 @@ mod tests {
         }
         writer.finish(&mut out).unwrap();
         assert!(out == stored, "the re-encrypted object differs from the stored vector");
+    }
+
+    /// What `inspect` is shown, in pieces of any size, is the plaintext; the object is the same.
+    #[test]
+    fn inspecting_shows_the_plaintext_in_order() {
+        let key = Key::from_slice(&[7u8; 32]).unwrap();
+        let binding = Binding::document_segment(Uuid::from_u128(1), Uuid::from_u128(2), Uuid::from_u128(3), 1);
+        let header = SegmentHeader::generate(100).unwrap();
+        for len in [0usize, 1, 99, 100, 101, 1000, 1234] {
+            let plaintext: Vec<u8> = (0..len).map(|i| (i * 7 % 256) as u8).collect();
+            for piece in [1, 37, 100, 250, 2000] {
+                let (mut plain, mut shown) = (SegmentEncryptor::with_header(&key, &binding, header), Vec::new());
+                let mut inspected = SegmentEncryptor::with_header(&key, &binding, header);
+                let (mut a, mut b) = (Vec::new(), Vec::new());
+                for chunk in plaintext.chunks(piece) {
+                    plain.push(chunk, &mut a).unwrap();
+                    inspected.push_inspecting(chunk, &mut b, |s| shown.extend_from_slice(s)).unwrap();
+                }
+                plain.finish(&mut a).unwrap();
+                inspected.finish_inspecting(&mut b, |s| shown.extend_from_slice(s)).unwrap();
+                assert_eq!(shown, plaintext, "{len} bytes in pieces of {piece}");
+                assert_eq!(a, b);
+            }
+        }
     }
 }

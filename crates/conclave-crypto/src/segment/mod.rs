@@ -48,7 +48,7 @@ mod header;
 mod range;
 
 pub use decrypt::{decrypt, SegmentDecryptor};
-pub use encrypt::{encrypt, SegmentEncryptor};
+pub use encrypt::{encrypt, SegmentEncryptor, SegmentOutput};
 pub use header::{
     SegmentHeader, DEFAULT_SEGMENT_SIZE, HEADER_LEN, MAGIC, MAX_SEGMENT_SIZE, MIN_SEGMENT_SIZE, NONCE_PREFIX_LEN,
     SEGMENTED_VERSION,

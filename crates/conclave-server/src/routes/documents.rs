@@ -2,8 +2,7 @@
 //! and a single byte `Range`.
 
 use axum::body::Body;
-use axum::extract::multipart::MultipartRejection;
-use axum::extract::{DefaultBodyLimit, Multipart, State};
+use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -16,6 +15,7 @@ use utoipa_axum::routes;
 
 use crate::error::{ApiError, ApiResult, Problem};
 use crate::extract::{ApiPath, ApiQuery, Authenticated, PageParams};
+use crate::multipart::{self, MultipartError};
 use crate::routes::PageView;
 use crate::state::AppState;
 
@@ -79,23 +79,29 @@ async fn upload(
     State(state): State<AppState>,
     Authenticated(caller): Authenticated,
     ApiPath(id): ApiPath<LibraryId>,
-    multipart: Result<Multipart, MultipartRejection>,
+    headers: HeaderMap,
+    body: Body,
 ) -> ApiResult<(StatusCode, Json<DocumentView>)> {
     state.core.check_upload_allowed(&caller, id).await?;
-    let mut multipart = multipart.map_err(|_| {
-        ApiError::UnsupportedMediaType("Send the document as multipart/form-data with one part named 'file'.".into())
+    let boundary = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .ok_or(MultipartError::NotMultipart)
+        .and_then(multipart::boundary)
+        .map_err(|_| {
+            ApiError::UnsupportedMediaType(
+                "Send the document as multipart/form-data with one part named 'file'.".into(),
+            )
+        })?;
+    let part = multipart::first_part(body.into_data_stream(), &boundary).await.map_err(|e| match e {
+        MultipartError::NoPart => Error::field("file", "The form has no part: send one part named 'file'.").into(),
+        e => ApiError::BadRequest(format!("The multipart body could not be read: {e}."), vec![]),
     })?;
-    let field = multipart
-        .next_field()
-        .await
-        .map_err(|e| ApiError::BadRequest(format!("The multipart body could not be read: {}", e.body_text()), vec![]))?
-        .ok_or_else(|| Error::field("file", "The form has no part: send one part named 'file'."))?;
-    if field.name() != Some("file") {
+    if part.name.as_deref() != Some("file") {
         return Err(Error::field("file", "Send the document in a part named 'file' (and nothing else).").into());
     }
-    let name = field.file_name().unwrap_or_default().to_owned();
-    let part_type = field.content_type().map(str::to_owned);
-    let view = state.core.upload_document(&caller, id, &name, part_type.as_deref(), field).await?;
+    let name = part.file_name.unwrap_or_default();
+    let view = state.core.upload_document(&caller, id, &name, part.content_type.as_deref(), part.body).await?;
     Ok((StatusCode::CREATED, Json(view)))
 }
 

@@ -705,3 +705,69 @@ async fn a_truncated_object_never_downloads_completely() {
         assert_eq!(head.body.unwrap(), &content[..100], "cut at {cut}: the untouched start still reads");
     }
 }
+
+/// Sends `body` as a multipart upload with `boundary`, in frames of `frame` bytes.
+async fn raw_upload(
+    h: &Harness,
+    token: &str,
+    lib: &str,
+    boundary: &str,
+    body: Vec<u8>,
+    frame: usize,
+) -> (StatusCode, Value) {
+    let frames: Vec<Result<Vec<u8>, std::io::Error>> = body.chunks(frame).map(|c| Ok(c.to_vec())).collect();
+    let req = Request::builder()
+        .method(Method::POST)
+        .uri(format!("/api/v1/libraries/{lib}/documents"))
+        .header("authorization", format!("Bearer {token}"))
+        .header("content-type", format!("multipart/form-data; boundary={boundary}"))
+        .body(Body::from_stream(futures::stream::iter(frames)))
+        .unwrap();
+    let response = h.send(req).await;
+    let status = response.status();
+    let bytes = axum::body::to_bytes(response.into_body(), 1 << 22).await.unwrap();
+    (status, serde_json::from_slice(&bytes).unwrap_or(Value::Null))
+}
+
+#[tokio::test]
+async fn multipart_bodies_are_read_exactly_in_frames_of_any_size() {
+    let h = Harness::new().await;
+    let (owner, _) = h.signup("owner@example.com").await;
+    let lib = library(&h, &owner, "Inbox").await;
+
+    // Content full of near-delimiters, sent in frames that cut the real one anywhere.
+    let boundary = "b-7d1f";
+    let content = [&text(3000, 9)[..], b"\r\n--b-7d1\r\n-\r\n--", &text(5000, 10)[..], b"\r\n--b-7d1"].concat();
+    let mut body = format!(
+        "preamble\r\n--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"near.txt\"\r\n\r\n"
+    )
+    .into_bytes();
+    body.extend_from_slice(&content);
+    body.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
+    for frame in [1, 7, 100, 4096, body.len()] {
+        let (status, view) = raw_upload(&h, &owner, &lib, boundary, body.clone(), frame).await;
+        assert_eq!(status, StatusCode::CREATED, "frames of {frame}: {view}");
+        assert_eq!(view["size"], content.len() as u64);
+        assert_eq!(view["sha256"], format!("{:x}", Sha256::digest(&content)), "frames of {frame}");
+    }
+
+    // A part with another name, a broken boundary line, a form without parts, a body cut short.
+    let named = format!(
+        "--{boundary}\r\nContent-Disposition: form-data; name=\"other\"; filename=\"a.txt\"\r\n\r\nx\r\n--{boundary}--"
+    );
+    let (status, _) = raw_upload(&h, &owner, &lib, boundary, named.into_bytes(), 5).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    let broken = format!("--{boundary}junk\r\n\r\nx\r\n--{boundary}--");
+    let (status, problem) = raw_upload(&h, &owner, &lib, boundary, broken.into_bytes(), 5).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(problem["detail"].as_str().unwrap().contains("multipart"), "{problem}");
+    let empty = format!("--{boundary}--\r\n");
+    assert_eq!(raw_upload(&h, &owner, &lib, boundary, empty.into_bytes(), 5).await.0, StatusCode::UNPROCESSABLE_ENTITY);
+    let cut =
+        format!("--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"cut.txt\"\r\n\r\nno end");
+    assert_eq!(raw_upload(&h, &owner, &lib, boundary, cut.into_bytes(), 3).await.0, StatusCode::BAD_REQUEST);
+
+    let list = h.call(Method::GET, &format!("/api/v1/libraries/{lib}/documents"), Some(&owner), None).await;
+    assert_eq!(list.body["items"].as_array().unwrap().len(), 1, "one document (five versions), nothing else");
+    assert_eq!(object_files(&h).len(), 5, "one object a version, no staging file left");
+}
