@@ -325,6 +325,14 @@ def three(r: dict, figure: str) -> str:
     return " / ".join(num(f.get(p)) for p in ("p50", "p95", "max"))
 
 
+NOTES = (
+    "Run at 22:17 UTC on an otherwise idle machine (load average under 2 before it, the benchmark's own three processes included). The host was slower than in the record before this one (19:21, whose CPU figures passed: 0.595, 1.84 and 1.78 ms): the mock provider's own CPU, 20 ms apart, was 1.5 ms per stream against 0.656, and raw AES-GCM ran at 10 GB/s against 15.8 (SHA-256 unchanged), so the absolute CPU figures depend on the host's state more than on the build. Same host state, 22:24, `--only burst,20ms`, the previous binary (e472a28, the one recorded at 19:21) against this one: gateway burst 0.865 against 0.73 ms, gateway 20 ms apart 2.72 against 2.28 ms, conversation burst 1.91, 2.25 and 1.84 against 2.26, 2.06 and 1.97 ms (three pairs): this build is no slower, and the two CPU targets marked as missed below are missed by the previous build too in this state of the host.\n"
+    'Memory per open conversation stream: 59.1 KB in the 22:17 run and 55.9 KB in a full run at 21:55; `--only open --modes conversation` at load 5 to 7 gave 57.0, 56.1, 55.2, 56.2 and 57.6 KB, and the previous binary, back to back with the 57.6, 66.7 KB. Gateway: 38.5 KB (was 43.7 to 45.1).\n'
+    "Where it went (heaptrack, peak heap with 5000 open conversation streams, per stream, previous binary): the upstream connection (reqwest/hyper client) about 27 KB (two dispatch channels 9.4 KB, header write buffer 8.1 KB, read buffer 8.7 KB, connector 1.1 KB); the client's connection (hyper server) about 24 KB (the connection task 7.2 KB, header write buffer 8.5 KB, read buffer 8.2 KB); the reply task 5.1 KB (its future 4.2 KB, held twice by the trace wrapper); partial saves waiting for the database at the peak 4.3 KB (each held a copy of the text, its sealed copy and the copy bound to the query); the reply text 1.4 KB; provider request 1.5 KB; response headers 1.3 KB; SSE stream 1.0 KB; live-reply entry 0.7 KB. Gateway streams have the same two connections, but RSS counts touched pages only, and the conversation's churn (saves, their copies) touched more of those buffers. Changed: each kind of connection is spawned on its own, so a plain HTTP/1.1 connection's task no longer reserves room for a TLS session or an HTTP/2 connection (7.2 KB to 1.2 KB, both modes); the reply task keeps only the relay's state while it waits (4.2 KB to 1.7 KB: no double copy in the trace wrapper, its ending boxed); partial saves go through one writer that saves up to 256 replies in one `UPDATE … FROM (VALUES …)` statement, and a waiting save holds only the sealed text. Not changed (hyper and reqwest fix them): the 8 KiB read and header buffers of both connections and the client's dispatch channels, about 43 KB of heap per stream. With fewer write transactions the eight SQLite connections' page caches stay filled (up to 2 MiB each, about 3 KB per stream at 5000, fixed).\n"
+    "Time to first token: partly the same cause. Every open conversation stream made about 51 single-row partial saves, each a round trip to a SQLite worker thread, the write lock and a commit: `perf` put half of the server's CPU in the sqlx-sqlite workers, mostly thread switches, and the posts queued behind them. Batched, back to back at load 6.5: server CPU 11.0 to 8.8 ms per stream, TTFT p50 11.2 to 4.9 s (the previous binary gave 3.9 s on a quiet machine; this run's 8.7 s was at load 7). Still far from the gateway's 0.4 s: 5000 posts ramped over 5 s each make about 15 statements (reply context, whose count of the owner's streaming replies grows with them, the new conversation key, the exchange's transaction, the audit append) on two cores shared with the load client and the mock provider.\n"
+)
+
+
 def record(targets, runs, n_ttft, n_burst, c_burst, n_20ms, c_20ms, n_open) -> None:
     machine = f"{platform.machine()}, {os.cpu_count()} cores, {platform.system()} {platform.release()}"
     section = (
@@ -343,7 +351,8 @@ def record(targets, runs, n_ttft, n_burst, c_burst, n_20ms, c_20ms, n_open) -> N
         f"(20 ms apart), {n_open} at once (ramped over 5 s). One database per upstream pace, its runs in the order "
         f"listed, so a run's figures include what the earlier ones stored. CPU figures move by about ±15% from run to "
         f"run on this shared machine.\n"
-        f"Reproduce: `make bench`, or `bench/stream.py --build` (builds the three release binaries, then runs).\n\n"
+        f"Reproduce: `make bench`, or `bench/stream.py --build` (builds the three release binaries, then runs).\n"
+        f"{NOTES}\n"
         f"{targets_table(targets)}\n\n"
         f"### Runs\n\n{runs_table(runs)}\n"
     )
