@@ -13,6 +13,8 @@ pub enum ConnectError {
     Migration(String),
     #[error("{0}")]
     Unsupported(String),
+    #[error("copying the database failed: {0}")]
+    Snapshot(String),
 }
 
 pub(crate) fn store_error(e: sqlx::Error) -> StoreError {

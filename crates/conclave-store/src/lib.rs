@@ -152,7 +152,7 @@ impl Database {
             .bind(target)
             .execute(&s.pool)
             .await
-            .map_err(|e| ConnectError::Unreachable { backend: "SQLite", detail: error::describe(&e) })?;
+            .map_err(|e| ConnectError::Snapshot(error::describe(&e)))?;
         Ok(())
     }
 

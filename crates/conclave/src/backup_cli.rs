@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{bail, Context as _};
-use conclave_core::service::backup::referenced_objects;
+use conclave_core::service::backup::{is_document_object_key, referenced_objects};
 use conclave_core::Conclave;
 use conclave_store::Database;
 use indicatif::{ProgressBar, ProgressStyle};
@@ -321,14 +321,22 @@ async fn export(core: &Conclave, dest: &Path, key: &str, bar: &ProgressBar) -> a
     }
 }
 
-/// Where an object's file is in a backup. Keys come from a manifest on restore: only plain
-/// relative names are accepted (no `..`, no absolute path, nothing empty).
+/// Where an object's file is in a backup. Keys come from a manifest on restore: only document
+/// objects' names are accepted (ids only: no `..`, no absolute path, nothing else).
 fn object_file(root: &Path, key: &str) -> anyhow::Result<PathBuf> {
-    let plain = key.starts_with("tenants/") && key.split('/').all(|c| !c.is_empty() && c != "." && c != "..");
-    if !plain || key.contains('\\') {
+    if !is_document_object_key(key) {
         bail!("'{key}' is not a document object's name");
     }
     Ok(root.join(OBJECTS).join(key))
+}
+
+/// A checkpoint file's path inside `audit-checkpoints/`, from a manifest: plain relative
+/// components only.
+fn checkpoint_relative(entry: &FileEntry) -> anyhow::Result<&str> {
+    match entry.path.strip_prefix(&format!("{CHECKPOINTS}/")) {
+        Some(relative) if relative.split('/').all(|c| !c.is_empty() && c != "." && c != "..") => Ok(relative),
+        _ => bail!("'{}' is not a checkpoint file's name", entry.path),
+    }
 }
 
 /// The audit checkpoint folder, when checkpoints go to a local folder (an object-store
@@ -361,11 +369,7 @@ fn restore_checkpoints(config: &Config, source: &Path, manifest: &Manifest) -> a
     let Some(folder) = checkpoint_folder(config) else { return Ok(0) };
     let mut written = 0;
     for entry in &manifest.audit_checkpoints {
-        let relative = entry.path.strip_prefix(&format!("{CHECKPOINTS}/")).unwrap_or(&entry.path);
-        if relative.split('/').any(|c| c.is_empty() || c == "." || c == "..") {
-            bail!("'{}' is not a checkpoint file's name", entry.path);
-        }
-        let target = folder.join(relative);
+        let target = folder.join(checkpoint_relative(entry)?);
         if target.exists() {
             continue;
         }
@@ -414,10 +418,7 @@ fn verify_files(source: &Path, manifest: &Manifest) -> anyhow::Result<()> {
         check(object_file(source, &object.key)?, &object.key, object.size, &object.sha256)?;
     }
     for c in &manifest.audit_checkpoints {
-        if c.path.split('/').any(|p| p.is_empty() || p == "." || p == "..") || !c.path.starts_with(CHECKPOINTS) {
-            bail!("'{}' is not a checkpoint file's name", c.path);
-        }
-        check(source.join(&c.path), &c.path, c.size, &c.sha256)?;
+        check(source.join(CHECKPOINTS).join(checkpoint_relative(c)?), &c.path, c.size, &c.sha256)?;
     }
     bar.finish_and_clear();
     Ok(())
@@ -522,6 +523,13 @@ mod tests {
             "tenants/a\\..\\b",
         ] {
             assert!(object_file(root, bad).is_err(), "{bad}");
+        }
+        let entry = |path: &str| FileEntry { path: path.into(), size: 0, sha256: String::new() };
+        assert_eq!(checkpoint_relative(&entry("audit-checkpoints/t/1.jsonl")).unwrap(), "t/1.jsonl");
+        for bad in
+            ["audit-checkpoints/../x", "audit-checkpoints/", "other/x", "/audit-checkpoints/x", "audit-checkpoints//x"]
+        {
+            assert!(checkpoint_relative(&entry(bad)).is_err(), "{bad}");
         }
     }
 }

@@ -317,6 +317,25 @@ impl Conclave {
         Ok(())
     }
 
+    /// An issuer's JWT through the credential cache. The key set's generation is read before
+    /// verifying: a key set replaced meanwhile leaves this result under the old generation,
+    /// where nobody looks.
+    async fn authenticate_sso_cached(
+        &self,
+        sso: &super::identity::SingleSignOn,
+        bearer: &str,
+        meta: &RequestMeta,
+    ) -> Result<Principal> {
+        let generation = sso.verifier.keys_generation();
+        let ticket = match self.credentials.get_jwt(bearer, generation) {
+            Ok(principal) => return Ok(principal),
+            Err(ticket) => ticket,
+        };
+        let (principal, expires_at) = self.authenticate_sso(sso, bearer, meta).await?;
+        self.credentials.store_jwt(ticket, bearer, generation, &principal, expires_at);
+        Ok(principal)
+    }
+
     /// Resolves a bearer credential (access token or API key) to the principal it stands for.
     pub async fn authenticate(&self, bearer: &str) -> Result<Principal> {
         self.authenticate_request(bearer, &RequestMeta::default()).await
@@ -327,18 +346,7 @@ impl Conclave {
     pub async fn authenticate_request(&self, bearer: &str, meta: &RequestMeta) -> Result<Principal> {
         let Some(parsed) = ParsedCredential::parse(bearer) else {
             return match &self.config.sso {
-                Some(sso) if bearer.split('.').count() == 3 => {
-                    // The generation is read before verifying: a key set replaced meanwhile
-                    // leaves this result under the old generation, where nobody looks.
-                    let generation = sso.verifier.keys_generation();
-                    let ticket = match self.credentials.get_jwt(bearer, generation) {
-                        Ok(principal) => return Ok(principal),
-                        Err(ticket) => ticket,
-                    };
-                    let (principal, expires_at) = self.authenticate_sso(sso, bearer, meta).await?;
-                    self.credentials.store_jwt(ticket, bearer, generation, &principal, expires_at);
-                    Ok(principal)
-                }
+                Some(sso) if bearer.split('.').count() == 3 => self.authenticate_sso_cached(sso, bearer, meta).await,
                 _ => Err(Error::Unauthenticated),
             };
         };

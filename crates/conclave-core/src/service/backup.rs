@@ -21,7 +21,6 @@ use crate::objects::unavailable;
 use crate::service::orphans::is_document_object;
 use crate::store::Store;
 
-const CHECK_BATCH: u32 = 200;
 const PARTS_IN_FLIGHT: usize = 4;
 
 /// One object copied: its stored bytes and their SHA-256 (hex).
@@ -44,6 +43,13 @@ pub struct UnreadableKey {
 pub struct KeyCheckReport {
     pub opened: u64,
     pub unreadable: Vec<UnreadableKey>,
+}
+
+/// Whether `key` is exactly a document object's name (`tenants/{t}/libraries/{l}/documents/{d}/v{n}-{uuid}`):
+/// what a backup's manifest may name, and so the only paths a restore writes.
+pub fn is_document_object_key(key: &str) -> bool {
+    let location = Path::from(key);
+    is_document_object(&location) && location.as_ref() == key
 }
 
 /// Every document object `store` names (all tenants holding keys), in key order.
@@ -100,10 +106,10 @@ impl Conclave {
     /// a backup's manifest is not trusted to name anything else). `progress` gets each part's
     /// length.
     pub async fn import_object(&self, key: &str, path: &FsPath, progress: impl Fn(u64)) -> Result<()> {
-        let location = Path::from(key);
-        if !is_document_object(&location) || location.as_ref() != key {
+        if !is_document_object_key(key) {
             return Err(Error::BadRequest(format!("'{key}' is not a document object's name")));
         }
+        let location = Path::from(key);
         let mut file = tokio::fs::File::open(path).await.map_err(io_error)?;
         let upload = self.objects.store().put_multipart(&location).await.map_err(unavailable)?;
         let part = self.objects.part_size();
@@ -137,9 +143,10 @@ impl Conclave {
         let mut report = KeyCheckReport::default();
         let mut after = None;
         loop {
-            let batch = self.store.wrapped_keys_below(tenant, u32::MAX, after, CHECK_BATCH).await?;
-            let Some(last) = batch.last() else { break };
-            after = Some((last.kind, last.id));
+            let batch = self.wrapped_keys_page(tenant, u32::MAX, &mut after).await?;
+            if batch.is_empty() {
+                break;
+            }
             for key in &batch {
                 match self.codec.check_wrapped(tenant, key.kind, key.id, &key.wrapped).await? {
                     KeyCheck::Opens => report.opened += 1,

@@ -16,7 +16,8 @@ use crate::libraries::{KeyVersionCount, WrappedKeyKind};
 use crate::policy;
 use crate::principal::Caller;
 
-const REWRAP_BATCH: u32 = 200;
+/// Wrapped keys read per page (rotation, checks).
+const KEY_BATCH: u32 = 200;
 
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct KeyVersionView {
@@ -119,9 +120,10 @@ impl Conclave {
         let mut report = RewrapReport::default();
         let mut after = None;
         loop {
-            let batch = self.store.wrapped_keys_below(tenant, version, after, REWRAP_BATCH).await?;
-            let Some(last) = batch.last() else { break };
-            after = Some((last.kind, last.id));
+            let batch = self.wrapped_keys_page(tenant, version, &mut after).await?;
+            if batch.is_empty() {
+                break;
+            }
             for key in &batch {
                 let (wrapped, new_version) = self.codec.rewrap(tenant, key.kind, key.id, &key.wrapped).await?;
                 if self.store.replace_wrapped_key(tenant, key, &wrapped, new_version).await? {
@@ -133,6 +135,21 @@ impl Conclave {
             }
         }
         Ok(report)
+    }
+
+    /// The next page of the tenant's keys wrapped under a version below `below` (all of them
+    /// with `u32::MAX`), after the cursor `after`, which it moves on.
+    pub(crate) async fn wrapped_keys_page(
+        &self,
+        tenant: TenantId,
+        below: u32,
+        after: &mut Option<(WrappedKeyKind, uuid::Uuid)>,
+    ) -> Result<Vec<crate::libraries::KekWrapped>> {
+        let batch = self.store.wrapped_keys_below(tenant, below, *after, KEY_BATCH).await?;
+        if let Some(last) = batch.last() {
+            *after = Some((last.kind, last.id));
+        }
+        Ok(batch)
     }
 
     /// Destroys a master-key version. Refused while any key is still wrapped under it (or under
