@@ -89,7 +89,8 @@ impl Conclave {
             Err(object_store::Error::NotFound { .. }) => return Err(Error::NotFound("object")),
             Err(e) => return Err(unavailable(e)),
         };
-        let mut stream = got.into_stream();
+        // Local objects are read past the page cache, as downloads read them.
+        let mut stream = crate::service::documents::object_stream(got);
         let (mut size, mut digest) = (0u64, Sha256::new());
         while let Some(piece) = stream.next().await {
             let piece = piece.map_err(unavailable)?;

@@ -791,7 +791,7 @@ where
 
 /// An object's bytes as they arrive from a remote store (or a local file, for the one-segment
 /// object of an empty document).
-fn object_stream(result: GetResult) -> BoxStream<'static, object_store::Result<Bytes>> {
+pub(crate) fn object_stream(result: GetResult) -> BoxStream<'static, object_store::Result<Bytes>> {
     let GetResult { payload, range, .. } = result;
     match payload {
         GetResultPayload::File(file, path) => file_blocks(file, path, range),
