@@ -6,13 +6,14 @@ Builds the release binaries (unless --no-build), then:
 1. `conclave-docbench crypto`: raw AES-256-GCM of the library the formats use (AWS-LC through
    `aws-lc-rs`), on 64 KiB buffers, SHA-256 (AWS-LC's and RustCrypto's `sha2`), and the segmented
    format (SegmentEncryptor / SegmentDecryptor) in memory; one thread, timed by that thread's CPU
-   time. This is the reference.
-2. starts `conclave serve` on a fresh data folder (SQLite, local object store
-   <data dir>/objects) with a free port, signs up a user, and runs `conclave-docbench http`: a
-   generated text file uploaded as one streamed multipart request, downloaded as a stream (and
-   compared), then range reads of 1 MiB from its middle. The server's CPU time (utime+stime from
-   /proc/<pid>/stat) over each step gives bytes per server CPU second ("per core"); its VmRSS is
-   sampled every 5 ms during the upload.
+   time, on the core the server will use. This is the reference.
+2. starts `conclave serve` on one core (the load client on another) on a fresh data folder
+   (SQLite, local object store <data dir>/objects) with a free port, signs up a user, and runs
+   `conclave-docbench http`: a generated text file uploaded as one streamed multipart request,
+   downloaded as a stream (and compared), then range reads of 1 MiB from its middle. The server's
+   CPU time (utime+stime from /proc/<pid>/stat) over each step gives bytes per server CPU second
+   ("per core"); its VmRSS is sampled every 5 ms during the upload.
+3. the same again with the server and the client free to use every core, for comparison.
 Prints the figures and rewrites the "Documents" section of bench/RESULTS.md.
 
 Usage: bench/documents.py [--no-build] [--size-mib 1024] [--ranges 50] [--json out.json] [--no-record]
@@ -46,16 +47,31 @@ def build() -> None:
         subprocess.run(["cargo", "build", "--release", "--locked", "-p", package], cwd=ROOT, check=True)
 
 
-def docbench(*args: str, token: str | None = None) -> dict:
+def cores() -> tuple[int, int] | None:
+    """The server's core and the load client's: two of the CPUs this process may use, or None."""
+    allowed = sorted(os.sched_getaffinity(0))
+    return (allowed[0], allowed[1]) if len(allowed) >= 2 else None
+
+
+def on_core(core: int | None):
+    """A preexec_fn confining a child to one core (None: anywhere)."""
+    return None if core is None else (lambda: os.sched_setaffinity(0, {core}))
+
+
+def docbench(*args: str, token: str | None = None, core: int | None = None) -> dict:
     env = child_env({"CONCLAVE_DOCBENCH_TOKEN": token} if token else {})
     run = subprocess.run([str(RELEASE / "conclave-docbench"), *args], capture_output=True, text=True, env=env,
-                         timeout=1800)
+                         timeout=1800, preexec_fn=on_core(core))
     if run.returncode != 0:
         raise RuntimeError(f"conclave-docbench {args[0]} failed: {run.stderr.strip()}")
     return json.loads(run.stdout)
 
 
-def serve_and_measure(workdir: Path, size_mib: int, ranges: int) -> dict:
+def serve_and_measure(workdir: Path, size_mib: int, ranges: int, pinned: tuple[int, int] | None) -> dict:
+    """One server on a fresh data folder, measured by `conclave-docbench http`; with `pinned`, the
+    server runs on the first core only and the load client on the second."""
+    server_core, client_core = pinned or (None, None)
+    workdir.mkdir(parents=True)
     data = workdir / "data"
     log = workdir / "conclave.log"
     env = child_env({
@@ -70,7 +86,8 @@ def serve_and_measure(workdir: Path, size_mib: int, ranges: int) -> dict:
         "CONCLAVE_LOGIN_ATTEMPTS_PER_MINUTE": "100000",
     })
     with open(log, "w") as out:
-        proc = subprocess.Popen([str(RELEASE / "conclave"), "serve"], stdout=out, stderr=subprocess.STDOUT, env=env)
+        proc = subprocess.Popen([str(RELEASE / "conclave"), "serve"], stdout=out, stderr=subprocess.STDOUT, env=env,
+                                preexec_fn=on_core(server_core))
     try:
         addr = wait_for_line(log, proc, '"listening"')["addr"]
         url = f"http://{addr}"
@@ -80,7 +97,7 @@ def serve_and_measure(workdir: Path, size_mib: int, ranges: int) -> dict:
         with HTTP.open(req, timeout=30) as r:
             token = json.load(r)["access_token"]
         result = docbench("http", "--url", url, "--server-pid", str(proc.pid), "--size-mib", str(size_mib),
-                          "--ranges", str(ranges), token=token)
+                          "--ranges", str(ranges), token=token, core=client_core)
         result["objects"] = sorted(str(p.relative_to(data)) for p in (data / "objects").rglob("*") if p.is_file())
         return result
     except Exception:
@@ -151,6 +168,11 @@ def figures_table(crypto: dict, http: dict) -> str:
         f = http[step]
         rows.append((f"HTTP {step} of {http['size_bytes'] >> 20} MiB: server CPU / wall clock",
                      f"{f['server_cpu_s']:.2f} s / {f['wall_s']:.2f} s"))
+    if http.get("shared"):
+        for step in ("upload", "download"):
+            f = http["shared"][step]
+            rows.append((f"HTTP {step}, server and client free to use both cores: per server CPU second / server CPU / "
+                         f"wall clock", f"{f['gb_per_server_cpu_s']} GB / {f['server_cpu_s']:.2f} s / {f['wall_s']:.2f} s"))
     rows.append(("HTTP download: first byte", f"{http['download']['first_byte_ms']:.2f} ms"))
     rows.append(("range read: server CPU per request", f"{http['ranges']['server_cpu_ms_per_request']:.2f} ms"))
     rows.append(("load client CPU, all HTTP steps", f"{http['client_cpu_s']:.2f} s"))
@@ -194,6 +216,9 @@ UPLOAD_PROFILE = (
 
 def record(targets, crypto: dict, http: dict, load_before: str, load_after: str, busy: list[str]) -> None:
     machine = f"{platform.machine()}, {os.cpu_count()} cores, {platform.system()} {platform.release()}"
+    pinned = http.get("pinned")
+    core_text = (f"core {pinned[0]}, set with sched_setaffinity, so its runtime starts one worker thread; the "
+                 f"client on core {pinned[1]}" if pinned else "this machine has one core: server and client share it")
     features = ", ".join(k for k, v in crypto["cpu_features"].items() if v is True)
     section = (
         f"{SECTION}\n\n"
@@ -205,11 +230,15 @@ def record(targets, crypto: dict, http: dict, load_before: str, load_after: str,
         f"come from `conclave serve` (release build, SQLite, local object store on ext4): one streamed multipart "
         f"upload of a generated {http['size_bytes'] >> 20} MiB text file, one streamed download of it (compared "
         f"with what was sent), then {http['ranges']['count']} range requests `{http['ranges']['range']}` one after "
-        f"the other (sent to the last byte received, on one connection). \"Per core\" is the document's bytes "
-        f"divided by the server's CPU time (utime+stime of the process, all threads, from /proc) over the request, "
-        f"which other load on the machine barely moves; the wall-clock rate is also shown. RSS growth is the "
-        f"highest VmRSS sampled every 5 ms during the upload minus VmRSS before it. The load client "
-        f"(`conclave-docbench`, one thread) shares the two cores with the server.\n"
+        f"the other (sent to the last byte received, on one connection). \"Per core\": the server runs on one core "
+        f"({core_text}), the load client (`conclave-docbench`, one thread) on another, so the client's "
+        f"work and its loopback sending do not land on the server's core; the figure is the document's bytes "
+        f"divided by the server's CPU time (utime+stime of the process, all threads, from /proc) over the "
+        f"request, and the wall-clock rate is shown beside it. The same steps are then run again with the server "
+        f"and the client free to use both cores (\"free to use both cores\" rows): the client's sending and the "
+        f"runtime's moves between cores then fall partly on the server. RSS growth is the highest VmRSS sampled "
+        f"every 5 ms during the upload minus VmRSS before it. The raw AES-GCM and SHA-256 figures are measured "
+        f"on the server's core.\n"
         f"Measured {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} on {machine} (CPU: {features}); load "
         f"average (1/5/15 min) {load_before} before and {load_after} after; other engineers' builds and tests were "
         f"running (busiest processes when it started: {', '.join(busy) or 'none above 5%'}).\n"
@@ -237,18 +266,24 @@ def main() -> None:
 
     load_before, busy = load(), busy_processes()
     print(f"load average {load_before}; busiest: {', '.join(busy) or '-'}", flush=True)
-    crypto = docbench("crypto")
+    pinned = cores()
+    crypto = docbench("crypto", core=pinned[0] if pinned else None)
     print(f"raw AES-256-GCM seal {crypto['raw_seal']['gb_per_cpu_s']} GB/CPU-s, open "
           f"{crypto['raw_open']['gb_per_cpu_s']}; segmented {crypto['segment_encrypt']['gb_per_cpu_s']} / "
           f"{crypto['segment_decrypt']['gb_per_cpu_s']}", flush=True)
     workdir = Path(tempfile.mkdtemp(prefix="conclave-documents-bench-"))
     try:
-        http = serve_and_measure(workdir, args.size_mib, args.ranges)
+        http = serve_and_measure(workdir / "one-core", args.size_mib, args.ranges, pinned)
+        # The same again with the server and the client free to use every core, for comparison.
+        shared = serve_and_measure(workdir / "shared", args.size_mib, args.ranges, None) if pinned else None
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     load_after = load()
-    if len(http.pop("objects")) != 1:
-        raise RuntimeError("the upload did not leave exactly one object in the local store")
+    for run in (http, shared or {"objects": [""]}):
+        if len(run.pop("objects")) != 1:
+            raise RuntimeError("the upload did not leave exactly one object in the local store")
+    http["pinned"] = pinned
+    http["shared"] = shared
 
     if args.json:
         args.json.write_text(json.dumps({"crypto": crypto, "http": http}, indent=2) + "\n")

@@ -29,7 +29,7 @@ use crate::content::SealScope;
 use crate::error::{Error, FieldError, Result, StoreError};
 use crate::ids::{DocumentId, LibraryId, UserId};
 use crate::libraries::{DocumentRecord, DocumentVersionRecord, DocumentWithVersion, LibraryRole, VersionInsert};
-use crate::objects::direct::{AlignedBuffer, DirectReader, LocalObjectWriter, WRITE_BLOCK};
+use crate::objects::direct::{AlignedBuffer, DirectReader, LocalObjectWriter, BLOCK_CAPACITY, WRITE_BLOCK};
 use crate::objects::{unavailable, Objects};
 use crate::page::{Page, PageRequest};
 use crate::policy;
@@ -275,19 +275,21 @@ impl Conclave {
         // hand the writer whole blocks of ciphertext; stop at the first problem. Dropping `blocks`
         // before the last one makes the writer abort its object.
         let relayed: Result<()> = async {
-            for chunk in head {
-                if let Some(block) = sealer.push(&chunk)? {
+            let mut full = Vec::new();
+            let mut head = head.into_iter();
+            loop {
+                let chunk = match head.next() {
+                    Some(chunk) => chunk,
+                    None if ended => break,
+                    None => match next_chunk(&mut body, &mut reading, limits.max_bytes).await? {
+                        Some(chunk) => chunk,
+                        None => break,
+                    },
+                };
+                sealer.push(&chunk, &mut full)?;
+                for block in full.drain(..) {
                     if blocks.send(Sealed::Block(block)).await.is_err() {
                         return Ok(()); // the writer failed: its error is the answer
-                    }
-                }
-            }
-            if !ended {
-                while let Some(chunk) = next_chunk(&mut body, &mut reading, limits.max_bytes).await? {
-                    if let Some(block) = sealer.push(&chunk)? {
-                        if blocks.send(Sealed::Block(block)).await.is_err() {
-                            return Ok(());
-                        }
                     }
                 }
             }
@@ -733,27 +735,33 @@ struct BlockSealer {
     spares: std::sync::mpsc::Receiver<AlignedBuffer>,
 }
 
-/// Room in a block: a block short of full, one more piece of the upload (a network read) and its
-/// tags; a larger piece makes the block grow.
-const BLOCK_CAPACITY: usize = WRITE_BLOCK + WRITE_BLOCK / 2;
-
 impl BlockSealer {
     fn new(encryptor: SegmentEncryptor, spares: std::sync::mpsc::Receiver<AlignedBuffer>) -> Self {
         Self { encryptor, sha: Sha256::new(), block: AlignedBuffer::new(BLOCK_CAPACITY), spares }
     }
 
-    /// Hashes and seals a piece of the upload; a block, once one is full.
-    fn push(&mut self, piece: &[u8]) -> Result<Option<AlignedBuffer>> {
-        let sha = &mut self.sha;
-        self.encryptor
-            .push_inspecting(piece, &mut self.block, |segment| sha.update(segment))
-            .map_err(|e| Error::Internal(format!("encryption: {e}")))?;
-        if self.block.len() < WRITE_BLOCK {
-            return Ok(None);
+    /// Hashes and seals a piece of the upload, adding to `full` the blocks it fills. The piece
+    /// is sealed in parts that end on segment boundaries and fit the block, so no segment is
+    /// copied aside and no block outgrows its room.
+    fn push(&mut self, mut piece: &[u8], full: &mut Vec<AlignedBuffer>) -> Result<()> {
+        while !piece.is_empty() {
+            let fits = self.encryptor.fitting(BLOCK_CAPACITY - self.block.len()).min(piece.len());
+            if fits == 0 {
+                return Err(Error::Internal("an upload block has no room for a segment".into()));
+            }
+            let (now, rest) = piece.split_at(fits);
+            let sha = &mut self.sha;
+            self.encryptor
+                .push_inspecting(now, &mut self.block, |segment| sha.update(segment))
+                .map_err(|e| Error::Internal(format!("encryption: {e}")))?;
+            piece = rest;
+            if self.block.len() >= WRITE_BLOCK {
+                let mut next = self.spares.try_recv().unwrap_or_else(|_| AlignedBuffer::new(BLOCK_CAPACITY));
+                self.block.take_aligned(&mut next);
+                full.push(std::mem::replace(&mut self.block, next));
+            }
         }
-        let mut next = self.spares.try_recv().unwrap_or_else(|_| AlignedBuffer::new(BLOCK_CAPACITY));
-        self.block.take_aligned(&mut next);
-        Ok(Some(std::mem::replace(&mut self.block, next)))
+        Ok(())
     }
 
     /// The last block (the rest of the ciphertext and the last segment) and the upload's SHA-256.
@@ -1106,6 +1114,38 @@ fn human_bytes(n: u64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Whatever pieces an upload arrives in, the sealer's blocks never outgrow their room, are
+    /// written in whole aligned units, and together (with the last) are the object: it opens to
+    /// the upload, whose SHA-256 it reports.
+    #[test]
+    fn sealed_blocks_keep_their_room_and_make_the_object() {
+        let key = Key::generate();
+        let binding =
+            Binding::document_segment(uuid::Uuid::from_u128(1), uuid::Uuid::from_u128(2), uuid::Uuid::from_u128(3), 1);
+        let upload: Vec<u8> = (0..5 * WRITE_BLOCK + 12_345).map(|i| (i % 251) as u8 ^ (i >> 16) as u8).collect();
+        for piece in [1usize, 4096, 65_536, 65_537, 700_000, 1 << 20, 3 * WRITE_BLOCK] {
+            let (spares, spare_blocks) = std::sync::mpsc::channel();
+            let mut sealer = BlockSealer::new(SegmentEncryptor::new(&key, &binding), spare_blocks);
+            let (mut object, mut full) = (Vec::new(), Vec::new());
+            for chunk in upload.chunks(piece) {
+                sealer.push(chunk, &mut full).unwrap();
+                assert!(sealer.block.len() <= BLOCK_CAPACITY, "pieces of {piece}: the block outgrew its room");
+                for block in full.drain(..) {
+                    assert_eq!(block.len() % 4096, 0, "pieces of {piece}: a block ends mid-unit");
+                    assert!(block.len() >= WRITE_BLOCK - 4096 && block.len() <= BLOCK_CAPACITY);
+                    object.extend_from_slice(block.as_slice());
+                    spares.send(block).unwrap();
+                }
+            }
+            let (last, sha) = sealer.finish().unwrap();
+            assert!(last.len() <= BLOCK_CAPACITY);
+            object.extend_from_slice(last.as_slice());
+            let opened = conclave_crypto::segment::decrypt(&key, &binding, &object).unwrap();
+            assert!(opened == upload, "pieces of {piece}: the object does not open to the upload");
+            assert_eq!(sha, <[u8; 32]>::from(Sha256::digest(&upload)), "pieces of {piece}");
+        }
+    }
 
     #[test]
     fn names_lose_paths_and_reserved_characters() {

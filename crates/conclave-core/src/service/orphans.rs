@@ -6,6 +6,11 @@
 //! a lost key) but both take space. The sweep lists the documents prefix and removes what no row
 //! names, but only objects older than [`ORPHAN_MIN_AGE`]: an upload's object exists for at most
 //! the moment between its completion and its row, so a young object may still be claimed.
+//!
+//! In a local folder, an upload is written under a staging name beside its object
+//! (`<object>#<n>`, `objects/direct.rs`) and renamed into place when complete; a crash mid-upload
+//! leaves the staging file. object_store's listing hides names with `#`, so the sweep also walks
+//! the folder for staging files of document objects not written to for [`ORPHAN_MIN_AGE`].
 
 use std::collections::hash_map::Entry;
 use std::collections::{HashMap, HashSet};
@@ -13,7 +18,6 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use object_store::path::Path;
-use object_store::ObjectMeta;
 
 use crate::app::{AuditRecord, Conclave};
 use crate::error::Result;
@@ -44,6 +48,9 @@ pub struct SweepReport {
     pub young: usize,
     /// Orphans left for a later sweep: over the removal bound, or whose removal failed.
     pub left: usize,
+    /// Staging files of interrupted uploads removed from a local folder (counted in `removed`
+    /// too).
+    pub staging_removed: usize,
 }
 
 /// Whether `location` is a document object's key (what backups copy and restores accept).
@@ -103,24 +110,38 @@ impl Conclave {
                 continue;
             }
             report.removed += 1;
-            self.audit_orphan_removed(tenant, library, document, &meta).await;
+            let detail = serde_json::json!({
+                "library_id": library,
+                "object": meta.location.as_ref(),
+                "size": meta.size,
+                "last_modified": meta.last_modified.to_rfc3339(),
+            });
+            self.audit_orphan_removed(tenant, document, detail).await;
+        }
+        if let Some(root) = self.objects.local_path("tenants") {
+            let (root, budget) = (root?, max_removals.saturating_sub(report.removed));
+            let staging = tokio::task::spawn_blocking(move || sweep_staging(&root, min_age, budget))
+                .await
+                .map_err(|e| crate::error::Error::Internal(format!("staging sweep: {e}")))?;
+            for removed in staging.removed {
+                report.removed += 1;
+                report.staging_removed += 1;
+                let detail = serde_json::json!({
+                    "library_id": removed.library,
+                    "object": removed.key,
+                    "size": removed.size,
+                    "last_modified": removed.modified,
+                    "interrupted_upload": true,
+                });
+                self.audit_orphan_removed(removed.tenant, removed.document, detail).await;
+            }
+            report.left += staging.left;
         }
         Ok(report)
     }
 
-    async fn audit_orphan_removed(
-        &self,
-        tenant: TenantId,
-        library: LibraryId,
-        document: DocumentId,
-        meta: &ObjectMeta,
-    ) {
-        let mut record = AuditRecord::new("document.orphan_removed", "document", document).detail(serde_json::json!({
-            "library_id": library,
-            "object": meta.location.as_ref(),
-            "size": meta.size,
-            "last_modified": meta.last_modified.to_rfc3339(),
-        }));
+    async fn audit_orphan_removed(&self, tenant: TenantId, document: DocumentId, detail: serde_json::Value) {
+        let mut record = AuditRecord::new("document.orphan_removed", "document", document).detail(detail);
         record.actor_kind = Some("system");
         self.audit(tenant, &RequestMeta::default(), record).await;
     }
@@ -154,6 +175,91 @@ impl Conclave {
             }
         });
     }
+}
+
+/// A staging file removed by [`sweep_staging`].
+struct StagingRemoved {
+    tenant: TenantId,
+    library: LibraryId,
+    document: DocumentId,
+    /// The staging file's key, as the store would name it (`…/v<n>-<uuid>#<k>`).
+    key: String,
+    size: u64,
+    modified: String,
+}
+
+/// What [`sweep_staging`] removed, and how many it left for a later sweep.
+#[derive(Default)]
+struct StagingSweep {
+    removed: Vec<StagingRemoved>,
+    left: usize,
+}
+
+/// Walks `<root>` (a local folder's `tenants`) for staging files of document objects
+/// (`<document object>#<digits>`) last written more than `min_age` ago, and removes at most
+/// `max_removals` of them. Nothing else in the folder is touched; a folder that cannot be read is
+/// skipped with a warning.
+fn sweep_staging(root: &std::path::Path, min_age: Duration, max_removals: usize) -> StagingSweep {
+    let mut sweep = StagingSweep::default();
+    let Some(cutoff) = std::time::SystemTime::now().checked_sub(min_age) else { return sweep };
+    // tenants/{t}/libraries/{l}/documents/{d}/{file}: the files are five folders down.
+    let mut folders = vec![(root.to_path_buf(), 0usize)];
+    while let Some((folder, depth)) = folders.pop() {
+        let entries = match std::fs::read_dir(&folder) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => {
+                tracing::warn!(folder = %folder.display(), error = %e, "the staging sweep cannot read a folder");
+                continue;
+            }
+        };
+        for entry in entries.flatten() {
+            let Ok(kind) = entry.file_type() else { continue };
+            if kind.is_dir() && depth < 5 {
+                folders.push((entry.path(), depth + 1));
+                continue;
+            }
+            if !kind.is_file() || depth != 5 {
+                continue;
+            }
+            let path = entry.path();
+            let Some(key) = path.strip_prefix(root.parent().unwrap_or(root)).ok().and_then(|p| p.to_str()) else {
+                continue;
+            };
+            let Some((object, n)) = key.rsplit_once('#') else { continue };
+            if n.is_empty() || !n.bytes().all(|b| b.is_ascii_digit()) {
+                continue;
+            }
+            let Some((tenant, library, document)) = document_object(&Path::from(object)) else { continue };
+            let Ok(meta) = entry.metadata() else { continue };
+            let Ok(modified) = meta.modified() else { continue };
+            if modified > cutoff {
+                continue;
+            }
+            if sweep.removed.len() >= max_removals {
+                sweep.left += 1;
+                continue;
+            }
+            match std::fs::remove_file(&path) {
+                Ok(()) => sweep.removed.push(StagingRemoved {
+                    tenant,
+                    library,
+                    document,
+                    key: key.to_owned(),
+                    size: meta.len(),
+                    modified: time::OffsetDateTime::from(modified)
+                        .format(&time::format_description::well_known::Rfc3339)
+                        .unwrap_or_default(),
+                }),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => {
+                    tracing::warn!(file = %path.display(), error = %e, "an interrupted upload's file could not be removed");
+                    sweep.left += 1;
+                }
+            }
+        }
+    }
+    sweep
 }
 
 #[cfg(test)]

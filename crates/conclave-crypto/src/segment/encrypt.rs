@@ -117,6 +117,14 @@ impl SegmentEncryptor {
         Ok(())
     }
 
+    /// The most plaintext a [`push`](Self::push) takes now without appending more than `room`
+    /// bytes: whole segments only, so pushing exactly this much leaves nothing pending.
+    pub fn fitting(&self, room: usize) -> usize {
+        let header = if self.header_written { 0 } else { HEADER_LEN };
+        let segments = room.saturating_sub(header) / (self.segment_size + TAG_LEN);
+        (segments * self.segment_size).saturating_sub(self.pending.len())
+    }
+
     /// Appends the last segment (flagged, possibly empty) and, if nothing was pushed, the header.
     pub fn finish<O: SegmentOutput + ?Sized>(self, out: &mut O) -> Result<()> {
         self.finish_inspecting(out, |_| {})
@@ -218,6 +226,35 @@ mod tests {
                 inspected.finish_inspecting(&mut b, |s| shown.extend_from_slice(s)).unwrap();
                 assert_eq!(shown, plaintext, "{len} bytes in pieces of {piece}");
                 assert_eq!(a, b);
+            }
+        }
+    }
+
+    /// Pushing exactly what `fitting` allows appends no more than the room, completes whole
+    /// segments only (nothing left pending), and is as much as fits: one more segment would not.
+    #[test]
+    fn fitting_fills_the_room_with_whole_segments() {
+        let key = Key::from_slice(&[9u8; 32]).unwrap();
+        let binding = Binding::document_segment(Uuid::from_u128(4), Uuid::from_u128(5), Uuid::from_u128(6), 2);
+        let header = SegmentHeader::generate(100).unwrap();
+        let sealed = 100 + TAG_LEN;
+        for already in [0usize, 1, 99, 100, 101, 250] {
+            for room in [0usize, HEADER_LEN, HEADER_LEN + sealed - 1, HEADER_LEN + sealed, 3 * sealed + 5, 1000] {
+                let mut writer = SegmentEncryptor::with_header(&key, &binding, header);
+                let mut out = Vec::new();
+                writer.push(&vec![1u8; already], &mut out).unwrap();
+                let before = out.len();
+                let fits = writer.fitting(room);
+                writer.push(&vec![2u8; fits], &mut out).unwrap();
+                let appended = out.len() - before;
+                assert!(appended <= room, "{already} pushed, room {room}: {appended} appended");
+                if fits > 0 {
+                    assert!(writer.pending.is_empty(), "{already} pushed, room {room}: a segment left pending");
+                }
+                assert_eq!(writer.fitting(room - appended), 0, "{already} pushed, room {room}: another segment fits");
+                if room >= HEADER_LEN + sealed {
+                    assert!(fits > 0, "{already} pushed, room {room}: a segment fits");
+                }
             }
         }
     }

@@ -9,7 +9,7 @@
 //!   bodies, no whole-request timeout (the replies have their own idle handling and pings);
 //! - `health` (`/healthz`, `/readyz`): no body, the request timeout.
 //!
-//! Every class cuts a request body that stalls for `CONCLAVE_BODY_IDLE_TIMEOUT_SECONDS`, and a
+//! Every class refuses request headers over [`MAX_HEADER_BYTES`] (`431`), cuts a request body that stalls for `CONCLAVE_BODY_IDLE_TIMEOUT_SECONDS`, and a
 //! declared `Content-Length` beyond the class's limit is refused before a byte is read (`413`).
 //! Slow headers are cut by the listener (`CONCLAVE_HEADER_READ_TIMEOUT_SECONDS`).
 
@@ -73,19 +73,31 @@ pub fn classify(method: &Method, path: &str) -> RouteClass {
     }
 }
 
+/// Most bytes of request headers (names, values and their separators), over HTTP/1.1 as over
+/// HTTP/2 (whose listener refuses larger header lists itself): a browser sends a few KiB.
+pub const MAX_HEADER_BYTES: usize = 64 << 10;
+
 /// How much more than the limit is read and dropped before a 413, and for how long at most.
 const DRAIN_LIMIT: u64 = 4 << 20;
 const DRAIN_TIME: Duration = Duration::from_secs(2);
 
 pub async fn layer(State(http): State<Arc<HttpSettings>>, req: Request, next: Next) -> Response {
+    // The gateway answers its refusals in OpenAI's error shape.
+    let gateway = req.uri().path().starts_with("/v1/");
+    let header_bytes: usize = req.headers().iter().map(|(name, value)| name.as_str().len() + value.len() + 4).sum();
+    if header_bytes > MAX_HEADER_BYTES {
+        let detail = format!("The request headers are larger than this server accepts ({MAX_HEADER_BYTES} bytes).");
+        if gateway {
+            return GatewayError::headers_too_large(detail).into_response();
+        }
+        return Problem::new(StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE, "headers-too-large", detail).render();
+    }
     let class = classify(req.method(), req.uri().path());
     let max = match class {
         RouteClass::Upload => usize::try_from(http.limits.max_upload_bytes).unwrap_or(usize::MAX),
         RouteClass::Json | RouteClass::Stream | RouteClass::Health => http.max_json_bytes,
     };
     let declared = req.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
-    // The OpenAI-compatible gateway answers its refusals in OpenAI's error shape.
-    let gateway = req.uri().path().starts_with("/v1/");
     if let Some(len) = declared.filter(|len| *len > max as u64) {
         // Read (and drop) a body that is only somewhat too large before answering, so the client,
         // still sending, reads the 413 instead of a connection reset; a far larger one is cut.
@@ -262,6 +274,27 @@ mod tests {
         let chunks = futures::stream::iter([Ok::<_, std::io::Error>(vec![b'x'; 10]), Ok(vec![b'x'; 10])]);
         let req = Request::post("/api/v1/agents").body(Body::from_stream(chunks)).unwrap();
         assert_eq!(send(app(limits), req).await.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    }
+
+    #[tokio::test]
+    async fn request_headers_are_limited() {
+        let with_header = |path: &str, len: usize| {
+            Request::post(path)
+                .header("x-padding", "p".repeat(len))
+                .header(header::CONTENT_LENGTH, 0)
+                .body(Body::empty())
+                .unwrap()
+        };
+        let limits = RouteLimits::default();
+        assert_eq!(send(app(limits), with_header("/api/v1/agents", 60 << 10)).await.status(), StatusCode::OK);
+        let refused = send(app(limits), with_header("/api/v1/agents", MAX_HEADER_BYTES)).await;
+        assert_eq!(refused.status(), StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE);
+        assert_eq!(refused.headers()[header::CONTENT_TYPE], "application/problem+json");
+        let gateway = send(app(limits), with_header("/v1/models", MAX_HEADER_BYTES)).await;
+        assert_eq!(gateway.status(), StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE);
+        let body: serde_json::Value =
+            serde_json::from_slice(&axum::body::to_bytes(gateway.into_body(), 4096).await.unwrap()).unwrap();
+        assert_eq!(body["error"]["code"], "headers_too_large");
     }
 
     #[tokio::test(start_paused = true)]

@@ -65,6 +65,16 @@ impl GatewayError {
         Self::new(StatusCode::PAYLOAD_TOO_LARGE, "invalid_request_error", Some("request_too_large"), message)
     }
 
+    /// Request headers over the server's limit (431).
+    pub(crate) fn headers_too_large(message: impl Into<String>) -> Self {
+        Self::new(
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            "invalid_request_error",
+            Some("headers_too_large"),
+            message,
+        )
+    }
+
     /// A request the server did not finish in time (503, retry shortly).
     pub(crate) fn timed_out(message: impl Into<String>) -> Self {
         let mut err = Self::new(StatusCode::SERVICE_UNAVAILABLE, "api_error", Some("timeout"), message);

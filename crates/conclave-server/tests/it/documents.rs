@@ -678,6 +678,55 @@ async fn the_sweep_removes_old_unreferenced_objects_only() {
     assert_eq!(object_files(&h).len(), 3, "the stored document, the young object and the foreign file");
 }
 
+/// A crash mid-upload leaves the object's staging file (`<object>#<n>`) in a local folder, which
+/// object_store's listing hides: the sweep finds it by walking the folder.
+#[tokio::test]
+async fn the_sweep_removes_what_an_interrupted_upload_left() {
+    use conclave_core::service::orphans::ORPHAN_MIN_AGE;
+    use std::time::Duration;
+
+    let h = Harness::new().await;
+    let (owner, _) = h.signup("owner@example.com").await;
+    let lib = library(&h, &owner, "Matters").await;
+    let r = h.upload(&owner, &lib, "kept.txt", "text/plain", &text(70_000, 3)).await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+    let stored = object_files(&h).pop().unwrap();
+    let folder = stored.parent().unwrap();
+    let two_hours = Duration::from_secs(2 * 3600);
+    let object = || format!("v2-{}", conclave_core::ids::DocumentId::new());
+
+    let crashed = folder.join(format!("{}#1", object()));
+    write_object(&crashed, Some(two_hours));
+    let other_document = folder.parent().unwrap().join(conclave_core::ids::DocumentId::new().to_string());
+    let crashed_elsewhere = other_document.join(format!("{}#17", object()));
+    write_object(&crashed_elsewhere, Some(two_hours));
+    // Being written (recently): kept.
+    let writing = folder.join(format!("{}#1", object()));
+    write_object(&writing, None);
+    // Not a staging name of a document object: never touched.
+    let odd_suffix = folder.join(format!("{}#x", object()));
+    write_object(&odd_suffix, Some(two_hours));
+    let foreign = h.dir().join("objects").join("tenants").join("notes.txt#1");
+    write_object(&foreign, Some(two_hours));
+
+    let report = h.core.sweep_orphan_objects(ORPHAN_MIN_AGE, 1000).await.unwrap();
+    assert_eq!((report.removed, report.staging_removed, report.left), (2, 2, 0), "{report:?}");
+    assert!(!crashed.exists() && !crashed_elsewhere.exists(), "the interrupted uploads' files are removed");
+    assert!(stored.exists() && writing.exists() && odd_suffix.exists() && foreign.exists(), "nothing else");
+
+    let events = h.call(Method::GET, "/api/v1/audit/events?action=document.orphan_removed", Some(&owner), None).await;
+    let items = events.body["items"].as_array().unwrap();
+    assert_eq!(items.len(), 2, "{}", events.body);
+    assert!(items.iter().all(|e| e["detail"]["interrupted_upload"] == true && e["actor_kind"] == "system"));
+
+    // The removal bound covers them too.
+    for _ in 0..2 {
+        write_object(&folder.join(format!("{}#1", object())), Some(two_hours));
+    }
+    let report = h.core.sweep_orphan_objects(ORPHAN_MIN_AGE, 1).await.unwrap();
+    assert_eq!((report.staging_removed, report.left), (1, 1), "{report:?}");
+}
+
 #[tokio::test]
 async fn a_truncated_object_never_downloads_completely() {
     let h = Harness::new().await;
