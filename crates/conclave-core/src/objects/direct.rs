@@ -302,24 +302,22 @@ pub(crate) struct AlignedBuffer {
 pub(crate) const HUGE_PAGE: usize = 2 << 20;
 
 impl AlignedBuffer {
-    /// An empty buffer with room for `capacity` bytes. Out of memory, like a `Vec`, aborts.
-    pub(crate) fn new(capacity: usize) -> Self {
+    /// An empty buffer with room for `capacity` bytes; an error when the system will not map
+    /// them (out of memory, or of mappings), so one upload fails rather than the server.
+    pub(crate) fn new(capacity: usize) -> std::io::Result<Self> {
         let align = if capacity >= HUGE_PAGE { HUGE_PAGE } else { ALIGN };
         // Mappings start on a page (ALIGN) boundary; for a huge-page boundary, map a huge page
         // more than needed and start inside it (the part not used is never touched).
         let extra = if align == HUGE_PAGE { HUGE_PAGE } else { 0 };
         let length = capacity.max(1) + extra;
-        let map = MmapOptions::new().len(length).map_anon().unwrap_or_else(|_| {
-            let layout = std::alloc::Layout::array::<u8>(length).unwrap_or(std::alloc::Layout::new::<u8>());
-            std::alloc::handle_alloc_error(layout)
-        });
+        let map = MmapOptions::new().len(length).map_anon()?;
         let start = map.as_ptr().align_offset(align);
         if align == HUGE_PAGE {
             // A hint: without transparent huge pages (or with them disabled) the buffer works
             // the same from ordinary pages.
             let _ = map.advise(Advice::HugePage);
         }
-        Self { map, start, len: 0, capacity }
+        Ok(Self { map, start, len: 0, capacity })
     }
 
     pub(crate) fn len(&self) -> usize {
@@ -355,8 +353,10 @@ impl SegmentOutput for AlignedBuffer {
     fn grow(&mut self, n: usize) -> &mut [u8] {
         let needed = self.len + n;
         if needed > self.capacity {
-            // Only when more is sealed into a block than it has room for: a larger buffer, once.
-            let mut larger = AlignedBuffer::new(needed.next_power_of_two());
+            // Only when more is sealed into a block than it has room for (the upload's sealer
+            // never does): a larger buffer, once. Out of memory here aborts, as a `Vec` would.
+            let mut larger = AlignedBuffer::new(needed.next_power_of_two())
+                .unwrap_or_else(|_| std::alloc::handle_alloc_error(std::alloc::Layout::new::<[u8; HUGE_PAGE]>()));
             larger.grow(self.len).copy_from_slice(self.as_slice());
             *self = larger;
         }
@@ -382,7 +382,8 @@ mod tests {
     fn write(dest: &Path, data: &[u8], piece: usize, direct_io: DirectIo) -> (u64, bool) {
         let mut writer = LocalObjectWriter::create_with(dest, direct_io).unwrap();
         let opened_direct = writer.direct;
-        let (mut block, mut next) = (AlignedBuffer::new(2 * WRITE_BLOCK), AlignedBuffer::new(2 * WRITE_BLOCK));
+        let (mut block, mut next) =
+            (AlignedBuffer::new(2 * WRITE_BLOCK).unwrap(), AlignedBuffer::new(2 * WRITE_BLOCK).unwrap());
         for chunk in data.chunks(piece.max(1)) {
             block.grow(chunk.len()).copy_from_slice(chunk);
             if block.len() >= WRITE_BLOCK {
@@ -478,7 +479,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let dest = dir.path().join("tenants/t/object");
         let mut writer = LocalObjectWriter::create(&dest).unwrap();
-        let mut block = AlignedBuffer::new(WRITE_BLOCK);
+        let mut block = AlignedBuffer::new(WRITE_BLOCK).unwrap();
         block.grow(3 * WRITE_BLOCK).copy_from_slice(&pattern(3 * WRITE_BLOCK));
         writer.write_block(&block).unwrap();
         block.clear();
@@ -494,12 +495,12 @@ mod tests {
     #[test]
     fn blocks_of_a_huge_page_start_on_one() {
         for capacity in [HUGE_PAGE, 2 * HUGE_PAGE] {
-            let mut block = AlignedBuffer::new(capacity);
+            let mut block = AlignedBuffer::new(capacity).unwrap();
             block.grow(capacity).fill(7);
             assert_eq!(block.as_slice().as_ptr() as usize % HUGE_PAGE, 0);
             assert!(block.as_slice().iter().all(|&b| b == 7));
         }
-        let small = AlignedBuffer::new(10_000);
+        let small = AlignedBuffer::new(10_000).unwrap();
         assert_eq!(small.as_slice().as_ptr() as usize % ALIGN, 0);
     }
 

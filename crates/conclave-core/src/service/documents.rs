@@ -255,7 +255,7 @@ impl Conclave {
 
         let (blocks, receiver) = mpsc::channel::<Sealed>(BLOCKS_IN_FLIGHT);
         let (spares, spare_blocks) = std::sync::mpsc::channel::<AlignedBuffer>();
-        let mut sealer = BlockSealer::new(SegmentEncryptor::new(&fek, &binding), spare_blocks);
+        let mut sealer = BlockSealer::new(SegmentEncryptor::new(&fek, &binding), spare_blocks)?;
         let me = self.me.upgrade().ok_or_else(|| Error::Internal("the server is shutting down".into()))?;
         let job = UploadJob {
             caller: caller.clone(),
@@ -736,8 +736,8 @@ struct BlockSealer {
 }
 
 impl BlockSealer {
-    fn new(encryptor: SegmentEncryptor, spares: std::sync::mpsc::Receiver<AlignedBuffer>) -> Self {
-        Self { encryptor, sha: Sha256::new(), block: AlignedBuffer::new(BLOCK_CAPACITY), spares }
+    fn new(encryptor: SegmentEncryptor, spares: std::sync::mpsc::Receiver<AlignedBuffer>) -> Result<Self> {
+        Ok(Self { encryptor, sha: Sha256::new(), block: new_block()?, spares })
     }
 
     /// Hashes and seals a piece of the upload, adding to `full` the blocks it fills. The piece
@@ -756,7 +756,10 @@ impl BlockSealer {
                 .map_err(|e| Error::Internal(format!("encryption: {e}")))?;
             piece = rest;
             if self.block.len() >= WRITE_BLOCK {
-                let mut next = self.spares.try_recv().unwrap_or_else(|_| AlignedBuffer::new(BLOCK_CAPACITY));
+                let mut next = match self.spares.try_recv() {
+                    Ok(spare) => spare,
+                    Err(_) => new_block()?,
+                };
                 self.block.take_aligned(&mut next);
                 full.push(std::mem::replace(&mut self.block, next));
             }
@@ -772,6 +775,14 @@ impl BlockSealer {
             .map_err(|e| Error::Internal(format!("encryption: {e}")))?;
         Ok((self.block, self.sha.finalize().into()))
     }
+}
+
+/// A fresh block for an upload's ciphertext; a system out of memory fails the upload (503).
+fn new_block() -> Result<AlignedBuffer> {
+    AlignedBuffer::new(BLOCK_CAPACITY).map_err(|e| {
+        tracing::error!(error = %e, "no memory for an upload's block");
+        Error::Unavailable { service: "server memory", detail: "the server has no memory for this upload now".into() }
+    })
 }
 
 /// The next chunk of an upload, counted against the limit.
@@ -1126,7 +1137,7 @@ mod tests {
         let upload: Vec<u8> = (0..5 * WRITE_BLOCK + 12_345).map(|i| (i % 251) as u8 ^ (i >> 16) as u8).collect();
         for piece in [1usize, 4096, 65_536, 65_537, 700_000, 1 << 20, 3 * WRITE_BLOCK] {
             let (spares, spare_blocks) = std::sync::mpsc::channel();
-            let mut sealer = BlockSealer::new(SegmentEncryptor::new(&key, &binding), spare_blocks);
+            let mut sealer = BlockSealer::new(SegmentEncryptor::new(&key, &binding), spare_blocks).unwrap();
             let (mut object, mut full) = (Vec::new(), Vec::new());
             for chunk in upload.chunks(piece) {
                 sealer.push(chunk, &mut full).unwrap();
