@@ -804,29 +804,27 @@ macro_rules! store_impl {
 
             async fn rotate_refresh(&self, tenant: TenantId, used: TokenId, at: OffsetDateTime, successors: &[TokenRecord]) -> StoreResult<bool> {
                 let mut tx = self.pool.begin().await.map_err(store_error)?;
-                let r = sqlx::query(
-                    "UPDATE session_tokens SET used_at = $3 WHERE tenant_id = $1 AND token_id = $2 AND kind = 'refresh' AND used_at IS NULL",
+                let session: Option<Uuid> = sqlx::query_scalar(
+                    "UPDATE session_tokens SET used_at = $3 \
+                     WHERE tenant_id = $1 AND token_id = $2 AND kind = 'refresh' AND used_at IS NULL RETURNING session_id",
                 )
                 .bind(tenant.0)
                 .bind(used.0)
                 .bind(DbTime(at))
-                .execute(&mut *tx)
+                .fetch_optional(&mut *tx)
                 .await
                 .map_err(store_error)?;
-                if r.rows_affected() != 1 {
+                let Some(session) = session else {
                     tx.rollback().await.map_err(store_error)?;
                     return Ok(false);
-                }
-                sqlx::query(
-                    "UPDATE sessions SET last_used_at = $3 WHERE tenant_id = $1 AND session_id = \
-                     (SELECT session_id FROM session_tokens WHERE tenant_id = $1 AND token_id = $2)",
-                )
-                .bind(tenant.0)
-                .bind(used.0)
-                .bind(DbTime(at))
-                .execute(&mut *tx)
-                .await
-                .map_err(store_error)?;
+                };
+                sqlx::query("UPDATE sessions SET last_used_at = $3 WHERE tenant_id = $1 AND session_id = $2")
+                    .bind(tenant.0)
+                    .bind(session)
+                    .bind(DbTime(at))
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(store_error)?;
                 Self::insert_tokens(&mut tx, successors).await.map_err(store_error)?;
                 tx.commit().await.map_err(store_error)?;
                 Ok(true)
