@@ -3,6 +3,7 @@
 
 pub mod error;
 pub mod extract;
+pub mod fuzzing;
 pub mod middleware;
 pub mod multipart;
 pub mod routes;

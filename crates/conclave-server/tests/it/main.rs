@@ -5,6 +5,7 @@ mod audit;
 mod authz;
 mod documents;
 mod edge;
+mod fuzz_corpus;
 mod gateway;
 mod harness;
 mod limits;
