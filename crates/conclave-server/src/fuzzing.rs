@@ -37,7 +37,7 @@ pub fn multipart_first_part(data: &[u8]) -> bool {
     tail.extend_from_slice(delimiter.as_bytes());
     assert!(memchr::memmem::find(body, &tail).is_some(), "the content is not followed by the delimiter in the body");
     if named && only_crlf_boundaries(body, &boundary) {
-        if let Some(theirs) = multer_first_part(body, &boundary) {
+        if let Some((_, theirs)) = multer_first_part(vec![Bytes::copy_from_slice(body)], &boundary) {
             assert_eq!(content, theirs, "multer reads other content");
         }
     }
@@ -67,12 +67,15 @@ fn read_first_part(body: &[u8], frame: usize, boundary: &str) -> Result<(bool, V
     })
 }
 
-/// What `multer` reads as the first part's content, or `None` where it refuses the body.
-fn multer_first_part(body: &[u8], boundary: &str) -> Option<Vec<u8>> {
-    let stream = futures::stream::once(futures::future::ready(Ok::<_, std::io::Error>(Bytes::copy_from_slice(body))));
+/// What `multer` reads as the first part (its file name and content) from a body in `frames`,
+/// or `None` where it refuses the body. The reference the multipart reader is tested against.
+pub(crate) fn multer_first_part(frames: Vec<Bytes>, boundary: &str) -> Option<(Option<String>, Vec<u8>)> {
+    let stream = futures::stream::iter(frames.into_iter().map(Ok::<_, std::io::Error>));
     futures::executor::block_on(async {
         let mut form = multer::Multipart::new(stream, boundary);
         let field = form.next_field().await.ok()??;
-        field.bytes().await.ok().map(|b| b.to_vec())
+        let file_name = field.file_name().map(str::to_owned);
+        let content = field.bytes().await.ok()?;
+        Some((file_name, content.to_vec()))
     })
 }

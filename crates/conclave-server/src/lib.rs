@@ -80,7 +80,11 @@ impl Modify for SharedResponses {
                 }
                 let has_input = op.request_body.is_some() || op.parameters.as_ref().is_some_and(|p| !p.is_empty());
                 let secured = op.security.as_ref().is_some_and(|s| !s.is_empty());
-                let mut shared = vec![("403", "Refused by an IP allow-list"), ("429", "Too many requests")];
+                let mut shared = vec![
+                    ("403", "Refused by an IP allow-list"),
+                    ("429", "Too many requests"),
+                    ("431", "The request headers are larger than the server accepts"),
+                ];
                 if !gateway {
                     shared.push(("503", "Timed out or a dependency is unavailable"));
                 }

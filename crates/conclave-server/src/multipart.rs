@@ -472,14 +472,7 @@ mod tests {
     /// What `multer` (a general multipart parser) reads as the first part: its file name and
     /// content, or `None` where it refuses the body.
     fn multer_first(frames: Vec<Result<Bytes, String>>) -> Option<(Option<String>, Vec<u8>)> {
-        futures::executor::block_on(async {
-            let stream = futures::stream::iter(frames.into_iter().map(|f| f.map_err(std::io::Error::other)));
-            let mut form = multer::Multipart::new(stream, BOUNDARY);
-            let field = form.next_field().await.ok()??;
-            let file_name = field.file_name().map(str::to_owned);
-            let content = field.bytes().await.ok()?;
-            Some((file_name, content.to_vec()))
-        })
+        crate::fuzzing::multer_first_part(frames.into_iter().map(Result::unwrap).collect(), BOUNDARY)
     }
 
     proptest! {

@@ -355,8 +355,12 @@ impl SegmentOutput for AlignedBuffer {
         if needed > self.capacity {
             // Only when more is sealed into a block than it has room for (the upload's sealer
             // never does): a larger buffer, once. Out of memory here aborts, as a `Vec` would.
-            let mut larger = AlignedBuffer::new(needed.next_power_of_two())
-                .unwrap_or_else(|_| std::alloc::handle_alloc_error(std::alloc::Layout::new::<[u8; HUGE_PAGE]>()));
+            let room = needed.next_power_of_two();
+            let mut larger = AlignedBuffer::new(room).unwrap_or_else(|_| {
+                std::alloc::handle_alloc_error(
+                    std::alloc::Layout::from_size_align(room, ALIGN).unwrap_or(std::alloc::Layout::new::<u8>()),
+                )
+            });
             larger.grow(self.len).copy_from_slice(self.as_slice());
             *self = larger;
         }

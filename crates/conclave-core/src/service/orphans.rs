@@ -110,13 +110,16 @@ impl Conclave {
                 continue;
             }
             report.removed += 1;
-            let detail = serde_json::json!({
-                "library_id": library,
-                "object": meta.location.as_ref(),
-                "size": meta.size,
-                "last_modified": meta.last_modified.to_rfc3339(),
-            });
-            self.audit_orphan_removed(tenant, document, detail).await;
+            let removed = RemovedObject {
+                tenant,
+                library,
+                document,
+                key: key.to_owned(),
+                size: meta.size,
+                modified: meta.last_modified.into(),
+                interrupted_upload: false,
+            };
+            self.audit_orphan_removed(&removed).await;
         }
         if let Some(root) = self.objects.local_path("tenants") {
             let (root, budget) = (root?, max_removals.saturating_sub(report.removed));
@@ -126,24 +129,27 @@ impl Conclave {
             for removed in staging.removed {
                 report.removed += 1;
                 report.staging_removed += 1;
-                let detail = serde_json::json!({
-                    "library_id": removed.library,
-                    "object": removed.key,
-                    "size": removed.size,
-                    "last_modified": removed.modified,
-                    "interrupted_upload": true,
-                });
-                self.audit_orphan_removed(removed.tenant, removed.document, detail).await;
+                self.audit_orphan_removed(&removed).await;
             }
             report.left += staging.left;
         }
         Ok(report)
     }
 
-    async fn audit_orphan_removed(&self, tenant: TenantId, document: DocumentId, detail: serde_json::Value) {
-        let mut record = AuditRecord::new("document.orphan_removed", "document", document).detail(detail);
+    async fn audit_orphan_removed(&self, removed: &RemovedObject) {
+        let modified = time::OffsetDateTime::from(removed.modified);
+        let mut detail = serde_json::json!({
+            "library_id": removed.library,
+            "object": removed.key,
+            "size": removed.size,
+            "last_modified": modified.format(&time::format_description::well_known::Rfc3339).unwrap_or_default(),
+        });
+        if removed.interrupted_upload {
+            detail["interrupted_upload"] = true.into();
+        }
+        let mut record = AuditRecord::new("document.orphan_removed", "document", removed.document).detail(detail);
         record.actor_kind = Some("system");
-        self.audit(tenant, &RequestMeta::default(), record).await;
+        self.audit(removed.tenant, &RequestMeta::default(), record).await;
     }
 
     /// Sweeps orphaned objects [`SWEEP_FIRST_AFTER`] after start and then every [`SWEEP_EVERY`],
@@ -177,85 +183,74 @@ impl Conclave {
     }
 }
 
-/// A staging file removed by [`sweep_staging`].
-struct StagingRemoved {
+/// An object the sweep removed, as its audit event describes it.
+struct RemovedObject {
     tenant: TenantId,
     library: LibraryId,
     document: DocumentId,
-    /// The staging file's key, as the store would name it (`…/v<n>-<uuid>#<k>`).
+    /// The object's key, as the store names it (a staging file's: `…/v<n>-<uuid>#<k>`).
     key: String,
     size: u64,
-    modified: String,
+    modified: std::time::SystemTime,
+    /// A staging file an interrupted upload left in a local folder.
+    interrupted_upload: bool,
 }
 
 /// What [`sweep_staging`] removed, and how many it left for a later sweep.
 #[derive(Default)]
 struct StagingSweep {
-    removed: Vec<StagingRemoved>,
+    removed: Vec<RemovedObject>,
     left: usize,
 }
 
 /// Walks `<root>` (a local folder's `tenants`) for staging files of document objects
 /// (`<document object>#<digits>`) last written more than `min_age` ago, and removes at most
-/// `max_removals` of them. Nothing else in the folder is touched; a folder that cannot be read is
-/// skipped with a warning.
+/// `max_removals` of them. Nothing else in the folder is touched; what cannot be read is skipped
+/// with a warning.
 fn sweep_staging(root: &std::path::Path, min_age: Duration, max_removals: usize) -> StagingSweep {
     let mut sweep = StagingSweep::default();
     let Some(cutoff) = std::time::SystemTime::now().checked_sub(min_age) else { return sweep };
-    // tenants/{t}/libraries/{l}/documents/{d}/{file}: the files are five folders down.
-    let mut folders = vec![(root.to_path_buf(), 0usize)];
-    while let Some((folder, depth)) = folders.pop() {
-        let entries = match std::fs::read_dir(&folder) {
-            Ok(entries) => entries,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+    let objects = root.parent().unwrap_or(root);
+    // tenants/{t}/libraries/{l}/documents/{d}/{file}: the files are six levels down.
+    for entry in walkdir::WalkDir::new(root).min_depth(6).max_depth(6) {
+        let entry = match entry {
+            Ok(entry) if entry.file_type().is_file() => entry,
+            Ok(_) => continue,
+            Err(e) if e.io_error().is_some_and(|e| e.kind() == std::io::ErrorKind::NotFound) => continue,
             Err(e) => {
-                tracing::warn!(folder = %folder.display(), error = %e, "the staging sweep cannot read a folder");
+                tracing::warn!(error = %e, "the staging sweep cannot read part of the object folder");
                 continue;
             }
         };
-        for entry in entries.flatten() {
-            let Ok(kind) = entry.file_type() else { continue };
-            if kind.is_dir() && depth < 5 {
-                folders.push((entry.path(), depth + 1));
-                continue;
-            }
-            if !kind.is_file() || depth != 5 {
-                continue;
-            }
-            let path = entry.path();
-            let Some(key) = path.strip_prefix(root.parent().unwrap_or(root)).ok().and_then(|p| p.to_str()) else {
-                continue;
-            };
-            let Some((object, n)) = key.rsplit_once('#') else { continue };
-            if n.is_empty() || !n.bytes().all(|b| b.is_ascii_digit()) {
-                continue;
-            }
-            let Some((tenant, library, document)) = document_object(&Path::from(object)) else { continue };
-            let Ok(meta) = entry.metadata() else { continue };
-            let Ok(modified) = meta.modified() else { continue };
-            if modified > cutoff {
-                continue;
-            }
-            if sweep.removed.len() >= max_removals {
+        let Some(key) = entry.path().strip_prefix(objects).ok().and_then(|p| p.to_str()) else { continue };
+        let Some((object, n)) = key.rsplit_once('#') else { continue };
+        if n.is_empty() || !n.bytes().all(|b| b.is_ascii_digit()) {
+            continue;
+        }
+        let Some((tenant, library, document)) = document_object(&Path::from(object)) else { continue };
+        let Ok(meta) = entry.metadata() else { continue };
+        let Ok(modified) = meta.modified() else { continue };
+        if modified > cutoff {
+            continue;
+        }
+        if sweep.removed.len() >= max_removals {
+            sweep.left += 1;
+            continue;
+        }
+        match std::fs::remove_file(entry.path()) {
+            Ok(()) => sweep.removed.push(RemovedObject {
+                tenant,
+                library,
+                document,
+                key: key.to_owned(),
+                size: meta.len(),
+                modified,
+                interrupted_upload: true,
+            }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => {
+                tracing::warn!(file = %entry.path().display(), error = %e, "an interrupted upload's file could not be removed");
                 sweep.left += 1;
-                continue;
-            }
-            match std::fs::remove_file(&path) {
-                Ok(()) => sweep.removed.push(StagingRemoved {
-                    tenant,
-                    library,
-                    document,
-                    key: key.to_owned(),
-                    size: meta.len(),
-                    modified: time::OffsetDateTime::from(modified)
-                        .format(&time::format_description::well_known::Rfc3339)
-                        .unwrap_or_default(),
-                }),
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(e) => {
-                    tracing::warn!(file = %path.display(), error = %e, "an interrupted upload's file could not be removed");
-                    sweep.left += 1;
-                }
             }
         }
     }
